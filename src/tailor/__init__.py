@@ -1,0 +1,34 @@
+"""tailor: one weight-sharing supernet, trained once, cut to the latency budget of every request."""
+
+from tailor.errors import (
+    CheckpointError,
+    InvalidSubnetError,
+    ProfileError,
+    SubnetNormFallbackWarning,
+    TailorError,
+    UnsupportedModelError,
+)
+from tailor.models import create_model, list_models
+from tailor.ops import ElasticModel
+from tailor.space import DepthDim, SearchSpace, Subnet, WidthDim
+from tailor.train import calibrate
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "CheckpointError",
+    "DepthDim",
+    "ElasticModel",
+    "InvalidSubnetError",
+    "ProfileError",
+    "SearchSpace",
+    "Subnet",
+    "SubnetNormFallbackWarning",
+    "TailorError",
+    "UnsupportedModelError",
+    "WidthDim",
+    "__version__",
+    "calibrate",
+    "create_model",
+    "list_models",
+]

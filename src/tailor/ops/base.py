@@ -1,0 +1,81 @@
+"""`ElasticOp`: the typed base class of every elastic operator.
+
+An elastic op owns full-size weights and runs a prefix of its channels. The model activates a
+subnet by computing, once per subnet, a small immutable configuration for each op (`configure`) and
+then only assigning it (`_active`), so switching subnets costs one attribute store per op.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from torch import nn
+
+from tailor.errors import InvalidSubnetError
+
+#: How many distinct sliced-weight copies an op keeps for eval-mode forwards (oldest evicted first);
+#: 0 disables the cache (every forward slices and copies again: least memory, slowest).
+DEFAULT_CACHE_ENTRIES = 8
+
+
+class ElasticOp(nn.Module):
+    """Base class: one operator whose active channel counts are chosen per subnet.
+
+    Subclasses declare the width dimensions they read (`width_dims`), build a config with
+    `configure`, and return an ordinary `torch.nn` module holding copies of the active weights
+    from `to_static`. The active config lives in `self._active`.
+    """
+
+    _active: Any
+    cache_entries: int = DEFAULT_CACHE_ENTRIES
+
+    def __init__(self) -> None:
+        # nn.Module.__init__ must already have run in the concrete class (it subclasses a torch layer).
+        object.__setattr__(self, "_eval_cache", {})
+
+    def width_dims(self) -> dict[str, tuple[int, int]]:
+        """{dimension name: (full channel count, required channel step)} this op reads."""
+        raise NotImplementedError
+
+    def configure(self, channels: Mapping[str, int], stats_key: str) -> Any:
+        """Validated config for the given active channel counts (called once per subnet, cached)."""
+        raise NotImplementedError
+
+    def to_static(self) -> nn.Module:
+        """An ordinary torch module holding copies of the weights this op runs under its active config."""
+        raise NotImplementedError
+
+    def clear_cache(self) -> None:
+        """Drop eval-mode weight slices (needed only after editing weights through `.data`)."""
+        self._eval_cache.clear()
+
+    def _remember(self, key: Any, value: Any) -> Any:
+        cache = self._eval_cache
+        if self.cache_entries <= 0:
+            return value
+        if len(cache) >= self.cache_entries:
+            cache.pop(next(iter(cache)))
+        cache[key] = value
+        return value
+
+    def _apply(self, fn: Any, recurse: bool = True) -> nn.Module:  # .to(), .cuda(), .half(), ...
+        self.clear_cache()
+        return super()._apply(fn, recurse)  # type: ignore[misc]
+
+    def _load_from_state_dict(self, *args: Any, **kwargs: Any) -> None:
+        self.clear_cache()
+        super()._load_from_state_dict(*args, **kwargs)  # type: ignore[misc]
+
+
+def channel_count(op_name: str, channels: Mapping[str, int], dim: str | None, full: int) -> int:
+    """Active channels of `dim` (the full count when `dim` is None), checked against the op's size."""
+    if dim is None:
+        return full
+    try:
+        count = channels[dim]
+    except KeyError:
+        raise InvalidSubnetError(f"{op_name}: width dimension {dim!r} has no channel count") from None
+    if not 1 <= count <= full:
+        raise InvalidSubnetError(f"{op_name}: {count} channels for dimension {dim!r} is outside [1, {full}]")
+    return count

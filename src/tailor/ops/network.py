@@ -1,0 +1,344 @@
+"""`ElasticModel`: the base class of every supernet (SubNetAct's actuation, once per subnet).
+
+A model built from elastic ops declares, on each op, which width dimension drives which channels,
+and puts blocks with elastic depth into `ElasticStage`s. From that the base class does the rest:
+`activate(sub)` computes each op's configuration once per subnet (a *plan*, cached) and afterwards
+switches by assigning those configurations in place — no weights are copied or sliced then.
+`extract(sub)` traces the active network with `torch.fx` and returns a `GraphModule` made only of
+ordinary torch modules holding copies of the active weights and statistics.
+"""
+
+from __future__ import annotations
+
+import copy
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import fx, nn
+
+from tailor.errors import InvalidSubnetError, SubnetNormFallbackWarning, UnsupportedModelError
+from tailor.ops.base import ElasticOp
+from tailor.ops.norm import ElasticBatchNorm2d
+from tailor.ops.select import ElasticStage
+from tailor.space import SearchSpace, Subnet
+
+#: Plans kept per model before the oldest are dropped (a plan is a tuple of small configs).
+PLAN_CACHE_SIZE = 4096
+
+
+@dataclass(frozen=True)
+class _IndexEntry:
+    name: str
+    module: nn.Module
+    # (stage, block position) pairs enclosing this module: it runs only if each stage's depth > position
+    conditions: tuple[tuple[ElasticStage, int], ...]
+
+
+@dataclass(frozen=True)
+class _Plan:
+    subnet: Subnet  # canonical form of the activated subnet
+    assignments: tuple[tuple[nn.Module, Any], ...]
+    norms: tuple[tuple[str, ElasticBatchNorm2d], ...]  # SubnetNorm layers that run in this subnet
+
+
+class _OpLeafTracer(fx.Tracer):
+    """Traces through containers and blocks, keeping each elastic op as one call."""
+
+    def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
+        if isinstance(m, ElasticOp):
+            return True
+        if isinstance(m, ElasticStage):
+            return False
+        return super().is_leaf_module(m, module_qualified_name)
+
+
+class ElasticModel(nn.Module):
+    """Base class of supernets: a `space`, `activate`/`activated`, `active_subnet`, `extract`.
+
+    Subclasses build their layers from `tailor.ops` after calling `super().__init__(space)`. A new
+    model runs its full network until a subnet is activated.
+    """
+
+    space: SearchSpace
+
+    def __init__(self, space: SearchSpace) -> None:
+        super().__init__()
+        if not isinstance(space, SearchSpace):
+            raise InvalidSubnetError(f"ElasticModel needs a SearchSpace, got {type(space).__name__}")
+        self.space = space
+        object.__setattr__(self, "_plans", {})
+        object.__setattr__(self, "_index_cache", None)
+        object.__setattr__(self, "_active_plan", None)
+
+    # -- structure ----------------------------------------------------------------------------------
+    def _index(self) -> tuple[_IndexEntry, ...]:
+        if self._index_cache is None:
+            entries: list[_IndexEntry] = []
+            self._collect(self, "", (), entries)
+            self._check_against_space(entries)
+            object.__setattr__(self, "_index_cache", tuple(entries))
+        return self._index_cache  # type: ignore[return-value]
+
+    def _collect(self, module: nn.Module, prefix: str, conditions: tuple, out: list[_IndexEntry]) -> None:
+        for child_name, child in module.named_children():
+            name = f"{prefix}{child_name}"
+            if isinstance(child, ElasticOp):
+                out.append(_IndexEntry(name, child, conditions))
+            elif isinstance(child, ElasticStage):
+                out.append(_IndexEntry(name, child, conditions))
+                for position, block in enumerate(child.blocks):
+                    self._collect(block, f"{name}.blocks.{position}.", conditions + ((child, position),), out)
+                    if isinstance(block, (ElasticOp, ElasticStage)):
+                        out.append(_IndexEntry(f"{name}.blocks.{position}", block, conditions + ((child, position),)))
+            else:
+                self._collect(child, f"{name}.", conditions, out)
+
+    def _check_against_space(self, entries: list[_IndexEntry]) -> None:
+        for entry in entries:
+            module = entry.module
+            if isinstance(module, ElasticStage):
+                dim = self._lookup(entry.name, "depth", module.depth_dim)
+                if dim.max > len(module.blocks):
+                    raise UnsupportedModelError(
+                        f"layer {entry.name!r}: depth dimension {dim.name!r} allows {dim.max} blocks, the stage has {len(module.blocks)}"
+                    )
+                continue
+            for dim_name, (channels, step) in module.width_dims().items():
+                dim = self._lookup(entry.name, "width", dim_name)
+                if dim.channels != channels:
+                    raise UnsupportedModelError(
+                        f"layer {entry.name!r}: width dimension {dim_name!r} has {dim.channels} channels, the layer {channels}"
+                    )
+                if dim.step % step:
+                    raise UnsupportedModelError(
+                        f"layer {entry.name!r}: width dimension {dim_name!r} has step {dim.step}, the layer needs a multiple of {step}"
+                    )
+
+    def _lookup(self, layer: str, kind: str, name: str) -> Any:
+        try:
+            return self.space.width_dim(name) if kind == "width" else self.space.depth_dim(name)
+        except InvalidSubnetError:
+            raise UnsupportedModelError(
+                f"layer {layer!r}: {kind} dimension {name!r} is not in the model's space"
+            ) from None
+
+    def elastic_layers(self) -> Iterator[tuple[str, nn.Module]]:
+        """(qualified name, module) of every elastic op and stage, in definition order."""
+        for entry in self._index():
+            yield entry.name, entry.module
+
+    def invalidate_plans(self) -> None:
+        """Forget cached plans and the layer index (call after replacing layers, e.g. a new head)."""
+        self._plans.clear()
+        object.__setattr__(self, "_index_cache", None)
+        object.__setattr__(self, "_active_plan", None)
+
+    # -- activation ---------------------------------------------------------------------------------
+    def _plan(self, sub: Subnet) -> _Plan:
+        plan = self._plans.get(sub)
+        if plan is not None:
+            return plan
+        self.space.validate(sub)
+        canonical = self.space.canonical(sub)
+        plan = self._plans.get(canonical)
+        if plan is None:
+            plan = self._build_plan(canonical)
+        if len(self._plans) >= PLAN_CACHE_SIZE:
+            self._plans.clear()
+        self._plans[canonical] = plan
+        self._plans[sub] = plan
+        return plan
+
+    def _build_plan(self, canonical: Subnet) -> _Plan:
+        channels = self.space.channels(canonical)
+        depths = canonical.depths
+        key = canonical.id
+        assignments: list[tuple[nn.Module, Any]] = []
+        norms: list[tuple[str, ElasticBatchNorm2d]] = []
+        for entry in self._index():
+            if any(depths[stage.depth_dim] <= position for stage, position in entry.conditions):
+                continue  # inside a skipped block: never runs in this subnet
+            module = entry.module
+            try:
+                if isinstance(module, ElasticStage):
+                    config = module.configure(depths)
+                else:
+                    config = module.configure(channels, key)
+            except InvalidSubnetError as exc:
+                raise InvalidSubnetError(f"layer {entry.name!r}: {exc}") from None
+            assignments.append((module, config))
+            if isinstance(module, ElasticBatchNorm2d):
+                norms.append((entry.name, module))
+        return _Plan(canonical, tuple(assignments), tuple(norms))
+
+    def activate(self, sub: Subnet) -> None:
+        """Switch the supernet to run `sub` (in place; weights are shared, nothing is copied)."""
+        plan = self._plans.get(sub)
+        if plan is None:
+            plan = self._plan(sub)
+        assign = object.__setattr__
+        for module, config in plan.assignments:
+            assign(module, "_active", config)
+        assign(self, "_active_plan", plan)
+        if not self.training:
+            self._warn_if_shared_stats(plan)
+
+    @contextmanager
+    def activated(self, sub: Subnet) -> Iterator[ElasticModel]:
+        """Run `sub` inside the block, then restore the previously active subnet."""
+        previous = self.active_subnet
+        self.activate(sub)
+        try:
+            yield self
+        finally:
+            self.activate(previous)
+
+    @property
+    def active_subnet(self) -> Subnet:
+        """The subnet the model runs now (canonical form); the largest until one is activated."""
+        if self._active_plan is None:
+            self.activate(self.space.largest())
+        return self._active_plan.subnet  # type: ignore[union-attr]
+
+    # -- SubnetNorm statistics ----------------------------------------------------------------------
+    def norm_layers(self, sub: Subnet | None = None) -> list[tuple[str, ElasticBatchNorm2d]]:
+        """SubnetNorm layers that run in `sub` (default: the active subnet)."""
+        plan = self._plan(sub) if sub is not None else self._plan(self.active_subnet)
+        return list(plan.norms)
+
+    def stats_key(self, sub: Subnet) -> str:
+        """The key under which `sub`'s SubnetNorm statistics are stored (its canonical id)."""
+        return self._plan(sub).subnet.id
+
+    def has_norm_stats(self, sub: Subnet) -> bool:
+        """Whether every SubnetNorm layer that `sub` runs holds statistics of its own for it."""
+        plan = self._plan(sub)
+        key = plan.subnet.id
+        return all(bn.has_subnet_stats(key) for _, bn in plan.norms)
+
+    @property
+    def uses_shared_norm_stats(self) -> bool:
+        """True when the active subnet lacks its own statistics in some layer (eval uses shared ones)."""
+        return bool(self.norm_layers()) and not self.has_norm_stats(self.active_subnet)
+
+    def calibrated_subnet_keys(self) -> set[str]:
+        """Keys of subnets that hold statistics in at least one SubnetNorm layer."""
+        keys: set[str] = set()
+        for _, module in self.elastic_layers():
+            if isinstance(module, ElasticBatchNorm2d):
+                keys.update(module.subnet_stats_keys())
+        return keys
+
+    def _warn_if_shared_stats(self, plan: _Plan) -> None:
+        key = plan.subnet.id
+        missing = [name for name, bn in plan.norms if key not in bn._subnet_stats]
+        if missing and any(bn._subnet_stats for _, bn in plan.norms):
+            warnings.warn(
+                f"subnet {key} has no SubnetNorm statistics of its own in {len(missing)} layer(s) "
+                f"(first: {missing[0]!r}); eval uses the shared running statistics. "
+                "Calibrate it with tailor.calibrate(model, [subnet], loader).",
+                SubnetNormFallbackWarning,
+                stacklevel=3,
+            )
+
+    def norm_stats_bytes(self) -> dict[str, int]:
+        """Bytes of per-subnet statistics against bytes of shared weights (parameters + buffers)."""
+        stats = 0
+        for _, module in self.elastic_layers():
+            if isinstance(module, ElasticBatchNorm2d):
+                stats += module.subnet_stats_bytes()
+        shared = sum(p.numel() * p.element_size() for p in self.parameters())
+        shared += sum(
+            b.numel() * b.element_size()
+            for name, b in self.named_buffers()
+            if not name.rsplit(".", 1)[-1].startswith(("subnet_mean_", "subnet_var_"))
+        )
+        return {"subnet_stats_bytes": stats, "shared_bytes": shared, "subnets": len(self.calibrated_subnet_keys())}
+
+    def train(self, mode: bool = True) -> ElasticModel:
+        super().train(mode)
+        if not mode and self._active_plan is not None:
+            self._warn_if_shared_stats(self._active_plan)
+        return self
+
+    def clear_cache(self) -> None:
+        """Drop every op's eval-mode weight slices (only needed after editing weights via `.data`)."""
+        for _, module in self.elastic_layers():
+            if isinstance(module, ElasticOp):
+                module.clear_cache()
+
+    def set_weight_cache(self, entries: int) -> None:
+        """How many sliced-weight copies each op keeps for no-grad forwards (0: slice on every call)."""
+        if entries < 0:
+            raise InvalidSubnetError(f"weight cache entries must be >= 0, got {entries}")
+        for _, module in self.elastic_layers():
+            if isinstance(module, ElasticOp):
+                module.cache_entries = entries
+                module.clear_cache()
+
+    # -- extraction ---------------------------------------------------------------------------------
+    def extract(self, sub: Subnet | None = None) -> fx.GraphModule:
+        """A plain torch module computing `sub` (default: the active subnet) with copied weights.
+
+        The result holds only ordinary `nn.Conv2d`/`nn.Linear`/`nn.BatchNorm2d`/... modules (no
+        tailor code), matches the supernet's output in eval mode, and exports to ONNX.
+        """
+        if sub is not None:
+            with self.activated(sub):
+                return self.extract()
+        self.active_subnet  # noqa: B018 - makes sure some plan is applied
+        try:
+            graph = _OpLeafTracer().trace(self)
+        except Exception as exc:  # fx raises many types for untraceable code
+            raise UnsupportedModelError(f"{type(self).__name__}.forward cannot be traced by torch.fx: {exc}") from exc
+        root = nn.Module()
+        for node in graph.nodes:
+            if node.op == "call_module" and not _has_submodule(root, node.target):
+                module = self.get_submodule(node.target)
+                static = module.to_static() if isinstance(module, ElasticOp) else copy.deepcopy(module)
+                _put_submodule(root, node.target, static)
+            elif node.op == "get_attr" and not _has_submodule(root, node.target):
+                _put_attr(root, node.target, self, node.target)
+        static_model = fx.GraphModule(root, graph, class_name=f"Static{type(self).__name__}")
+        static_model.train(self.training)
+        return static_model
+
+
+def _has_submodule(root: nn.Module, target: str) -> bool:
+    try:
+        root.get_submodule(target)
+    except AttributeError:
+        return False
+    return True
+
+
+def _parent(root: nn.Module, target: str) -> tuple[nn.Module, str]:
+    *path, leaf = target.split(".")
+    parent = root
+    for part in path:
+        if not hasattr(parent, part):
+            parent.add_module(part, nn.Module())
+        parent = getattr(parent, part)
+    return parent, leaf
+
+
+def _put_submodule(root: nn.Module, target: str, module: nn.Module) -> None:
+    parent, leaf = _parent(root, target)
+    parent.add_module(leaf, module)
+
+
+def _put_attr(root: nn.Module, target: str, source: nn.Module, source_target: str) -> None:
+    owner_path, _, attr = source_target.rpartition(".")
+    owner = source.get_submodule(owner_path) if owner_path else source
+    value = getattr(owner, attr)
+    parent, leaf = _parent(root, target)
+    if isinstance(value, nn.Parameter):
+        parent.register_parameter(leaf, nn.Parameter(value.detach().clone(), value.requires_grad))
+    elif isinstance(value, torch.Tensor):
+        parent.register_buffer(leaf, value.detach().clone())
+    else:
+        setattr(parent, leaf, copy.deepcopy(value))
