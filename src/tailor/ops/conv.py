@@ -34,7 +34,31 @@ def expand_channels(in_channels: int, ratio: float, divisor: int = 8) -> int:
     return rounded
 
 
-class ElasticConv2d(ElasticOp, nn.Conv2d):
+class _WeightSlice(ElasticOp):
+    """Shared forward logic of ops whose weight is [out, in, ...]: views with autograd, cached copies without."""
+
+    weight: torch.Tensor
+    bias: torch.Tensor | None
+
+    def _slices(self, key: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(weight, bias) for the first `key = (out, in)` channels."""
+        if torch.is_grad_enabled():
+            cout, cin = key
+            return self.weight[:cout, :cin], None if self.bias is None else self.bias[:cout]
+        cached = self._eval_cache.get(key)
+        if cached is None or cached[0] != self.weight._version:
+            cached = self._prepare(key)
+        return cached[1], cached[2]
+
+    @torch.no_grad()
+    def _prepare(self, key: tuple[int, int]) -> tuple[int, torch.Tensor, torch.Tensor | None]:
+        cout, cin = key
+        weight = self.weight[:cout, :cin].contiguous()
+        bias = None if self.bias is None else self.bias[:cout]
+        return self._remember(key, (self.weight._version, weight, bias))
+
+
+class ElasticConv2d(_WeightSlice, nn.Conv2d):
     """A `Conv2d` whose active input/output channels are prefixes chosen by width dimensions.
 
     `in_dim`/`out_dim` name the width dimensions that drive the input and output channels (None:
@@ -123,23 +147,8 @@ class ElasticConv2d(ElasticOp, nn.Conv2d):
         _, _, groups, key = self._active
         if key is None:
             return F.conv2d(x, self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups)
-        if torch.is_grad_enabled():
-            cout, cin = key
-            weight = self.weight[:cout, :cin]
-            bias = None if self.bias is None else self.bias[:cout]
-        else:
-            cached = self._eval_cache.get(key)
-            if cached is None or cached[0] != self.weight._version:
-                cached = self._prepare(key)
-            _, weight, bias = cached
+        weight, bias = self._slices(key)
         return F.conv2d(x, weight, bias, self.stride, self.padding, self.dilation, groups)
-
-    @torch.no_grad()
-    def _prepare(self, key: tuple[int, int]) -> tuple[int, torch.Tensor, torch.Tensor | None]:
-        cout, cin = key
-        weight = self.weight[:cout, :cin].contiguous()
-        bias = None if self.bias is None else self.bias[:cout]
-        return self._remember(key, (self.weight._version, weight, bias))
 
     @torch.no_grad()
     def to_static(self) -> nn.Conv2d:
@@ -166,7 +175,7 @@ class ElasticConv2d(ElasticOp, nn.Conv2d):
         return f"{super().extra_repr()}, in_dim={self.in_dim!r}, out_dim={self.out_dim!r}"
 
 
-class ElasticLinear(ElasticOp, nn.Linear):
+class ElasticLinear(_WeightSlice, nn.Linear):
     """A `Linear` layer whose active input/output features are prefixes chosen by width dimensions."""
 
     def __init__(
@@ -209,20 +218,8 @@ class ElasticLinear(ElasticOp, nn.Linear):
         key = self._active[2]
         if key is None:
             return F.linear(x, self.weight, self.bias)
-        if torch.is_grad_enabled():
-            cout, cin = key
-            return F.linear(x, self.weight[:cout, :cin], None if self.bias is None else self.bias[:cout])
-        cached = self._eval_cache.get(key)
-        if cached is None or cached[0] != self.weight._version:
-            cached = self._prepare(key)
-        return F.linear(x, cached[1], cached[2])
-
-    @torch.no_grad()
-    def _prepare(self, key: tuple[int, int]) -> tuple[int, torch.Tensor, torch.Tensor | None]:
-        cout, cin = key
-        weight = self.weight[:cout, :cin].contiguous()
-        bias = None if self.bias is None else self.bias[:cout]
-        return self._remember(key, (self.weight._version, weight, bias))
+        weight, bias = self._slices(key)
+        return F.linear(x, weight, bias)
 
     @torch.no_grad()
     def to_static(self) -> nn.Linear:

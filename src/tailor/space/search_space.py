@@ -89,7 +89,7 @@ class WidthDim:
         return active_channels(width, self.channels, self.step)
 
     def snap(self, value: float) -> float:
-        """The smallest allowed multiplier >= `value` (an optimiser's continuous value, made valid)."""
+        """The smallest allowed multiplier >= `value` (the largest choice when none is that large)."""
         if self.choices is not None:
             for choice in self.choices:
                 if choice >= value - 1e-12:
@@ -98,10 +98,17 @@ class WidthDim:
         return min(1.0, max(self.low, value))  # type: ignore[type-var]
 
     def canonical(self, width: float) -> float:
-        """The multiplier that names `width`'s channel count: c / channels for ranges, unchanged for choices."""
+        """The multiplier that names `width`'s channel count: the smallest choice selecting the same
+        channels, or `width_for` of the count on a range."""
+        count = self.channels_at(width)
         if self.choices is not None:
-            return width
-        return self.channels_at(width) / self.channels
+            return next(choice for choice in self.choices if self.channels_at(choice) == count)
+        return self.width_for(count)
+
+    def width_for(self, count: int) -> float:
+        """The canonical multiplier of a range dimension selecting `count` channels: count / channels,
+        raised to `low` when `low` sits just above that fraction (within the rounding of `channels_at`)."""
+        return max(self.low, count / self.channels) if self.low is not None else count / self.channels
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"name": self.name, "channels": self.channels}
@@ -141,6 +148,14 @@ class DepthDim:
 
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "choices": list(self.choices)}
+
+
+def _entries(data: Mapping[str, Any], field: str) -> list[Mapping[str, Any]]:
+    """The list of dimension objects under `field`, each checked to be a JSON object."""
+    items = data.get(field, [])
+    if not isinstance(items, list) or not all(isinstance(item, Mapping) for item in items):
+        raise InvalidSubnetError(f"search space field {field!r} must be a list of objects, got {items!r}")
+    return items
 
 
 class SearchSpace:
@@ -222,11 +237,11 @@ class SearchSpace:
         widths = {}
         for dim in self.widths:
             if dim.choices is not None:
-                widths[dim.name] = rng.choice(dim.choices)
+                widths[dim.name] = dim.canonical(rng.choice(dim.choices))
             else:
                 lo = dim.channels_at(dim.low)  # type: ignore[arg-type]
                 counts = range(lo, dim.channels + 1, dim.step)
-                widths[dim.name] = rng.choice(counts) / dim.channels
+                widths[dim.name] = dim.width_for(rng.choice(counts))
         depths = {d.name: rng.choice(d.choices) for d in self.depths}
         return Subnet(widths, depths)
 
@@ -241,7 +256,12 @@ class SearchSpace:
             raise InvalidSubnetError(f"from_wm: expected {self.search_dim} width multipliers, got {len(values)}")
         widths = {}
         for dim, value in zip(self.widths, values):
-            value = float(value)
+            try:  # floats, ints, numpy scalars, 0-d tensors; not bools or strings
+                if isinstance(value, (bool, str, bytes)):
+                    raise TypeError
+                value = float(value)  # type: ignore[arg-type]
+            except (TypeError, ValueError):
+                raise InvalidSubnetError(f"from_wm: width {dim.name!r} = {value!r} is not a number") from None
             if not math.isfinite(value) or not 0.0 <= value <= 1.0:
                 raise InvalidSubnetError(f"from_wm: width {dim.name!r} = {value!r} is not in [0, 1]")
             widths[dim.name] = dim.canonical(dim.snap(value))
@@ -312,8 +332,6 @@ class SearchSpace:
         statistics and cache entries).
         """
         self.validate(sub)
-        if all(d.choices is not None for d in self.widths):
-            return sub
         widths = {d.name: d.canonical(sub.width(d.name)) for d in self.widths}
         return Subnet(widths, sub.depths)
 
@@ -345,11 +363,15 @@ class SearchSpace:
         if unknown:
             raise InvalidSubnetError(f"search space has unknown field(s) {sorted(unknown)}")
         widths = []
-        for item in data.get("widths", []):
+        for item in _entries(data, "widths"):
             extra = set(item) - {"name", "channels", "choices", "low", "step"}
             if extra:
                 raise InvalidSubnetError(f"width dimension {item.get('name')!r} has unknown field(s) {sorted(extra)}")
             choices = item.get("choices")
+            if choices is not None and not isinstance(choices, list):
+                raise InvalidSubnetError(
+                    f"width dimension {item.get('name')!r}: choices must be a list, got {choices!r}"
+                )
             widths.append(
                 WidthDim(
                     name=item.get("name"),
@@ -360,11 +382,16 @@ class SearchSpace:
                 )
             )
         depths = []
-        for item in data.get("depths", []):
+        for item in _entries(data, "depths"):
             extra = set(item) - {"name", "choices"}
             if extra:
                 raise InvalidSubnetError(f"depth dimension {item.get('name')!r} has unknown field(s) {sorted(extra)}")
-            depths.append(DepthDim(name=item.get("name"), choices=tuple(item.get("choices", ()))))
+            choices = item.get("choices")
+            if not isinstance(choices, list):
+                raise InvalidSubnetError(
+                    f"depth dimension {item.get('name')!r}: choices must be a list, got {choices!r}"
+                )
+            depths.append(DepthDim(name=item.get("name"), choices=tuple(choices)))
         return cls(widths, depths)
 
     @classmethod

@@ -1,0 +1,35 @@
+"""The command line: demo runs every subnet activated and extracted and reports equal outputs."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+
+from tailor.cli import main
+
+
+def test_demo_reports_matching_outputs_for_each_subnet(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["demo", "--subnets", "5", "--repeats", "2", "--threads", "1"]) == 0
+    out = capsys.readouterr().out
+    rows = [line for line in out.splitlines() if re.match(r"sn-[0-9a-f]{12} ", line)]
+    assert len(rows) == 5
+    diffs = [float(row.split()[4]) for row in rows]
+    assert all(d <= 1e-5 for d in diffs)
+    params = [int(row.split()[3].replace(",", "")) for row in rows[:4]]  # largest, 0.75, 0.5, smallest
+    assert params == sorted(params, reverse=True)
+    assert "5 subnets" in out and "us per activate" in out
+
+
+def test_space_prints_the_search_space_json(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["space", "resnet20"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["schema"] == "tailor.space/1" and len(data["widths"]) == 12
+
+
+def test_bad_arguments_are_reported(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["demo", "--subnets", "0"]) == 2
+    assert "--subnets must be >= 1" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["demo", "--model", "nope"])
