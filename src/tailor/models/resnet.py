@@ -73,6 +73,7 @@ class ElasticResNet(ElasticModel):
         self.num_classes = num_classes
         self.in_chans = in_chans
         self.stem_kind = stem
+        self.default_input_size = (in_chans, 32, 32) if stem == "cifar" else (in_chans, 224, 224)
 
         if stem == "cifar":
             self.stem_conv = ElasticConv2d(in_chans, stem_channels, 3, 1, 1, out_dim=stem_dim)

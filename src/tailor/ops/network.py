@@ -64,6 +64,8 @@ class ElasticModel(nn.Module):
     """
 
     space: SearchSpace
+    #: (channels, height, width) the model was designed for (e.g. 224x224 ImageNet, 32x32 CIFAR).
+    default_input_size: tuple[int, int, int] = (3, 224, 224)
 
     def __init__(self, space: SearchSpace) -> None:
         super().__init__()
