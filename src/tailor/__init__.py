@@ -9,7 +9,7 @@ from tailor.errors import (
     UnsupportedModelError,
 )
 from tailor.models import create_model, list_models
-from tailor.ops import ElasticModel
+from tailor.ops import ElasticModel, sort_channels
 from tailor.space import DepthDim, SearchSpace, Subnet, WidthDim
 from tailor.train import calibrate
 
@@ -31,4 +31,5 @@ __all__ = [
     "calibrate",
     "create_model",
     "list_models",
+    "sort_channels",
 ]

@@ -11,27 +11,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import tailor
+from model_helpers import MODELS, make, sample_input
 from tailor.errors import InvalidSubnetError, UnsupportedModelError
-from tailor.ops import ElasticModel, ElasticStage
-
-MODELS = tailor.list_models()
-INPUT = {"resnet18": 64, "resnet50": 64}  # ImageNet stems downsample 32x; CIFAR models take 32
-
-
-def make(name: str) -> ElasticModel:
-    torch.manual_seed(0)
-    model = tailor.create_model(name, num_classes=7).eval()
-    with torch.no_grad():  # random (not identity) BN statistics, so mistakes in their slicing show
-        for _, module in model.elastic_layers():
-            if isinstance(module, torch.nn.BatchNorm2d):
-                module.running_mean.uniform_(-0.1, 0.1)
-                module.running_var.uniform_(0.5, 1.5)
-    return model
-
-
-def sample_input(name: str, batch: int = 2) -> torch.Tensor:
-    size = INPUT.get(name, 32)
-    return torch.randn(batch, 3, size, size)
+from tailor.ops import ElasticStage
 
 
 def test_registry_lists_and_rejects() -> None:

@@ -1,6 +1,9 @@
 """Slimmable model families and the registry (see README.md here)."""
 
+from tailor.models import efficientnet as efficientnet
+from tailor.models import mobilenet as mobilenet
 from tailor.models.registry import create_model, list_models, register_model
 from tailor.models.resnet import ElasticResNet
+from tailor.models.small_cnn import SmallCNN
 
-__all__ = ["ElasticResNet", "create_model", "list_models", "register_model"]
+__all__ = ["ElasticResNet", "SmallCNN", "create_model", "list_models", "register_model"]

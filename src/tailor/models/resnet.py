@@ -18,15 +18,17 @@ import torch.nn.functional as F
 from torch import nn
 
 from tailor.errors import InvalidSubnetError
+from tailor.models.base import PooledClassifierModel
 from tailor.models.blocks import ElasticBasicBlock, ElasticBottleneck
 from tailor.models.registry import register_model
-from tailor.ops import ElasticBatchNorm2d, ElasticConv2d, ElasticLinear, ElasticModel, ElasticStage
+from tailor.ops import ElasticBatchNorm2d, ElasticConv2d, ElasticLinear, ElasticStage
 from tailor.space import DepthDim, SearchSpace, WidthDim
 
 DEFAULT_WIDTHS = (0.25, 0.5, 0.75, 1.0)
 
 
-def _width_dim(name: str, channels: int, widths: Sequence[float] | None, min_width: float | None) -> WidthDim:
+def width_dim(name: str, channels: int, widths: Sequence[float] | None, min_width: float | None) -> WidthDim:
+    """A width dimension with the given choices, or the range [min_width, 1] when that is set."""
     if min_width is not None:
         return WidthDim(name, channels, low=min_width)
     if widths is None:
@@ -34,7 +36,7 @@ def _width_dim(name: str, channels: int, widths: Sequence[float] | None, min_wid
     return WidthDim(name, channels, choices=tuple(widths))
 
 
-class ElasticResNet(ElasticModel):
+class ElasticResNet(PooledClassifierModel):
     """A ResNet whose stage widths, block widths and stage depths are elastic."""
 
     def __init__(
@@ -59,12 +61,12 @@ class ElasticResNet(ElasticModel):
         stage1_out = stage_channels[0] * block.expansion
         stem_dim = "stage1.out" if stem_channels == stage1_out else "stem"
 
-        dims = [] if stem_dim == "stage1.out" else [_width_dim("stem", stem_channels, widths, min_width)]
+        dims = [] if stem_dim == "stage1.out" else [width_dim("stem", stem_channels, widths, min_width)]
         for k, (count, mid) in enumerate(zip(layers, stage_channels), start=1):
-            dims.append(_width_dim(f"stage{k}.out", mid * block.expansion, widths, min_width))
+            dims.append(width_dim(f"stage{k}.out", mid * block.expansion, widths, min_width))
             for j in range(count):
                 for hidden in self._hidden_names(block, k, j):
-                    dims.append(_width_dim(hidden, mid, widths, min_width))
+                    dims.append(width_dim(hidden, mid, widths, min_width))
         depth_dims = [
             DepthDim(f"stage{k}", tuple(range(max(1, lo), count + 1)))
             for k, (count, lo) in enumerate(zip(layers, min_depths), start=1)
@@ -123,20 +125,6 @@ class ElasticResNet(ElasticModel):
         for stage in self.stages:
             x = stage(x)
         return x
-
-    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        """Global average pool and classifier (`pre_logits=True`: the pooled features)."""
-        x = torch.flatten(F.adaptive_avg_pool2d(x, 1), 1)
-        return x if pre_logits else self.fc(x)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
-
-    def reset_classifier(self, num_classes: int) -> None:
-        """Replace the classifier with a fresh one for `num_classes` outputs."""
-        self.num_classes = num_classes
-        self.fc = ElasticLinear(self.num_features, num_classes, in_dim=self.fc.in_dim).to(self.fc.weight.device)
-        self.invalidate_plans()
 
 
 def _cifar_resnet(depth: int, **kwargs: object) -> ElasticResNet:

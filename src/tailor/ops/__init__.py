@@ -5,8 +5,10 @@ from tailor.ops.conv import ElasticConv2d, ElasticLinear, expand_channels
 from tailor.ops.network import ElasticModel
 from tailor.ops.norm import ElasticBatchNorm2d, ElasticGroupNorm
 from tailor.ops.select import ElasticStage
+from tailor.ops.sort import ChannelSort, sort_channels
 
 __all__ = [
+    "ChannelSort",
     "ElasticBatchNorm2d",
     "ElasticConv2d",
     "ElasticGroupNorm",
@@ -15,4 +17,5 @@ __all__ = [
     "ElasticOp",
     "ElasticStage",
     "expand_channels",
+    "sort_channels",
 ]

@@ -282,6 +282,113 @@ class ElasticModel(nn.Module):
                 module.cache_entries = entries
                 module.clear_cache()
 
+    # -- the slimmable-models width protocol ---------------------------------------------------------
+    # Width dimensions are grouped by the text before their first dot ("stem", "stage2", "head", ...):
+    # that grouping is the hierarchy of the seed's `channel_space`, `decode_wm` and `decode_ch`.
+    @property
+    def search_dim(self) -> int:
+        """Number of independent width dimensions (the length of a `wm` vector)."""
+        return self.space.search_dim
+
+    def _groups(self) -> list[tuple[str, list[str]]]:
+        groups: dict[str, list[str]] = {}
+        for dim in self.space.widths:
+            groups.setdefault(dim.name.split(".", 1)[0], []).append(dim.name)
+        return list(groups.items())
+
+    def _nest(self, values: dict[str, Any]) -> list[Any]:
+        """Per-dimension values arranged as the hierarchy: a lone undotted dimension is a scalar."""
+        return [values[names[0]] if names == [group] else [values[n] for n in names] for group, names in self._groups()]
+
+    def _flatten(self, nested: Any, what: str) -> dict[str, Any]:
+        """Inverse of `_nest`: hierarchical values -> {dimension: value}, shape-checked."""
+        groups = self._groups()
+        if not isinstance(nested, (list, tuple)) or len(nested) != len(groups):
+            raise InvalidSubnetError(f"{what}: expected {len(groups)} groups, got {nested!r:.200}")
+        flat: dict[str, Any] = {}
+        for (group, dims), item in zip(groups, nested):
+            items = [item] if dims == [group] else item
+            if not isinstance(items, (list, tuple)) or len(items) != len(dims):
+                raise InvalidSubnetError(f"{what}: group {group!r} needs {len(dims)} value(s), got {item!r:.200}")
+            flat.update(zip(dims, items))
+        return flat
+
+    @property
+    def channel_space(self) -> list[Any]:
+        """Full channel count of every width dimension, grouped per stage (the seed's `channel_space`)."""
+        return self._nest({d.name: d.channels for d in self.space.widths})
+
+    def decode_wm(self, wm: Any) -> list[Any]:
+        """Flat width multipliers (len `search_dim`) -> hierarchical channel counts, one per dimension.
+
+        Values are read as `space.from_wm` reads them; a wrong length or a value outside [0, 1]
+        raises `InvalidSubnetError`.
+        """
+        sub = self.space.from_wm(list(wm))
+        return self._nest(self.space.channels(sub))
+
+    def _layer_dims(self) -> list[tuple[str, str, str]]:
+        """(group, layer name, width dimension) of every op whose output channels are elastic."""
+        layers = []
+        for name, module in self.elastic_layers():
+            out_dim = getattr(module, "out_dim", None)
+            if out_dim is not None:
+                layers.append((out_dim.split(".", 1)[0], name, out_dim))
+        return layers
+
+    def decode_ch(self, ch: Any) -> list[Any]:
+        """Hierarchical per-dimension channel counts (`decode_wm`'s output) -> per-layer output counts.
+
+        Each group lists the output channels of its layers in definition order, so channels tied by a
+        residual add or a depthwise conv appear once per layer that produces them.
+        """
+        counts = self._flatten(ch, "decode_ch")
+        for dim in self.space.widths:
+            count = counts[dim.name]
+            if isinstance(count, bool) or not isinstance(count, int) or not 1 <= count <= dim.channels:
+                raise InvalidSubnetError(f"decode_ch: dimension {dim.name!r} = {count!r} is not in [1, {dim.channels}]")
+        per_group: dict[str, list[int]] = {group: [] for group, _ in self._groups()}
+        for group, _, dim in self._layer_dims():
+            per_group[group].append(counts[dim])
+        return [per_group[group] for group, _ in self._groups()]
+
+    def set_real_ch(self, real_ch: Any) -> None:
+        """Activate the subnet whose layers have the per-layer output counts `real_ch` (`decode_ch`'s form).
+
+        Layers tied to one dimension must agree, and each count must be selectable by its dimension;
+        otherwise `InvalidSubnetError` names the layer. Depths stay as they are.
+        """
+        layers = self._layer_dims()
+        groups = [group for group, _ in self._groups()]
+        if not isinstance(real_ch, (list, tuple)) or len(real_ch) != len(groups):
+            raise InvalidSubnetError(f"set_real_ch: expected {len(groups)} groups, got {real_ch!r:.200}")
+        given = dict(zip(groups, real_ch))
+        counts: dict[str, int] = {}
+        position = {group: 0 for group in groups}
+        for group, name, dim in layers:
+            values = given[group]
+            if not isinstance(values, (list, tuple)) or position[group] >= len(values):
+                raise InvalidSubnetError(f"set_real_ch: group {group!r} has too few layer counts (missing {name!r})")
+            value = values[position[group]]
+            position[group] += 1
+            if counts.setdefault(dim, value) != value:
+                raise InvalidSubnetError(
+                    f"set_real_ch: layer {name!r} has {value} channels but dimension {dim!r} is tied to {counts[dim]}"
+                )
+        for group in groups:
+            if position[group] != len(given[group]):
+                raise InvalidSubnetError(
+                    f"set_real_ch: group {group!r} has {len(given[group])} counts for {position[group]} layers"
+                )
+        widths = {}
+        for dim in self.space.widths:
+            count = counts[dim.name]
+            width = dim.canonical(dim.snap(count / dim.channels)) if isinstance(count, int) and count >= 1 else None
+            if width is None or dim.channels_at(width) != count:
+                raise InvalidSubnetError(f"set_real_ch: dimension {dim.name!r} cannot run {count!r} channels")
+            widths[dim.name] = width
+        self.activate(Subnet(widths, self.active_subnet.depths))
+
     # -- extraction ---------------------------------------------------------------------------------
     def extract(self, sub: Subnet | None = None) -> fx.GraphModule:
         """A plain torch module computing `sub` (default: the active subnet) with copied weights.
