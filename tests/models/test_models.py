@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import tailor
-from model_helpers import MODELS, make, sample_input
+from model_helpers import MODELS, macs, make, sample_input
 from tailor.errors import InvalidSubnetError, UnsupportedModelError
 from tailor.ops import ElasticStage
 
@@ -41,12 +41,17 @@ def test_random_subnets_match_their_extraction(name: str) -> None:
 
 
 @pytest.mark.parametrize("name", MODELS)
-def test_narrower_subnets_have_fewer_parameters(name: str) -> None:
+def test_narrower_subnets_have_fewer_parameters_and_macs(name: str) -> None:
     model = make(name)
-    counts = [
-        sum(p.numel() for p in model.extract(model.space.uniform(w)).parameters()) for w in (0.25, 0.5, 0.75, 1.0)
-    ]
+    x = sample_input(name, 1)
+    largest = model.space.largest()
+    counts, work = [], []
+    for w in (0.25, 0.5, 0.75, 1.0):  # every dimension at w, or at its nearest choice at or above w
+        static = model.extract(model.space.from_wm([w] * model.space.search_dim, depths=largest.depths))
+        counts.append(sum(p.numel() for p in static.parameters()))
+        work.append(macs(static, x))
     assert counts == sorted(counts) and len(set(counts)) == 4
+    assert work == sorted(work) and len(set(work)) == 4
     assert counts[-1] == sum(p.numel() for p in model.parameters())  # full width holds every weight
 
 

@@ -108,6 +108,7 @@ class ElasticModel(nn.Module):
                     raise UnsupportedModelError(
                         f"layer {entry.name!r}: depth dimension {dim.name!r} allows {dim.max} blocks, the stage has {len(module.blocks)}"
                     )
+                self._check_skippable(entry.name, module, dim.min)
                 continue
             for dim_name, (channels, step) in module.width_dims().items():
                 dim = self._lookup(entry.name, "width", dim_name)
@@ -118,6 +119,17 @@ class ElasticModel(nn.Module):
                 if dim.step % step:
                     raise UnsupportedModelError(
                         f"layer {entry.name!r}: width dimension {dim_name!r} has step {dim.step}, the layer needs a multiple of {step}"
+                    )
+
+    @staticmethod
+    def _check_skippable(name: str, stage: ElasticStage, min_depth: int) -> None:
+        """Blocks that a subnet may skip must keep the stage's resolution (no strided conv or pooling)."""
+        for position in range(min_depth, len(stage.blocks)):
+            for sub_name, sub in stage.blocks[position].named_modules():
+                strided = isinstance(sub, nn.Conv2d) and sub.stride != (1, 1)
+                if strided or isinstance(sub, (nn.MaxPool2d, nn.AvgPool2d)):
+                    raise UnsupportedModelError(
+                        f"layer '{name}.blocks.{position}.{sub_name}': a block that depth may skip cannot downsample"
                     )
 
     def _lookup(self, layer: str, kind: str, name: str) -> Any:
@@ -383,8 +395,9 @@ class ElasticModel(nn.Module):
         widths = {}
         for dim in self.space.widths:
             count = counts[dim.name]
-            width = dim.canonical(dim.snap(count / dim.channels)) if isinstance(count, int) and count >= 1 else None
-            if width is None or dim.channels_at(width) != count:
+            valid = isinstance(count, int) and not isinstance(count, bool) and 1 <= count <= dim.channels
+            width = dim.width_of_channels(count) if valid else None
+            if width is None:
                 raise InvalidSubnetError(f"set_real_ch: dimension {dim.name!r} cannot run {count!r} channels")
             widths[dim.name] = width
         self.activate(Subnet(widths, self.active_subnet.depths))

@@ -1,7 +1,8 @@
 """LayerSelect: `ElasticStage` runs the first d of its blocks and skips the rest (identity).
 
 Blocks past the minimum depth must keep the stage's shape (stride 1, equal in/out channels), as
-residual blocks after a stage's first do; `ElasticModel` checks this when it indexes the model.
+residual blocks after a stage's first do; `ElasticModel` rejects skippable blocks that downsample
+when it indexes the model (a channel mismatch fails at the first forward).
 """
 
 from __future__ import annotations

@@ -105,6 +105,13 @@ class WidthDim:
             return next(choice for choice in self.choices if self.channels_at(choice) == count)
         return self.width_for(count)
 
+    def width_of_channels(self, count: int) -> float | None:
+        """The canonical multiplier that selects exactly `count` channels, or None if none does."""
+        if self.choices is not None:
+            return next((c for c in self.choices if self.channels_at(c) == count), None)
+        width = self.width_for(count)
+        return width if width <= 1.0 and self.channels_at(width) == count else None
+
     def width_for(self, count: int) -> float:
         """The canonical multiplier of a range dimension selecting `count` channels: count / channels,
         raised to `low` when `low` sits just above that fraction (within the rounding of `channels_at`)."""
