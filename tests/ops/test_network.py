@@ -216,3 +216,22 @@ def test_weight_cache_setting_is_validated() -> None:
     assert all(m.cache_entries == 0 for _, m in model.elastic_layers() if hasattr(m, "cache_entries"))
     with pytest.raises(InvalidSubnetError, match=">= 0"):
         model.set_weight_cache(-1)
+
+
+def test_a_skippable_block_that_downsamples_is_rejected() -> None:
+    class Strided(ElasticModel):
+        def __init__(self) -> None:
+            super().__init__(SearchSpace([WidthDim("a", 8, choices=(1.0,))], [DepthDim("stage", (1, 2))]))
+            blocks = [
+                ElasticConv2d(8, 8, 3, 1, 1, in_dim="a", out_dim="a"),
+                ElasticConv2d(8, 8, 3, 2, 1, in_dim="a", out_dim="a"),
+            ]
+            self.stage = ElasticStage(blocks, "stage")
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.stage(x)
+
+    with pytest.raises(
+        UnsupportedModelError, match=r"layer 'stage.blocks.1': a block that depth may skip cannot downsample"
+    ):
+        Strided().activate(Strided().space.largest())

@@ -128,9 +128,8 @@ class ElasticModel(nn.Module):
             for sub_name, sub in stage.blocks[position].named_modules():
                 strided = isinstance(sub, nn.Conv2d) and sub.stride != (1, 1)
                 if strided or isinstance(sub, (nn.MaxPool2d, nn.AvgPool2d)):
-                    raise UnsupportedModelError(
-                        f"layer '{name}.blocks.{position}.{sub_name}': a block that depth may skip cannot downsample"
-                    )
+                    path = ".".join(part for part in (name, "blocks", str(position), sub_name) if part)
+                    raise UnsupportedModelError(f"layer {path!r}: a block that depth may skip cannot downsample")
 
     def _lookup(self, layer: str, kind: str, name: str) -> Any:
         try:
