@@ -35,7 +35,8 @@ def _median_ms(module: torch.nn.Module, x: torch.Tensor, repeats: int) -> float:
 
 def _demo_subnets(model: ElasticModel, count: int, seed: int) -> list[Subnet]:
     space = model.space
-    subs = [space.largest(), space.uniform(0.75), space.uniform(0.5), space.smallest()]
+    # every dimension at 0.75 / 0.5, or at its nearest choice above (expand ratios have their own choices)
+    subs = [space.largest()] + [space.from_wm([w] * space.search_dim) for w in (0.75, 0.5)] + [space.smallest()]
     rng = random.Random(seed)
     while len(subs) < count:
         subs.append(space.sample(rng))
@@ -47,11 +48,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
     torch.manual_seed(args.seed)
     torch.set_num_threads(args.threads)
     model = create_model(args.model).eval()
-    size = 64 if args.model in ("resnet18", "resnet50") else 32
+    channels, height, width = model.default_input_size
     subs = _demo_subnets(model, args.subnets, args.seed)
-    calibration = [torch.randn(16, model.in_chans, size, size) for _ in range(2)]
+    calibration = [torch.randn(8, channels, height, width) for _ in range(2)]
     calibrate(model, subs, calibration, batches=2)
-    x = torch.randn(1, model.in_chans, size, size)
+    x = torch.randn(1, channels, height, width)
     space = model.space
     print(
         f"{args.model}: {space.search_dim} width dimensions, {len(space.depths)} depth dimensions, {space.size} subnets"
