@@ -8,6 +8,11 @@ import torch.nn.functional as F
 from tailor.ops import ElasticLinear, ElasticModel
 
 
+def fresh_classifier(old: ElasticLinear, num_classes: int) -> ElasticLinear:
+    """A new classifier reading what `old` read, for `num_classes` outputs, on `old`'s device and dtype."""
+    return ElasticLinear(old.in_features, num_classes, in_dim=old.in_dim).to(old.weight.device, old.weight.dtype)
+
+
 class PooledClassifierModel(ElasticModel):
     """Uniform interface for models whose head is global average pooling then `self.fc`.
 
@@ -33,5 +38,5 @@ class PooledClassifierModel(ElasticModel):
     def reset_classifier(self, num_classes: int) -> None:
         """Replace the classifier with a fresh one for `num_classes` outputs (other weights kept)."""
         self.num_classes = num_classes
-        self.fc = ElasticLinear(self.num_features, num_classes, in_dim=self.fc.in_dim).to(self.fc.weight.device)
+        self.fc = fresh_classifier(self.fc, num_classes)
         self.invalidate_plans()

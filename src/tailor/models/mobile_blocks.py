@@ -34,6 +34,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from tailor.errors import UnsupportedModelError
+from tailor.models.base import fresh_classifier
 from tailor.models.resnet import DEFAULT_WIDTHS, width_dim
 from tailor.ops import ElasticBatchNorm2d, ElasticConv2d, ElasticLinear, ElasticModel, ElasticStage
 from tailor.space import DepthDim, SearchSpace, WidthDim
@@ -291,6 +292,13 @@ class ElasticMobileBackbone(ElasticModel):
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         raise NotImplementedError
 
+    def reset_classifier(self, num_classes: int) -> None:
+        """Replace the final classifier (`self.classifier`) with a fresh one for `num_classes` outputs."""
+        self.num_classes = num_classes
+        self.classifier = fresh_classifier(self.classifier, num_classes)
+        init_linear(self.classifier)
+        self.invalidate_plans()
+
 
 class ElasticLinearClassifier(ElasticMobileBackbone):
     """Backbone + pool + dropout + one `ElasticLinear` on `head` (MobileNetV2, EfficientNet)."""
@@ -309,11 +317,3 @@ class ElasticLinearClassifier(ElasticMobileBackbone):
         """Global average pool, dropout and classifier (`pre_logits=True`: the pooled features)."""
         x = torch.flatten(F.adaptive_avg_pool2d(x, 1), 1)
         return x if pre_logits else self.classifier(self.dropout(x))
-
-    def reset_classifier(self, num_classes: int) -> None:
-        """Replace the classifier with a fresh one for `num_classes` outputs."""
-        self.num_classes = num_classes
-        old = self.classifier
-        self.classifier = ElasticLinear(self.num_features, num_classes, in_dim=old.in_dim).to(old.weight.device)
-        init_linear(self.classifier)
-        self.invalidate_plans()

@@ -43,7 +43,6 @@ from tailor.models.mobile_blocks import (
     ElasticLinearClassifier,
     ElasticMobileBackbone,
     group_by_output,
-    init_linear,
 )
 from tailor.models.registry import register_model
 from tailor.ops import ElasticLinear, expand_channels
@@ -185,14 +184,6 @@ class ElasticMobileNetV3(ElasticMobileBackbone):
         x = torch.flatten(F.adaptive_avg_pool2d(x, 1), 1)
         x = self.head_fc_act(self.head_fc(x))
         return x if pre_logits else self.classifier(self.dropout(x))
-
-    def reset_classifier(self, num_classes: int) -> None:
-        """Replace the final classifier with a fresh one for `num_classes` outputs."""
-        self.num_classes = num_classes
-        old = self.classifier
-        self.classifier = ElasticLinear(self.num_features, num_classes, in_dim=old.in_dim).to(old.weight.device)
-        init_linear(self.classifier)
-        self.invalidate_plans()
 
 
 @register_model
