@@ -38,6 +38,8 @@ def test_random_subnets_match_their_extraction(name: str) -> None:
         with torch.no_grad():
             torch.testing.assert_close(static(x), out, rtol=1e-4, atol=1e-5)
         assert model.active_subnet == model.space.canonical(sub)
+        blocks = {n for n, _ in static.named_modules() if re.fullmatch(r"stages\.\d+\.blocks\.\d+", n)}
+        assert len(blocks) == sum(sub.depths.values())  # skipped blocks are gone from the extraction
 
 
 @pytest.mark.parametrize("name", MODELS)
