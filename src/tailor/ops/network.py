@@ -301,10 +301,14 @@ class ElasticModel(nn.Module):
         """Number of independent width dimensions (the length of a `wm` vector)."""
         return self.space.search_dim
 
+    @staticmethod
+    def _group_of(dim: str) -> str:
+        return dim.split(".", 1)[0]
+
     def _groups(self) -> list[tuple[str, list[str]]]:
         groups: dict[str, list[str]] = {}
         for dim in self.space.widths:
-            groups.setdefault(dim.name.split(".", 1)[0], []).append(dim.name)
+            groups.setdefault(self._group_of(dim.name), []).append(dim.name)
         return list(groups.items())
 
     def _nest(self, values: dict[str, Any]) -> list[Any]:
@@ -344,7 +348,7 @@ class ElasticModel(nn.Module):
         for name, module in self.elastic_layers():
             out_dim = getattr(module, "out_dim", None)
             if out_dim is not None:
-                layers.append((out_dim.split(".", 1)[0], name, out_dim))
+                layers.append((self._group_of(out_dim), name, out_dim))
         return layers
 
     def decode_ch(self, ch: Any) -> list[Any]:

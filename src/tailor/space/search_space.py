@@ -100,10 +100,10 @@ class WidthDim:
     def canonical(self, width: float) -> float:
         """The multiplier that names `width`'s channel count: the smallest choice selecting the same
         channels, or `width_for` of the count on a range."""
-        count = self.channels_at(width)
-        if self.choices is not None:
-            return next(choice for choice in self.choices if self.channels_at(choice) == count)
-        return self.width_for(count)
+        canonical = self.width_of_channels(self.channels_at(width))
+        if canonical is None:  # only for a width outside the dimension
+            raise InvalidSubnetError(f"width {self.name!r} = {width!r} is outside the dimension")
+        return canonical
 
     def width_of_channels(self, count: int) -> float | None:
         """The canonical multiplier that selects exactly `count` channels, or None if none does."""
