@@ -11,7 +11,7 @@ from tailor.errors import (
 from tailor.models import create_model, list_models
 from tailor.ops import ElasticModel, sort_channels
 from tailor.space import DepthDim, SearchSpace, Subnet, WidthDim
-from tailor.train import calibrate
+from tailor.train import calibrate, load, save
 
 __version__ = "0.1.0"
 
@@ -31,5 +31,7 @@ __all__ = [
     "calibrate",
     "create_model",
     "list_models",
+    "load",
+    "save",
     "sort_channels",
 ]

@@ -35,4 +35,7 @@ def create_model(name: str, num_classes: int | None = None, in_chans: int = 3, *
         raise UnsupportedModelError(f"unknown model {name!r}; registered: {', '.join(list_models())}") from None
     if num_classes is not None:
         kwargs["num_classes"] = num_classes
-    return factory(in_chans=in_chans, **kwargs)
+    model = factory(in_chans=in_chans, **kwargs)
+    # How to build it again (checkpoints store this as JSON): the name and every argument given.
+    model.architecture = {"name": name, "kwargs": {"in_chans": in_chans, **kwargs}}
+    return model

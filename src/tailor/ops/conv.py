@@ -34,16 +34,48 @@ def expand_channels(in_channels: int, ratio: float, divisor: int = 8) -> int:
     return rounded
 
 
+class _PrefixSliceInPlaceGrad(torch.autograd.Function):
+    """`param[:rows, :cols]` whose backward adds into `param.grad[:rows, :cols]` in place.
+
+    Autograd's own slice backward allocates a zero tensor of the parameter's full size for every
+    sliced forward and then adds it to `.grad`; training several subnets per step (the sandwich rule)
+    pays that once per subnet and parameter. This function writes the slice of the gradient straight
+    into `.grad` instead (created once per step), and returns no gradient to autograd, so parameter
+    hooks (e.g. DistributedDataParallel's) do not fire: the trainer all-reduces `.grad` itself.
+    """
+
+    @staticmethod
+    def forward(ctx: Any, param: torch.Tensor, rows: int, cols: int | None) -> torch.Tensor:  # type: ignore[override]
+        ctx.param = param
+        ctx.rows, ctx.cols = rows, cols
+        return param[:rows] if cols is None else param[:rows, :cols]
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[None, None, None]:  # type: ignore[override]
+        param = ctx.param
+        if param.grad is None:
+            param.grad = torch.zeros_like(param)
+        target = param.grad[: ctx.rows] if ctx.cols is None else param.grad[: ctx.rows, : ctx.cols]
+        target.add_(grad)
+        return None, None, None
+
+
 class _WeightSlice(ElasticOp):
     """Shared forward logic of ops whose weight is [out, in, ...]: views with autograd, cached copies without."""
 
     weight: torch.Tensor
     bias: torch.Tensor | None
+    #: Accumulate sliced gradients straight into `.grad` (see `_PrefixSliceInPlaceGrad`); set by the model.
+    in_place_grad: bool = False
 
     def _slices(self, key: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor | None]:
         """(weight, bias) for the first `key = (out, in)` channels."""
         if torch.is_grad_enabled():
             cout, cin = key
+            if self.in_place_grad and self.weight.requires_grad:
+                weight = _PrefixSliceInPlaceGrad.apply(self.weight, cout, cin)
+                bias = None if self.bias is None else _PrefixSliceInPlaceGrad.apply(self.bias, cout, None)
+                return weight, bias
             return self.weight[:cout, :cin], None if self.bias is None else self.bias[:cout]
         cached = self._eval_cache.get(key)
         if cached is None or cached[0] != self.weight._version:

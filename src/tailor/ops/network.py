@@ -22,6 +22,7 @@ from torch import fx, nn
 
 from tailor.errors import InvalidSubnetError, SubnetNormFallbackWarning, UnsupportedModelError
 from tailor.ops.base import ElasticOp
+from tailor.ops.conv import _WeightSlice
 from tailor.ops.norm import ElasticBatchNorm2d
 from tailor.ops.select import ElasticStage
 from tailor.space import SearchSpace, Subnet
@@ -66,6 +67,8 @@ class ElasticModel(nn.Module):
     space: SearchSpace
     #: (channels, height, width) the model was designed for (e.g. 224x224 ImageNet, 32x32 CIFAR).
     default_input_size: tuple[int, int, int] = (3, 224, 224)
+    #: {"name": registered model, "kwargs": {...}} when built by `create_model` (checkpoints rebuild from it).
+    architecture: dict[str, Any] | None = None
 
     def __init__(self, space: SearchSpace) -> None:
         super().__init__()
@@ -292,6 +295,16 @@ class ElasticModel(nn.Module):
             if isinstance(module, ElasticOp):
                 module.cache_entries = entries
                 module.clear_cache()
+
+    def set_in_place_grad(self, enabled: bool) -> None:
+        """Sliced conv/linear weights add their gradient into `.grad` in place (no full-size temporaries).
+
+        Used by the supernet trainer, which accumulates several subnets' gradients per step and
+        all-reduces `.grad` itself: with this on, parameter hooks do not see sliced gradients.
+        """
+        for _, module in self.elastic_layers():
+            if isinstance(module, _WeightSlice):
+                module.in_place_grad = bool(enabled)
 
     # -- the slimmable-models width protocol ---------------------------------------------------------
     # Width dimensions are grouped by the text before their first dot ("stem", "stage2", "head", ...):

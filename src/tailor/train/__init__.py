@@ -1,5 +1,33 @@
-"""Supernet training and SubnetNorm calibration."""
+"""Supernet training (sandwich rule, in-place distillation), SubnetNorm calibration, checkpoints."""
 
 from tailor.train.calibrate import calibrate
+from tailor.train.checkpoint import Checkpoint, load, load_checkpoint, read_config, save
+from tailor.train.samplers import (
+    FixedSampler,
+    RandomMinMaxSampler,
+    SandwichSampler,
+    SubnetSampler,
+    UniformSampler,
+    make_sampler,
+)
+from tailor.train.trainer import BatchSource, TrainConfig, Trainer, distillation_loss, evaluate
 
-__all__ = ["calibrate"]
+__all__ = [
+    "BatchSource",
+    "Checkpoint",
+    "FixedSampler",
+    "RandomMinMaxSampler",
+    "SandwichSampler",
+    "SubnetSampler",
+    "TrainConfig",
+    "Trainer",
+    "UniformSampler",
+    "calibrate",
+    "distillation_loss",
+    "evaluate",
+    "load",
+    "load_checkpoint",
+    "make_sampler",
+    "read_config",
+    "save",
+]

@@ -1,0 +1,534 @@
+"""`Trainer`: one set of weights trained so that every subnet is good.
+
+Each step runs the subnets a sampler picks (the sandwich rule by default: largest, smallest, two
+random), accumulates their gradients and takes one optimizer step. The largest subnet learns from
+the labels; the others also learn from its softened predictions (in-place distillation, US-Nets).
+Everything random in a step (subnets, augmentation, dropout) is drawn from generators seeded by
+(seed, epoch, step), and the data order by (seed, epoch): a run resumed from a checkpoint taken
+mid-epoch replays exactly what the uninterrupted run would have done.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import os
+import random
+import sys
+import time
+import warnings
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, Dataset
+
+from tailor.errors import CheckpointError, InvalidSubnetError, SubnetNormFallbackWarning
+from tailor.ops import ElasticModel
+from tailor.space import Subnet
+from tailor.train import distributed as distr
+from tailor.train.calibrate import calibrate
+from tailor.train.checkpoint import load_checkpoint, save
+from tailor.train.samplers import SubnetSampler, make_sampler
+
+
+@dataclass
+class TrainConfig:
+    """The training recipe (JSON/TOML-serialisable; stored in checkpoints and validated on load)."""
+
+    epochs: int = 10
+    batch_size: int = 128  # global: split evenly across distributed ranks
+    lr: float = 0.1
+    momentum: float = 0.9
+    nesterov: bool = True
+    weight_decay: float = 5e-4
+    warmup_epochs: float = 0.0
+    label_smoothing: float = 0.1
+    sampler: str = "sandwich"
+    num_random: int = 2
+    distill: bool = True
+    temperature: float = 1.0
+    distill_weight: float = 1.0  # students: w * KL(teacher) + (1 - w) * cross-entropy
+    augment: bool = True
+    crop_padding: int = 4
+    flip: bool = True
+    amp: bool = True  # bfloat16 autocast on CUDA; ignored on CPU
+    in_place_grad: bool = True
+    grad_clip: float | None = None
+    seed: int = 0
+    checkpoint_every: int = 0  # steps between mid-epoch checkpoints (0: end of epoch only)
+    calib_batches: int = 8
+    eval_batch_size: int = 256
+
+    def __post_init__(self) -> None:
+        positive = ("epochs", "batch_size", "calib_batches", "eval_batch_size")
+        for name in positive:
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise InvalidSubnetError(f"train config: {name} must be a positive int, got {value!r}")
+        for name in ("lr", "temperature"):
+            if not getattr(self, name) > 0:
+                raise InvalidSubnetError(f"train config: {name} must be > 0, got {getattr(self, name)!r}")
+        checks = {
+            "momentum": 0 <= self.momentum < 1,
+            "weight_decay": self.weight_decay >= 0,
+            "warmup_epochs": 0 <= self.warmup_epochs <= self.epochs,
+            "label_smoothing": 0 <= self.label_smoothing < 1,
+            "distill_weight": 0 <= self.distill_weight <= 1,
+            "num_random": self.num_random >= 0,
+            "crop_padding": self.crop_padding >= 0,
+            "checkpoint_every": self.checkpoint_every >= 0,
+            "grad_clip": self.grad_clip is None or self.grad_clip > 0,
+        }
+        for name, ok in checks.items():
+            if not ok:
+                raise InvalidSubnetError(f"train config: {name}={getattr(self, name)!r} is out of range")
+        if self.sampler not in ("sandwich", "random_min_max", "uniform", "fixed"):
+            raise InvalidSubnetError(
+                f"train config: sampler {self.sampler!r} is not one of sandwich, random_min_max, uniform, fixed"
+            )
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> TrainConfig:
+        """Build from a mapping, naming any unknown field (typos must not be ignored)."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise InvalidSubnetError(f"train config: unknown field(s) {unknown}; known: {sorted(known)}")
+        return cls(**dict(data))
+
+
+def _seed(*parts: object) -> int:
+    """A 63-bit seed from any parts (stable across processes and Python versions)."""
+    text = json.dumps([str(p) for p in parts])
+    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "little") >> 1
+
+
+def _normalise_inputs(dataset: Any, x: torch.Tensor) -> torch.Tensor:
+    """uint8 images -> float in [0, 1] -> normalised with the dataset's mean/std (if it has them)."""
+    if x.dtype == torch.uint8:
+        x = x.float().div_(255.0)
+    mean = getattr(dataset, "mean", None)
+    std = getattr(dataset, "std", None)
+    if mean is not None and std is not None:
+        shape = (1, -1, 1, 1)
+        x = (x - torch.as_tensor(mean, dtype=x.dtype).view(shape)) / torch.as_tensor(std, dtype=x.dtype).view(shape)
+    return x
+
+
+class BatchSource:
+    """Batches of a dataset in an order fixed by (seed, epoch); this rank's share of each global batch.
+
+    In-memory datasets with `images`/`labels` tensors and no per-sample transform are batched by
+    indexing (fast); anything else goes through a `DataLoader` over the same index lists.
+    """
+
+    def __init__(
+        self,
+        dataset: Dataset,
+        batch_size: int,
+        seed: int,
+        ctx: distr.DistContext | None = None,
+        num_workers: int = 0,
+        drop_last: bool = True,
+    ) -> None:
+        n = len(dataset)  # type: ignore[arg-type]
+        ctx = ctx or distr.DistContext()
+        if batch_size % ctx.world_size:
+            raise InvalidSubnetError(
+                f"batch_size {batch_size} must be divisible by the number of processes {ctx.world_size}"
+            )
+        if n < batch_size and drop_last:
+            raise InvalidSubnetError(f"the dataset has {n} samples, fewer than one batch of {batch_size}")
+        self.dataset = dataset
+        self.batch_size = batch_size
+        self.seed = seed
+        self.ctx = ctx
+        self.num_workers = num_workers
+        self.drop_last = drop_last
+        self.size = n
+        images = getattr(dataset, "images", None)
+        labels = getattr(dataset, "labels", None)
+        self.fast = (
+            isinstance(images, torch.Tensor)
+            and isinstance(labels, torch.Tensor)
+            and getattr(dataset, "transform", None) is None
+        )
+
+    def __len__(self) -> int:
+        full, rest = divmod(self.size, self.batch_size)
+        return full if self.drop_last or not rest else full + 1
+
+    def _indices(self, epoch: int | None) -> torch.Tensor:
+        if epoch is None:
+            return torch.arange(self.size)
+        generator = torch.Generator().manual_seed(_seed("data", self.seed, epoch))
+        return torch.randperm(self.size, generator=generator)
+
+    def batches(self, epoch: int | None, start: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """Batches `start`, `start + 1`, ... of `epoch` (None: dataset order, for evaluation)."""
+        order = self._indices(epoch)
+        per_rank = self.batch_size // self.ctx.world_size
+        chunks = []
+        for b in range(start, len(self)):
+            batch = order[b * self.batch_size : (b + 1) * self.batch_size]
+            share = max(1, math.ceil(len(batch) / self.ctx.world_size)) if not self.drop_last else per_rank
+            chunks.append(batch[self.ctx.rank * share : (self.ctx.rank + 1) * share])
+        if self.fast:
+            images, labels = self.dataset.images, self.dataset.labels  # type: ignore[attr-defined]
+            for idx in chunks:
+                yield _normalise_inputs(self.dataset, images[idx]), labels[idx]
+            return
+        loader = DataLoader(self.dataset, batch_sampler=[c.tolist() for c in chunks], num_workers=self.num_workers)
+        for x, y in loader:
+            yield x, torch.as_tensor(y)
+
+
+def _lr_at(config: TrainConfig, step: int, total: int, steps_per_epoch: int) -> float:
+    """Linear warm-up then cosine decay to zero, as a function of the global step (resume-safe)."""
+    warmup = int(config.warmup_epochs * steps_per_epoch)
+    if step < warmup:
+        return config.lr * (step + 1) / warmup
+    progress = (step - warmup) / max(1, total - warmup)
+    return 0.5 * config.lr * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+
+def _augment(x: torch.Tensor, config: TrainConfig, generator: torch.Generator) -> torch.Tensor:
+    from tailor.data.transforms import augment_batch
+
+    return augment_batch(x, generator, crop_padding=config.crop_padding, flip=config.flip)
+
+
+def distillation_loss(student: torch.Tensor, teacher: torch.Tensor, temperature: float) -> torch.Tensor:
+    """KL(teacher || student) on temperature-softened distributions, scaled by T^2 (Hinton et al.)."""
+    t = temperature
+    log_student = F.log_softmax(student.float() / t, dim=1)
+    log_teacher = F.log_softmax(teacher.float() / t, dim=1)
+    return F.kl_div(log_student, log_teacher, reduction="batchmean", log_target=True) * (t * t)
+
+
+@torch.no_grad()
+def evaluate(
+    model: ElasticModel,
+    subs: Sequence[Subnet],
+    data: Dataset | BatchSource,
+    batch_size: int = 256,
+    device: torch.device | str | None = None,
+) -> dict[str, float]:
+    """Top-1 accuracy of each subnet on `data` (eval mode; subnets use their SubnetNorm statistics).
+
+    Returns {subnet id: accuracy}; the model's mode and active subnet are restored.
+    """
+    source = data if isinstance(data, BatchSource) else BatchSource(data, batch_size, 0, drop_last=False)
+    device = device or next(model.parameters()).device
+    cached = [(x.to(device), y.to(device)) for x, y in source.batches(None)]
+    was_training, previous = model.training, model.active_subnet
+    results: dict[str, float] = {}
+    try:
+        with warnings.catch_warnings():  # the previous subnet may lack statistics; the evaluated ones warn below
+            warnings.simplefilter("ignore", SubnetNormFallbackWarning)
+            model.eval()
+        for sub in subs:
+            model.activate(sub)
+            correct = total = 0
+            for x, y in cached:
+                correct += int((model(x).argmax(1) == y).sum())
+                total += len(y)
+            results[sub.id] = correct / max(1, total)
+    finally:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", SubnetNormFallbackWarning)
+            model.train(was_training)
+            model.activate(previous)
+    return results
+
+
+class _Progress:
+    """A one-line progress bar on stderr (only when asked for, only on rank 0)."""
+
+    def __init__(self, enabled: bool, total: int, label: str) -> None:
+        self.enabled, self.total, self.label, self.start = enabled, total, label, time.perf_counter()
+        self.last = 0.0
+
+    def update(self, done: int, info: str) -> None:
+        if not self.enabled:
+            return
+        now = time.perf_counter()
+        if done < self.total and now - self.last < 0.25:
+            return
+        self.last = now
+        width = 24
+        filled = int(width * done / max(1, self.total))
+        rate = done / max(1e-9, time.perf_counter() - self.start)
+        sys.stderr.write(
+            f"\r{self.label} [{'#' * filled}{'.' * (width - filled)}] {done}/{self.total} {rate:.1f} it/s {info}"
+        )
+        sys.stderr.flush()
+
+    def close(self) -> None:
+        if self.enabled:
+            sys.stderr.write("\n")
+            sys.stderr.flush()
+
+
+StepCallback = Callable[["Trainer", dict[str, Any]], None]
+
+
+@dataclass
+class TrainState:
+    """Where training stands: the next (epoch, step within it) to run and the global step count."""
+
+    epoch: int = 0
+    step_in_epoch: int = 0
+    global_step: int = 0
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+
+class Trainer:
+    """Trains an `ElasticModel` supernet with a subnet sampler, in-place distillation and SubnetNorm calibration.
+
+    `fit()` runs the remaining epochs; `checkpoint_dir` (if given) receives a checkpoint at the end of
+    every epoch and every `config.checkpoint_every` steps, from which `resume=True` continues.
+    """
+
+    def __init__(
+        self,
+        model: ElasticModel,
+        train_data: Dataset,
+        config: TrainConfig | None = None,
+        *,
+        eval_data: Dataset | None = None,
+        eval_subnets: Sequence[Subnet] | None = None,
+        subnets: Sequence[Subnet] | None = None,
+        sampler: SubnetSampler | None = None,
+        device: torch.device | str | None = None,
+        checkpoint_dir: str | os.PathLike[str] | None = None,
+        resume: bool = False,
+        log_path: str | os.PathLike[str] | None = None,
+        progress: bool = False,
+        callbacks: Sequence[StepCallback] = (),
+        num_workers: int = 0,
+    ) -> None:
+        self.config = config or TrainConfig()
+        if device is None:
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        self.device = torch.device(device)
+        self.ctx = distr.init_from_env(self.device)
+        if self.device.type == "cuda" and self.ctx.enabled:
+            self.device = torch.device("cuda", self.ctx.local_rank)
+        self.model = model.to(self.device)
+        if sampler is None:
+            if self.config.sampler == "fixed":
+                if not subnets:
+                    raise InvalidSubnetError("sampler 'fixed' needs the list of subnets to train")
+                sampler = make_sampler(list(subnets))
+            else:
+                sampler = make_sampler(self.config.sampler, self.config.num_random)
+        self.sampler = sampler
+        self.train_source = BatchSource(train_data, self.config.batch_size, self.config.seed, self.ctx, num_workers)
+        self.calib_source = BatchSource(
+            train_data, min(self.config.batch_size, len(train_data)), self.config.seed, num_workers=num_workers
+        )
+        self.eval_data = eval_data
+        space = model.space
+        self.eval_subnets = list(eval_subnets) if eval_subnets is not None else [space.largest(), space.smallest()]
+        self.checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir is not None else None
+        self.log_path = Path(log_path) if log_path is not None else None
+        self.progress = progress and self.ctx.is_main
+        self.callbacks = list(callbacks)
+        self.optimizer = self._make_optimizer()
+        self.state = TrainState()
+        self.model.set_in_place_grad(self.config.in_place_grad)
+        if resume:
+            if self.checkpoint_dir is None:
+                raise CheckpointError("resume=True needs a checkpoint_dir")
+            if self.checkpoint_dir.exists():
+                self._restore(self.checkpoint_dir)
+        distr.broadcast_model(self.model, self.ctx)
+
+    # -- set-up ---------------------------------------------------------------------------------------
+    def _make_optimizer(self) -> torch.optim.Optimizer:
+        """SGD with momentum; no weight decay on norms and biases (1-d parameters)."""
+        decay, no_decay = [], []
+        for param in self.model.parameters():
+            if param.requires_grad:
+                (no_decay if param.ndim <= 1 else decay).append(param)
+        groups = [
+            {"params": decay, "weight_decay": self.config.weight_decay},
+            {"params": no_decay, "weight_decay": 0.0},
+        ]
+        return torch.optim.SGD(groups, lr=self.config.lr, momentum=self.config.momentum, nesterov=self.config.nesterov)
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return len(self.train_source)
+
+    @property
+    def total_steps(self) -> int:
+        return self.steps_per_epoch * self.config.epochs
+
+    def _restore(self, path: Path) -> None:
+        loaded = load_checkpoint(path, self.model, map_location=self.device)
+        state = loaded.train_state
+        if state is None or loaded.optimizer_state is None:
+            raise CheckpointError(f"checkpoint {str(path)!r} has no training state to resume from")
+        saved = state.get("config", {})
+        for name in ("seed", "batch_size", "sampler", "num_random", "epochs"):
+            if saved.get(name) != getattr(self.config, name):
+                raise CheckpointError(
+                    f"checkpoint {str(path)!r} was trained with {name}={saved.get(name)!r}, "
+                    f"this run has {getattr(self.config, name)!r}; resume with the same recipe"
+                )
+        self.optimizer.load_state_dict(loaded.optimizer_state)
+        self.state = TrainState(
+            int(state["epoch"]), int(state["step_in_epoch"]), int(state["global_step"]), list(state["history"])
+        )
+        self.model.set_in_place_grad(self.config.in_place_grad)
+
+    # -- one step -------------------------------------------------------------------------------------
+    def _autocast(self) -> Any:
+        if self.config.amp and self.device.type == "cuda":
+            return torch.autocast("cuda", dtype=torch.bfloat16)
+        return nullcontext()
+
+    def train_step(
+        self, x: torch.Tensor, y: torch.Tensor, subs: Sequence[Subnet], teacher_first: bool
+    ) -> dict[str, float]:
+        """Forward/backward every subnet in `subs` on one batch, then one optimizer step. Returns losses."""
+        cfg = self.config
+        model = self.model
+        model.train()
+        self.optimizer.zero_grad(set_to_none=True)
+        teacher: torch.Tensor | None = None
+        losses: dict[str, float] = {}
+        for index, sub in enumerate(subs):
+            model.activate(sub)
+            with self._autocast():
+                logits = model(x)
+            ce = F.cross_entropy(logits.float(), y, label_smoothing=cfg.label_smoothing)
+            if teacher is not None:
+                kd = distillation_loss(logits, teacher, cfg.temperature)
+                loss = cfg.distill_weight * kd + (1.0 - cfg.distill_weight) * ce
+            else:
+                loss = ce
+            if index == 0 and teacher_first and cfg.distill and len(subs) > 1:
+                teacher = logits.detach()
+            loss.backward()
+            role = "largest" if index == 0 and teacher_first else f"subnet{index}"
+            losses[role] = float(loss.detach())
+        distr.average_gradients(model, self.ctx)
+        if cfg.grad_clip is not None:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        self.optimizer.step()
+        return losses
+
+    # -- the loop -------------------------------------------------------------------------------------
+    def fit(self) -> list[dict[str, Any]]:
+        """Train the remaining epochs; returns the per-epoch history (losses, evaluation, time)."""
+        cfg = self.config
+        space = self.model.space
+        try:
+            while self.state.epoch < cfg.epochs:
+                epoch = self.state.epoch
+                progress = _Progress(self.progress, self.steps_per_epoch, f"epoch {epoch + 1}/{cfg.epochs}")
+                start = time.perf_counter()
+                totals: dict[str, float] = {}
+                count = 0
+                for x, y in self.train_source.batches(epoch, self.state.step_in_epoch):
+                    step = self.state.step_in_epoch
+                    step_seed = _seed("step", cfg.seed, epoch, step)
+                    subs = self.sampler.sample(space, random.Random(step_seed))
+                    torch.manual_seed(_seed("torch", cfg.seed, epoch, step, self.ctx.rank))
+                    x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+                    if cfg.augment:
+                        generator = torch.Generator(device=x.device).manual_seed(
+                            _seed("augment", cfg.seed, epoch, step, self.ctx.rank)
+                        )
+                        x = _augment(x, cfg, generator)
+                    lr = _lr_at(cfg, self.state.global_step, self.total_steps, self.steps_per_epoch)
+                    for group in self.optimizer.param_groups:
+                        group["lr"] = lr
+                    losses = self.train_step(x, y, subs, self.sampler.largest_first)
+                    self.state.step_in_epoch += 1
+                    self.state.global_step += 1
+                    for key, value in losses.items():
+                        totals[key] = totals.get(key, 0.0) + value
+                    count += 1
+                    record = {"event": "step", "epoch": epoch, "step": step, "global_step": self.state.global_step}
+                    record.update(lr=lr, loss=losses, subnets=[s.id for s in subs])
+                    self._log(record)
+                    progress.update(step + 1, " ".join(f"{k}={v:.3f}" for k, v in losses.items()))
+                    for callback in self.callbacks:
+                        callback(self, record)
+                    every = cfg.checkpoint_every
+                    if (
+                        every
+                        and self.state.global_step % every == 0
+                        and self.state.step_in_epoch < self.steps_per_epoch
+                    ):
+                        self.save_checkpoint()
+                progress.close()
+                distr.average_buffers(self.model, self.ctx)
+                summary: dict[str, Any] = {
+                    "event": "epoch",
+                    "epoch": epoch,
+                    "loss": {k: v / max(1, count) for k, v in totals.items()},
+                    "seconds": time.perf_counter() - start,
+                }
+                if self.eval_data is not None:
+                    summary["accuracy"] = self.calibrate_and_evaluate(self.eval_subnets)
+                self.state.history.append(summary)
+                self._log(summary)
+                self.state.epoch += 1
+                self.state.step_in_epoch = 0
+                self.save_checkpoint()
+        finally:
+            distr.barrier(self.ctx)
+        return self.state.history
+
+    def calibrate(self, subs: Sequence[Subnet]) -> list[str]:
+        """SubnetNorm statistics for `subs` from `calib_batches` un-augmented training batches (same on every rank)."""
+        batches = self.calib_source.batches(None)
+        return calibrate(self.model, subs, batches, batches=self.config.calib_batches, device=self.device)
+
+    def calibrate_and_evaluate(self, subs: Sequence[Subnet]) -> dict[str, float]:
+        """Calibrate `subs`, then their accuracy on the evaluation data ({subnet id: accuracy})."""
+        if self.eval_data is None:
+            raise InvalidSubnetError("no eval_data was given to the Trainer")
+        self.calibrate(subs)
+        return evaluate(self.model, subs, self.eval_data, self.config.eval_batch_size, self.device)
+
+    # -- persistence ----------------------------------------------------------------------------------
+    def save_checkpoint(self, path: str | os.PathLike[str] | None = None) -> Path | None:
+        """Write model, optimizer and training state (rank 0 only); returns the path written."""
+        target = Path(path) if path is not None else self.checkpoint_dir
+        written = None
+        if target is not None and self.ctx.is_main:
+            state = {
+                "epoch": self.state.epoch,
+                "step_in_epoch": self.state.step_in_epoch,
+                "global_step": self.state.global_step,
+                "history": self.state.history,
+                "config": self.config.to_dict(),
+                "sampler": self.sampler.describe(),
+                "world_size": self.ctx.world_size,
+            }
+            written = save(self.model, target, optimizer=self.optimizer, train_state=state)
+        distr.barrier(self.ctx)
+        return written
+
+    def _log(self, record: Mapping[str, Any]) -> None:
+        if self.log_path is None or not self.ctx.is_main:
+            return
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.log_path, "a", encoding="utf-8") as handle:
+            handle.write(json.dumps({"time": time.time(), **record}) + "\n")

@@ -1,0 +1,184 @@
+"""The supernet trainer: learning, distillation, in-place gradients, schedule, logs, resume after a kill, DDP."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from tailor import CheckpointError, InvalidSubnetError, create_model
+from tailor.train import BatchSource, TrainConfig, Trainer, distillation_loss, evaluate
+from tailor.train.checkpoint import WEIGHTS_FILE
+from tailor.train.trainer import _lr_at
+from train_helpers import BlobImages, NormFreeNet, PerSampleImages, same_tensors
+
+HERE = Path(__file__).parent
+SCRIPT = HERE / "run_training.py"
+
+
+def _env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(HERE.parent), env.get("PYTHONPATH", "")])
+    env["OMP_NUM_THREADS"] = "1"
+    return env
+
+
+def test_sandwich_training_learns_every_subnet() -> None:
+    torch.manual_seed(0)
+    model = create_model("small_cnn", num_classes=4, channels=(8, 16, 16))
+    config = TrainConfig(epochs=3, batch_size=32, lr=0.05, augment=False, calib_batches=4)
+    trainer = Trainer(model, BlobImages(512, seed=1), config, eval_data=BlobImages(128, seed=2), device="cpu")
+    history = trainer.fit()
+    assert len(history) == 3
+    accuracy = history[-1]["accuracy"]
+    assert accuracy[model.space.largest().id] > 0.8
+    assert accuracy[model.space.smallest().id] > 0.6
+    assert history[-1]["loss"]["largest"] < history[0]["loss"]["largest"]
+
+
+def test_students_learn_from_the_teacher() -> None:
+    torch.manual_seed(0)
+    model = create_model("small_cnn", num_classes=4, channels=(8, 16, 16))
+    trainer = Trainer(model, BlobImages(64, seed=1), TrainConfig(batch_size=32, augment=False), device="cpu")
+    x, y = next(trainer.train_source.batches(0))
+    space = model.space
+    losses = trainer.train_step(x, y, [space.largest(), space.largest()], teacher_first=True)
+    # the student is the same network, in train mode on the same batch: it matches its teacher exactly
+    assert losses["subnet1"] == pytest.approx(0.0, abs=1e-6)
+    assert losses["largest"] > 0.5
+
+
+def test_distillation_loss_properties() -> None:
+    logits = torch.randn(16, 10)
+    assert distillation_loss(logits, logits, 2.0).item() == pytest.approx(0.0, abs=1e-6)
+    other = torch.randn(16, 10)
+    assert distillation_loss(other, logits, 1.0).item() > 0
+    # T^2 scaling keeps gradients comparable across temperatures: values stay the same order
+    assert distillation_loss(other, logits, 4.0).item() < 10 * distillation_loss(other, logits, 1.0).item()
+
+
+def test_in_place_gradients_equal_autograd_slicing() -> None:
+    torch.manual_seed(0)
+    model = create_model("resnet20", num_classes=10)
+    x = torch.randn(4, 3, 32, 32)
+    subs = [model.space.largest(), model.space.smallest(), model.space.sample(1), model.space.sample(2)]
+
+    def grads(in_place: bool) -> list[torch.Tensor]:
+        model.set_in_place_grad(in_place)
+        model.zero_grad(set_to_none=True)
+        for sub in subs:
+            model.activate(sub)
+            model(x).square().mean().backward()
+        return [p.grad.clone() for p in model.parameters()]
+
+    reference, in_place = grads(False), grads(True)
+    assert all(torch.allclose(a, b, atol=1e-7) for a, b in zip(reference, in_place))
+    model.set_in_place_grad(False)
+
+
+def test_fast_and_dataloader_paths_give_the_same_batches() -> None:
+    fast = BatchSource(BlobImages(100, seed=3), 32, seed=5)
+    slow = BatchSource(PerSampleImages(100, seed=3), 32, seed=5)
+    assert fast.fast and not slow.fast
+    assert len(fast) == 3
+    for (xa, ya), (xb, yb) in zip(fast.batches(1), slow.batches(1), strict=True):
+        assert torch.equal(xa, xb) and torch.equal(ya, yb)
+    assert not torch.equal(next(fast.batches(0))[1], next(fast.batches(1))[1]), "each epoch reshuffles"
+    tail = list(BatchSource(BlobImages(100, seed=3), 32, seed=5, drop_last=False).batches(None))
+    assert sum(len(y) for _, y in tail) == 100, "evaluation sees every sample"
+
+
+def test_learning_rate_warms_up_then_decays_to_zero() -> None:
+    config = TrainConfig(epochs=4, lr=0.2, warmup_epochs=1)
+    total, per_epoch = 40, 10
+    rates = [_lr_at(config, step, total, per_epoch) for step in range(total + 1)]
+    assert rates[0] == pytest.approx(0.02) and rates[9] == pytest.approx(0.2)
+    assert all(a >= b for a, b in itertools.pairwise(rates[10:]))
+    assert rates[-1] == pytest.approx(0.0, abs=1e-12)
+
+
+def test_config_rejects_unknown_fields_and_bad_values() -> None:
+    with pytest.raises(InvalidSubnetError, match="learning_rate"):
+        TrainConfig.from_dict({"learning_rate": 0.1})
+    with pytest.raises(InvalidSubnetError, match="epochs"):
+        TrainConfig(epochs=0)
+    with pytest.raises(InvalidSubnetError, match="sampler"):
+        TrainConfig(sampler="sandwitch")
+    with pytest.raises(InvalidSubnetError, match="label_smoothing"):
+        TrainConfig(label_smoothing=1.5)
+    assert TrainConfig.from_dict(TrainConfig(epochs=3).to_dict()) == TrainConfig(epochs=3)
+
+
+def test_fixed_sampler_trains_only_its_subnets(tmp_path: Path) -> None:
+    model = NormFreeNet()
+    sub = model.space.smallest()
+    config = TrainConfig(epochs=1, batch_size=32, sampler="fixed", augment=False)
+    log = tmp_path / "log.jsonl"
+    Trainer(model, BlobImages(64, seed=1), config, subnets=[sub], log_path=log, device="cpu").fit()
+    steps = [json.loads(line) for line in log.read_text().splitlines() if '"step"' in line]
+    steps = [s for s in steps if s["event"] == "step"]
+    assert len(steps) == 2
+    assert all(s["subnets"] == [model.space.canonical(sub).id] for s in steps)
+    with pytest.raises(InvalidSubnetError, match="needs the list"):
+        Trainer(NormFreeNet(), BlobImages(64, seed=1), config, device="cpu")
+
+
+def test_evaluate_restores_mode_and_subnet() -> None:
+    model = NormFreeNet().train()
+    sub = model.space.smallest()
+    model.activate(sub)
+    result = evaluate(model, [model.space.largest()], BlobImages(40, seed=1), batch_size=16)
+    assert set(result) == {model.space.largest().id} and 0 <= result[model.space.largest().id] <= 1
+    assert model.training and model.active_subnet == model.space.canonical(sub)
+
+
+def test_resume_after_kill_replays_the_uninterrupted_run(tmp_path: Path) -> None:
+    straight, killed = tmp_path / "straight", tmp_path / "killed"
+    subprocess.run([sys.executable, str(SCRIPT), str(straight), "-1"], check=True, env=_env(), timeout=300)
+    # 6 steps per epoch, checkpoints every 2 steps: killed at global step 9, mid-epoch 2, after the step-8 save
+    crashed = subprocess.run([sys.executable, str(SCRIPT), str(killed), "9"], env=_env(), timeout=300)
+    assert crashed.returncode == -9
+    state = json.loads((killed / "train_state.json").read_text())
+    assert (state["epoch"], state["step_in_epoch"], state["global_step"]) == (1, 2, 8)
+    subprocess.run([sys.executable, str(SCRIPT), str(killed), "-1"], check=True, env=_env(), timeout=300)
+    a, b = load_file(str(straight / WEIGHTS_FILE)), load_file(str(killed / WEIGHTS_FILE))
+    assert same_tensors(a, b) == []
+    history_a = json.loads((straight / "train_state.json").read_text())["history"]
+    history_b = json.loads((killed / "train_state.json").read_text())["history"]
+    assert [h["accuracy"] for h in history_a] == [h["accuracy"] for h in history_b]
+
+
+def test_resume_with_another_recipe_is_refused(tmp_path: Path) -> None:
+    config = TrainConfig(epochs=1, batch_size=32, augment=False)
+    Trainer(NormFreeNet(), BlobImages(64, seed=1), config, checkpoint_dir=tmp_path / "ck", device="cpu").fit()
+    other = TrainConfig(epochs=1, batch_size=32, augment=False, seed=99)
+    with pytest.raises(CheckpointError, match="seed=0"):
+        Trainer(NormFreeNet(), BlobImages(64, seed=1), other, checkpoint_dir=tmp_path / "ck", resume=True, device="cpu")
+
+
+def _torchrun(tmp_path: Path, *args: str) -> None:
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(SCRIPT)]
+    subprocess.run(command + list(args), check=True, env=_env(), timeout=300, cwd=tmp_path, capture_output=True)
+
+
+def test_two_process_data_parallel_equals_one_process_on_the_whole_batch(tmp_path: Path) -> None:
+    _torchrun(tmp_path, str(tmp_path / "ddp"), "-1", "--norm-free", "--dump", str(tmp_path / "ddp_weights"))
+    rank0 = load_file(str(tmp_path / "ddp_weights.rank0"))
+    rank1 = load_file(str(tmp_path / "ddp_weights.rank1"))
+    assert same_tensors(rank0, rank1) == [], "ranks must hold one model"
+    single = tmp_path / "single"
+    subprocess.run(
+        [sys.executable, str(SCRIPT), str(single), "-1", "--norm-free", "--dump", str(tmp_path / "one")],
+        check=True,
+        env=_env(),
+        timeout=300,
+    )
+    one = load_file(str(tmp_path / "one.rank0"))
+    assert same_tensors(rank0, one, atol=1e-5) == [], "2 x 16 samples must train like 1 x 32"
