@@ -1,4 +1,4 @@
-"""The `tailor` command line: `tailor demo`, `tailor models`, `tailor space MODEL`.
+"""The `tailor` command line: `demo`, `models`, `space MODEL`, `train`, `calibrate`.
 
 Later layers add their commands (train, calibrate, profile, export, search, route, serve, ...).
 """
@@ -20,6 +20,7 @@ from tailor.models import create_model, list_models
 from tailor.ops import ElasticModel
 from tailor.space import Subnet
 from tailor.train import calibrate
+from tailor.train.commands import add_commands as add_train_commands
 
 
 def _median_ms(module: torch.nn.Module, x: torch.Tensor, repeats: int) -> float:
@@ -123,6 +124,7 @@ def build_parser() -> argparse.ArgumentParser:
     space = commands.add_parser("space", help="print a model's search space as JSON")
     space.add_argument("model", choices=list_models())
     space.set_defaults(run=cmd_space)
+    add_train_commands(commands)
     return parser
 
 
@@ -130,12 +132,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `tailor` command; returns the exit status."""
     args = build_parser().parse_args(argv)
     for name in ("subnets", "repeats", "threads"):
-        if getattr(args, name, 1) < 1:
+        if (getattr(args, name, 1) or 1) < 1:
             print(f"error: --{name} must be >= 1", file=sys.stderr)
             return 2
     try:
         return args.run(args)
-    except TailorError as exc:
+    except (TailorError, ValueError, OSError) as exc:  # bad input: one line naming the problem, no traceback
         print(f"error: {exc}", file=sys.stderr)
         return 2
 

@@ -112,11 +112,11 @@ def save(
     model: ElasticModel,
     path: str | os.PathLike[str],
     *,
-    optimizer: torch.optim.Optimizer | None = None,
+    optimizer: torch.optim.Optimizer | Mapping[str, Any] | None = None,
     train_state: Mapping[str, Any] | None = None,
     metadata: Mapping[str, Any] | None = None,
 ) -> Path:
-    """Write `model` (and optionally an optimizer and JSON training state) to directory `path`, atomically.
+    """Write `model` (and optionally an optimizer or its state dict, and JSON training state) to `path`, atomically.
 
     The directory is replaced as a whole: it is built next to `path` and renamed into place.
     """
@@ -134,7 +134,8 @@ def save(
         save_file(_plain_tensors(model.state_dict()), str(weights))
         files[WEIGHTS_FILE] = {}
         if optimizer is not None:
-            tensors, meta = _flatten_optimizer(optimizer.state_dict())
+            state_dict = optimizer.state_dict() if isinstance(optimizer, torch.optim.Optimizer) else optimizer
+            tensors, meta = _flatten_optimizer(state_dict)
             save_file(_plain_tensors(tensors), str(tmp / OPTIMIZER_FILE))
             files[OPTIMIZER_FILE] = {}
             state = dict(train_state or {})
@@ -143,7 +144,10 @@ def save(
         if train_state is not None:
             _fsync_write(tmp / TRAIN_STATE_FILE, json.dumps(train_state, indent=1, sort_keys=True))
             files[TRAIN_STATE_FILE] = {}
+        umask = os.umask(0)
+        os.umask(umask)
         for name in files:
+            os.chmod(tmp / name, 0o666 & ~umask)  # safetensors creates files private to the owner
             files[name] = {"bytes": (tmp / name).stat().st_size, "sha256": _sha256(tmp / name)}
         config = {
             "schema": CHECKPOINT_SCHEMA,

@@ -258,12 +258,13 @@ class _Progress:
     def __init__(self, enabled: bool, total: int, label: str) -> None:
         self.enabled, self.total, self.label, self.start = enabled, total, label, time.perf_counter()
         self.last = 0.0
+        self.tty = sys.stderr.isatty()  # redirected: one line per epoch instead of a redrawn bar
 
     def update(self, done: int, info: str) -> None:
         if not self.enabled:
             return
         now = time.perf_counter()
-        if done < self.total and now - self.last < 0.25:
+        if done < self.total and (not self.tty or now - self.last < 0.25):
             return
         self.last = now
         width = 24
@@ -317,8 +318,10 @@ class Trainer:
         progress: bool = False,
         callbacks: Sequence[StepCallback] = (),
         num_workers: int = 0,
+        metadata: Mapping[str, Any] | None = None,
     ) -> None:
         self.config = config or TrainConfig()
+        self.metadata = dict(metadata or {})
         if device is None:
             device = "cuda" if torch.cuda.is_available() else "cpu"
         self.device = torch.device(device)
@@ -522,7 +525,7 @@ class Trainer:
                 "sampler": self.sampler.describe(),
                 "world_size": self.ctx.world_size,
             }
-            written = save(self.model, target, optimizer=self.optimizer, train_state=state)
+            written = save(self.model, target, optimizer=self.optimizer, train_state=state, metadata=self.metadata)
         distr.barrier(self.ctx)
         return written
 

@@ -1,0 +1,249 @@
+"""`tailor train` and `tailor calibrate`: the command-line front of the trainer and of calibration.
+
+`tailor train` reads an optional TOML recipe (see `tailor.train.recipe`), lets flags override it,
+trains with a progress bar, writes a checkpoint directory and a JSONL metrics log next to it, and
+prints the accuracy of a few subnets. `tailor calibrate` adds SubnetNorm statistics for more subnets to
+a checkpoint (keeping its training state) and can evaluate them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from tailor.data import default_augmentation, list_datasets, load_dataset
+from tailor.errors import InvalidSubnetError
+from tailor.models import create_model, list_models
+from tailor.ops import ElasticModel
+from tailor.space import Subnet
+from tailor.train.calibrate import calibrate
+from tailor.train.checkpoint import load_checkpoint, save
+from tailor.train.recipe import Recipe
+from tailor.train.trainer import BatchSource, Trainer, evaluate
+
+_TRAIN_FLAGS = {
+    "epochs": int,
+    "batch_size": int,
+    "lr": float,
+    "sampler": str,
+    "num_random": int,
+    "seed": int,
+    "checkpoint_every": int,
+    "temperature": float,
+    "label_smoothing": float,
+    "warmup_epochs": float,
+}
+
+
+def add_commands(commands: Any) -> None:
+    """Register `train` and `calibrate` on the `tailor` parser's subcommands."""
+    train = commands.add_parser("train", help="train a supernet (sandwich rule + in-place distillation)")
+    train.add_argument("--config", help="TOML recipe ([model], [data], [train]); flags override it")
+    train.add_argument("--model", choices=list_models(), help="registered model (default resnet20)")
+    train.add_argument("--data", choices=list_datasets(), help="data source (default synthetic)")
+    train.add_argument("--data-root", help="directory of cifar10/cifar100/imagefolder data")
+    train.add_argument("--train-size", type=int, help="synthetic: training images")
+    train.add_argument("--test-size", type=int, help="synthetic: test images")
+    for name, kind in _TRAIN_FLAGS.items():
+        train.add_argument(f"--{name.replace('_', '-')}", type=kind, dest=name)
+    train.add_argument("--no-distill", action="store_true", help="students learn from labels only")
+    train.add_argument("--out", required=True, help="checkpoint directory (replaced atomically)")
+    train.add_argument("--resume", action="store_true", help="continue from --out if it holds a checkpoint")
+    train.add_argument("--log", help="JSONL metrics log (default: <out>.metrics.jsonl)")
+    train.add_argument("--device", help="cpu, cuda, cuda:1 (default: cuda if available)")
+    train.add_argument("--threads", type=int, help="CPU threads for torch")
+    train.add_argument("--no-progress", action="store_true")
+    train.set_defaults(run=cmd_train)
+
+    cal = commands.add_parser("calibrate", help="SubnetNorm statistics for more subnets of a checkpoint")
+    cal.add_argument("checkpoint", help="checkpoint directory written by `tailor train` or tailor.save")
+    cal.add_argument("--data", choices=list_datasets(), help="data source (default: the one it was trained on)")
+    cal.add_argument("--data-root")
+    cal.add_argument("--random", type=int, default=8, help="random subnets to calibrate besides the fixed ones")
+    cal.add_argument("--widths", default="0.25,0.5,0.75", help="uniform widths to calibrate (comma-separated)")
+    cal.add_argument("--subnets", help="JSON file with a list of subnets (Subnet.to_dict()) to calibrate instead")
+    cal.add_argument("--batches", type=int, default=8)
+    cal.add_argument("--batch-size", type=int, default=128)
+    cal.add_argument("--seed", type=int, default=0)
+    cal.add_argument("--eval", action="store_true", help="then print each subnet's test accuracy")
+    cal.add_argument("--out", help="write here instead of updating the checkpoint in place")
+    cal.add_argument("--device")
+    cal.add_argument("--threads", type=int)
+    cal.add_argument("--no-progress", action="store_true")
+    cal.set_defaults(run=cmd_calibrate)
+
+
+def _recipe_from_args(args: argparse.Namespace) -> tuple[Recipe, set[str]]:
+    """The recipe file (or defaults) with flags applied; also the [train] fields set explicitly."""
+    recipe = Recipe.load(args.config) if args.config else Recipe()
+    explicit: set[str] = set()
+    if args.config:
+        import tomllib
+
+        explicit = set(tomllib.loads(Path(args.config).read_text(encoding="utf-8")).get("train", {}))
+    if args.model:
+        recipe.model = args.model
+    if args.data:
+        recipe.data = args.data
+    if args.data_root:
+        recipe.data_root = args.data_root
+    for flag, split in (("train_size", recipe.train_split), ("test_size", recipe.test_split)):
+        value = getattr(args, flag)
+        if value is not None:
+            if recipe.data != "synthetic":
+                raise InvalidSubnetError(f"--{flag.replace('_', '-')} applies to synthetic data, not {recipe.data!r}")
+            split["n"] = value
+    config = recipe.train.to_dict()
+    for name in _TRAIN_FLAGS:
+        value = getattr(args, name)
+        if value is not None:
+            config[name] = value
+            explicit.add(name)
+    if args.no_distill:
+        config["distill"] = False
+    augmentation = default_augmentation(recipe.data)
+    if "crop_padding" not in explicit:
+        config["crop_padding"] = augmentation.crop_padding
+    if "flip" not in explicit:
+        config["flip"] = augmentation.flip
+    recipe.train = type(recipe.train).from_dict(config)
+    return recipe, explicit
+
+
+def _setup_torch(args: argparse.Namespace) -> torch.device:
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    return torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+
+
+def _report_subnets(space: Any) -> list[Subnet]:
+    subs = [space.largest()]
+    for width in (0.75, 0.5):
+        sub = space.from_wm([width] * space.search_dim)
+        if sub not in subs:
+            subs.append(sub)
+    if space.smallest() not in subs:
+        subs.append(space.smallest())
+    return subs
+
+
+def _print_accuracy(model: ElasticModel, accuracy: dict[str, float], subs: list[Subnet]) -> None:
+    print(f"{'subnet':<16} {'mean width':>10} {'depths':>10} {'accuracy':>9}")
+    for sub in subs:
+        mean_width = sum(sub.widths.values()) / max(1, len(sub.widths))
+        depths = "/".join(str(sub.depths[d.name]) for d in model.space.depths) or "-"
+        print(f"{sub.id:<16} {mean_width:>10.3f} {depths:>10} {accuracy[sub.id]:>9.4f}")
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    """Train a supernet from a recipe and flags; checkpoint, metrics log, final accuracy table."""
+    recipe, _ = _recipe_from_args(args)
+    device = _setup_torch(args)
+    train_data = load_dataset(recipe.data, "train", recipe.data_root, **recipe.train_split)
+    test_data = load_dataset(recipe.data, "test", recipe.data_root, **recipe.test_split)
+    in_chans = int(getattr(train_data, "input_size", train_data[0][0].shape)[0])
+    torch.manual_seed(recipe.train.seed)
+    model = create_model(recipe.model, num_classes=train_data.num_classes, in_chans=in_chans, **recipe.model_kwargs)
+    out = Path(args.out)
+    log = Path(args.log) if args.log else out.with_name(out.name + ".metrics.jsonl")
+    subs = _report_subnets(model.space)
+    trainer = Trainer(
+        model,
+        train_data,
+        recipe.train,
+        eval_data=test_data,
+        eval_subnets=subs,
+        device=device,
+        checkpoint_dir=out,
+        resume=args.resume,
+        log_path=log,
+        progress=not args.no_progress,
+        metadata={"recipe": recipe.to_dict()},
+    )
+    print(
+        f"training {recipe.model} on {recipe.data} ({len(train_data)} train / {len(test_data)} test), "
+        f"{recipe.train.epochs} epochs, sampler {recipe.train.sampler}, device {trainer.device}",
+        file=sys.stderr,
+    )
+    history = trainer.fit()
+    if trainer.ctx.is_main and history:
+        _print_accuracy(model, history[-1]["accuracy"], subs)
+        print(f"checkpoint: {out}  metrics: {log}")
+    return 0
+
+
+def _calibration_subnets(model: ElasticModel, args: argparse.Namespace) -> list[Subnet]:
+    space = model.space
+    if args.subnets:
+        try:
+            entries = json.loads(Path(args.subnets).read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError) as exc:
+            raise InvalidSubnetError(f"--subnets {args.subnets!r}: cannot read a JSON list: {exc}") from None
+        if not isinstance(entries, list):
+            raise InvalidSubnetError(f"--subnets {args.subnets!r}: expected a JSON list of subnets")
+        subs = [Subnet.from_dict(entry) for entry in entries]
+        for sub in subs:
+            space.validate(sub)
+        return subs
+    try:
+        widths = [float(w) for w in args.widths.split(",") if w.strip()]
+    except ValueError:
+        raise InvalidSubnetError(f"--widths {args.widths!r}: expected comma-separated numbers") from None
+    subs = [space.largest(), space.smallest()] + [space.from_wm([w] * space.search_dim) for w in widths]
+    rng = random.Random(args.seed)
+    subs += [space.sample(rng) for _ in range(args.random)]
+    unique: list[Subnet] = []
+    for sub in subs:
+        if sub not in unique:
+            unique.append(sub)
+    return unique
+
+
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    """Calibrate subnets of a checkpoint on training data; save (keeping training state); optionally evaluate."""
+    if args.batches < 1 or args.batch_size < 1 or args.random < 0:
+        raise InvalidSubnetError("--batches and --batch-size must be >= 1, --random >= 0")
+    device = _setup_torch(args)
+    loaded = load_checkpoint(args.checkpoint, map_location=device)
+    model = loaded.model
+    recipe = loaded.config.get("metadata", {}).get("recipe", {}).get("data", {})
+    name = args.data or recipe.get("name")
+    if not name:
+        raise InvalidSubnetError("this checkpoint does not record its data: pass --data")
+    root = args.data_root or recipe.get("root") or None
+    train_split = recipe.get("train", {}) if name == recipe.get("name") else {}
+    test_split = recipe.get("test", {}) if name == recipe.get("name") else {}
+    train_data = load_dataset(name, "train", root, **train_split)
+    subs = _calibration_subnets(model, args)
+    source = BatchSource(train_data, min(args.batch_size, len(train_data)), args.seed)
+    cached = [x for _, (x, _y) in zip(range(args.batches), source.batches(0))]
+    start = time.perf_counter()
+    for index, sub in enumerate(subs, start=1):
+        calibrate(model, [sub], cached, batches=len(cached), device=device)
+        if not args.no_progress and sys.stderr.isatty():
+            sys.stderr.write(f"\rcalibrated {index}/{len(subs)} subnets")
+            sys.stderr.flush()
+    if not args.no_progress and sys.stderr.isatty():
+        sys.stderr.write("\n")
+    seconds = time.perf_counter() - start
+    target = Path(args.out) if args.out else Path(args.checkpoint)
+    save(
+        model,
+        target,
+        optimizer=loaded.optimizer_state,
+        train_state=loaded.train_state,
+        metadata=loaded.config.get("metadata", {}),
+    )
+    print(f"calibrated {len(subs)} subnets on {len(cached)} batches in {seconds:.2f} s -> {target}")
+    if args.eval:
+        test_data = load_dataset(name, "test", root, **test_split)
+        accuracy = evaluate(model, subs, test_data, device=device)
+        _print_accuracy(model, accuracy, subs)
+    return 0

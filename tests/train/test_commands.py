@@ -1,0 +1,88 @@
+"""`tailor train` / `tailor calibrate` and TOML recipes."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from tailor import InvalidSubnetError
+from tailor.cli import main
+from tailor.train import load_checkpoint, read_config
+from tailor.train.recipe import Recipe
+
+ROW = re.compile(r"^(sn-[0-9a-f]{12})\s+([\d.]+)\s+(\S+)\s+([\d.]+)$")
+
+
+def _rows(text: str) -> list[tuple[str, float]]:
+    return [(m.group(1), float(m.group(4))) for m in map(ROW.match, text.splitlines()) if m]
+
+
+def test_train_then_calibrate_on_digits(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "ck"
+    args = ["train", "--data", "digits", "--model", "small_cnn", "--epochs", "2", "--out", str(out), "--no-progress"]
+    assert main(args + ["--batch-size", "64", "--threads", "1"]) == 0
+    rows = _rows(capsys.readouterr().out)
+    assert len(rows) == 4  # largest, 0.75, 0.5, smallest
+    assert rows[0][1] > 0.5, "two epochs on digits must beat chance by far"
+    config = read_config(out)
+    assert config["metadata"]["recipe"]["data"]["name"] == "digits"
+    assert config["metadata"]["recipe"]["train"]["flip"] is False, "digits are not mirror-invariant"
+    log = [json.loads(line) for line in (tmp_path / "ck.metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in log if r["event"] == "epoch"] == [0, 1]
+    assert sum(r["event"] == "step" for r in log) == 2 * (1437 // 64)
+    before = len(config["calibrated_subnets"])
+
+    assert main(["calibrate", str(out), "--random", "3", "--eval", "--no-progress"]) == 0
+    printed = capsys.readouterr().out
+    assert "calibrated" in printed and len(_rows(printed)) >= 5
+    loaded = load_checkpoint(out)
+    assert len(loaded.model.calibrated_subnet_keys()) > before
+    assert loaded.train_state is not None and loaded.optimizer_state is not None, "training state is kept"
+
+
+def test_recipe_file_and_flag_overrides(tmp_path: Path) -> None:
+    recipe = tmp_path / "recipe.toml"
+    recipe.write_text(
+        '[model]\nname = "small_cnn"\nkwargs = { channels = [8, 16, 16] }\n'
+        '[data]\nname = "synthetic"\ntrain = { n = 256 }\ntest = { n = 64 }\n'
+        "[train]\nepochs = 1\nbatch_size = 64\ncrop_padding = 2\n"
+    )
+    loaded = Recipe.load(recipe)
+    assert loaded.model == "small_cnn" and loaded.model_kwargs == {"channels": [8, 16, 16]}
+    assert loaded.train.crop_padding == 2 and loaded.train_split == {"n": 256}
+    out = tmp_path / "ck"
+    assert main(["train", "--config", str(recipe), "--out", str(out), "--lr", "0.02", "--no-progress"]) == 0
+    saved = read_config(out)["metadata"]["recipe"]
+    assert saved["train"]["lr"] == 0.02 and saved["train"]["crop_padding"] == 2
+    assert saved["model"]["kwargs"] == {"channels": [8, 16, 16]}
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("[train]\nepoch = 3\n", "unknown field"),
+        ("[data]\nnmae = 'digits'\n", "unknown field"),
+        ("[train]\nepochs = 0\n", "epochs"),
+        ("[model]\nname = 3\n", "name must be a non-empty string"),
+        ("model = 'resnet20'\n", "must be a table"),
+        ("[train\n", "not valid TOML"),
+    ],
+)
+def test_bad_recipes_name_the_problem(tmp_path: Path, text: str, message: str) -> None:
+    path = tmp_path / "bad.toml"
+    path.write_text(text)
+    with pytest.raises(InvalidSubnetError, match=message):
+        Recipe.load(path)
+
+
+def test_cli_reports_bad_input_without_traceback(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = str(tmp_path / "ck")
+    assert main(["train", "--data", "digits", "--train-size", "100", "--out", out]) == 2
+    assert "--train-size applies to synthetic" in capsys.readouterr().err
+    assert main(["train", "--data", "cifar10", "--out", out]) == 2
+    assert "root" in capsys.readouterr().err
+    assert main(["calibrate", str(tmp_path / "nothing")]) == 2
+    assert "not a directory" in capsys.readouterr().err
