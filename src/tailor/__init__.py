@@ -8,6 +8,7 @@ from tailor.errors import (
     TailorError,
     UnsupportedModelError,
 )
+from tailor.convert import elasticize, upgrade_dynamic_layers
 from tailor.models import create_model, list_models
 from tailor.ops import ElasticModel, sort_channels
 from tailor.space import DepthDim, SearchSpace, Subnet, WidthDim
@@ -30,8 +31,10 @@ __all__ = [
     "__version__",
     "calibrate",
     "create_model",
+    "elasticize",
     "list_models",
     "load",
     "save",
     "sort_channels",
+    "upgrade_dynamic_layers",
 ]

@@ -132,7 +132,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `tailor` command; returns the exit status."""
     args = build_parser().parse_args(argv)
     for name in ("subnets", "repeats", "threads"):
-        if (getattr(args, name, 1) or 1) < 1:
+        value = getattr(args, name, None)
+        if value is not None and value < 1:
             print(f"error: --{name} must be >= 1", file=sys.stderr)
             return 2
     try:

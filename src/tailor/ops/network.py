@@ -25,7 +25,7 @@ from tailor.ops.base import ElasticOp
 from tailor.ops.conv import _WeightSlice
 from tailor.ops.norm import ElasticBatchNorm2d
 from tailor.ops.select import ElasticStage
-from tailor.space import SearchSpace, Subnet
+from tailor.space import SearchSpace, Subnet, WidthDim
 
 #: Plans kept per model before the oldest are dropped (a plan is a tuple of small configs).
 PLAN_CACHE_SIZE = 4096
@@ -114,7 +114,7 @@ class ElasticModel(nn.Module):
                 self._check_skippable(entry.name, module, dim.min)
                 continue
             for dim_name, (channels, step) in module.width_dims().items():
-                dim = self._lookup(entry.name, "width", dim_name)
+                dim = self._op_width_dim(entry.name, dim_name)
                 if dim.channels != channels:
                     raise UnsupportedModelError(
                         f"layer {entry.name!r}: width dimension {dim_name!r} has {dim.channels} channels, the layer {channels}"
@@ -141,6 +141,20 @@ class ElasticModel(nn.Module):
             raise UnsupportedModelError(
                 f"layer {layer!r}: {kind} dimension {name!r} is not in the model's space"
             ) from None
+
+    # Hooks for models whose ops read internal channel groups that fewer space dimensions drive
+    # (`tailor.convert`'s uniform mode): by default an op's width dimension is a space dimension.
+    def _op_width_dim(self, layer: str, name: str) -> WidthDim:
+        """The width dimension (full channels, step) that an op's dimension `name` refers to."""
+        return self._lookup(layer, "width", name)
+
+    def _op_channels(self, canonical: Subnet) -> dict[str, int]:
+        """Active channels of every dimension the ops read, under a canonical subnet of the space."""
+        return self.space.channels(canonical)
+
+    def _traced_for_extraction(self) -> tuple[nn.Module, fx.Graph]:
+        """(root, graph) that `extract` copies into a static module: `self`, traced with ops as leaves."""
+        return self, _OpLeafTracer().trace(self)
 
     def elastic_layers(self) -> Iterator[tuple[str, nn.Module]]:
         """(qualified name, module) of every elastic op and stage, in definition order."""
@@ -170,7 +184,7 @@ class ElasticModel(nn.Module):
         return plan
 
     def _build_plan(self, canonical: Subnet) -> _Plan:
-        channels = self.space.channels(canonical)
+        channels = self._op_channels(canonical)
         depths = canonical.depths
         key = canonical.id
         assignments: list[tuple[nn.Module, Any]] = []
@@ -430,17 +444,19 @@ class ElasticModel(nn.Module):
                 return self.extract()
         self.active_subnet  # noqa: B018 - makes sure some plan is applied
         try:
-            graph = _OpLeafTracer().trace(self)
+            source, graph = self._traced_for_extraction()
+        except UnsupportedModelError:
+            raise
         except Exception as exc:  # fx raises many types for untraceable code
             raise UnsupportedModelError(f"{type(self).__name__}.forward cannot be traced by torch.fx: {exc}") from exc
         root = nn.Module()
         for node in graph.nodes:
             if node.op == "call_module" and not _has_submodule(root, node.target):
-                module = self.get_submodule(node.target)
+                module = source.get_submodule(node.target)
                 static = module.to_static() if isinstance(module, ElasticOp) else copy.deepcopy(module)
                 _put_submodule(root, node.target, static)
             elif node.op == "get_attr" and not _has_submodule(root, node.target):
-                _put_attr(root, node.target, self, node.target)
+                _put_attr(root, node.target, source, node.target)
         static_model = fx.GraphModule(root, graph, class_name=f"Static{type(self).__name__}")
         static_model.train(self.training)
         return static_model

@@ -31,6 +31,11 @@ def _reads_and_writes(model: ElasticModel) -> tuple[dict[str, list], dict[str, s
     users: dict[str, list] = {d.name: [] for d in model.space.widths}
     blocked: dict[str, str] = {}
     for name, module in model.elastic_layers():
+        skip = getattr(module, "sort_skip_reason", None)  # ops selecting channels other than by prefix
+        if skip is not None:
+            for dim in module.width_dims():
+                blocked[dim] = f"{skip} {name!r}"
+            continue
         if isinstance(module, ElasticConv2d):
             depthwise = module.groups > 1 and module.in_per_group == 1 and module.in_dim == module.out_dim
             if module.groups > 1 and not depthwise:
@@ -38,15 +43,15 @@ def _reads_and_writes(model: ElasticModel) -> tuple[dict[str, list], dict[str, s
                     if dim is not None:
                         blocked[dim] = f"grouped conv {name!r} must keep its groups whole"
             for dim in {module.in_dim, module.out_dim} - {None}:
-                users[dim].append(module)
+                users.setdefault(dim, []).append(module)
         elif isinstance(module, ElasticLinear):
             for dim in {module.in_dim, module.out_dim} - {None}:
-                users[dim].append(module)
+                users.setdefault(dim, []).append(module)
         elif isinstance(module, ElasticGroupNorm) and module.dim is not None:
             if module.channels_per_group > 1:
                 blocked[module.dim] = f"group norm {name!r} normalises fixed groups of channels"
         elif isinstance(module, ElasticBatchNorm2d) and module.dim is not None:
-            users[module.dim].append(module)
+            users.setdefault(module.dim, []).append(module)
     return users, blocked
 
 
@@ -56,8 +61,10 @@ def sort_channels(model: ElasticModel, drop_subnet_stats: bool = False) -> Chann
 
     Dimensions read by a grouped (non-depthwise) conv or a group norm with several channels per
     group are left alone (a permutation across groups would change the function) and reported in
-    `skipped`. Per-subnet SubnetNorm statistics describe channel prefixes of the old order, so a
-    model holding any raises `InvalidSubnetError` unless `drop_subnet_stats=True` discards them.
+    `skipped`, as are dimensions read by ops that name a `sort_skip_reason` (ops selecting channels
+    other than by prefix, e.g. `tailor.convert`'s indexed ops). Per-subnet SubnetNorm statistics
+    describe channel prefixes of the old order, so a model holding any raises `InvalidSubnetError`
+    unless `drop_subnet_stats=True` discards them.
     """
     norms = [m for _, m in model.elastic_layers() if isinstance(m, ElasticBatchNorm2d)]
     if any(bn.subnet_stats_keys() for bn in norms):

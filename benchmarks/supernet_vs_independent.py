@@ -1,0 +1,211 @@
+"""One supernet (sandwich rule + in-place distillation) against the same architectures trained alone.
+
+For each data set: train the supernet for E epochs; train the smallest and the largest subnet
+architectures alone (extracted from a fresh supernet, re-initialised, same E epochs and recipe); then
+calibrate SubnetNorm statistics and compare held-out accuracy. Also shows one random per-layer subnet
+before and after calibration, and writes an accuracy-vs-MACs plot (SVG) and the results (JSON).
+
+    python benchmarks/supernet_vs_independent.py                 # synthetic (20k/5k) and digits, ~25 min on 2 cores
+    python benchmarks/supernet_vs_independent.py --quick         # a minute-long smoke run
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+from tailor import SubnetNormFallbackWarning, create_model
+from tailor.data import default_augmentation, load_dataset
+from tailor.ops import ElasticModel
+from tailor.plot import scatter_svg
+from tailor.space import SearchSpace, Subnet
+from tailor.train import TrainConfig, Trainer, evaluate
+
+
+class Standalone(ElasticModel):
+    """An ordinary network (an extracted subnet) behind the ElasticModel interface, with a one-point space."""
+
+    def __init__(self, net: nn.Module, input_size: tuple[int, int, int]) -> None:
+        super().__init__(SearchSpace())
+        self.net = net
+        self.default_input_size = input_size
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+def macs(module: nn.Module, input_size: tuple[int, int, int]) -> int:
+    """Multiply-accumulates of one image (FLOPs / 2, as papers report)."""
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        module.eval()(torch.zeros(1, *input_size))
+    return counter.get_total_flops() // 2
+
+
+def standalone(
+    model_name: str, sub_of: str, num_classes: int, input_size: tuple[int, int, int], seed: int
+) -> Standalone:
+    """The `sub_of` ("largest"/"smallest") architecture of a fresh supernet, re-initialised from scratch."""
+    torch.manual_seed(seed)
+    fresh = create_model(model_name, num_classes=num_classes, in_chans=input_size[0])
+    sub = fresh.space.largest() if sub_of == "largest" else fresh.space.smallest()
+    net = fresh.extract(sub).train()
+    torch.manual_seed(seed + 1)
+    for module in net.modules():
+        if hasattr(module, "reset_parameters") and module is not net:
+            module.reset_parameters()  # initialised for its own fan-in, as a network built at this size
+    return Standalone(net, input_size)
+
+
+def quiet_evaluate(model: ElasticModel, subs: list[Subnet], data: Any) -> dict[str, float]:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", SubnetNormFallbackWarning)
+        return evaluate(model, subs, data)
+
+
+def run_dataset(name: str, args: argparse.Namespace, out_dir: Path) -> dict[str, Any]:
+    if name == "synthetic":
+        train = load_dataset(name, "train", n=args.train_size)
+        test = load_dataset(name, "test", n=args.test_size)
+        epochs = args.epochs
+    else:
+        train, test = load_dataset(name, "train"), load_dataset(name, "test")
+        epochs = args.digits_epochs
+    num_classes, input_size = train.num_classes, tuple(train.input_size)
+    in_chans = input_size[0]
+    augmentation = default_augmentation(name)
+    config = TrainConfig(
+        epochs=epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        crop_padding=augmentation.crop_padding,
+        flip=augmentation.flip,
+        seed=args.seed,
+        calib_batches=args.calib_batches,
+    )
+    print(f"\n== {name}: {len(train)} train / {len(test)} test, {args.model}, {epochs} epochs, batch {args.batch_size}")
+
+    timings: dict[str, float] = {}
+    torch.manual_seed(args.seed)
+    supernet = create_model(args.model, num_classes=num_classes, in_chans=in_chans)
+    start = time.perf_counter()
+    trainer = Trainer(supernet, train, config, device="cpu", progress=args.progress)
+    trainer.fit()
+    timings["supernet"] = time.perf_counter() - start
+    space = supernet.space
+
+    alone: dict[str, float] = {}
+    alone_macs: dict[str, int] = {}
+    for which in ("smallest", "largest"):
+        net = standalone(args.model, which, num_classes, input_size, args.seed)
+        fixed = TrainConfig(**{**config.to_dict(), "sampler": "fixed"})
+        start = time.perf_counter()
+        Trainer(net, train, fixed, subnets=[net.space.largest()], device="cpu", progress=args.progress).fit()
+        timings[f"{which} alone"] = time.perf_counter() - start
+        alone[which] = evaluate(net, [net.space.largest()], test)[net.space.largest().id]
+        alone_macs[which] = macs(net, net.default_input_size)
+
+    rng = random.Random(args.seed)
+    probe = space.sample(rng)
+    before = quiet_evaluate(supernet, [probe], test)[probe.id]
+    named = {"largest": space.largest(), "smallest": space.smallest()}
+    for width in (0.75, 0.5):
+        named[f"uniform {width}"] = space.from_wm([width] * space.search_dim)
+    named["random (per-layer)"] = probe
+    others = [space.sample(rng) for _ in range(args.random_subnets)]
+    subs = list(named.values()) + others
+    trainer.calibrate(subs)
+    accuracy = evaluate(supernet, subs, test)
+    sub_macs = {sub.id: macs(supernet.extract(sub), input_size) for sub in subs}
+
+    print(f"\n{'subnet':<20} {'MMACs':>8} {'supernet':>9} {'alone':>7} {'delta pt':>9}")
+    rows = []
+    for label, sub in named.items():
+        twin = alone.get(label)
+        delta = "" if twin is None else f"{100 * (accuracy[sub.id] - twin):+9.2f}"
+        twin_text = "" if twin is None else f"{twin:.4f}"
+        print(f"{label:<20} {sub_macs[sub.id] / 1e6:>8.2f} {accuracy[sub.id]:>9.4f} {twin_text:>7} {delta:>9}")
+        rows.append(
+            {
+                "label": label,
+                "subnet": sub.to_dict(),
+                "id": sub.id,
+                "macs": sub_macs[sub.id],
+                "supernet": accuracy[sub.id],
+                "alone": twin,
+            }
+        )
+    print(
+        f"\nrandom per-layer subnet {probe.id}: {before:.4f} with shared BatchNorm statistics, "
+        f"{accuracy[probe.id]:.4f} after SubnetNorm calibration ({args.calib_batches} batches)"
+    )
+    print("training seconds: " + ", ".join(f"{k} {v:.0f}" for k, v in timings.items()))
+
+    series = {
+        "supernet subnets": [(sub_macs[s.id] / 1e6, 100 * accuracy[s.id]) for s in subs],
+        "trained alone": [(alone_macs[w] / 1e6, 100 * alone[w]) for w in ("smallest", "largest")],
+        "random subnet, uncalibrated": [(sub_macs[probe.id] / 1e6, 100 * before)],
+    }
+    plot = scatter_svg(
+        series,
+        out_dir / f"supernet_vs_independent_{name}.svg",
+        title=f"{args.model} on {name}: one supernet vs networks trained alone ({epochs} epochs)",
+        xlabel="MMACs per image",
+        ylabel="test accuracy (%)",
+        log_x=True,
+    )
+    print(f"plot: {plot}")
+    return {
+        "dataset": name,
+        "model": args.model,
+        "epochs": epochs,
+        "train_size": len(train),
+        "test_size": len(test),
+        "rows": rows,
+        "alone_macs": alone_macs,
+        "others": [{"id": s.id, "macs": sub_macs[s.id], "accuracy": accuracy[s.id]} for s in others],
+        "probe_before_calibration": before,
+        "probe_after_calibration": accuracy[probe.id],
+        "seconds": timings,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--datasets", default="synthetic,digits")
+    parser.add_argument("--model", default="resnet20")
+    parser.add_argument("--epochs", type=int, default=8, help="epochs on synthetic")
+    parser.add_argument("--digits-epochs", type=int, default=30, help="epochs on digits (1,437 training images)")
+    parser.add_argument("--train-size", type=int, default=20_000)
+    parser.add_argument("--test-size", type=int, default=5_000)
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--lr", type=float, default=0.1)
+    parser.add_argument("--calib-batches", type=int, default=8)
+    parser.add_argument("--random-subnets", type=int, default=10)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", default="benchmarks/results")
+    parser.add_argument("--progress", action="store_true")
+    parser.add_argument("--quick", action="store_true", help="tiny sizes: checks the script, not the claim")
+    args = parser.parse_args()
+    if args.quick:
+        args.epochs, args.digits_epochs, args.train_size, args.test_size = 1, 2, 1024, 256
+        args.random_subnets, args.calib_batches = 2, 2
+    torch.set_num_threads(args.threads)
+    out_dir = Path(args.out)
+    results = [run_dataset(name.strip(), args, out_dir) for name in args.datasets.split(",") if name.strip()]
+    target = out_dir / "supernet_vs_independent.json"
+    target.write_text(json.dumps(results, indent=1))
+    print(f"\nresults: {target}")
+
+
+if __name__ == "__main__":
+    main()

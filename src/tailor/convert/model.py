@@ -1,0 +1,184 @@
+"""`ElasticizedModel`: a user's network, converted in place of its layers, behind the `ElasticModel` API.
+
+The converted network (`model.net`) keeps the user's module tree and forward code; its convolutions,
+linear and norm layers are elastic ops reading *channel groups* (one per independent set of channels
+found by the analysis, named after the first layer writing them). The space's width dimensions drive
+those groups: in `per_group` mode one dimension per group (groups linked by a grouped convolution
+with different input and output counts share one), in `uniform` mode one dimension, `width`, for all
+of them (Model Slicing's single slice rate). A group follows its dimension's multiplier `w` with
+`ceil(w * channels)` channels rounded up to its step, exactly as a `WidthDim` of its own would.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from torch import fx, nn
+
+from tailor.convert.trace import ConvertTracer
+from tailor.errors import InvalidSubnetError, UnsupportedModelError
+from tailor.ops import ElasticModel
+from tailor.space import SearchSpace, Subnet, WidthDim, active_channels
+
+
+@dataclass(frozen=True)
+class ChannelGroup:
+    """Channels that must shrink together (tied by residual adds, gates, depthwise convs, ...).
+
+    `name` is the first layer writing them (for the network input, `input 'x'`); `dimension` is the
+    width dimension of `model.space` driving them, None when `frozen` says why they stay at full width.
+    `step`: active counts are multiples of it (whole groups of grouped convs and group norms).
+    `layers`: the converted layers reading or writing these channels.
+    """
+
+    name: str
+    channels: int
+    step: int
+    dimension: str | None
+    frozen: str | None
+    layers: tuple[str, ...]
+
+    @property
+    def elastic(self) -> bool:
+        return self.frozen is None
+
+
+@dataclass(frozen=True)
+class GroupDim:
+    """How one channel group follows its space dimension `knob`: at multiplier w it runs
+    `active_channels(w, channels, step)` channels (what a `WidthDim` of its own would select)."""
+
+    knob: str
+    channels: int
+    step: int
+
+    def count(self, width: float) -> int:
+        return active_channels(width, self.channels, self.step)
+
+
+class ElasticizedModel(ElasticModel):
+    """A user's model made elastic by `tailor.elasticize`: `space`, `activate`, `activated`, `extract`.
+
+    `net` is the converted copy of the user's model (the original is untouched); `channel_groups` lists
+    what the analysis found, `mode` and `norm` how it was converted.
+    """
+
+    def __init__(
+        self,
+        net: nn.Module,
+        space: SearchSpace,
+        channel_groups: Sequence[ChannelGroup],
+        group_dims: Mapping[str, GroupDim],
+        *,
+        mode: str,
+        norm: str,
+        input_size: tuple[int, ...],
+    ) -> None:
+        super().__init__(space)
+        self.net = net
+        self.mode = mode
+        self.norm = norm
+        self.default_input_size = tuple(input_size)  # type: ignore[assignment]
+        self.channel_groups: tuple[ChannelGroup, ...] = tuple(channel_groups)
+        self._group_dims = dict(group_dims)
+        self._op_dims = {
+            name: WidthDim(name, g.channels, choices=space.width_dim(g.knob).choices or (1.0,), step=g.step)
+            for name, g in self._group_dims.items()
+        }
+
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        return self.net(*args, **kwargs)
+
+    # -- ElasticModel hooks ---------------------------------------------------------------------------
+    def _op_width_dim(self, layer: str, name: str) -> WidthDim:
+        try:
+            return self._op_dims[name]
+        except KeyError:
+            raise UnsupportedModelError(f"layer {layer!r}: channel group {name!r} is not in the model") from None
+
+    def _op_channels(self, canonical: Subnet) -> dict[str, int]:
+        return {name: g.count(canonical.width(g.knob)) for name, g in self._group_dims.items()}
+
+    def _traced_for_extraction(self) -> tuple[nn.Module, fx.Graph]:
+        return self.net, ConvertTracer().trace(self.net)
+
+    # -- inspection ------------------------------------------------------------------------------------
+    @property
+    def frozen_groups(self) -> tuple[ChannelGroup, ...]:
+        """Channel groups that stay at full width (with the reason in `frozen`)."""
+        return tuple(g for g in self.channel_groups if g.frozen is not None)
+
+    def group_channels(self, sub: Subnet | None = None) -> dict[str, int]:
+        """Active channels of every elastic channel group under `sub` (default: the active subnet)."""
+        sub = self.active_subnet if sub is None else sub
+        return self._op_channels(self.space.canonical(sub))
+
+    def summary(self) -> str:
+        """A table of the channel groups: name, channels, step, dimension or why frozen, layers."""
+        lines = [f"{type(self).__name__}: mode={self.mode}, norm={self.norm}, {self.space!r}"]
+        for g in self.channel_groups:
+            status = f"dimension {g.dimension!r}" if g.frozen is None else f"frozen: {g.frozen}"
+            step = f", step {g.step}" if g.step > 1 else ""
+            lines.append(f"  {g.name}: {g.channels} channels{step}, {status}; layers: {', '.join(g.layers)}")
+        return "\n".join(lines)
+
+    # -- the slimmable-models width protocol ----------------------------------------------------------
+    # Layers read channel groups, which space dimensions drive: counts per dimension are mapped to
+    # counts per group (identical in per_group mode, where a dimension is its group's own).
+    def _layer_dims(self) -> list[tuple[str, str, str]]:
+        layers = []
+        for name, module in self.elastic_layers():
+            out_dim = getattr(module, "out_dim", None)
+            if out_dim is not None:
+                layers.append((self._group_of(self._group_dims[out_dim].knob), name, out_dim))
+        return layers
+
+    def decode_ch(self, ch: Any) -> list[Any]:
+        """Per-dimension channel counts (`decode_wm`'s output) -> per-layer output counts, per group."""
+        counts = self._flatten(ch, "decode_ch")
+        for dim in self.space.widths:
+            count = counts[dim.name]
+            if isinstance(count, bool) or not isinstance(count, int) or not 1 <= count <= dim.channels:
+                raise InvalidSubnetError(f"decode_ch: dimension {dim.name!r} = {count!r} is not in [1, {dim.channels}]")
+        per_group: dict[str, list[int]] = {group: [] for group, _ in self._groups()}
+        for group, _, name in self._layer_dims():
+            g = self._group_dims[name]
+            per_group[group].append(g.count(counts[g.knob] / self.space.width_dim(g.knob).channels))
+        return [per_group[group] for group, _ in self._groups()]
+
+    def set_real_ch(self, real_ch: Any) -> None:
+        """Activate the subnet whose layers have the per-layer output counts `real_ch` (`decode_ch`'s form)."""
+        groups = [group for group, _ in self._groups()]
+        if not isinstance(real_ch, (list, tuple)) or len(real_ch) != len(groups):
+            raise InvalidSubnetError(f"set_real_ch: expected {len(groups)} groups, got {real_ch!r:.200}")
+        given = dict(zip(groups, real_ch))
+        position = dict.fromkeys(groups, 0)
+        wanted: dict[str, int] = {}
+        for group, layer, name in self._layer_dims():
+            values = given[group]
+            if not isinstance(values, (list, tuple)) or position[group] >= len(values):
+                raise InvalidSubnetError(f"set_real_ch: group {group!r} has too few layer counts (missing {layer!r})")
+            value = values[position[group]]
+            position[group] += 1
+            if wanted.setdefault(name, value) != value:
+                raise InvalidSubnetError(
+                    f"set_real_ch: layer {layer!r} has {value} channels but channel group {name!r} is tied to {wanted[name]}"
+                )
+        for group in groups:
+            if position[group] != len(given[group]):
+                raise InvalidSubnetError(
+                    f"set_real_ch: group {group!r} has {len(given[group])} counts for {position[group]} layers"
+                )
+        widths = {}
+        for dim in self.space.widths:
+            members = {n: c for n, c in wanted.items() if self._group_dims[n].knob == dim.name}
+            choice = next(
+                (w for w in dim.choices or () if all(self._group_dims[n].count(w) == c for n, c in members.items())),
+                None,
+            )
+            if choice is None:
+                raise InvalidSubnetError(f"set_real_ch: dimension {dim.name!r} cannot run the counts {members}")
+            widths[dim.name] = choice
+        self.activate(Subnet(widths, self.active_subnet.depths))
