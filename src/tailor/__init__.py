@@ -1,14 +1,15 @@
 """tailor: one weight-sharing supernet, trained once, cut to the latency budget of every request."""
 
+from tailor.convert import elasticize, upgrade_dynamic_layers
 from tailor.errors import (
     CheckpointError,
+    DataError,
     InvalidSubnetError,
     ProfileError,
     SubnetNormFallbackWarning,
     TailorError,
     UnsupportedModelError,
 )
-from tailor.convert import elasticize, upgrade_dynamic_layers
 from tailor.models import create_model, list_models
 from tailor.ops import ElasticModel, sort_channels
 from tailor.space import DepthDim, SearchSpace, Subnet, WidthDim
@@ -18,6 +19,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "CheckpointError",
+    "DataError",
     "DepthDim",
     "ElasticModel",
     "InvalidSubnetError",

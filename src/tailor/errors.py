@@ -27,5 +27,9 @@ class ProfileError(TailorError, ValueError):
     """A latency/accuracy profile is malformed or does not match what it is used with."""
 
 
+class DataError(TailorError, ValueError):
+    """A data set file or argument is wrong (missing field, bad shape, forbidden pickle global, ...)."""
+
+
 class SubnetNormFallbackWarning(UserWarning):
     """An evaluated subnet has no SubnetNorm statistics of its own and uses the shared ones."""

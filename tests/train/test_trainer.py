@@ -182,3 +182,23 @@ def test_two_process_data_parallel_equals_one_process_on_the_whole_batch(tmp_pat
     )
     one = load_file(str(tmp_path / "one.rank0"))
     assert same_tensors(rank0, one, atol=1e-5) == [], "2 x 16 samples must train like 1 x 32"
+
+
+@pytest.mark.parametrize("name", ["densenet", "resnext"])
+def test_elasticized_user_models_train_with_the_sandwich_rule(name: str, tmp_path: Path) -> None:
+    import tailor
+    from convert.user_models import make_user_model
+
+    x = torch.randn(2, 3, 16, 16)
+    model = tailor.elasticize(make_user_model(name), (x,), mode="per_group")
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    config = TrainConfig(epochs=1, batch_size=16, augment=False, calib_batches=1)
+    data = BlobImages(32, seed=1, num_classes=10)
+    trainer = Trainer(model, data, config, eval_data=data, checkpoint_dir=tmp_path / "ck", device="cpu")
+    history = trainer.fit()
+    assert set(history[0]["accuracy"]) == {model.space.largest().id, model.space.smallest().id}
+    changed = [k for k, v in model.state_dict().items() if k in before and not torch.equal(v, before[k])]
+    assert changed, "training must move the user's weights"
+    fresh = tailor.elasticize(make_user_model(name), (x,), mode="per_group")
+    loaded = tailor.load(tmp_path / "ck", model=fresh)
+    assert same_tensors(loaded.state_dict(), model.state_dict()) == []

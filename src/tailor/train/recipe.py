@@ -20,12 +20,11 @@ sampler = "sandwich"
 from __future__ import annotations
 
 import os
+import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-
-import tomllib
 
 from tailor.errors import InvalidSubnetError
 from tailor.train.trainer import TrainConfig
