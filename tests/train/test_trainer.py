@@ -202,3 +202,14 @@ def test_elasticized_user_models_train_with_the_sandwich_rule(name: str, tmp_pat
     fresh = tailor.elasticize(make_user_model(name), (x,), mode="per_group")
     loaded = tailor.load(tmp_path / "ck", model=fresh)
     assert same_tensors(loaded.state_dict(), model.state_dict()) == []
+
+
+def test_batches_of_real_datasets_match_their_items() -> None:
+    from tailor.data import synthetic
+
+    data = synthetic(n=64, seed=3)
+    fast = BatchSource(data, 16, seed=1)
+    slow = BatchSource(data.with_transform(lambda image: image), 16, seed=1)  # a transform forces per-item loading
+    assert fast.fast and not slow.fast
+    for (xa, ya), (xb, yb) in zip(fast.batches(0), slow.batches(0), strict=True):
+        assert torch.allclose(xa, xb, atol=1e-6) and torch.equal(ya, yb)

@@ -150,27 +150,7 @@ class ElasticizedModel(ElasticModel):
 
     def set_real_ch(self, real_ch: Any) -> None:
         """Activate the subnet whose layers have the per-layer output counts `real_ch` (`decode_ch`'s form)."""
-        groups = [group for group, _ in self._groups()]
-        if not isinstance(real_ch, (list, tuple)) or len(real_ch) != len(groups):
-            raise InvalidSubnetError(f"set_real_ch: expected {len(groups)} groups, got {real_ch!r:.200}")
-        given = dict(zip(groups, real_ch))
-        position = dict.fromkeys(groups, 0)
-        wanted: dict[str, int] = {}
-        for group, layer, name in self._layer_dims():
-            values = given[group]
-            if not isinstance(values, (list, tuple)) or position[group] >= len(values):
-                raise InvalidSubnetError(f"set_real_ch: group {group!r} has too few layer counts (missing {layer!r})")
-            value = values[position[group]]
-            position[group] += 1
-            if wanted.setdefault(name, value) != value:
-                raise InvalidSubnetError(
-                    f"set_real_ch: layer {layer!r} has {value} channels but channel group {name!r} is tied to {wanted[name]}"
-                )
-        for group in groups:
-            if position[group] != len(given[group]):
-                raise InvalidSubnetError(
-                    f"set_real_ch: group {group!r} has {len(given[group])} counts for {position[group]} layers"
-                )
+        wanted = self._real_ch_counts(real_ch, self._layer_dims(), "channel group")
         widths = {}
         for dim in self.space.widths:
             members = {n: c for n, c in wanted.items() if self._group_dims[n].knob == dim.name}

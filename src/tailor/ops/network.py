@@ -394,34 +394,41 @@ class ElasticModel(nn.Module):
             per_group[group].append(counts[dim])
         return [per_group[group] for group, _ in self._groups()]
 
-    def set_real_ch(self, real_ch: Any) -> None:
-        """Activate the subnet whose layers have the per-layer output counts `real_ch` (`decode_ch`'s form).
+    def _real_ch_counts(self, real_ch: Any, layers: list[tuple[str, str, str]], tied: str) -> dict[str, int]:
+        """Parse `set_real_ch`'s per-group, per-layer counts into {key: count}, checking tied layers agree.
 
-        Layers tied to one dimension must agree, and each count must be selectable by its dimension;
-        otherwise `InvalidSubnetError` names the layer. Depths stay as they are.
+        `layers` lists (group, layer name, key) in `decode_ch`'s order; layers with one key must agree.
         """
-        layers = self._layer_dims()
         groups = [group for group, _ in self._groups()]
         if not isinstance(real_ch, (list, tuple)) or len(real_ch) != len(groups):
             raise InvalidSubnetError(f"set_real_ch: expected {len(groups)} groups, got {real_ch!r:.200}")
         given = dict(zip(groups, real_ch))
         counts: dict[str, int] = {}
-        position = {group: 0 for group in groups}
-        for group, name, dim in layers:
+        position = dict.fromkeys(groups, 0)
+        for group, name, key in layers:
             values = given[group]
             if not isinstance(values, (list, tuple)) or position[group] >= len(values):
                 raise InvalidSubnetError(f"set_real_ch: group {group!r} has too few layer counts (missing {name!r})")
             value = values[position[group]]
             position[group] += 1
-            if counts.setdefault(dim, value) != value:
+            if counts.setdefault(key, value) != value:
                 raise InvalidSubnetError(
-                    f"set_real_ch: layer {name!r} has {value} channels but dimension {dim!r} is tied to {counts[dim]}"
+                    f"set_real_ch: layer {name!r} has {value} channels but {tied} {key!r} is tied to {counts[key]}"
                 )
         for group in groups:
             if position[group] != len(given[group]):
                 raise InvalidSubnetError(
                     f"set_real_ch: group {group!r} has {len(given[group])} counts for {position[group]} layers"
                 )
+        return counts
+
+    def set_real_ch(self, real_ch: Any) -> None:
+        """Activate the subnet whose layers have the per-layer output counts `real_ch` (`decode_ch`'s form).
+
+        Layers tied to one dimension must agree, and each count must be selectable by its dimension;
+        otherwise `InvalidSubnetError` names the layer. Depths stay as they are.
+        """
+        counts = self._real_ch_counts(real_ch, self._layer_dims(), "dimension")
         widths = {}
         for dim in self.space.widths:
             count = counts[dim.name]

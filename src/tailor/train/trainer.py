@@ -114,15 +114,14 @@ def _seed(*parts: object) -> int:
 
 
 def _normalise_inputs(dataset: Any, x: torch.Tensor) -> torch.Tensor:
-    """uint8 images -> float in [0, 1] -> normalised with the dataset's mean/std (if it has them)."""
-    if x.dtype == torch.uint8:
-        x = x.float().div_(255.0)
-    mean = getattr(dataset, "mean", None)
-    std = getattr(dataset, "std", None)
-    if mean is not None and std is not None:
-        shape = (1, -1, 1, 1)
-        x = (x - torch.as_tensor(mean, dtype=x.dtype).view(shape)) / torch.as_tensor(std, dtype=x.dtype).view(shape)
-    return x
+    """A batch of stored images as the dataset's items would be: `dataset.normalize` if it has one.
+
+    In-memory datasets without it (plain tensors) are taken as already prepared; uint8 is scaled to [0, 1].
+    """
+    normalize = getattr(dataset, "normalize", None)
+    if normalize is not None:
+        return normalize(x)
+    return x.float().div_(255.0) if x.dtype == torch.uint8 else x
 
 
 class BatchSource:
