@@ -1,6 +1,7 @@
 """tailor: one weight-sharing supernet, trained once, cut to the latency budget of every request."""
 
 from tailor.convert import elasticize, upgrade_dynamic_layers
+from tailor.cost import Profile, latency, macs, params, peak_memory
 from tailor.errors import (
     CheckpointError,
     DataError,
@@ -23,6 +24,7 @@ __all__ = [
     "DepthDim",
     "ElasticModel",
     "InvalidSubnetError",
+    "Profile",
     "ProfileError",
     "SearchSpace",
     "Subnet",
@@ -34,8 +36,12 @@ __all__ = [
     "calibrate",
     "create_model",
     "elasticize",
+    "latency",
     "list_models",
     "load",
+    "macs",
+    "params",
+    "peak_memory",
     "save",
     "sort_channels",
     "upgrade_dynamic_layers",

@@ -1,0 +1,136 @@
+"""tailor.cost: params, MACs, latency (three backends), peak memory, energy, and their error messages."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import tailor
+from tailor.cost import (
+    BACKENDS,
+    LatencyStats,
+    energy,
+    energy_source,
+    latency,
+    latency_table,
+    macs,
+    params,
+    peak_memory,
+)
+from tailor.errors import InvalidSubnetError, ProfileError, UnsupportedModelError
+
+
+@pytest.fixture(scope="module")
+def model() -> tailor.ElasticModel:
+    torch.manual_seed(0)
+    return tailor.create_model("resnet20", num_classes=10).eval()
+
+
+def test_params_match_the_extracted_module_and_grow_with_width(model: tailor.ElasticModel) -> None:
+    small, large = model.space.smallest(), model.space.largest()
+    assert params(model, large) == sum(p.numel() for p in model.extract(large).parameters())
+    assert params(model, large) == sum(p.numel() for p in model.parameters())  # full width: every weight
+    assert params(model, small) < params(model, model.space.uniform(0.5)) < params(model, large)
+
+
+def test_macs_of_the_full_resnet20_match_the_published_figure(model: tailor.ElasticModel) -> None:
+    full = macs(model, model.space.largest())
+    assert 40e6 < full < 42e6  # 41 M MACs (models/README.md); FLOPs would be twice that
+    assert macs(model, model.space.smallest()) < full / 10
+    assert macs(model, model.space.largest(), input_shape=(3, 64, 64)) == pytest.approx(4 * full, rel=0.01)
+
+
+def test_cost_functions_leave_the_model_as_it_was(model: tailor.ElasticModel) -> None:
+    model.activate(model.space.smallest())
+    model.train()
+    macs(model, model.space.largest())
+    assert model.training and model.active_subnet == model.space.smallest()
+    model.activate(model.space.largest())
+    model.eval()
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_latency_reports_ordered_positive_percentiles(model: tailor.ElasticModel, backend: str) -> None:
+    stats = latency(model, model.space.smallest(), batch_size=2, backend=backend, threads=1, warmup=1, repeats=5)
+    assert 0 < stats.p50 <= stats.p90 <= stats.p99
+    assert stats.repeats == 5
+    assert set(stats.to_dict()) == {"p50", "p90", "p99"}
+
+
+def test_latency_restores_the_torch_thread_count(model: tailor.ElasticModel) -> None:
+    torch.set_num_threads(1)
+    latency(model, model.space.smallest(), threads=2, warmup=0, repeats=1)
+    assert torch.get_num_threads() == 1
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.lists(st.floats(0.001, 1e4, allow_nan=False), min_size=1, max_size=200))
+def test_latency_stats_percentiles_are_ordered_and_within_the_samples(samples: list[float]) -> None:
+    stats = LatencyStats.from_samples(samples)
+    assert min(samples) - 1e-9 <= stats.p50 <= stats.p90 <= stats.p99 <= max(samples) + 1e-9
+    assert stats.repeats == len(samples)
+
+
+def test_bad_arguments_name_the_value(model: tailor.ElasticModel) -> None:
+    sub = model.space.smallest()
+    with pytest.raises(ProfileError, match="tensorrt"):
+        latency(model, sub, backend="tensorrt")
+    for bad in (0, -3, 1.5, True):
+        with pytest.raises(ProfileError, match="batch_size"):
+            latency(model, sub, batch_size=bad)
+    with pytest.raises(ProfileError, match="batch_size"):
+        peak_memory(model, sub, batch_size=0)
+    with pytest.raises(ProfileError, match="threads"):
+        latency(model, sub, threads=0)
+    with pytest.raises(ProfileError, match="input_shape"):
+        macs(model, sub, input_shape=(3, 0, 32))
+    with pytest.raises(UnsupportedModelError, match="Conv2d"):
+        params(torch.nn.Conv2d(3, 3, 3), sub)  # type: ignore[arg-type]
+
+
+def test_a_subnet_outside_the_space_is_rejected_by_every_function(model: tailor.ElasticModel) -> None:
+    outside = model.space.largest().replace(widths={"stage1.out": 0.3})
+    foreign = tailor.create_model("small_cnn", num_classes=10).space.largest()
+    for fn in (
+        lambda s: params(model, s),
+        lambda s: macs(model, s),
+        lambda s: latency(model, s),
+        lambda s: peak_memory(model, s),
+        lambda s: energy(model, s),
+    ):
+        with pytest.raises(InvalidSubnetError, match=r"stage1\.out"):
+            fn(outside)
+        with pytest.raises(InvalidSubnetError):
+            fn(foreign)
+
+
+def test_peak_memory_is_measured_and_grows_with_batch_and_width(model: tailor.ElasticModel) -> None:
+    small = peak_memory(model, model.space.smallest(), batch_size=1)
+    large = peak_memory(model, model.space.largest(), batch_size=64)
+    state = model.extract(model.space.smallest()).state_dict().values()
+    assert small.weight_bytes == sum(t.numel() * t.element_size() for t in state)
+    assert large.peak_bytes == large.weight_bytes + large.activation_bytes
+    # batch 64 at full width: input (786 KB) and a 16x32x32 activation (4 MB) must both be resident at once
+    assert large.activation_bytes > 64 * 16 * 32 * 32 * 4
+    assert large.activation_bytes > small.activation_bytes
+    assert large.device == "cpu" and "RSS" in large.method
+
+
+def test_energy_is_a_measurement_or_unavailable(model: tailor.ElasticModel) -> None:
+    result = energy(model, model.space.smallest(), repeats=2)
+    if energy_source() == "unavailable":
+        assert result == "unavailable"
+    else:
+        assert isinstance(result, float) and math.isfinite(result) and result >= 0
+
+
+def test_latency_table_measures_each_batch_size_from_one_export(model: tailor.ElasticModel) -> None:
+    table = latency_table(model, model.space.smallest(), [1, 3], backend="onnxruntime", warmup=0, repeats=3)
+    assert sorted(table) == [1, 3]
+    assert all(0 < s.p50 <= s.p90 <= s.p99 and s.repeats == 3 for s in table.values())
+    with pytest.raises(ProfileError, match="batch_size must be a positive integer, got 0"):
+        latency_table(model, model.space.smallest(), [1, 0])

@@ -1,0 +1,139 @@
+"""tailor.export: BatchNorm folding, ONNX export (dynamic batch), int8 quantization, accuracy comparison."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import tailor
+from tailor.errors import InvalidSubnetError, ProfileError
+from tailor.export import compare_accuracy, fold_batchnorm, quantize_int8, run_onnx, to_onnx
+
+
+def _model(name: str = "resnet20") -> tailor.ElasticModel:
+    """A model with random (not identity) BN statistics and affine terms, so folding mistakes show."""
+    torch.manual_seed(0)
+    model = tailor.create_model(name, num_classes=10).eval()
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, torch.nn.BatchNorm2d):
+                module.running_mean.uniform_(-0.2, 0.2)
+                module.running_var.uniform_(0.5, 1.5)
+                module.weight.uniform_(0.5, 1.5)
+                module.bias.uniform_(-0.2, 0.2)
+    return model
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory: pytest.TempPathFactory) -> tuple[tailor.ElasticModel, tailor.Subnet, Path]:
+    model = _model()
+    sub = model.space.sample(1)
+    path = tmp_path_factory.mktemp("onnx") / "sub.onnx"
+    to_onnx(model, sub, path)
+    return model, sub, path
+
+
+@settings(max_examples=8, deadline=None)
+@given(seed=st.integers(0, 10_000), name=st.sampled_from(["resnet20", "small_cnn", "mobilenet_v3_small"]))
+def test_folding_removes_every_batchnorm_and_keeps_outputs(seed: int, name: str) -> None:
+    model = _model(name)
+    sub = model.space.sample(seed)
+    static = model.extract(sub).eval()
+    folded, count = fold_batchnorm(static)
+    assert count > 0
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in folded.modules())
+    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in static.modules())  # the input is not modified
+    x = torch.randn(3, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(folded(x), static(x), atol=1e-4, rtol=1e-4)
+
+
+def test_onnx_matches_pytorch_at_batch_1_and_5_without_batchnorm_nodes(exported: tuple) -> None:
+    import onnx
+
+    model, sub, path = exported
+    graph = onnx.load(str(path)).graph
+    assert "BatchNormalization" not in {n.op_type for n in graph.node}
+    assert graph.input[0].type.tensor_type.shape.dim[0].dim_param == "batch"
+    static = model.extract(sub).eval()
+    for batch in (1, 5):
+        x = torch.randn(batch, 3, 32, 32)
+        with torch.no_grad():
+            expected = static(x).numpy()
+        got = run_onnx(path, x)
+        assert got.shape == expected.shape
+        np.testing.assert_allclose(got, expected, atol=1e-4, rtol=0)
+
+
+def test_export_rejects_bad_input_and_leaves_no_file(tmp_path: Path) -> None:
+    model = _model()
+    with pytest.raises(InvalidSubnetError, match=r"stage2\.out"):
+        to_onnx(model, model.space.largest().replace(widths={"stage2.out": 0.6}), tmp_path / "x.onnx")
+    with pytest.raises(ProfileError, match="opset"):
+        to_onnx(model, model.space.largest(), tmp_path / "x.onnx", opset=3)
+    assert list(tmp_path.iterdir()) == []
+
+
+def _train_briefly(model: tailor.ElasticModel, sub: tailor.Subnet, x: torch.Tensor, y: torch.Tensor) -> None:
+    """A few steps on a separable toy task so the logits carry a clear decision, then BN statistics."""
+    model.activate(sub)
+    model.train()
+    opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    for _ in range(30):
+        opt.zero_grad()
+        torch.nn.functional.cross_entropy(model(x), y).backward()
+        opt.step()
+    model.eval()
+
+
+def test_static_int8_runs_and_agrees_with_fp32_on_most_inputs(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    model = tailor.create_model("small_cnn", num_classes=4)
+    sub = model.space.largest()
+    y = torch.arange(64) % 4
+    x = torch.randn(64, 3, 32, 32) * 0.3 + y.view(-1, 1, 1, 1).float() - 1.5  # class = mean brightness
+    _train_briefly(model, sub, x, y)
+    fp32 = to_onnx(model, sub, tmp_path / "fp32.onnx").path
+    int8 = quantize_int8(fp32, tmp_path / "int8.onnx", [x[:32], (x[32:], y[32:])], mode="static")
+    import onnx
+
+    ops = {n.op_type for n in onnx.load(str(int8)).graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear"} <= ops
+    result = compare_accuracy(fp32, int8, [(x[:32], y[:32]), (x[32:], y[32:])])
+    assert result.samples == 64
+    assert result.fp32 > 0.5  # the toy task was learnt
+    assert result.agreement >= 0.8
+    assert result.drop == pytest.approx(result.fp32 - result.int8)
+    assert set(result.to_dict()) == {"fp32", "int8", "drop", "agreement", "samples"}
+
+
+def test_dynamic_int8_quantizes_weights_without_calibration(exported: tuple, tmp_path: Path) -> None:
+    import onnx
+
+    _, _, path = exported
+    out = quantize_int8(path, tmp_path / "dyn.onnx", mode="dynamic")
+    assert "ConvInteger" in {n.op_type for n in onnx.load(str(out)).graph.node}
+    x = torch.randn(4, 3, 32, 32)
+    got, ref = run_onnx(out, x), run_onnx(path, x)
+    assert got.shape == ref.shape == (4, 10)
+    assert np.isfinite(got).all()
+    assert np.corrcoef(got.ravel(), ref.ravel())[0, 1] > 0.9
+
+
+def test_quantize_rejects_bad_arguments(exported: tuple, tmp_path: Path) -> None:
+    _, _, path = exported
+    with pytest.raises(ProfileError, match="'float16'"):
+        quantize_int8(path, tmp_path / "q.onnx", [torch.zeros(1, 3, 32, 32)], mode="float16")
+    with pytest.raises(ProfileError, match="calibration"):
+        quantize_int8(path, tmp_path / "q.onnx", [], mode="static")
+    with pytest.raises(ProfileError, match="calibration"):
+        quantize_int8(path, tmp_path / "q.onnx", None, mode="static")
+    with pytest.raises(ProfileError, match="missing.onnx"):
+        quantize_int8(tmp_path / "missing.onnx", tmp_path / "q.onnx", mode="dynamic")
+    with pytest.raises(ProfileError, match="empty"):
+        compare_accuracy(path, path, [])
