@@ -137,11 +137,7 @@ class ElasticizedModel(ElasticModel):
 
     def decode_ch(self, ch: Any) -> list[Any]:
         """Per-dimension channel counts (`decode_wm`'s output) -> per-layer output counts, per group."""
-        counts = self._flatten(ch, "decode_ch")
-        for dim in self.space.widths:
-            count = counts[dim.name]
-            if isinstance(count, bool) or not isinstance(count, int) or not 1 <= count <= dim.channels:
-                raise InvalidSubnetError(f"decode_ch: dimension {dim.name!r} = {count!r} is not in [1, {dim.channels}]")
+        counts = self._decode_ch_counts(ch)
         per_group: dict[str, list[int]] = {group: [] for group, _ in self._groups()}
         for group, _, name in self._layer_dims():
             g = self._group_dims[name]

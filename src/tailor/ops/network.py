@@ -384,15 +384,20 @@ class ElasticModel(nn.Module):
         Each group lists the output channels of its layers in definition order, so channels tied by a
         residual add or a depthwise conv appear once per layer that produces them.
         """
+        counts = self._decode_ch_counts(ch)
+        per_group: dict[str, list[int]] = {group: [] for group, _ in self._groups()}
+        for group, _, dim in self._layer_dims():
+            per_group[group].append(counts[dim])
+        return [per_group[group] for group, _ in self._groups()]
+
+    def _decode_ch_counts(self, ch: Any) -> dict[str, int]:
+        """`decode_ch`'s input flattened to {dimension: channel count}, each checked against its dimension."""
         counts = self._flatten(ch, "decode_ch")
         for dim in self.space.widths:
             count = counts[dim.name]
             if isinstance(count, bool) or not isinstance(count, int) or not 1 <= count <= dim.channels:
                 raise InvalidSubnetError(f"decode_ch: dimension {dim.name!r} = {count!r} is not in [1, {dim.channels}]")
-        per_group: dict[str, list[int]] = {group: [] for group, _ in self._groups()}
-        for group, _, dim in self._layer_dims():
-            per_group[group].append(counts[dim])
-        return [per_group[group] for group, _ in self._groups()]
+        return counts
 
     def _real_ch_counts(self, real_ch: Any, layers: list[tuple[str, str, str]], tied: str) -> dict[str, int]:
         """Parse `set_real_ch`'s per-group, per-layer counts into {key: count}, checking tied layers agree.
