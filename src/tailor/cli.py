@@ -6,6 +6,7 @@ Later layers add their commands (train, calibrate, profile, export, search, rout
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import random
 import statistics
@@ -21,7 +22,6 @@ from tailor.models import create_model, list_models
 from tailor.ops import ElasticModel
 from tailor.space import Subnet
 from tailor.train import calibrate
-from tailor.train.commands import add_commands as add_train_commands
 
 
 def _median_ms(module: torch.nn.Module, x: torch.Tensor, repeats: int) -> float:
@@ -114,6 +114,10 @@ def cmd_space(args: argparse.Namespace) -> int:
     return 0
 
 
+# Each sub-package that offers CLI commands has a `commands` module with `add_commands(subparsers)`.
+COMMAND_MODULES: tuple[str, ...] = ("tailor.train.commands",)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tailor", description="Elastic inference with one weight-sharing supernet.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -129,7 +133,8 @@ def build_parser() -> argparse.ArgumentParser:
     space = commands.add_parser("space", help="print a model's search space as JSON")
     space.add_argument("model", choices=list_models())
     space.set_defaults(run=cmd_space)
-    add_train_commands(commands)
+    for module_name in COMMAND_MODULES:
+        importlib.import_module(module_name).add_commands(commands)
     return parser
 
 
