@@ -1,0 +1,287 @@
+"""Cost models for DNAS: what one alternative (a branch at its real input shape) costs.
+
+A `CostModel` prices a module run on given inputs (one sample, batch axis 1). `SuperNet` calls it for every
+branch of every `SuperNetModule` on the tensors that shape propagation delivered to that module, and, with
+`full_cost=True`, for the rest of the network (`fixed`). Built in, counted the way `tailor.cost` counts:
+
+- `ParamsCost` ("params"): parameters of the module (weights, biases, norm affine; no buffers), as
+  `tailor.cost.params`. Independent of the input, so a module called twice is counted once.
+- `MacsCost` ("macs"): `FlopCounterMode` FLOPs / 2 of one forward pass, as `tailor.cost.macs` (convolutions
+  and matrix products; elementwise ops, norms and pooling count 0). Summed over calls.
+- `LatencyCost` ("latency"): measured eager-PyTorch latency in ms (median of `repeats` timed calls after
+  `warmup`, fixed intra-op threads, eval mode, `inference_mode`), the measurement `tailor.cost.LayerTable`
+  makes for a conv, here made for a whole branch at its input shape. Results are cached by the branch's
+  structure and input shape, in the cost model or in a shared `LayerTable`'s table. Summed over calls.
+
+`resolve_costs` turns what `SuperNet(cost=...)` accepts into named cost models: a `CostModel`, the names
+"params" / "macs" / "latency", the functions `tailor.cost.params` / `macs` / `latency` (PLiNIO passes the cost
+function), a callable `fn(module, x) -> float`, or a dict / list of these.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+import tailor.cost as tailor_cost
+from tailor.cost import LayerTable
+from tailor.dnas.module import SuperNetError, SuperNetModule
+
+__all__ = [
+    "CostModel",
+    "CostSpec",
+    "FunctionCost",
+    "LatencyCost",
+    "MacsCost",
+    "ParamsCost",
+    "resolve_costs",
+]
+
+
+def unique_parameters(modules: Sequence[nn.Module]) -> list[nn.Parameter]:
+    """The parameters of `modules`, each once (a shared parameter is not counted twice)."""
+    seen: dict[int, nn.Parameter] = {}
+    for module in modules:
+        for p in module.parameters():
+            seen.setdefault(id(p), p)
+    return list(seen.values())
+
+
+class CostModel:
+    """What running a module costs, for one input sample. Subclass and override `measure` (and `fixed`)."""
+
+    name: str = "cost"
+    # True: the cost is paid on every call (MACs, latency); False: once per module however often it runs (params)
+    per_call: bool = True
+
+    def measure(self, module: nn.Module, *inputs: torch.Tensor) -> float:
+        """Cost of `module(*inputs)`; `inputs` hold one sample (batch axis 1) and the module is in eval mode."""
+        raise NotImplementedError
+
+    def fixed(self, model: nn.Module, inputs: Sequence[torch.Tensor], searchable: Sequence[SuperNetModule]) -> float:
+        """Cost of the network outside the searchable modules.
+
+        `SuperNet` calls this while each searchable module is a stand-in that returns zeros of the right
+        shape at no cost, so by default it is `measure(model, *inputs)`.
+        """
+        return self.measure(model, *inputs)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(name={self.name!r})"
+
+
+class ParamsCost(CostModel):
+    """Number of parameters (weights, biases and norm affine; no buffers), as `tailor.cost.params`."""
+
+    name = "params"
+    per_call = False
+
+    def measure(self, module: nn.Module, *inputs: torch.Tensor) -> float:
+        return float(sum(p.numel() for p in unique_parameters([module])))
+
+    def fixed(self, model: nn.Module, inputs: Sequence[torch.Tensor], searchable: Sequence[SuperNetModule]) -> float:
+        inside = {id(p) for p in unique_parameters(searchable)}
+        return float(sum(p.numel() for p in unique_parameters([model]) if id(p) not in inside))
+
+
+class MacsCost(CostModel):
+    """Multiply-accumulates of one forward pass: `FlopCounterMode` FLOPs / 2, as `tailor.cost.macs`."""
+
+    name = "macs"
+
+    def measure(self, module: nn.Module, *inputs: torch.Tensor) -> float:
+        counter = FlopCounterMode(display=False)
+        with torch.no_grad(), counter:
+            module(*inputs)
+        return float(counter.get_total_flops() // 2)
+
+
+@contextlib.contextmanager
+def _intra_op_threads(threads: int | None) -> Iterator[None]:
+    if threads is None:  # the runtime's default
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def _check_positive(name: str, value: object, allow_zero: bool = False) -> int:
+    ok = isinstance(value, int) and not isinstance(value, bool) and (value >= 0 if allow_zero else value > 0)
+    if not ok:
+        kind = "a non-negative" if allow_zero else "a positive"
+        raise SuperNetError(f"{name} must be {kind} integer, got {value!r}")
+    return int(value)  # type: ignore[arg-type]
+
+
+def structure_key(module: nn.Module) -> tuple:
+    """A hashable description of a module's computation: class, repr, and parameter/buffer shapes and dtypes."""
+    tensors = tuple(
+        (name, tuple(t.shape), str(t.dtype), str(t.device))
+        for name, t in [*module.named_parameters(), *module.named_buffers()]
+    )
+    return (type(module).__module__, type(module).__qualname__, repr(module), tensors)
+
+
+class LatencyCost(CostModel):
+    """Measured latency (ms) of each branch in isolation at its input shape, cached; eager PyTorch.
+
+    With `table=LayerTable(...)` the table's threads, warmup and repeats are used and the measurements are
+    stored in (and looked up from) `table.table`, so several supernets and the subnet estimator share them.
+    `measurements` counts the timings actually made (cache misses).
+    """
+
+    name = "latency"
+
+    def __init__(
+        self,
+        threads: int | None = None,
+        warmup: int | None = None,
+        repeats: int | None = None,
+        batch_size: int = 1,
+        table: LayerTable | None = None,
+    ) -> None:
+        if table is not None and not isinstance(table, LayerTable):
+            raise SuperNetError(f"table must be a tailor.cost.LayerTable, got {type(table).__name__}")
+        if table is not None and getattr(table, "backend", "torch") != "torch":
+            raise SuperNetError(f"LatencyCost times eager PyTorch; the table's backend is {table.backend!r}")
+        defaults = (table.threads, table.warmup, table.repeats) if table is not None else (1, 3, 15)
+        chosen = []
+        for arg, value, default in zip(("threads", "warmup", "repeats"), (threads, warmup, repeats), defaults):
+            if value is not None and table is not None and value != default:
+                raise SuperNetError(f"LatencyCost: {arg}={value!r} conflicts with the LayerTable's {arg}={default!r}")
+            chosen.append(default if value is None else value)
+        self.threads = None if chosen[0] is None else _check_positive("threads", chosen[0])
+        self.warmup = _check_positive("warmup", chosen[1], allow_zero=True)
+        self.repeats = _check_positive("repeats", chosen[2])
+        self.batch_size = _check_positive("batch_size", batch_size)
+        self.table: dict[tuple, float] = table.table if table is not None else {}
+        self.measurements = 0
+
+    def _time(self, module: nn.Module, inputs: Sequence[torch.Tensor]) -> float:
+        cuda = any(t.is_cuda for t in inputs)
+
+        def call() -> None:
+            module(*inputs)
+            if cuda:
+                torch.cuda.synchronize()
+
+        with _intra_op_threads(self.threads), torch.inference_mode():
+            for _ in range(self.warmup):
+                call()
+            samples = []
+            for _ in range(self.repeats):
+                start = time.perf_counter_ns()
+                call()
+                samples.append((time.perf_counter_ns() - start) / 1e6)
+        self.measurements += 1
+        return float(np.median(samples))
+
+    def _batched(self, inputs: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+        return [t.expand(self.batch_size, *t.shape[1:]).contiguous() for t in inputs]
+
+    def measure(self, module: nn.Module, *inputs: torch.Tensor) -> float:
+        batched = self._batched(inputs)
+        key = (
+            "dnas-branch",
+            structure_key(module),
+            tuple((tuple(t.shape), str(t.dtype)) for t in batched),
+            self.threads,
+        )
+        if key not in self.table:
+            self.table[key] = self._time(module, batched)
+        return self.table[key]
+
+    def fixed(self, model: nn.Module, inputs: Sequence[torch.Tensor], searchable: Sequence[SuperNetModule]) -> float:
+        return self._time(model, self._batched(inputs))  # the network with stand-ins: not a reusable entry
+
+    def __repr__(self) -> str:
+        return (
+            f"LatencyCost(threads={self.threads}, warmup={self.warmup}, repeats={self.repeats}, "
+            f"batch_size={self.batch_size}, cached={len(self.table)})"
+        )
+
+
+class FunctionCost(CostModel):
+    """A user function `fn(module, x) -> float` as a per-call cost model named after the function."""
+
+    def __init__(self, fn: Callable[..., float], name: str | None = None, per_call: bool = True) -> None:
+        self.fn = fn
+        self.name = name or getattr(fn, "__name__", type(fn).__name__)
+        self.per_call = per_call
+
+    def measure(self, module: nn.Module, *inputs: torch.Tensor) -> float:
+        value = self.fn(module, *inputs)
+        if isinstance(value, torch.Tensor):
+            value = value.item()
+        value = float(value)
+        if not math.isfinite(value):
+            raise SuperNetError(f"cost model {self.name!r} returned {value} for a {type(module).__name__}")
+        return value
+
+
+CostSpec = CostModel | str | Callable[..., float]
+
+_BY_NAME: dict[str, type[CostModel]] = {"params": ParamsCost, "macs": MacsCost, "latency": LatencyCost}
+
+
+def _resolve_one(spec: object) -> CostModel:
+    if isinstance(spec, CostModel):
+        return spec
+    if isinstance(spec, str):
+        if spec not in _BY_NAME:
+            raise SuperNetError(f"unknown cost model {spec!r}; expected one of {sorted(_BY_NAME)} or a CostModel")
+        return _BY_NAME[spec]()
+    # PLiNIO passes the cost function itself (cost=params): accept tailor.cost's functions the same way
+    if spec is tailor_cost.params:
+        return ParamsCost()
+    if spec is tailor_cost.macs:
+        return MacsCost()
+    if spec is tailor_cost.latency or spec is tailor_cost.latency_table:
+        return LatencyCost()
+    if spec is tailor_cost.peak_memory or spec is tailor_cost.energy:
+        raise SuperNetError(
+            f"{spec.__name__} is not a per-branch cost model; use params, macs, latency or a CostModel"  # type: ignore[attr-defined]
+        )
+    if isinstance(spec, type) and issubclass(spec, CostModel):
+        return spec()
+    if callable(spec):
+        return FunctionCost(spec)
+    raise SuperNetError(
+        f"cannot use {spec!r} as a cost model; expected a CostModel, a name {sorted(_BY_NAME)} or a callable"
+    )
+
+
+def resolve_costs(cost: object) -> tuple[dict[str, CostModel], bool]:
+    """Named cost models for a `cost=` argument, and whether it named several (PLiNIO's dict form, or a list)."""
+    if isinstance(cost, Mapping):
+        if not cost:
+            raise SuperNetError("cost: an empty mapping; give at least one cost model")
+        models = {}
+        for name, spec in cost.items():
+            if not isinstance(name, str) or not name:
+                raise SuperNetError(f"cost names must be non-empty strings, got {name!r}")
+            models[name] = _resolve_one(spec)
+        return models, True
+    if isinstance(cost, (list, tuple)):
+        if not cost:
+            raise SuperNetError("cost: an empty sequence; give at least one cost model")
+        models = {}
+        for spec in cost:
+            model = _resolve_one(spec)
+            if model.name in models:
+                raise SuperNetError(f"cost: two cost models are named {model.name!r}; use a dict to name them apart")
+            models[model.name] = model
+        return models, True
+    model = _resolve_one(cost)
+    return {model.name: model}, False
