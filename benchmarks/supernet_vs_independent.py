@@ -90,6 +90,7 @@ def run_dataset(name: str, args: argparse.Namespace, out_dir: Path) -> dict[str,
         flip=augmentation.flip,
         seed=args.seed,
         calib_batches=args.calib_batches,
+        largest_only_epochs=args.largest_only_fraction * epochs,
     )
     print(f"\n== {name}: {len(train)} train / {len(test)} test, {args.model}, {epochs} epochs, batch {args.batch_size}")
 
@@ -106,7 +107,7 @@ def run_dataset(name: str, args: argparse.Namespace, out_dir: Path) -> dict[str,
     alone_macs: dict[str, int] = {}
     for which in ("smallest", "largest"):
         net = standalone(args.model, which, num_classes, input_size, args.seed)
-        fixed = TrainConfig(**{**config.to_dict(), "sampler": "fixed"})
+        fixed = TrainConfig(**{**config.to_dict(), "sampler": "fixed", "largest_only_epochs": 0.0})
         start = time.perf_counter()
         Trainer(net, train, fixed, subnets=[net.space.largest()], device="cpu", progress=args.progress).fit()
         timings[f"{which} alone"] = time.perf_counter() - start
@@ -167,6 +168,8 @@ def run_dataset(name: str, args: argparse.Namespace, out_dir: Path) -> dict[str,
         "dataset": name,
         "model": args.model,
         "epochs": epochs,
+        "largest_only_epochs": config.largest_only_epochs,
+        "recipe": config.to_dict(),
         "train_size": len(train),
         "test_size": len(test),
         "rows": rows,
@@ -188,6 +191,12 @@ def main() -> None:
     parser.add_argument("--test-size", type=int, default=5_000)
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--lr", type=float, default=0.1)
+    parser.add_argument(
+        "--largest-only-fraction",
+        type=float,
+        default=0.25,
+        help="share of the supernet's epochs in which only the largest subnet trains (Once-for-All's first phase)",
+    )
     parser.add_argument("--calib-batches", type=int, default=8)
     parser.add_argument("--random-subnets", type=int, default=10)
     parser.add_argument("--threads", type=int, default=2)

@@ -130,6 +130,26 @@ def test_fixed_sampler_trains_only_its_subnets(tmp_path: Path) -> None:
         Trainer(NormFreeNet(), BlobImages(64, seed=1), config, device="cpu")
 
 
+@pytest.mark.parametrize("largest_only_epochs", [0.0, 0.5, 1.5])
+def test_largest_only_phase_trains_the_largest_then_the_sampler(largest_only_epochs: float, tmp_path: Path) -> None:
+    model = NormFreeNet()
+    config = TrainConfig(
+        epochs=2, batch_size=16, augment=False, num_random=1, largest_only_epochs=largest_only_epochs
+    )
+    log = tmp_path / "log.jsonl"
+    Trainer(model, BlobImages(64, seed=1), config, log_path=log, device="cpu").fit()
+    steps = [json.loads(line) for line in log.read_text().splitlines()]
+    steps = [s for s in steps if s["event"] == "step"]
+    assert len(steps) == 8
+    largest_id = model.space.largest().id
+    alone = int(largest_only_epochs * 4)
+    assert [s["subnets"] for s in steps[:alone]] == [[largest_id]] * alone
+    assert all(len(s["subnets"]) == 3 and s["subnets"][0] == largest_id for s in steps[alone:])
+    assert all(set(s["loss"]) == {"largest"} for s in steps[:alone])
+    with pytest.raises(InvalidSubnetError, match="largest_only_epochs"):
+        TrainConfig(epochs=2, largest_only_epochs=3)
+
+
 def test_evaluate_restores_mode_and_subnet() -> None:
     model = NormFreeNet().train()
     sub = model.space.smallest()

@@ -39,6 +39,7 @@ _TRAIN_FLAGS = {
     "temperature": float,
     "label_smoothing": float,
     "warmup_epochs": float,
+    "largest_only_epochs": float,
 }
 
 

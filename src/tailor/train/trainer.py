@@ -49,6 +49,9 @@ class TrainConfig:
     nesterov: bool = True
     weight_decay: float = 5e-4
     warmup_epochs: float = 0.0
+    # Once-for-All's first phase: only the largest subnet trains for this many epochs, then the sampler's
+    # subnets. Summed gradients of several subnets from a random start can stall at chance on hard data.
+    largest_only_epochs: float = 0.0
     label_smoothing: float = 0.1
     sampler: str = "sandwich"
     num_random: int = 2
@@ -79,6 +82,7 @@ class TrainConfig:
             "momentum": 0 <= self.momentum < 1,
             "weight_decay": self.weight_decay >= 0,
             "warmup_epochs": 0 <= self.warmup_epochs <= self.epochs,
+            "largest_only_epochs": 0 <= self.largest_only_epochs <= self.epochs,
             "label_smoothing": 0 <= self.label_smoothing < 1,
             "distill_weight": 0 <= self.distill_weight <= 1,
             "num_random": self.num_random >= 0,
@@ -375,6 +379,11 @@ class Trainer:
         return len(self.train_source)
 
     @property
+    def largest_only_steps(self) -> int:
+        """Global steps at the start of training in which only the largest subnet is trained."""
+        return int(self.config.largest_only_epochs * self.steps_per_epoch)
+
+    @property
     def total_steps(self) -> int:
         return self.steps_per_epoch * self.config.epochs
 
@@ -449,6 +458,8 @@ class Trainer:
                     step = self.state.step_in_epoch
                     step_seed = _seed("step", cfg.seed, epoch, step)
                     subs = self.sampler.sample(space, random.Random(step_seed))
+                    if self.state.global_step < self.largest_only_steps:
+                        subs = [space.largest()]
                     torch.manual_seed(_seed("torch", cfg.seed, epoch, step, self.ctx.rank))
                     x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
                     if cfg.augment:
