@@ -115,7 +115,12 @@ def cmd_space(args: argparse.Namespace) -> int:
 
 
 # Each sub-package that offers CLI commands has a `commands` module with `add_commands(subparsers)`.
-COMMAND_MODULES: tuple[str, ...] = ("tailor.train.commands",)
+COMMAND_MODULES: tuple[str, ...] = (
+    "tailor.train.commands",
+    "tailor.cost.commands",
+    "tailor.export.commands",
+    "tailor.serve.commands",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -143,7 +148,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     for name in ("subnets", "repeats", "threads"):
         value = getattr(args, name, None)
-        if value is not None and value < 1:
+        if isinstance(value, int) and value < 1:
             print(f"error: --{name} must be >= 1", file=sys.stderr)
             return 2
     try:

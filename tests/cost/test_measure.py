@@ -15,11 +15,17 @@ from tailor.cost import (
     LatencyStats,
     energy,
     energy_source,
+    interleaved_samples,
+    interleaved_timings,
     latency,
     latency_table,
     macs,
+    measure_interleaved,
     params,
     peak_memory,
+    prepare,
+    prepare_module,
+    prepare_onnx,
 )
 from tailor.errors import InvalidSubnetError, ProfileError, UnsupportedModelError
 
@@ -134,3 +140,66 @@ def test_latency_table_measures_each_batch_size_from_one_export(model: tailor.El
     assert all(0 < s.p50 <= s.p90 <= s.p99 and s.repeats == 3 for s in table.values())
     with pytest.raises(ProfileError, match="batch_size must be a positive integer, got 0"):
         latency_table(model, model.space.smallest(), [1, 0])
+
+
+def test_interleaved_measurement_takes_exactly_repeats_samples_in_rounds() -> None:
+    small = tailor.create_model("small_cnn", num_classes=10).eval()
+    runners = {
+        name: prepare(small, sub, "torch")
+        for name, sub in (("a", small.space.smallest()), ("b", small.space.largest()))
+    }
+    calls: list[tuple[int, int]] = []
+    samples = interleaved_samples(
+        runners, [1, 3], warmup=0, repeats=7, rounds=3, progress=lambda d, t: calls.append((d, t))
+    )
+    assert set(samples) == {"a", "b"} and all(sorted(per) == [1, 3] for per in samples.values())
+    assert all(len(v) == 7 for per in samples.values() for v in per.values())
+    assert calls == [(i, 12) for i in range(1, 13)]  # 3 rounds x 2 runners x 2 batch sizes
+    stats = measure_interleaved(runners, [2], warmup=1, repeats=4, rounds=2)
+    assert stats["b"][2].repeats == 4 and 0 < stats["b"][2].p50 <= stats["b"][2].p99
+    with pytest.raises(ProfileError, match=r"rounds \(5\) must not exceed repeats \(4\)"):
+        measure_interleaved(runners, [1], repeats=4, rounds=5)
+    with pytest.raises(ProfileError, match="batch_size must be a positive integer, got 0"):
+        measure_interleaved(runners, [1, 0])
+    with pytest.raises(ProfileError, match="must not repeat"):
+        measure_interleaved(runners, [2, 2])
+    with pytest.raises(ProfileError, match="batch_size"):
+        runners["a"].samples(-1)
+
+
+def test_prepared_onnx_files_and_modules_run_on_their_backend(model: tailor.ElasticModel, tmp_path) -> None:
+    from tailor.export import to_onnx
+
+    sub = model.space.smallest()
+    path = to_onnx(model, sub, tmp_path / "m.onnx").path
+    runner = prepare_onnx(path, (3, 32, 32))
+    assert runner.backend == "onnxruntime" and len(runner.samples(2, warmup=0, repeats=3)) == 3
+    int8 = prepare_module(model.extract(sub).eval(), (3, 32, 32), "onnxruntime-int8")
+    assert len(int8.samples(1, warmup=0, repeats=2)) == 2
+    with pytest.raises(ProfileError, match="no ONNX model"):
+        prepare_onnx(tmp_path / "missing.onnx", (3, 32, 32))
+    with pytest.raises(ProfileError, match="must be 'onnxruntime'"):
+        prepare_onnx(path, (3, 32, 32), backend="torch")
+    with pytest.raises(ProfileError, match="unknown backend 'cuda'"):
+        prepare(model, sub, backend="cuda")
+    with pytest.raises(ProfileError, match="unknown backend 'tvm'"):
+        prepare_module(model.extract(sub), (3, 32, 32), backend="tvm")
+    with pytest.raises(InvalidSubnetError, match=r"stage1\.out"):
+        prepare(model, sub.replace(widths={"stage1.out": 0.3}))
+
+
+def test_each_call_is_timed_on_the_wall_and_the_thread_cpu_clock() -> None:
+    small = tailor.create_model("small_cnn", num_classes=10).eval()
+    runner = prepare(small, small.space.largest(), "onnxruntime", threads=1)
+    timings = runner.timings(4, warmup=1, repeats=5)
+    assert len(timings.wall_ms) == len(timings.cpu_ms) == 5
+    assert all(0 < c <= w * 1.05 + 0.05 for w, c in zip(timings.wall_ms, timings.cpu_ms))  # CPU time within wall time
+    assert timings.clock("cpu") is timings.cpu_ms and len(runner.samples(2, 0, 3, clock="cpu")) == 3
+    both = interleaved_timings({"x": runner}, [1], warmup=0, repeats=4, rounds=2)
+    assert len(both["x"][1].wall_ms) == len(both["x"][1].cpu_ms) == 4
+    assert measure_interleaved({"x": runner}, [1], warmup=0, repeats=2, rounds=1, clock="cpu")["x"][1].repeats == 2
+    with pytest.raises(ProfileError, match="unknown clock 'gpu'"):
+        runner.samples(1, clock="gpu")
+    pooled = prepare(small, small.space.largest(), "onnxruntime", threads=2)
+    with pytest.raises(ProfileError, match="needs threads=1"):
+        interleaved_samples({"y": pooled}, [1], repeats=1, rounds=1, clock="cpu")

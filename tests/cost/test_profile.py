@@ -212,3 +212,29 @@ def test_build_profile_measures_every_subnet_and_batch_size(tmp_path: Path) -> N
         build_profile(model, subs, backend="tvm")
     with pytest.raises(InvalidSubnetError):
         build_profile(model, [tailor.create_model("resnet20").space.largest()], backend="torch")
+
+
+def test_build_profile_interleaved_reports_progress_and_checks_every_subnet_first() -> None:
+    model = tailor.create_model("small_cnn", num_classes=10).eval()
+    subs = [model.space.smallest(), model.space.uniform(0.5), model.space.largest()]
+    calls: list[tuple[int, int]] = []
+    profile = build_profile(
+        model, subs, batch_sizes=[1, 2], backend="torch", warmup=0, repeats=4, rounds=2,
+        ids={subs[1]: "half"}, progress=lambda d, t: calls.append((d, t)),
+    )  # fmt: skip
+    assert profile.ids == [subs[0].id, "half", subs[2].id] and profile.batch_sizes == [1, 2]
+    assert calls[-1] == (12, 12) and len(calls) == 12  # 2 rounds x 3 subnets x 2 batch sizes
+    sequential: list[tuple[int, int]] = []
+    build_profile(
+        model, subs[:2], backend="torch", warmup=0, repeats=1, progress=lambda d, t: sequential.append((d, t))
+    )
+    assert sequential == [(1, 2), (2, 2)]
+    outside = model.space.largest().replace(widths={"stage3.out": 0.3})
+    timed: list[int] = []
+    with pytest.raises(InvalidSubnetError, match=r"stage3\.out"):
+        build_profile(model, [subs[0], outside], backend="torch", repeats=1, progress=lambda d, t: timed.append(d))
+    assert timed == [], "a bad subnet is refused before anything is measured"
+    with pytest.raises(ProfileError, match="rounds"):
+        build_profile(model, subs, backend="torch", rounds=0)
+    with pytest.raises(ProfileError, match="no subnets"):
+        build_profile(model, [], backend="torch")

@@ -15,9 +15,10 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
@@ -89,20 +90,155 @@ def _torch_threads(threads: int | None) -> Iterator[None]:
         torch.set_num_threads(before)
 
 
-def _time_calls(call: object, warmup: int, repeats: int) -> list[float]:
+@dataclass(frozen=True)
+class Timings:
+    """Per-call times (ms) of the same calls on two clocks: wall time, and CPU time of the calling thread.
+
+    `wall_ms` is the latency a caller waits for. `cpu_ms` (`time.thread_time_ns`) leaves out time spent
+    preempted by other processes; with one intra-op thread both runtimes compute on the calling thread, so
+    it is the work itself, which is what a predictor should be checked against on a shared machine.
+    """
+
+    wall_ms: list[float]
+    cpu_ms: list[float]
+
+    def clock(self, name: str) -> list[float]:
+        """`wall_ms` for "wall", `cpu_ms` for "cpu"."""
+        if name not in CLOCKS:
+            raise ProfileError(f"unknown clock {name!r}; expected one of {list(CLOCKS)}")
+        return self.wall_ms if name == "wall" else self.cpu_ms
+
+
+CLOCKS = ("wall", "cpu")
+
+
+def _time_calls(call: Callable[[], object], warmup: int, repeats: int) -> Timings:
     for _ in range(warmup):
-        call()  # type: ignore[operator]
-    samples = []
+        call()
+    wall, cpu = [], []
     for _ in range(repeats):
+        start_cpu = time.thread_time_ns()
         start = time.perf_counter_ns()
-        call()  # type: ignore[operator]
-        samples.append((time.perf_counter_ns() - start) / 1e6)
-    return samples
+        call()
+        wall.append((time.perf_counter_ns() - start) / 1e6)
+        cpu.append((time.thread_time_ns() - start_cpu) / 1e6)
+    return Timings(wall, cpu)
 
 
-def _check_backend(backend: str) -> None:
-    if backend not in BACKENDS:
+def check_backend(backend: object) -> str:
+    """`backend` if it is one of `BACKENDS`, else a `ProfileError` listing them."""
+    if not isinstance(backend, str) or backend not in BACKENDS:
         raise ProfileError(f"unknown backend {backend!r}; expected one of {list(BACKENDS)}")
+    return backend
+
+
+def _check_warmup(warmup: object) -> int:
+    if isinstance(warmup, bool) or not isinstance(warmup, int) or warmup < 0:
+        raise ProfileError(f"warmup must be a non-negative integer, got {warmup!r}")
+    return warmup
+
+
+class Runner:
+    """A static module made ready to time on one backend: an eager module, or a loaded ONNX Runtime session.
+
+    Build it with `prepare` (a subnet) or `prepare_module` (any module, e.g. one block); then
+    `samples(batch_size, warmup, repeats)` times single calls. Preparing once and timing many times is
+    what lets `measure_interleaved` alternate between subnets without re-exporting them.
+    """
+
+    def __init__(self, backend: str, input_shape: Sequence[int], threads: int | None, target: Any) -> None:
+        self.backend = check_backend(backend)
+        self.input_shape = tuple(input_shape)
+        self.threads = threads
+        self._target = target  # nn.Module for "torch", onnxruntime.InferenceSession otherwise
+
+    def timings(self, batch_size: int, warmup: int = 10, repeats: int = 50, seed: int = 0) -> Timings:
+        """Wall and thread-CPU times (ms) of `repeats` calls on a fixed random batch, after `warmup` untimed calls."""
+        batch_size = check_positive_int("batch_size", batch_size)
+        repeats = check_positive_int("repeats", repeats)
+        warmup = _check_warmup(warmup)
+        x = example_input(self.input_shape, batch_size, seed=seed)
+        if self.backend == "torch":
+            module = self._target
+            with _torch_threads(self.threads), torch.inference_mode():
+                return _time_calls(lambda: module(x), warmup, repeats)
+        session = self._target
+        feed = {session.get_inputs()[0].name: x.numpy()}
+        return _time_calls(lambda: session.run(None, feed), warmup, repeats)
+
+    def samples(
+        self, batch_size: int, warmup: int = 10, repeats: int = 50, seed: int = 0, clock: str = "wall"
+    ) -> list[float]:
+        """Per-call times (ms) on one clock: "wall" (latency) or "cpu" (needs threads=1; see `Timings`)."""
+        _check_clock(clock, self.threads)
+        return self.timings(batch_size, warmup, repeats, seed).clock(clock)
+
+
+def _check_clock(clock: str, threads: int | None) -> None:
+    if clock not in CLOCKS:
+        raise ProfileError(f"unknown clock {clock!r}; expected one of {list(CLOCKS)}")
+    if clock == "cpu" and threads != 1:
+        raise ProfileError(f"clock 'cpu' times the calling thread, so it needs threads=1, got threads={threads}")
+
+
+def _check_threads(threads: object) -> int | None:
+    return None if threads is None else check_positive_int("threads", threads)
+
+
+def prepare(
+    model: ElasticModel,
+    sub: Subnet,
+    backend: str = "torch",
+    threads: int | None = 1,
+    input_shape: Sequence[int] | None = None,
+) -> Runner:
+    """Extract `sub` (and for ONNX Runtime export it, BN folded and verified; int8: quantized) ready to time."""
+    check_backend(backend)
+    threads = _check_threads(threads)
+    shape = input_shape_of(model, input_shape)
+    if backend == "torch":
+        return Runner(backend, shape, threads, static_subnet(model, sub))
+    from tailor.export.onnx_export import _ort_session
+
+    with tempfile.TemporaryDirectory(prefix="tailor-latency-") as scratch:
+        path = onnx_model(model, sub, Path(scratch), backend, shape)
+        return Runner(backend, shape, threads, _ort_session(path, threads))  # the session holds the model
+
+
+def prepare_module(
+    module: torch.nn.Module, input_shape: Sequence[int], backend: str = "torch", threads: int | None = 1
+) -> Runner:
+    """Any single-input module (eval mode) ready to time: eager, or exported as is (no folding, no checks) to ORT."""
+    check_backend(backend)
+    threads = _check_threads(threads)
+    shape = tuple(input_shape)
+    module = module.eval()
+    if backend == "torch":
+        return Runner(backend, shape, threads, module)
+    from tailor.export import export_module, quantize_int8
+    from tailor.export.onnx_export import _ort_session
+
+    with tempfile.TemporaryDirectory(prefix="tailor-latency-") as scratch:
+        path = Path(scratch) / "fp32.onnx"
+        export_module(module, path, shape)
+        if backend == "onnxruntime-int8":
+            calibration = [example_input(shape, 8, seed=s) for s in range(2)]
+            path = quantize_int8(path, Path(scratch) / "int8.onnx", calibration, mode="static")
+        return Runner(backend, shape, threads, _ort_session(path, threads))
+
+
+def prepare_onnx(
+    path: str | os.PathLike[str], input_shape: Sequence[int], threads: int | None = 1, backend: str = "onnxruntime"
+) -> Runner:
+    """An ONNX file (e.g. from `tailor export`, fp32 or int8) loaded into ONNX Runtime, ready to time."""
+    if check_backend(backend) == "torch":
+        raise ProfileError("prepare_onnx runs ONNX files: backend must be 'onnxruntime' or 'onnxruntime-int8'")
+    from tailor.export.onnx_export import _ort_session
+
+    if not Path(path).is_file():
+        raise ProfileError(f"no ONNX model at {str(path)!r}")
+    shape = tuple(check_positive_int("input_shape", d) for d in input_shape)
+    return Runner(backend, shape, _check_threads(threads), _ort_session(path, _check_threads(threads)))
 
 
 def latency(
@@ -127,6 +263,17 @@ def latency(
     return latency_table(model, sub, [batch_size], backend, threads, warmup, repeats, input_shape)[batch_size]
 
 
+def _check_batches(batch_sizes: Iterable[int]) -> list[int]:
+    if isinstance(batch_sizes, (str, bytes)) or not isinstance(batch_sizes, Iterable):
+        raise ProfileError(f"batch_sizes must be a list of positive integers, got {batch_sizes!r}")
+    batches = [check_positive_int("batch_size", b) for b in batch_sizes]
+    if not batches:
+        raise ProfileError("batch_sizes: expected at least one batch size")
+    if len(set(batches)) != len(batches):
+        raise ProfileError(f"batch_sizes must not repeat, got {batches}")
+    return batches
+
+
 def latency_table(
     model: ElasticModel,
     sub: Subnet,
@@ -138,39 +285,90 @@ def latency_table(
     input_shape: Sequence[int] | None = None,
 ) -> dict[int, LatencyStats]:
     """`latency` at several batch sizes, extracting (and, for ONNX Runtime, exporting) the subnet once."""
-    _check_backend(backend)
-    batches = [check_positive_int("batch_size", b) for b in batch_sizes]
+    check_backend(backend)
+    batches = _check_batches(batch_sizes)
     repeats = check_positive_int("repeats", repeats)
-    if isinstance(warmup, bool) or not isinstance(warmup, int) or warmup < 0:
-        raise ProfileError(f"warmup must be a non-negative integer, got {warmup!r}")
-    if threads is not None:
-        threads = check_positive_int("threads", threads)
-    shape = input_shape_of(model, input_shape)
-    out: dict[int, LatencyStats] = {}
-    if backend == "torch":
-        static = static_subnet(model, sub)
-        with _torch_threads(threads), torch.inference_mode():
-            for b in batches:
-                x = example_input(shape, b)
-                out[b] = LatencyStats.from_samples(_time_calls(lambda x=x: static(x), warmup, repeats))
-        return out
-    with tempfile.TemporaryDirectory(prefix="tailor-latency-") as scratch:
-        path = onnx_model(model, sub, Path(scratch), backend, shape)
-        from tailor.export.onnx_export import _ort_session
+    warmup = _check_warmup(warmup)
+    runner = prepare(model, sub, backend, threads, input_shape)
+    return {b: LatencyStats.from_samples(runner.samples(b, warmup, repeats)) for b in batches}
 
-        session = _ort_session(path, threads)
-        name = session.get_inputs()[0].name
-        for b in batches:
-            feed = {name: example_input(shape, b).numpy()}
-            out[b] = LatencyStats.from_samples(_time_calls(lambda f=feed: session.run(None, f), warmup, repeats))
-    return out
+
+K = TypeVar("K", bound=Hashable)
+
+
+def interleaved_timings(
+    runners: Mapping[K, Runner],
+    batch_sizes: Sequence[int] = (1,),
+    warmup: int = 10,
+    repeats: int = 50,
+    rounds: int = 5,
+    progress: Callable[[int, int], None] | None = None,
+) -> dict[K, dict[int, Timings]]:
+    """Per-call times (ms, wall and thread CPU) of every runner at every batch size, in `rounds` round-robin passes.
+
+    On a shared machine the load drifts over seconds; measuring subnet A fully and then subnet B puts that
+    drift into the A/B comparison. Alternating spreads it over all of them, so ratios and fitted models
+    compare like with like. Each runner gets `repeats` samples per batch size in all, in round order; every
+    visit starts with `warmup` untimed calls (caches are cold after a switch). `progress(done, total)` is
+    called after each visit.
+    """
+    batches = _check_batches(batch_sizes)
+    repeats = check_positive_int("repeats", repeats)
+    rounds = check_positive_int("rounds", rounds)
+    warmup = _check_warmup(warmup)
+    if rounds > repeats:
+        raise ProfileError(f"rounds ({rounds}) must not exceed repeats ({repeats}): each round takes >= 1 sample")
+    share = [repeats // rounds + (1 if r < repeats % rounds else 0) for r in range(rounds)]
+    wall: dict[K, dict[int, list[float]]] = {k: {b: [] for b in batches} for k in runners}
+    cpu: dict[K, dict[int, list[float]]] = {k: {b: [] for b in batches} for k in runners}
+    total, done = rounds * len(runners) * len(batches), 0
+    for count in share:
+        for key, runner in runners.items():
+            for b in batches:
+                t = runner.timings(b, warmup, count)
+                wall[key][b] += t.wall_ms
+                cpu[key][b] += t.cpu_ms
+                done += 1
+                if progress is not None:
+                    progress(done, total)
+    return {k: {b: Timings(wall[k][b], cpu[k][b]) for b in batches} for k in runners}
+
+
+def interleaved_samples(
+    runners: Mapping[K, Runner],
+    batch_sizes: Sequence[int] = (1,),
+    warmup: int = 10,
+    repeats: int = 50,
+    rounds: int = 5,
+    progress: Callable[[int, int], None] | None = None,
+    clock: str = "wall",
+) -> dict[K, dict[int, list[float]]]:
+    """`interleaved_timings` on one clock ("wall", or "cpu" when every runner has threads=1)."""
+    for runner in runners.values():
+        _check_clock(clock, runner.threads)
+    timings = interleaved_timings(runners, batch_sizes, warmup, repeats, rounds, progress)
+    return {k: {b: t.clock(clock) for b, t in per.items()} for k, per in timings.items()}
+
+
+def measure_interleaved(
+    runners: Mapping[K, Runner],
+    batch_sizes: Sequence[int] = (1,),
+    warmup: int = 10,
+    repeats: int = 50,
+    rounds: int = 5,
+    progress: Callable[[int, int], None] | None = None,
+    clock: str = "wall",
+) -> dict[K, dict[int, LatencyStats]]:
+    """`LatencyStats` of every runner at every batch size from `interleaved_samples` (same arguments)."""
+    samples = interleaved_samples(runners, batch_sizes, warmup, repeats, rounds, progress, clock)
+    return {k: {b: LatencyStats.from_samples(v) for b, v in per.items()} for k, per in samples.items()}
 
 
 def onnx_model(model: ElasticModel, sub: Subnet, directory: Path, backend: str, shape: Sequence[int]) -> Path:
     """Export `sub` for an ONNX Runtime backend into `directory` (fp32, or int8 QDQ for `onnxruntime-int8`)."""
     from tailor.export import quantize_int8, to_onnx
 
-    _check_backend(backend)
+    check_backend(backend)
     fp32 = to_onnx(model, sub, directory / "fp32.onnx", input_shape=shape).path
     if backend != "onnxruntime-int8":
         return fp32

@@ -1,43 +1,43 @@
-"""Latency without measuring every subnet: a per-layer lookup table and a least-squares predictor.
+"""Latency without measuring every subnet: a per-block lookup table and a least-squares predictor.
 
 There are far more subnets than can be timed, so search needs a cheap latency estimate. Two tools,
 both fitted to measurements and reporting their error on held-out subnets (never a bare guess):
 
-- `LayerTable`: the latency of each distinct layer (conv/linear with its shapes) measured once in
-  eager PyTorch; a subnet's estimate is the sum over its layers. Layers recur across subnets, so
-  the table stays small.
-- `LatencyPredictor`: a linear model `latency ~ w . features(sub) + b`, fitted with numpy least squares
-  on measured subnets at one batch size. Features (from the extracted graph and shape propagation):
-  MACs, activation elements written (memory traffic), weight elements, number of ops, and, when a
-  `LayerTable` is given, its sum. `error_report` gives MAPE and worst error on held-out subnets.
+- `LatencyTable`: Once-for-All's lookup table. The extracted graph is cut into blocks (see
+  `subnet_blocks`); each distinct block (same ops, configurations and shapes) is timed once per batch
+  size on the target backend, as a model of its own; a subnet's estimate is the sum over its blocks.
+  Blocks recur across subnets, so the table stays small (about 150 blocks cover ResNet-20's space).
+- `LatencyPredictor`: a linear model `latency ~ w . x + b` at one batch size, fitted by least squares
+  on measured subnets, weighted for relative error. `x`: MACs, activation elements written (memory
+  traffic), weight elements, number of ops and, with a table, the table's sum and the number of blocks
+  (each standalone block pays call overhead and layout conversions that the whole graph does not; the
+  fit learns that correction). `error_report` gives MAPE and worst error on held-out subnets.
+
+Why the table matters: runtimes do not cost MACs linearly. ONNX Runtime on AVX-512 pads channels to
+blocks of 16, so ResNet-20's first stage costs the same at 4 and 16 channels; MACs alone predict its
+latency with ~14% error, the fitted table with ~2% (`benchmarks/runtimes.py`).
 """
 
 from __future__ import annotations
 
-import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
 from torch import fx, nn
 from torch.fx.passes.shape_prop import ShapeProp
 
-from tailor.errors import ProfileError
+from tailor.cost.measure import CLOCKS, Runner, check_backend, prepare_module
+from tailor.errors import ProfileError, UnsupportedModelError
 from tailor.export._common import check_positive_int, input_shape_of, static_subnet
+from tailor.export.fold import fold_batchnorm
 from tailor.ops import ElasticModel
 from tailor.space import Subnet
 
 FEATURES = ("macs", "activations", "weights", "ops")
-
-
-@dataclass(frozen=True)
-class LayerInfo:
-    """One conv/linear call in an extracted subnet: a hashable key for the lookup table, and its cost."""
-
-    key: tuple
-    module: nn.Module = field(compare=False, hash=False, repr=False)
-    input_shape: tuple[int, ...] = field(compare=False, hash=False)
+TABLE_FEATURES = ("table_ms", "blocks")
 
 
 def _shaped_graph(model: ElasticModel, sub: Subnet, batch_size: int, shape: Sequence[int]) -> fx.GraphModule:
@@ -52,31 +52,11 @@ def _meta_shape(node: fx.Node) -> tuple[int, ...] | None:
     return tuple(meta.shape) if meta is not None and hasattr(meta, "shape") else None
 
 
-def subnet_layers(model: ElasticModel, sub: Subnet, batch_size: int = 1, input_shape: Sequence[int] | None = None):
-    """The conv/linear layers of the extracted subnet with their input shapes (for `LayerTable`)."""
-    shape = input_shape_of(model, input_shape)
-    static = _shaped_graph(model, sub, batch_size, shape)
-    layers = []
-    for node in static.graph.nodes:
-        if node.op != "call_module":
-            continue
-        module = static.get_submodule(str(node.target))
-        if not isinstance(module, (nn.Conv2d, nn.Linear)) or not isinstance(node.args[0], fx.Node):
-            continue
-        in_shape = _meta_shape(node.args[0])
-        if in_shape is None:
-            continue
-        if isinstance(module, nn.Conv2d):
-            key = ("conv", module.in_channels, module.out_channels, module.kernel_size, module.stride,
-                   module.padding, module.groups, module.bias is not None, in_shape)  # fmt: skip
-        else:
-            key = ("linear", module.in_features, module.out_features, module.bias is not None, in_shape)
-        layers.append(LayerInfo(key, module, in_shape))
-    return layers
-
-
-def features(model: ElasticModel, sub: Subnet, batch_size: int = 1, input_shape: Sequence[int] | None = None):
+def features(
+    model: ElasticModel, sub: Subnet, batch_size: int = 1, input_shape: Sequence[int] | None = None
+) -> dict[str, float]:
     """`{macs, activations, weights, ops}` of one batch through the extracted subnet (see module docstring)."""
+    batch_size = check_positive_int("batch_size", batch_size)
     shape = input_shape_of(model, input_shape)
     static = _shaped_graph(model, sub, batch_size, shape)
     total = dict.fromkeys(FEATURES, 0.0)
@@ -98,43 +78,215 @@ def features(model: ElasticModel, sub: Subnet, batch_size: int = 1, input_shape:
     return total
 
 
-class LayerTable:
-    """Measured eager-PyTorch latency (ms, median) of each distinct conv/linear layer, and their sums."""
+# -- blocks ----------------------------------------------------------------------------------------------
 
-    def __init__(self, threads: int = 1, warmup: int = 3, repeats: int = 15) -> None:
-        self.threads = check_positive_int("threads", threads)
+
+@dataclass(frozen=True)
+class Block:
+    """A single-input, single-output piece of an extracted subnet, and a key equal for blocks that cost the same.
+
+    `key` holds the block's per-sample input shape and, for each op, its kind, configuration
+    (`extra_repr` and parameter shapes), wiring and output shape; weights values do not matter.
+    """
+
+    key: tuple
+    module: fx.GraphModule = field(compare=False, hash=False, repr=False)
+    input_shape: tuple[int, ...] = field(compare=False, hash=False)
+
+
+def _cut_points(nodes: list[fx.Node]) -> list[int]:
+    """Indices after which exactly one tensor (that node's output) is still needed by later nodes."""
+    order = {n: i for i, n in enumerate(nodes)}
+    end = len(nodes)
+    last_use = {n: max((order.get(u, end) for u in n.users), default=order[n]) for n in nodes}
+    live: set[fx.Node] = set()
+    cuts = []
+    for i, node in enumerate(nodes):
+        live.add(node)
+        live = {n for n in live if last_use[n] > i}
+        if node.op != "placeholder" and live == {node}:
+            cuts.append(i)
+    return cuts
+
+
+def _signature(gm: fx.GraphModule, node: fx.Node, index: Mapping[fx.Node, Any]) -> tuple:
+    def arg(value: Any) -> Any:
+        if isinstance(value, fx.Node):
+            return index[value]
+        if isinstance(value, (list, tuple)):
+            return tuple(arg(v) for v in value)
+        if isinstance(value, dict):
+            return tuple(sorted((k, arg(v)) for k, v in value.items()))
+        if isinstance(value, (torch.dtype, torch.device, slice)):
+            return repr(value)
+        return value
+
+    if node.op == "call_module":
+        module = gm.get_submodule(str(node.target))
+        params = tuple((name, tuple(p.shape)) for name, p in module.named_parameters(recurse=True))
+        what: tuple = (type(module).__qualname__, module.extra_repr(), params)
+    else:
+        what = (getattr(node.target, "__qualname__", None) or str(node.target),)
+    out = _meta_shape(node)
+    return (node.op, what, arg(node.args), arg(dict(node.kwargs)), out[1:] if out else None)
+
+
+def _has_weights(gm: fx.GraphModule, nodes: Sequence[fx.Node]) -> bool:
+    return any(n.op == "call_module" and any(True for _ in gm.get_submodule(str(n.target)).parameters()) for n in nodes)
+
+
+def _block(gm: fx.GraphModule, source: fx.Node, body: Sequence[fx.Node]) -> Block:
+    """Copy `body` (fed only by `source`, plus constants) into a module of its own, with its key."""
+    graph = fx.Graph()
+    env: dict[fx.Node, fx.Node] = {source: graph.placeholder("x")}
+    index: dict[fx.Node, Any] = {source: "in"}
+
+    def lookup(node: fx.Node) -> fx.Node:
+        if node not in env:  # a constant (get_attr) read inside this block
+            env[node] = graph.node_copy(node)
+            attr: Any = gm
+            for part in str(node.target).split("."):
+                attr = getattr(attr, part)
+            index[node] = ("attr", tuple(getattr(attr, "shape", ())))
+        return env[node]
+
+    shape = _meta_shape(source)[1:]  # type: ignore[index]
+    key: list[Any] = [shape]
+    for i, node in enumerate(body):
+        env[node] = graph.node_copy(node, lookup)
+        key.append(_signature(gm, node, index))
+        index[node] = i
+    graph.output(env[body[-1]])
+    return Block(tuple(key), fx.GraphModule(gm, graph), shape)
+
+
+def subnet_blocks(
+    model: ElasticModel,
+    sub: Subnet,
+    input_shape: Sequence[int] | None = None,
+    fold: bool = True,
+) -> list[Block]:
+    """The extracted subnet (BatchNorm folded when `fold`, as ONNX Runtime runs it) cut into blocks, in order.
+
+    A cut falls wherever exactly one tensor is live, so a residual block (its input stays live until the
+    add) is one block and a conv-ReLU chain one block per conv; a piece without weights (an activation,
+    pooling, flatten) joins the block before it. Blocks are thus found from the dataflow, for any model
+    family, without knowing its module names.
+    """
+    shape = input_shape_of(model, input_shape)
+    static = static_subnet(model, sub)
+    gm = fold_batchnorm(static)[0] if fold else static
+    with torch.inference_mode():
+        ShapeProp(gm).propagate(torch.zeros((1, *shape)))
+    nodes = [n for n in gm.graph.nodes if n.op not in ("get_attr", "output")]
+    if sum(n.op == "placeholder" for n in nodes) != 1 or nodes[0].op != "placeholder":
+        raise UnsupportedModelError(f"latency tables need a single-input model, {type(model).__name__} is not")
+    pieces: list[tuple[fx.Node, list[fx.Node]]] = []
+    start = 0
+    for cut in _cut_points(nodes):
+        body = nodes[start + 1 : cut + 1]
+        if pieces and not _has_weights(gm, body):
+            pieces[-1][1].extend(body)  # an activation or pooling: part of the block before
+        elif pieces and not _has_weights(gm, pieces[-1][1]):
+            pieces[-1][1].extend(body)  # the model starts without weights: join the first weighted block
+        else:
+            pieces.append((nodes[start], list(body)))
+        start = cut
+    for source, _ in pieces:
+        if _meta_shape(source) is None:
+            raise UnsupportedModelError(f"cannot cut {type(model).__name__} into blocks: {source.name} has no shape")
+    return [_block(gm, source, body) for source, body in pieces]
+
+
+class LatencyTable:
+    """Once-for-All's lookup table: the median latency (ms) of each distinct block, per batch size, on one backend.
+
+    `estimate(model, sub, batch_size)` sums the table over the subnet's blocks, timing blocks not yet in
+    the table (each as a model of its own on `backend`: eager PyTorch, or exported to ONNX Runtime, BN folded
+    like the whole subnet). `table` maps `(block key, batch size)` to ms. `clock="cpu"` times the calling
+    thread's CPU time instead of wall time (see `tailor.cost.Timings`).
+    """
+
+    def __init__(
+        self,
+        threads: int | None = 1,
+        warmup: int = 5,
+        repeats: int = 30,
+        *,
+        backend: str = "torch",
+        clock: str = "wall",
+    ) -> None:
+        self.threads = None if threads is None else check_positive_int("threads", threads)
+        if clock not in CLOCKS or (clock == "cpu" and self.threads != 1):
+            raise ProfileError(f"clock must be 'wall', or 'cpu' with threads=1; got {clock!r} with threads={threads}")
+        self.clock = clock
+        if isinstance(warmup, bool) or not isinstance(warmup, int) or warmup < 0:
+            raise ProfileError(f"warmup must be a non-negative integer, got {warmup!r}")
         self.warmup = warmup
         self.repeats = check_positive_int("repeats", repeats)
-        self.table: dict[tuple, float] = {}
+        self.backend = check_backend(backend)
+        self.table: dict[tuple[tuple, int], float] = {}
 
-    def _measure(self, layer: LayerInfo) -> float:
-        x = torch.randn(layer.input_shape)
-        before = torch.get_num_threads()
-        torch.set_num_threads(self.threads)
-        try:
-            with torch.inference_mode():
-                for _ in range(self.warmup):
-                    layer.module(x)
-                samples = []
-                for _ in range(self.repeats):
-                    start = time.perf_counter_ns()
-                    layer.module(x)
-                    samples.append((time.perf_counter_ns() - start) / 1e6)
-        finally:
-            torch.set_num_threads(before)
-        return float(np.median(samples))
+    def blocks(self, model: ElasticModel, sub: Subnet, input_shape: Sequence[int] | None = None) -> list[Block]:
+        """The subnet's blocks as this table's backend runs them (folded BatchNorm except on eager PyTorch)."""
+        return subnet_blocks(model, sub, input_shape, fold=self.backend != "torch")
 
-    def estimate(self, model: ElasticModel, sub: Subnet, batch_size: int = 1, input_shape=None) -> float:
-        """Sum of the table's entries over the subnet's layers, measuring layers not yet in the table."""
+    def runners(
+        self,
+        model: ElasticModel,
+        subs: Sequence[Subnet],
+        batch_sizes: Sequence[int] = (1,),
+        input_shape: Sequence[int] | None = None,
+    ) -> dict[tuple, Runner]:
+        """A prepared runner per distinct block of `subs` that lacks an entry at some of `batch_sizes`.
+
+        For measuring the table in the same interleaved run as whole subnets (`measure_interleaved`), so
+        that both see the same machine load; store the results with `record`.
+        """
+        batches = [check_positive_int("batch_size", b) for b in batch_sizes]
+        out: dict[tuple, Runner] = {}
+        for sub in subs:
+            for block in self.blocks(model, sub, input_shape):
+                if block.key not in out and any((block.key, b) not in self.table for b in batches):
+                    out[block.key] = prepare_module(block.module, block.input_shape, self.backend, self.threads)
+        return out
+
+    def record(self, key: tuple, batch_size: int, ms: float) -> None:
+        """Store a block's measured latency (ms) at `batch_size`, e.g. the p50 from `measure_interleaved`."""
+        if isinstance(ms, bool) or not isinstance(ms, (int, float)) or not np.isfinite(ms) or ms <= 0:
+            raise ProfileError(f"a table entry must be positive finite milliseconds, got {ms!r}")
+        self.table[(key, check_positive_int("batch_size", batch_size))] = float(ms)
+
+    def _measure(self, block: Block, batch_size: int) -> float:
+        runner = prepare_module(block.module, block.input_shape, self.backend, self.threads)
+        return float(np.median(runner.samples(batch_size, self.warmup, self.repeats, clock=self.clock)))
+
+    def estimate_blocks(self, blocks: Sequence[Block], batch_size: int = 1) -> float:
+        """Sum of the table over `blocks` at `batch_size` (ms), timing blocks not yet in the table."""
+        batch_size = check_positive_int("batch_size", batch_size)
         total = 0.0
-        for layer in subnet_layers(model, sub, batch_size, input_shape):
-            if layer.key not in self.table:
-                self.table[layer.key] = self._measure(layer)
-            total += self.table[layer.key]
+        for block in blocks:
+            entry = (block.key, batch_size)
+            if entry not in self.table:
+                self.table[entry] = self._measure(block, batch_size)
+            total += self.table[entry]
         return total
+
+    def estimate(
+        self, model: ElasticModel, sub: Subnet, batch_size: int = 1, input_shape: Sequence[int] | None = None
+    ) -> float:
+        """Sum of the table's entries over the subnet's blocks (ms), measuring blocks not yet in the table."""
+        batch_size = check_positive_int("batch_size", batch_size)
+        return self.estimate_blocks(self.blocks(model, sub, input_shape), batch_size)
 
     def __len__(self) -> int:
         return len(self.table)
+
+
+LayerTable = LatencyTable  # the earlier name (it timed single layers; blocks predict better)
+
+
+# -- the predictor ---------------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -149,11 +301,26 @@ class ErrorReport:
         return {"mape": self.mape, "max_ape": self.max_ape, "n": self.n}
 
 
+def _aligned(subs: Sequence[Subnet], latencies_ms: Sequence[float] | Mapping[Subnet, float], what: str) -> list[float]:
+    if isinstance(latencies_ms, Mapping):
+        missing = [s.id for s in subs if s not in latencies_ms]
+        if missing:
+            raise ProfileError(f"{what}: no measured latency for subnet(s) {missing[:5]}")
+        return [float(latencies_ms[s]) for s in subs]
+    y = list(latencies_ms)
+    if len(y) != len(subs):
+        raise ProfileError(f"{what}: {len(subs)} subnets but {len(y)} latencies")
+    return [float(v) for v in y]
+
+
 class LatencyPredictor:
     """Least-squares linear latency model over subnet features at one batch size (ms).
 
-    `fit(model, subs, latencies_ms)` then `predict(sub)`. With `table=LayerTable(...)` the table's
-    estimate is one more feature. Coefficients are in `coef` (feature order `feature_names`, last the bias).
+    `fit(subs, latencies_ms)` then `predict(sub)`. With `table=LatencyTable(backend=...)` (the backend the
+    latencies were measured on) the table's sum and block count are two more features. Coefficients are in
+    `coef` (order `feature_names`, last the bias). Graph features and block keys are cached per subnet, and
+    table sums are looked up afresh, so `table` may be replaced (or set to None) and the predictor refitted
+    without extracting any subnet again.
     """
 
     def __init__(
@@ -161,56 +328,103 @@ class LatencyPredictor:
         model: ElasticModel,
         batch_size: int = 1,
         input_shape: Sequence[int] | None = None,
-        table: LayerTable | None = None,
+        table: LatencyTable | None = None,
     ) -> None:
         self.model = model
         self.batch_size = check_positive_int("batch_size", batch_size)
         self.input_shape = input_shape_of(model, input_shape)
         self.table = table
-        self.feature_names = (*FEATURES, *(("table_ms",) if table is not None else ()), "bias")
         self.coef: np.ndarray | None = None
-        self._scale: np.ndarray | None = None
+        self._features: dict[Subnet, list[float]] = {}
+        self._keys: dict[tuple[Subnet, bool], tuple[tuple, ...]] = {}
 
-    def _row(self, sub: Subnet) -> list[float]:
-        f = features(self.model, sub, self.batch_size, self.input_shape)
-        row = [f[k] for k in FEATURES]
-        if self.table is not None:
-            row.append(self.table.estimate(self.model, sub, self.batch_size, self.input_shape))
+    @property
+    def table(self) -> LatencyTable | None:
+        return self._table
+
+    @table.setter
+    def table(self, table: LatencyTable | None) -> None:
+        if table is not None and not isinstance(table, LatencyTable):
+            raise ProfileError(f"table must be a LatencyTable, got {type(table).__name__}")
+        self._table = table
+        self.coef = None  # fitted against another feature set
+
+    @property
+    def feature_names(self) -> tuple[str, ...]:
+        return (*FEATURES, *(TABLE_FEATURES if self.table is not None else ()), "bias")
+
+    def row(self, sub: Subnet) -> list[float]:
+        """The feature vector of `sub` (order `feature_names`, ending in the constant 1)."""
+        if sub not in self._features:
+            f = features(self.model, sub, self.batch_size, self.input_shape)
+            self._features[sub] = [f[k] for k in FEATURES]
+        row = list(self._features[sub])
+        table = self.table
+        if table is not None:
+            fold = table.backend != "torch"
+            keys = self._keys.get((sub, fold))
+            if keys is not None and all((k, self.batch_size) in table.table for k in keys):
+                total = sum(table.table[(k, self.batch_size)] for k in keys)
+            else:
+                blocks = table.blocks(self.model, sub, self.input_shape)
+                total = table.estimate_blocks(blocks, self.batch_size)
+                keys = self._keys[(sub, fold)] = tuple(b.key for b in blocks)
+            row += [total, float(len(keys))]
         return [*row, 1.0]
 
-    def fit(self, subs: Sequence[Subnet], latencies_ms: Sequence[float] | Mapping[Subnet, float]) -> LatencyPredictor:
+    def fit(
+        self,
+        subs: Sequence[Subnet],
+        latencies_ms: Sequence[float] | Mapping[Subnet, float],
+        progress: Callable[[int, int], None] | None = None,
+    ) -> LatencyPredictor:
         """Fit to measured latencies (ms) of `subs` (a sequence aligned with `subs`, or a mapping)."""
         subs = list(subs)
-        y = [latencies_ms[s] for s in subs] if isinstance(latencies_ms, Mapping) else list(latencies_ms)
-        if len(y) != len(subs):
-            raise ProfileError(f"fit: {len(subs)} subnets but {len(y)} latencies")
+        y = _aligned(subs, latencies_ms, "fit")
         if len(subs) < 2:
             raise ProfileError(f"fit needs at least 2 measured subnets, got {len(subs)}")
         if any(not np.isfinite(v) or v <= 0 for v in y):
             raise ProfileError("fit: latencies must be positive finite milliseconds")
-        X = np.asarray([self._row(s) for s in subs], dtype=np.float64)
+        rows = []
+        for i, s in enumerate(subs, start=1):
+            rows.append(self.row(s))
+            if progress is not None:
+                progress(i, len(subs))
+        X = np.asarray(rows, dtype=np.float64)
         scale = np.abs(X).max(axis=0)
         scale[scale == 0] = 1.0
-        self._scale = scale
         # relative (percentage) error is what matters across cheap and expensive subnets: weight rows by 1/y
         yv = np.asarray(y, dtype=np.float64)
         coef, *_ = np.linalg.lstsq(X / scale / yv[:, None], np.ones_like(yv), rcond=None)
         self.coef = coef / scale
         return self
 
+    def fit_profile(self, profile: Any, percentile: str = "p50") -> LatencyPredictor:
+        """Fit to a `Profile`'s subnets (those that record their `Subnet`) at this predictor's batch size."""
+        if percentile not in ("p50", "p90", "p99"):
+            raise ProfileError(f"percentile must be 'p50', 'p90' or 'p99', got {percentile!r}")
+        entries = [e for e in profile.subnets if e.subnet is not None and self.batch_size in e.latency_ms]
+        if len(entries) < 2:
+            raise ProfileError(
+                f"the profile has {len(entries)} subnet(s) with a Subnet and batch size {self.batch_size}; fit needs 2"
+            )
+        return self.fit(
+            [e.subnet for e in entries], [getattr(e.latency_ms[self.batch_size], percentile) for e in entries]
+        )
+
     def predict(self, sub: Subnet) -> float:
         """Predicted latency (ms) of `sub` at the fitted batch size."""
         if self.coef is None:
             raise ProfileError("LatencyPredictor.predict called before fit")
-        return float(np.dot(self._row(sub), self.coef))
+        return float(np.dot(self.row(sub), self.coef))
 
     def error_report(
         self, subs: Sequence[Subnet], latencies_ms: Sequence[float] | Mapping[Subnet, float]
     ) -> ErrorReport:
         """MAPE and worst percentage error of `predict` against measured latencies of held-out subnets."""
         subs = list(subs)
-        y = [latencies_ms[s] for s in subs] if isinstance(latencies_ms, Mapping) else list(latencies_ms)
-        if not subs or len(y) != len(subs):
-            raise ProfileError(f"error_report: {len(subs)} subnets but {len(y)} latencies")
+        y = _aligned(subs, latencies_ms, "error_report")
+        if not subs:
+            raise ProfileError("error_report: no held-out subnets")
         ape = [abs(self.predict(s) - t) / t * 100 for s, t in zip(subs, y)]
         return ErrorReport(float(np.mean(ape)), float(np.max(ape)), len(ape))

@@ -26,9 +26,17 @@ from typing import Any
 
 import torch
 
-from tailor.cost.measure import BACKENDS, LatencyStats, latency_table, macs, params
+from tailor.cost.measure import (
+    LatencyStats,
+    check_backend,
+    latency_table,
+    macs,
+    measure_interleaved,
+    params,
+    prepare,
+)
 from tailor.errors import InvalidSubnetError, ProfileError
-from tailor.export._common import check_positive_int, input_shape_of
+from tailor.export._common import check_positive_int, input_shape_of, static_subnet
 from tailor.ops import ElasticModel
 from tailor.space import Subnet
 
@@ -308,30 +316,48 @@ def build_profile(
     accuracy: Mapping[Subnet, float] | Callable[[Subnet], float] | None = None,
     model_name: str | None = None,
     ids: Mapping[Subnet, str] | None = None,
+    rounds: int = 1,
+    progress: Callable[[int, int], None] | None = None,
 ) -> Profile:
     """Measure MACs, params and latency (each batch size) of every subnet and return a `Profile`.
 
     `accuracy` maps a subnet to its held-out accuracy (a dict or a function), or is None (not recorded).
     Ids default to `Subnet.id`; `model_name` defaults to the registry name (`create_model`'s), else the class name.
+    `rounds=1` measures one subnet after the other, holding one prepared subnet at a time; `rounds > 1`
+    prepares them all and alternates between them (`measure_interleaved`), which keeps load drift out of
+    the comparison at the price of memory for every subnet at once. `progress(done, total)` reports timing.
     """
-    if backend not in BACKENDS:
-        raise ProfileError(f"unknown backend {backend!r}; expected one of {list(BACKENDS)}")
+    check_backend(backend)
     batches = [check_positive_int("batch_size", b) for b in batch_sizes]
     if not batches:
         raise ProfileError("batch_sizes: expected at least one batch size")
+    rounds = check_positive_int("rounds", rounds)
     shape = input_shape_of(model, input_shape)
+    subs = list(subs)
+    if not subs:
+        raise ProfileError("build_profile: no subnets to measure")
+    for sub in subs:
+        static_subnet(model, sub)  # every subnet lies in the space before anything is timed
+    if rounds == 1:
+        tables = {}
+        for index, sub in enumerate(subs):
+            tables[sub] = latency_table(model, sub, batches, backend, threads, warmup, repeats, shape)
+            if progress is not None:
+                progress(index + 1, len(subs))
+    else:
+        runners = {sub: prepare(model, sub, backend, threads, shape) for sub in subs}
+        tables = measure_interleaved(runners, batches, warmup, repeats, rounds, progress)
     entries = []
     for sub in subs:
         acc = None
         if accuracy is not None:
             acc = accuracy(sub) if callable(accuracy) else accuracy.get(sub)
-        table = latency_table(model, sub, batches, backend, threads, warmup, repeats, shape)
         entries.append(
             SubnetProfile(
                 id=(ids or {}).get(sub, sub.id),
                 macs=macs(model, sub, shape),
                 params=params(model, sub),
-                latency_ms=table,
+                latency_ms=tables[sub],
                 subnet=sub,
                 accuracy=None if acc is None else float(acc),
             )

@@ -2,7 +2,7 @@
 
 from tailor.export.fold import fold_batchnorm, fold_conv_bn
 from tailor.export.onnx_export import ExportResult, export_module, run_onnx, to_onnx
-from tailor.export.quantize import AccuracyComparison, compare_accuracy, quantize_int8
+from tailor.export.quantize import AccuracyComparison, compare_accuracy, onnx_accuracy, quantize_int8
 
 __all__ = [
     "AccuracyComparison",
@@ -11,6 +11,7 @@ __all__ = [
     "export_module",
     "fold_batchnorm",
     "fold_conv_bn",
+    "onnx_accuracy",
     "quantize_int8",
     "run_onnx",
     "to_onnx",

@@ -144,3 +144,21 @@ def compare_accuracy(
         raise ProfileError("compare_accuracy got an empty loader")
     fp32, int8 = correct[0] / total, correct[1] / total
     return AccuracyComparison(fp32, int8, fp32 - int8, agree / total, total)
+
+
+def onnx_accuracy(path: str | os.PathLike[str], loader: Iterable[Any], threads: int | None = 1) -> tuple[float, int]:
+    """Top-1 accuracy of one ONNX model over `(x, y)` batches, and the number of samples."""
+    from tailor.export.onnx_export import _ort_session
+
+    session = _ort_session(path, threads)
+    name = session.get_inputs()[0].name
+    correct = total = 0
+    for batch in loader:
+        if not isinstance(batch, (tuple, list)) or len(batch) < 2:
+            raise ProfileError("onnx_accuracy needs (inputs, labels) batches")
+        y = np.asarray(batch[1].cpu() if isinstance(batch[1], torch.Tensor) else batch[1]).reshape(-1)
+        correct += int((session.run(None, {name: _as_array(batch)})[0].argmax(axis=1) == y).sum())
+        total += len(y)
+    if total == 0:
+        raise ProfileError("onnx_accuracy got an empty loader")
+    return correct / total, total

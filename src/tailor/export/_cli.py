@@ -1,0 +1,284 @@
+"""What `tailor export` and `tailor profile` share: the model source, subnet specs, data, progress bars.
+
+Kept in `tailor.export` because `tailor.cost` builds on export (never the reverse). Every bad argument
+raises a `TailorError` naming it, which the CLI prints as one line with exit status 2.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.utils.data import Dataset
+
+from tailor.data import list_datasets, load_dataset
+from tailor.errors import DataError, InvalidSubnetError, ProfileError
+from tailor.models import create_model, list_models
+from tailor.ops import ElasticModel
+from tailor.space import SearchSpace, Subnet
+from tailor.train import calibrate, load_checkpoint
+from tailor.train.trainer import BatchSource
+
+SUBNET_SPEC_HELP = (
+    "comma-separated: smallest, largest, uniform:W (every width W, full depth; uniform:W:min for minimum depth), "
+    "or a JSON file holding a list of subnets (Subnet.to_dict(), or objects with 'id' and 'subnet', or a profile)"
+)
+
+
+class Progress:
+    """A one-line progress bar on stderr, redrawn at most 4 times a second; silent when disabled or not a tty."""
+
+    def __init__(self, label: str, total: int, enabled: bool = True) -> None:
+        self.label, self.total = label, total
+        self.enabled = enabled and sys.stderr.isatty()
+        self.start = self.last = time.perf_counter()
+
+    def __call__(self, done: int, total: int | None = None, info: str = "") -> None:
+        if total is not None:
+            self.total = total
+        if not self.enabled:
+            return
+        now = time.perf_counter()
+        if done < self.total and now - self.last < 0.25:
+            return
+        self.last = now
+        filled = int(24 * done / max(1, self.total))
+        elapsed = now - self.start
+        eta = elapsed / done * (self.total - done) if done else 0.0
+        sys.stderr.write(
+            f"\r{self.label} [{'#' * filled}{'.' * (24 - filled)}] {done}/{self.total} "
+            f"{elapsed:.0f}s elapsed, {eta:.0f}s left {info}\033[K"
+        )
+        if done >= self.total:
+            sys.stderr.write("\n")
+        sys.stderr.flush()
+
+
+@dataclass
+class DataRef:
+    """A data set by name, root and per-split loader arguments (as a training recipe records it)."""
+
+    name: str
+    root: str | None
+    train_kwargs: dict[str, Any]
+    test_kwargs: dict[str, Any]
+    _loaded: dict[str, Dataset] = field(default_factory=dict, repr=False)
+
+    def load(self, split: str) -> Dataset:
+        """The split ("train" or "test"), loaded once."""
+        if split not in self._loaded:
+            kwargs = self.train_kwargs if split == "train" else self.test_kwargs
+            self._loaded[split] = load_dataset(self.name, split, self.root, **kwargs)
+        return self._loaded[split]
+
+
+@dataclass
+class Source:
+    """The model to profile or export: from a checkpoint directory or built from the registry."""
+
+    model: ElasticModel
+    name: str
+    from_checkpoint: bool
+    recipe_data: DataRef | None
+
+
+def load_source(source: str, num_classes: int | None = None, in_chans: int | None = None) -> Source:
+    """A checkpoint directory (`tailor train` / `tailor.save`) or a registered model name (random weights)."""
+    path = Path(source)
+    if path.is_dir():
+        if num_classes is not None:
+            raise ProfileError("--num-classes applies to registry models; a checkpoint knows its classes")
+        loaded = load_checkpoint(path)
+        recipe = loaded.config.get("metadata", {}).get("recipe", {})
+        data = recipe.get("data", {}) if isinstance(recipe, dict) else {}
+        ref = None
+        if isinstance(data, dict) and data.get("name"):
+            ref = DataRef(
+                data["name"], data.get("root") or None, dict(data.get("train", {})), dict(data.get("test", {}))
+            )
+        arch = getattr(loaded.model, "architecture", None)
+        name = (arch.get("name") if isinstance(arch, dict) else None) or type(loaded.model).__name__
+        return Source(loaded.model.eval(), str(name), True, ref)
+    if source in list_models():
+        kwargs: dict[str, Any] = {"num_classes": num_classes or 10}
+        if in_chans is not None:
+            kwargs["in_chans"] = in_chans
+        return Source(create_model(source, **kwargs).eval(), source, False, None)
+    if path.exists():
+        raise ProfileError(f"{source!r} is not a checkpoint directory")
+    raise ProfileError(
+        f"{source!r} is neither a checkpoint directory nor a registered model (registered: {', '.join(list_models())})"
+    )
+
+
+def resolve(
+    source: str, data: str | None, data_root: str | None, num_classes: int | None = None
+) -> tuple[Source, DataRef | None]:
+    """The model and the data set to use with it: `--data` if given, else what the checkpoint was trained on.
+
+    A registry model built for `--data` takes the data's channels and classes (unless `--num-classes`).
+    """
+    if Path(source).is_dir() or source not in list_models():
+        loaded = load_source(source, num_classes)
+        return loaded, data_ref(data, data_root, loaded.recipe_data)
+    ref = data_ref(data, data_root, None)
+    if ref is None:
+        return load_source(source, num_classes), None
+    sample = ref.load("test")
+    in_chans = int(input_shape(None, sample, None)[0])
+    classes = num_classes if num_classes is not None else int(getattr(sample, "num_classes", 10))
+    return load_source(source, classes, in_chans), ref
+
+
+def data_ref(name: str | None, root: str | None, source_data: DataRef | None) -> DataRef | None:
+    """`--data`/`--data-root` if given (with the recipe's split arguments when it names the same data), else the recipe's."""
+    if name is None:
+        if root is not None:
+            raise DataError("--data-root needs --data")
+        return source_data
+    if name not in list_datasets():
+        raise DataError(f"unknown data set {name!r}; expected one of {list_datasets()}")
+    if source_data is not None and source_data.name == name:
+        return DataRef(name, root or source_data.root, source_data.train_kwargs, source_data.test_kwargs)
+    return DataRef(name, root, {}, {})
+
+
+def parse_ints(text: str, what: str) -> list[int]:
+    """'1,8,32' -> [1, 8, 32]; every value a positive integer, no repeats."""
+    values = []
+    for part in str(text).split(","):
+        part = part.strip()
+        if not part.lstrip("-").isdigit():
+            raise ProfileError(f"{what}: {part!r} is not an integer (expected e.g. 1,8,32)")
+        value = int(part)
+        if value <= 0:
+            raise ProfileError(f"{what} must be positive integers, got {value}")
+        values.append(value)
+    if len(set(values)) != len(values):
+        raise ProfileError(f"{what} must not repeat, got {values}")
+    return values
+
+
+def _subnets_from_json(path: Path, space: SearchSpace) -> list[tuple[str | None, Subnet]]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise InvalidSubnetError(f"subnet file {str(path)!r}: cannot read JSON: {exc}") from None
+    if isinstance(data, dict) and isinstance(data.get("subnets"), list):
+        data = data["subnets"]  # a profile or a search result
+    if not isinstance(data, list) or not data:
+        raise InvalidSubnetError(f"subnet file {str(path)!r}: expected a non-empty JSON list of subnets")
+    out: list[tuple[str | None, Subnet]] = []
+    for i, entry in enumerate(data):
+        where = f"subnet file {str(path)!r} entry {i}"
+        ident = None
+        if isinstance(entry, dict) and "subnet" in entry:
+            ident = entry.get("id")
+            if ident is not None and (not isinstance(ident, str) or not ident):
+                raise InvalidSubnetError(f"{where}: 'id' must be a non-empty string, got {ident!r}")
+            entry = entry["subnet"]
+            if entry is None:
+                raise InvalidSubnetError(f"{where}: has no 'subnet' (profile entries without one cannot be run)")
+        try:
+            sub = Subnet.from_dict(entry)
+            space.validate(sub)
+        except (InvalidSubnetError, TypeError, ValueError, AttributeError) as exc:
+            raise InvalidSubnetError(f"{where}: {exc}") from None
+        out.append((ident, sub))
+    return out
+
+
+def parse_subnets(space: SearchSpace, spec: str) -> list[tuple[str | None, Subnet]]:
+    """Subnets named by `spec` (see `SUBNET_SPEC_HELP`), each checked against `space`; (given id or None, subnet)."""
+    out: list[tuple[str | None, Subnet]] = []
+    for token in (t.strip() for t in str(spec).split(",")):
+        if not token:
+            raise InvalidSubnetError(f"empty entry in subnet list {spec!r}")
+        if token == "smallest":
+            out.append((None, space.smallest()))
+        elif token == "largest":
+            out.append((None, space.largest()))
+        elif token.startswith("uniform:"):
+            parts = token.split(":")
+            depth = parts[2] if len(parts) == 3 else "max"
+            try:
+                width = float(parts[1])
+            except ValueError:
+                raise InvalidSubnetError(f"subnet {token!r}: width {parts[1]!r} is not a number") from None
+            if len(parts) > 3 or depth not in ("max", "min"):
+                raise InvalidSubnetError(f"subnet {token!r}: expected uniform:W or uniform:W:min|max")
+            try:
+                out.append((None, space.uniform(width, depth)))
+            except InvalidSubnetError as exc:
+                raise InvalidSubnetError(f"subnet {token!r} is outside the search space: {exc}") from None
+        elif token.endswith(".json") or Path(token).is_file():
+            out.extend(_subnets_from_json(Path(token), space))
+        else:
+            raise InvalidSubnetError(f"unknown subnet {token!r}; {SUBNET_SPEC_HELP}")
+    return out
+
+
+def random_subnets(space: SearchSpace, count: int, seed: int) -> list[Subnet]:
+    """`count` subnets drawn with `space.sample` from a `random.Random(seed)`."""
+    if count < 0:
+        raise InvalidSubnetError(f"--random must be >= 0, got {count}")
+    rng = random.Random(seed)
+    return [space.sample(rng) for _ in range(count)]
+
+
+def unique(subs: Sequence[tuple[str | None, Subnet]]) -> tuple[list[tuple[str | None, Subnet]], int]:
+    """First occurrence of each subnet, in order, and how many repeats were dropped."""
+    seen: set[Subnet] = set()
+    out = []
+    for ident, sub in subs:
+        if sub not in seen:
+            seen.add(sub)
+            out.append((ident, sub))
+    return out, len(subs) - len(out)
+
+
+def parse_shape(text: str | None) -> tuple[int, ...] | None:
+    """'3,32,32' -> (3, 32, 32), or None."""
+    return None if text is None else tuple(parse_ints(text.replace("x", ","), "--input-shape")) or None
+
+
+def input_shape(explicit: tuple[int, ...] | None, data: Dataset | None, model: ElasticModel | None) -> tuple[int, ...]:
+    """--input-shape, else the data set's image size (what the model was trained on), else the model's default."""
+    if explicit is not None:
+        return explicit
+    if data is not None:
+        size = getattr(data, "input_size", None)
+        return tuple(size) if size is not None else tuple(data[0][0].shape)
+    if model is None:
+        raise ProfileError("no input shape: pass --input-shape C,H,W")
+    return tuple(model.default_input_size)
+
+
+def calibration_batches(train: Dataset, batch_size: int, batches: int, seed: int = 0) -> list[torch.Tensor]:
+    """The first `batches` shuffled, normalised, un-augmented training batches (inputs only)."""
+    if batch_size < 1 or batches < 1:
+        raise DataError(f"calibration needs --batch-size and --calib-batches >= 1, got {batch_size} and {batches}")
+    source = BatchSource(train, min(batch_size, len(train)), seed)
+    return [x for _, (x, _y) in zip(range(batches), source.batches(0))]
+
+
+def held_out_batches(test: Dataset, batch_size: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Every test sample, in order, as normalised (x, y) batches."""
+    return list(BatchSource(test, batch_size, 0, drop_last=False).batches(None))
+
+
+def calibrate_subnets(
+    model: ElasticModel, subs: Sequence[Subnet], batches: list[torch.Tensor], progress: Progress | None = None
+) -> None:
+    """SubnetNorm statistics of each subnet from the cached batches (exact, so accuracies are the subnets' own)."""
+    for index, sub in enumerate(subs, start=1):
+        calibrate(model, [sub], batches, batches=len(batches))
+        if progress is not None:
+            progress(index, len(subs))
