@@ -1,0 +1,158 @@
+"""`tailor search`: the Pareto front of a trained checkpoint's subnets, from the command line.
+
+Reads a checkpoint (and the data it was trained on, from its recipe), calibrates and evaluates
+candidates on the test split, measures or predicts their cost, and writes the front as JSON (and an
+SVG with `--plot`). The study persists in SQLite next to the output unless `--storage` names another
+database, so an interrupted search resumes and several `tailor search` processes can share it.
+Prints a JSON summary on stdout and a progress bar on stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from tailor.cost import LatencyPredictor, Profile, latency
+from tailor.data import list_datasets, load_dataset
+from tailor.search.algorithms import ALGORITHMS, search
+from tailor.search.costs import CostSource, MeasuredCost, PredictedCost, ProfileCost
+from tailor.search.evaluator import Evaluator
+from tailor.search.metrics import METRICS, SearchError
+from tailor.search.pair import pair_search
+from tailor.train import load_checkpoint
+
+
+def add_commands(commands: Any) -> None:
+    """Register `search` on the `tailor` parser's subcommands."""
+    cmd = commands.add_parser("search", help="Pareto front of a checkpoint's subnets under latency/MAC/memory budgets")
+    cmd.add_argument("checkpoint", help="checkpoint directory written by `tailor train` or tailor.save")
+    cmd.add_argument("--out", required=True, help="front JSON to write (schema tailor.pareto/1)")
+    cmd.add_argument("--data", choices=list_datasets(), help="data source (default: the one it was trained on)")
+    cmd.add_argument("--data-root")
+    cmd.add_argument("--objectives", default="accuracy,latency", help=f"comma-separated, from {list(METRICS)}")
+    cmd.add_argument("--constraint", action="append", default=[], metavar="METRIC=BOUND",
+                     help="latency=2.5 (ms), macs=2e7, memory=4e6 (bytes), params=1e5, accuracy=0.9; repeatable")  # fmt: skip
+    cmd.add_argument("--algorithm", choices=ALGORITHMS, default="nsga2")
+    cmd.add_argument("--budget", type=int, default=100, help="distinct subnets to evaluate (ignored by exhaustive)")
+    cmd.add_argument("--seed", type=int, default=0)
+    cmd.add_argument("--storage", help="SQLite path or database URL (default: <out>.db)")
+    cmd.add_argument("--study-name", help="default: derived from the checkpoint, data, costs and settings")
+    cmd.add_argument("--predictor", choices=("ridge", "mlp"), default="ridge", help="evolution's accuracy predictor")
+    cmd.add_argument("--cost", choices=("measure", "predict", "profile"), default="measure",
+                     help="latency source: measured per subnet, a fitted LatencyPredictor, or --profile")  # fmt: skip
+    cmd.add_argument("--profile", help="profile JSON (tailor profile) for --cost profile")
+    cmd.add_argument("--fit-subnets", type=int, default=24, help="--cost predict: measured subnets to fit on")
+    cmd.add_argument("--memory", choices=("measure", "estimate"), default="estimate",
+                     help="peak memory measured in a fresh process per subnet, or estimated from shapes")  # fmt: skip
+    cmd.add_argument("--backend", default="torch", help="latency backend: torch, onnxruntime, onnxruntime-int8")
+    cmd.add_argument("--batch", type=int, default=1, help="batch size of latency and memory")
+    cmd.add_argument("--latency-threads", type=int, default=1)
+    cmd.add_argument("--repeats", type=int, default=30, help="timed calls per latency measurement")
+    cmd.add_argument("--calib-batches", type=int, default=8)
+    cmd.add_argument("--batch-size", type=int, default=128, help="calibration batch size")
+    cmd.add_argument("--plot", help="SVG of accuracy against the first cost objective")
+    cmd.add_argument("--pair-budget", type=float, help="also choose a (little, big, threshold) cascade within MS")
+    cmd.add_argument("--device")
+    cmd.add_argument("--threads", type=int)
+    cmd.add_argument("--no-progress", action="store_true")
+    cmd.set_defaults(run=cmd_search)
+
+
+def _constraints(items: list[str]) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep:
+            raise SearchError(f"--constraint {item!r}: expected METRIC=BOUND, e.g. latency=2.5")
+        try:
+            out[name.strip()] = float(value)
+        except ValueError:
+            raise SearchError(f"--constraint {item!r}: {value!r} is not a number") from None
+    return out
+
+
+def _datasets(loaded: Any, args: argparse.Namespace) -> tuple[Any, Any]:
+    recipe = loaded.config.get("metadata", {}).get("recipe", {}).get("data", {})
+    name = args.data or recipe.get("name")
+    if not name:
+        raise SearchError("this checkpoint does not record its data: pass --data")
+    root = args.data_root or recipe.get("root") or None
+    same = name == recipe.get("name")
+    train = load_dataset(name, "train", root, **(recipe.get("train", {}) if same else {}))
+    test = load_dataset(name, "test", root, **(recipe.get("test", {}) if same else {}))
+    return train, test
+
+
+def _predicted_latency(model: Any, measured: MeasuredCost, args: argparse.Namespace) -> PredictedCost:
+    """A LatencyPredictor fitted on `--fit-subnets` measured subnets, with its error on 8 held-out ones."""
+    if args.fit_subnets < 2:
+        raise SearchError(f"--fit-subnets must be >= 2, got {args.fit_subnets}")
+    space, rng = model.space, random.Random(args.seed)
+    subs = list(dict.fromkeys([space.canonical(space.largest()), space.canonical(space.smallest())]))
+    while len(subs) < args.fit_subnets + 8:
+        subs.append(space.canonical(space.sample(rng)))
+    fit, held = subs[: args.fit_subnets], subs[args.fit_subnets :]
+
+    def measure(sub: Any) -> float:
+        stats = latency(
+            model, sub, args.batch, args.backend, args.latency_threads, 5, args.repeats, measured.input_shape
+        )
+        return stats.p50
+
+    predictor = LatencyPredictor(model, args.batch, measured.input_shape).fit(fit, [measure(s) for s in fit])
+    return PredictedCost(predictor, predictor.error_report(held, [measure(s) for s in held]))
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    """Search a checkpoint's subnets; write the front (JSON, optional SVG) and print a JSON summary."""
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device(args.device or "cpu")
+    constraints = _constraints(args.constraint)
+    objectives = [o.strip() for o in args.objectives.split(",") if o.strip()]
+    loaded = load_checkpoint(args.checkpoint, map_location=device)
+    model = loaded.model
+    train, test = _datasets(loaded, args)
+    shape = tuple(test[0][0].shape)
+    measured = MeasuredCost(model, shape, backend=args.backend, batch_size=args.batch, threads=args.latency_threads,
+                            repeats=args.repeats, memory=args.memory)  # fmt: skip
+    sources: list[CostSource] = [measured]
+    if args.cost == "predict":
+        sources.insert(0, _predicted_latency(model, measured, args))
+    elif args.cost == "profile":
+        if not args.profile:
+            raise SearchError("--cost profile needs --profile PATH")
+        sources.insert(0, ProfileCost(Profile.load(args.profile), args.batch, space=model.space))
+    evaluator = Evaluator(model, train, test, calib_batches=args.calib_batches, batch_size=args.batch_size,
+                          seed=args.seed, cost=sources, device=device)  # fmt: skip
+    out = Path(args.out)
+    storage = args.storage or str(out.with_suffix(".db"))
+    front = search(model, evaluator, objectives, constraints, args.algorithm,
+                   None if args.algorithm == "exhaustive" else args.budget, storage=storage,
+                   study_name=args.study_name, seed=args.seed, progress=not args.no_progress,
+                   predictor=args.predictor)  # fmt: skip
+    front.save(out)
+    summary: dict[str, Any] = {
+        "out": str(out),
+        "storage": front.info["storage"],
+        "study_name": front.info["study_name"],
+        "evaluated": front.info["evaluated"],
+        "evaluated_here": front.info["evaluated_here"],
+        "seconds_per_evaluation": round(front.info["seconds_per_evaluation"], 4),
+        "front": [{"id": e.subnet.id, **e.metrics} for e in front],
+    }
+    if args.plot:
+        summary["plot"] = str(front.plot(args.plot))
+    if args.pair_budget is not None:
+        if not len(front):
+            raise SearchError("--pair-budget: the front is empty (no subnet met the constraints)")
+        summary["pair"] = pair_search(evaluator, front, args.pair_budget).to_dict()
+    json.dump(summary, sys.stdout, indent=1)
+    sys.stdout.write("\n")
+    return 0
