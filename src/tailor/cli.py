@@ -45,7 +45,7 @@ def _demo_subnets(model: ElasticModel, count: int, seed: int) -> list[Subnet]:
     return subs[:count]
 
 
-def cmd_demo(args: argparse.Namespace) -> int:
+def cmd_actuate(args: argparse.Namespace) -> int:
     """Build a supernet, calibrate SubnetNorm per subnet, run each subnet activated and extracted."""
     torch.manual_seed(args.seed)
     torch.set_num_threads(args.threads)
@@ -97,6 +97,25 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_demo(args: argparse.Namespace) -> int:
+    """The main job: the whole pipeline on `synthetic`, ending in `<out>/index.html`."""
+    from tailor.demo import DemoConfig, run_demo
+
+    config = DemoConfig.quick(seed=args.seed, threads=args.threads) if args.quick else DemoConfig(
+        seed=args.seed, threads=args.threads
+    )
+    figures = run_demo(args.out, config, progress=not args.no_progress)
+    slackfit = figures["serving"]["results"]["slackfit"]
+    print(
+        f"supernet: largest {figures['training']['largest_accuracy']:.3f}, "
+        f"smallest {figures['training']['smallest_accuracy']:.3f}; "
+        f"front: {len(figures['search']['front'])} subnets; "
+        f"SlackFit attainment {slackfit['attainment']:.4f}, accuracy {slackfit['mean_accuracy'] or 0:.3f}"
+    )
+    print(f"report: {args.out}/index.html")
+    return 0
+
+
 def cmd_models(args: argparse.Namespace) -> int:
     """List registered models with their search dimensions."""
     for name in list_models():
@@ -120,19 +139,31 @@ COMMAND_MODULES: tuple[str, ...] = (
     "tailor.cost.commands",
     "tailor.export.commands",
     "tailor.serve.commands",
+    "tailor.serve.server_commands",
+    "tailor.search.commands",
+    "tailor.route.commands",
 )
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tailor", description="Elastic inference with one weight-sharing supernet.")
     commands = parser.add_subparsers(dest="command", required=True)
-    demo = commands.add_parser("demo", help="run the elastic runtime end to end on an embedded default")
-    demo.add_argument("--model", default="resnet20", choices=list_models())
-    demo.add_argument("--subnets", type=int, default=6, help="how many subnets to run (>= 1)")
-    demo.add_argument("--repeats", type=int, default=50, help="timed forwards per subnet")
+    demo = commands.add_parser(
+        "demo", help="train, profile, search, route and serve a supernet on the bundled default; write a report"
+    )
+    demo.add_argument("--out", default="report", help="report directory (index.html, figures.json, plots)")
+    demo.add_argument("--quick", action="store_true", help="CI-sized run (about 2 minutes on 2 cores)")
     demo.add_argument("--threads", type=int, default=2)
     demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--no-progress", action="store_true", help="no progress lines on stderr")
     demo.set_defaults(run=cmd_demo)
+    actuate = commands.add_parser("actuate", help="run subnets activated in place and extracted; compare outputs")
+    actuate.add_argument("--model", default="resnet20", choices=list_models())
+    actuate.add_argument("--subnets", type=int, default=6, help="how many subnets to run (>= 1)")
+    actuate.add_argument("--repeats", type=int, default=50, help="timed forwards per subnet")
+    actuate.add_argument("--threads", type=int, default=2)
+    actuate.add_argument("--seed", type=int, default=0)
+    actuate.set_defaults(run=cmd_actuate)
     models = commands.add_parser("models", help="list registered models")
     models.set_defaults(run=cmd_models)
     space = commands.add_parser("space", help="print a model's search space as JSON")

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 
 import torch
 from torch import fx
 
-from tailor.errors import InvalidSubnetError, ProfileError, UnsupportedModelError
+from tailor.errors import InvalidSubnetError, ProfileError, SubnetNormFallbackWarning, UnsupportedModelError
 from tailor.ops import ElasticModel
 from tailor.space import Subnet
 
@@ -23,11 +24,13 @@ def static_subnet(model: ElasticModel, sub: Subnet) -> fx.GraphModule:
         raise InvalidSubnetError(f"expected a Subnet, got {type(sub).__name__}")
     model.space.validate(sub)  # raises InvalidSubnetError naming the dimension and value
     was_training = model.training
-    model.eval()
-    try:
-        static = model.extract(sub)
-    finally:
-        model.train(was_training)
+    with warnings.catch_warnings():  # switching modes with another subnet active says nothing about `sub`
+        warnings.simplefilter("ignore", SubnetNormFallbackWarning)
+        model.eval()
+        try:
+            static = model.extract(sub)
+        finally:
+            model.train(was_training)
     return static.eval()
 
 

@@ -1,0 +1,301 @@
+"""`tailor route`: evaluate cascades of a trained supernet's subnets (and early exits) under routing policies.
+
+    tailor route ck/ --stages smallest,largest --policies confidence,entropy,margin,learned --out route/
+    tailor route ck/ --stages largest@stage1,largest@stage2,largest --exit-epochs 2 --exits-dir ck-exits/
+
+The checkpoint's test split is cut in two: the first half (held-out) fits temperatures, learned
+routers and thresholds; the second half reports accuracy. Stage costs are measured with
+`tailor.cost` (`--cost latency`: ms per image at `--latency-batch`; `--cost macs`). For each policy the
+held-out Pareto-optimal thresholds are printed with their test accuracy, cost and escalation rate;
+`--out DIR` writes `route.json`, `acc_vs_latency.png` and `escalation_vs_threshold.png`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from tailor.data import default_augmentation, list_datasets, load_dataset
+from tailor.errors import TailorError
+from tailor.ops import ElasticModel
+from tailor.route.calibration import ece, fit_temperature
+from tailor.route.cascade import Cascade, Stage
+from tailor.route.evaluate import (
+    METRICS,
+    multi_threshold_grid,
+    pareto_front,
+    stage_costs,
+    sweep,
+    threshold_grid,
+)
+from tailor.route.exits import FINAL, add_early_exits, load_exits, save_exits, train_exits
+from tailor.route.png import line_plot_png
+from tailor.route.policies import POLICIES, Confidence, LearnedRouter, Policy, StageOutput, fit_router, make_policy
+from tailor.space import SearchSpace
+from tailor.train import BatchSource, calibrate, load_checkpoint
+
+
+def add_commands(commands: Any) -> None:
+    """Register `route` on the `tailor` parser's subcommands."""
+    route = commands.add_parser("route", help="evaluate cascades of subnets / early exits under routing policies")
+    route.add_argument("checkpoint", help="checkpoint directory written by `tailor train` or tailor.save")
+    route.add_argument(
+        "--stages",
+        default="smallest,largest",
+        help="comma-separated stages: smallest | largest | w<width> (uniform, full depth), each optionally "
+        "@<exit> (e.g. largest@stage1); at least two",
+    )
+    route.add_argument("--stages-json", help="JSON list of stages ({'subnet': Subnet.to_dict(), 'exit': ...}) instead")
+    route.add_argument("--policies", default="confidence,entropy,margin,learned", help=f"any of {', '.join(POLICIES)}")
+    route.add_argument("--thresholds", type=int, default=41, help="quantile thresholds per transition (>= 2)")
+    route.add_argument("--cost", default="latency", choices=METRICS)
+    route.add_argument("--latency-batch", type=int, default=32)
+    route.add_argument("--repeats", type=int, default=20, help="timed calls per stage latency")
+    route.add_argument("--threads", type=int, default=1)
+    route.add_argument("--data", choices=list_datasets(), help="data source (default: the one it was trained on)")
+    route.add_argument("--data-root")
+    route.add_argument("--calib-batches", type=int, default=8)
+    route.add_argument("--batch-size", type=int, default=128)
+    route.add_argument("--exit-epochs", type=int, default=2, help="epochs to train exit heads (frozen backbone)")
+    route.add_argument("--exits-dir", help="load exit heads from here if present, else train them and save here")
+    route.add_argument("--seed", type=int, default=0)
+    route.add_argument("--out", help="directory for route.json and the two PNG plots")
+    route.add_argument("--json", action="store_true", help="print the results as JSON instead of tables")
+    route.add_argument("--no-progress", action="store_true")
+    route.set_defaults(run=cmd_route)
+
+
+def parse_stages(text: str, space: SearchSpace) -> list[Stage]:
+    """`smallest,w0.5@stage2,largest` -> stages; unknown names and widths raise `TailorError` naming them."""
+    stages = []
+    for item in (part.strip() for part in text.split(",")):
+        if not item:
+            continue
+        name, _, exit_name = item.partition("@")
+        if name == "smallest":
+            sub = space.smallest()
+        elif name == "largest":
+            sub = space.largest()
+        elif name.startswith("w"):
+            try:
+                width = float(name[1:])
+            except ValueError:
+                raise TailorError(f"--stages: {item!r} is not smallest, largest or w<width>") from None
+            if not 0 < width <= 1:
+                raise TailorError(f"--stages: width {width} in {item!r} must lie in (0, 1]")
+            sub = space.from_wm([width] * space.search_dim)
+        else:
+            raise TailorError(f"--stages: {item!r} is not smallest, largest or w<width> (optionally @exit)")
+        stages.append(Stage(sub, exit_name or FINAL))
+    if len(stages) < 2:
+        raise TailorError(f"--stages: a cascade needs at least two stages, got {text!r}")
+    return stages
+
+
+def _stages_from_json(path: str) -> list[Stage]:
+    try:
+        entries = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise TailorError(f"--stages-json {path!r}: cannot read a JSON list: {exc}") from None
+    if not isinstance(entries, list) or len(entries) < 2:
+        raise TailorError(f"--stages-json {path!r}: expected a JSON list of at least two stages")
+    return [Stage.from_dict(entry) for entry in entries]
+
+
+def _progress(args: argparse.Namespace, message: str) -> None:
+    if not args.no_progress:
+        print(message, file=sys.stderr, flush=True)
+
+
+def _check_args(args: argparse.Namespace) -> list[str]:
+    for name in ("thresholds", "latency_batch", "repeats", "threads", "calib_batches", "batch_size", "exit_epochs"):
+        value = getattr(args, name)
+        if value < 1 or (name == "thresholds" and value < 2):
+            raise TailorError(f"--{name.replace('_', '-')} must be >= {2 if name == 'thresholds' else 1}, got {value}")
+    policies = [p.strip() for p in args.policies.split(",") if p.strip()]
+    unknown = [p for p in policies if p not in POLICIES]
+    if unknown or not policies:
+        raise TailorError(f"--policies: unknown {unknown or args.policies!r}; choose from {', '.join(POLICIES)}")
+    return policies
+
+
+def _data(args: argparse.Namespace, config: dict[str, Any]) -> tuple[Any, Any, Any]:
+    recipe = config.get("metadata", {}).get("recipe", {})
+    recorded = recipe.get("data", {}) if isinstance(recipe.get("data"), dict) else {}
+    name = args.data or recorded.get("name")
+    if not name:
+        raise TailorError("this checkpoint does not record its data: pass --data")
+    root = args.data_root or recorded.get("root") or None
+    same = name == recorded.get("name")
+    train = load_dataset(name, "train", root, **(recorded.get("train", {}) if same else {}))
+    test_all = load_dataset(name, "test", root, **(recorded.get("test", {}) if same else {}))
+    half = len(test_all) // 2
+    if half < 2:
+        raise TailorError(f"the {name} test split has {len(test_all)} samples: too few to split into held-out and test")
+    return train, test_all.subset(range(half)), test_all.subset(range(half, len(test_all)))
+
+
+def _exits_model(
+    model: ElasticModel, stages: list[Stage], train: Any, args: argparse.Namespace, data_name: str
+) -> ElasticModel:
+    names = [s.exit for s in stages if s.exit != FINAL]
+    if not names:
+        return model
+    if args.exits_dir and (Path(args.exits_dir) / "exits.json").exists():
+        exits = load_exits(model, args.exits_dir)
+        missing = [n for n in names if n not in exits.exits]
+        if missing:
+            raise TailorError(f"--exits-dir {args.exits_dir!r} has exits {list(exits.exits)}, not {missing}")
+        return exits
+    ordered = sorted(set(names), key=lambda n: [s.exit for s in stages].index(n))
+    exits = add_early_exits(model, ordered)
+    ordered = list(exits.after_stages)
+    subs = list(dict.fromkeys(s.subnet for s in stages))
+    _progress(
+        args, f"training exit heads after {', '.join(ordered)} for {len(subs)} width(s), {args.exit_epochs} epoch(s)"
+    )
+    train_exits(
+        exits,
+        train,
+        subs,
+        epochs=args.exit_epochs,
+        batch_size=args.batch_size,
+        augment=default_augmentation(data_name),
+        seed=args.seed,
+        progress=not args.no_progress and sys.stderr.isatty(),
+    )
+    if args.exits_dir:
+        save_exits(exits, args.exits_dir)
+    return exits
+
+
+def _policy(name: str, outputs: list[StageOutput], labels: torch.Tensor, costs: list[float], seed: int) -> Policy:
+    if name != "learned":
+        return make_policy(name, 0.5)
+    correct = [o.logits.argmax(1) == labels for o in outputs]
+    total = sum(costs)
+    routers = []
+    for k in range(len(outputs) - 1):
+        later = torch.stack(correct[k + 1 :]).any(0)
+        share = sum(costs[k + 1 :]) / total if total > 0 else 0.0
+        routers.append(fit_router(outputs[k], labels, later, escalation_cost=share, seed=seed))
+    return LearnedRouter(0.5, routers=tuple(routers))
+
+
+def cmd_route(args: argparse.Namespace) -> int:
+    """Evaluate the cascade under each policy; tables (or JSON) on stdout, files under --out."""
+    policies = _check_args(args)
+    torch.manual_seed(args.seed)
+    torch.set_num_threads(args.threads)
+    loaded = load_checkpoint(args.checkpoint)
+    model = loaded.model.eval()
+    stages = _stages_from_json(args.stages_json) if args.stages_json else parse_stages(args.stages, model.space)
+    train, holdout, test = _data(args, loaded.config)
+    data_name = args.data or loaded.config.get("metadata", {}).get("recipe", {}).get("data", {}).get("name", "")
+    for stage in stages:
+        model.space.validate(stage.subnet)
+    model.default_input_size = tuple(train.input_size)  # costs and exit heads at the size the data has
+    subs = list(dict.fromkeys(model.space.canonical(s.subnet) for s in stages))
+    source = BatchSource(train, min(args.batch_size, len(train)), args.seed)
+    cached = [x for _, (x, _y) in zip(range(args.calib_batches), source.batches(0))]
+    _progress(args, f"calibrating {len(subs)} subnet(s) on {len(cached)} training batches")
+    calibrate(model, subs, cached, batches=len(cached))
+    model = _exits_model(model, stages, train, args, data_name)
+    _progress(args, f"measuring stage costs ({args.cost})")
+    costs = stage_costs(
+        model, stages, args.cost, batch_size=args.latency_batch, threads=args.threads, repeats=args.repeats
+    )
+    probe = Cascade(model, stages, Confidence(0.5), costs=costs)
+    _progress(args, f"running {len(stages)} stages on {len(holdout)} held-out and {len(test)} test inputs")
+    features = "learned" in policies
+    out_h = probe.stage_outputs(holdout, features=features)
+    out_t = probe.stage_outputs(test, features=features)
+    y_h, y_t = holdout.labels, test.labels
+    temperatures = [fit_temperature(o.logits, y_h) for o in out_h]
+    unit = "ms/img" if args.cost == "latency" else "MACs"
+    stage_rows = [
+        {
+            "stage": f"{s.subnet.id}@{s.exit}",
+            "cost": costs[k],
+            "test_accuracy": float((out_t[k].logits.argmax(1) == y_t).double().mean()),
+            "temperature": temperatures[k],
+            "ece": ece(out_t[k].logits, y_t),
+            "ece_scaled": ece(out_t[k].logits, y_t, temperature=temperatures[k]),
+        }
+        for k, s in enumerate(stages)
+    ]
+    results: dict[str, Any] = {
+        "checkpoint": str(args.checkpoint),
+        "cost_unit": unit,
+        "stages": stage_rows,
+        "policies": {},
+    }
+    for name in policies:
+        policy = _policy(name, out_h, y_h, costs, args.seed)
+        per = [threshold_grid(policy.score(out_h[k], k), args.thresholds) for k in range(len(stages) - 1)]
+        grid: list[Any] = per[0] if len(per) == 1 else multi_threshold_grid(per)
+        on_h = sweep(out_h, y_h, policy, costs, grid)
+        on_t = sweep(out_t, y_t, policy, costs, grid)
+        front = pareto_front(list(zip(on_h, on_t)), cost=lambda p: p[0].cost, accuracy=lambda p: p[0].accuracy)
+        results["policies"][name] = {
+            "holdout_front": [{"holdout": h.to_dict(), "test": t.to_dict()} for h, t in front],
+            "test": [p.to_dict() for p in on_t],
+        }
+    if args.out:
+        _write_outputs(Path(args.out), results, stage_rows, unit)
+    if args.json:
+        print(json.dumps(results, indent=1))
+        return 0
+    print(f"{'stage':<28} {unit:>10} {'test acc':>9} {'T':>6} {'ECE':>7} {'ECE (T)':>8}")
+    for row in stage_rows:
+        print(
+            f"{row['stage']:<28} {row['cost']:>10.4g} {100 * row['test_accuracy']:>9.2f} {row['temperature']:>6.2f} "
+            f"{100 * row['ece']:>6.2f}% {100 * row['ece_scaled']:>7.2f}%"
+        )
+    for name, entry in results["policies"].items():
+        print(f"\n{name}: held-out Pareto thresholds, test figures")
+        print(f"  {'thresholds':<24} {'test acc':>9} {unit:>10} {'escalated':>10}")
+        for pair in entry["holdout_front"]:
+            t = pair["test"]
+            thresholds = ", ".join(f"{v:.3f}" for v in t["thresholds"])
+            print(f"  {thresholds:<24} {100 * t['accuracy']:>9.2f} {t['cost']:>10.4g} {100 * t['reached'][1]:>9.1f}%")
+    if args.out:
+        print(f"\nwritten: {Path(args.out) / 'route.json'}, acc_vs_latency.png, escalation_vs_threshold.png")
+    return 0
+
+
+def _write_outputs(out: Path, results: dict[str, Any], stage_rows: list[dict[str, Any]], unit: str) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "route.json").write_text(json.dumps(results, indent=1) + "\n", encoding="utf-8")
+    series: dict[str, list[tuple[float, float]]] = {
+        "stages alone": [(r["cost"], 100 * r["test_accuracy"]) for r in stage_rows]
+    }
+    escalation: dict[str, list[tuple[float, float]]] = {}
+    for name, entry in results["policies"].items():
+        series[name] = [(p["test"]["cost"], 100 * p["test"]["accuracy"]) for p in entry["holdout_front"]]
+        escalation[name] = [(p["thresholds"][0], 100 * p["reached"][1]) for p in entry["test"]]
+    policies = list(results["policies"])
+    line_plot_png(
+        series,
+        out / "acc_vs_latency.png",
+        title="test accuracy vs expected cost",
+        xlabel=f"expected cost ({unit})",
+        ylabel="test accuracy (%)",
+        lines=policies,
+    )
+    line_plot_png(
+        escalation,
+        out / "escalation_vs_threshold.png",
+        title="escalated past stage 1 vs threshold (test)",
+        xlabel="threshold (first transition)",
+        ylabel="escalated (%)",
+        lines=policies,
+    )
+
+
+__all__ = ["add_commands", "cmd_route", "parse_stages"]

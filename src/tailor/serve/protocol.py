@@ -1,0 +1,392 @@
+"""The Open Inference Protocol (KServe v2 / Triton REST) on bytes: parse inference requests, encode answers.
+
+No HTTP framework here: `parse_infer_request` takes the request body (and the value of the
+`Inference-Header-Content-Length` header of the binary-tensor extension) and returns an `InferRequest`
+or raises a `ProtocolError` whose HTTP status and message name the problem (wrong shape or datatype,
+a non-finite value, malformed JSON, an unknown input, ...). `encode_infer_response` builds the answer in
+JSON or, when the client asked for it, in the binary-tensor extension (a JSON header followed by raw
+little-endian tensor bytes).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import zlib
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from tailor.errors import TailorError
+
+HEADER_LENGTH = "Inference-Header-Content-Length"
+# OIP tensor datatypes: the server accepts FP32 only; an error names any other (and says when it is not one of these).
+DATATYPES = ("BOOL", "UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16", "INT32", "INT64", "FP16", "FP32",
+             "FP64", "BF16", "BYTES")
+_REQUEST_KEYS = {"id", "inputs", "outputs", "parameters"}
+_INPUT_KEYS = {"name", "shape", "datatype", "data", "parameters"}
+_OUTPUT_KEYS = {"name", "parameters"}
+_NUMBER_TYPES = (int, float)
+
+
+class ProtocolError(TailorError, ValueError):
+    """A request the server cannot accept; `status` is the HTTP status to answer with (4xx)."""
+
+    def __init__(self, message: str, status: int = 400) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """A named tensor of the model's signature; `shape` has -1 for the (variable) batch dimension."""
+
+    name: str
+    datatype: str
+    shape: tuple[int, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "datatype": self.datatype, "shape": list(self.shape)}
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """What the server serves under one name: the input it accepts, the output it returns, its batch limit."""
+
+    name: str
+    input: TensorSpec
+    output: TensorSpec
+    max_batch_size: int
+    version: str = "1"
+    platform: str = "tailor_supernet"
+    parameters: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def sample_shape(self) -> tuple[int, ...]:
+        return self.input.shape[1:]
+
+    def metadata(self) -> dict[str, Any]:
+        """The OIP model-metadata object (`GET /v2/models/{name}`)."""
+        return {
+            "name": self.name,
+            "versions": [self.version],
+            "platform": self.platform,
+            "inputs": [self.input.to_dict()],
+            "outputs": [self.output.to_dict()],
+        }
+
+    def config(self) -> dict[str, Any]:
+        """A Triton-style model configuration (`GET /v2/models/{name}/config`), for clients that ask for it."""
+        return {
+            "name": self.name,
+            "platform": self.platform,
+            "max_batch_size": self.max_batch_size,
+            "input": [{"name": self.input.name, "data_type": "TYPE_" + self.input.datatype,
+                       "dims": list(self.input.shape[1:])}],
+            "output": [{"name": self.output.name, "data_type": "TYPE_" + self.output.datatype,
+                        "dims": list(self.output.shape[1:])}],
+            "dynamic_batching": {},
+            "parameters": {k: {"string_value": str(v)} for k, v in self.parameters.items()},
+        }
+
+
+@dataclass
+class InferRequest:
+    """A parsed inference request: the input batch (float32, C-contiguous) and what the client asked for."""
+
+    inputs: np.ndarray
+    id: str | None = None
+    deadline_ms: float | None = None
+    binary_output: bool = False
+    outputs: tuple[str, ...] = ()
+
+    @property
+    def samples(self) -> int:
+        return int(self.inputs.shape[0])
+
+
+def decode_content(body: bytes, encoding: str | None, limit: int) -> bytes:
+    """Undo a `Content-Encoding` (identity, gzip, deflate), refusing to inflate past `limit` bytes."""
+    name = (encoding or "identity").strip().lower()
+    if name in ("", "identity"):
+        return body
+    if name not in ("gzip", "deflate"):
+        raise ProtocolError(f"Content-Encoding {encoding!r} is not supported (identity, gzip, deflate)", 415)
+    decoder = zlib.decompressobj(wbits=31 if name == "gzip" else 15)
+    try:
+        out = decoder.decompress(body, limit + 1)
+        if len(out) > limit or decoder.unconsumed_tail:
+            raise ProtocolError(f"request body inflates to more than the limit of {limit} bytes", 413)
+        out += decoder.flush()
+    except zlib.error as exc:
+        raise ProtocolError(f"request body is not valid {name} data: {exc}") from None
+    if not decoder.eof:
+        raise ProtocolError(f"request body is truncated {name} data")
+    if len(out) > limit:
+        raise ProtocolError(f"request body inflates to more than the limit of {limit} bytes", 413)
+    return out
+
+
+def _header_length(value: str | None, body_size: int) -> int | None:
+    if value is None:
+        return None
+    text = value.strip()
+    if not (text.isascii() and text.isdigit()):  # str.isdigit alone accepts '¹' and other non-ASCII digits
+        raise ProtocolError(f"header {HEADER_LENGTH}: expected a non-negative integer, got {value!r:.40}")
+    length = int(text)
+    if length > body_size:
+        raise ProtocolError(f"header {HEADER_LENGTH} is {length} but the body has only {body_size} bytes")
+    return length
+
+
+def _load_json(text: bytes) -> Any:
+    try:
+        return json.loads(bytes(text).decode("utf-8"))  # JSON is UTF-8 (RFC 8259): no guessing UTF-16 from a BOM
+    except UnicodeDecodeError as exc:
+        raise ProtocolError(f"malformed JSON: the request header is not UTF-8 ({exc.reason} at byte {exc.start})") from None
+    except json.JSONDecodeError as exc:
+        raise ProtocolError(f"malformed JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
+    except RecursionError:
+        raise ProtocolError("malformed JSON: nested too deeply") from None
+
+
+def _bool_param(params: dict[str, Any], key: str, where: str) -> bool:
+    value = params.get(key, False)
+    if not isinstance(value, bool):
+        raise ProtocolError(f"{where}.{key}: expected true or false, got {value!r:.40}")
+    return value
+
+
+def _check_object(value: Any, where: str, allowed: set[str] | None = None) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise ProtocolError(f"{where}: expected a JSON object, got {_json_type(value)}")
+    if allowed is not None:
+        unknown = sorted(set(value) - allowed)
+        if unknown:
+            raise ProtocolError(f"{where}: unknown field(s) {unknown!r:.200} (allowed: {sorted(allowed)})")
+    return value
+
+
+def _json_type(value: Any) -> str:
+    return {dict: "an object", list: "an array", str: "a string", bool: "a boolean", type(None): "null",
+            int: "a number", float: "a number"}.get(type(value), type(value).__name__)
+
+
+def _deadline(params: dict[str, Any]) -> float | None:
+    """`deadline_ms` (ours, milliseconds) or Triton's `timeout` (microseconds); the first given wins."""
+    if "deadline_ms" in params:
+        value = params["deadline_ms"]
+        if isinstance(value, bool) or not isinstance(value, _NUMBER_TYPES) or not math.isfinite(value) or value <= 0:
+            raise ProtocolError(f"parameters.deadline_ms: expected a positive number of milliseconds, got {value!r:.40}")
+        return float(value)
+    if "timeout" in params:
+        value = params["timeout"]
+        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+            raise ProtocolError(f"parameters.timeout: expected a positive integer of microseconds, got {value!r:.40}")
+        return value / 1000.0
+    return None
+
+
+def _check_shape(value: Any, spec: ModelSpec, where: str) -> tuple[int, ...]:
+    if not isinstance(value, list) or any(isinstance(d, bool) or not isinstance(d, int) for d in value):
+        raise ProtocolError(f"{where}.shape: expected a list of integers, got {value!r:.80}")
+    shape = tuple(value)
+    expected = "[N, " + ", ".join(map(str, spec.sample_shape)) + "]"
+    if len(shape) != len(spec.input.shape) or shape[1:] != spec.sample_shape:
+        raise ProtocolError(f"{where}.shape: expected {expected} with 1 <= N <= {spec.max_batch_size}, got {list(shape)}")
+    if not 1 <= shape[0] <= spec.max_batch_size:
+        raise ProtocolError(
+            f"{where}.shape: batch dimension {shape[0]} is outside 1..{spec.max_batch_size} (the largest batch served)"
+        )
+    return shape
+
+
+def _flatten(data: list[Any], shape: tuple[int, ...], depth: int, out: list[Any], where: str) -> None:
+    if len(data) != shape[depth]:
+        raise ProtocolError(f"{where}.data: dimension {depth} has {len(data)} elements, the shape says {shape[depth]}")
+    if depth == len(shape) - 1:
+        out.extend(data)
+        return
+    for item in data:
+        if not isinstance(item, list):
+            raise ProtocolError(f"{where}.data: expected a nested array at depth {depth + 1}, got {_json_type(item)}")
+        _flatten(item, shape, depth + 1, out, where)
+
+
+def _json_tensor(data: Any, shape: tuple[int, ...], where: str) -> np.ndarray:
+    """JSON `data` (flat row-major or nested as the shape) -> float32 array; only numbers are accepted."""
+    if not isinstance(data, list):
+        raise ProtocolError(f"{where}.data: expected an array of numbers, got {_json_type(data)}")
+    count = math.prod(shape)
+    flat: list[Any] = data
+    if data and isinstance(data[0], list):  # nested as the shape
+        flat = []
+        _flatten(data, shape, 0, flat, where)
+    elif len(data) != count:
+        raise ProtocolError(f"{where}.data: {len(data)} values; shape {list(shape)} needs {count}")
+    for index, value in enumerate(flat):
+        kind = type(value)
+        if kind is not float and kind is not int:
+            raise ProtocolError(f"{where}.data: element {index} is {_json_type(value)}, expected a number (FP32)")
+    try:
+        values = np.array(flat, dtype=np.float64)
+    except OverflowError:
+        raise ProtocolError(f"{where}.data: an integer is too large for FP32") from None
+    return _finite_fp32(values.reshape(shape), where)
+
+
+def _finite_fp32(values: np.ndarray, where: str) -> np.ndarray:
+    with np.errstate(over="ignore", invalid="ignore"):
+        array = np.ascontiguousarray(values, dtype=np.float32)
+    finite = np.isfinite(array)
+    if not finite.all():
+        index = int(np.flatnonzero(~finite.reshape(-1))[0])
+        bad = float(array.reshape(-1)[index])
+        problem = "NaN" if math.isnan(bad) else "an infinite value (or one too large for FP32)"
+        raise ProtocolError(f"{where}: element {index} (row-major) is {problem}; inputs must be finite")
+    return array
+
+
+def parse_infer_request(body: bytes, spec: ModelSpec, header_length: str | None = None) -> InferRequest:
+    """Parse and validate an OIP inference request body against `spec`; raise `ProtocolError` naming the problem."""
+    json_length = _header_length(header_length, len(body))
+    header = body if json_length is None else body[:json_length]
+    binary = b"" if json_length is None else memoryview(body)[json_length:]
+    if not header.strip():
+        raise ProtocolError("malformed JSON: the request body is empty")
+    request = _check_object(_load_json(header), "request", _REQUEST_KEYS)
+    request_id = request.get("id")
+    if request_id is not None and not isinstance(request_id, str):
+        raise ProtocolError(f"id: expected a string, got {_json_type(request_id)}")
+    params = _check_object(request.get("parameters", {}), "parameters")
+    deadline_ms = _deadline(params)
+    binary_output = _bool_param(params, "binary_data_output", "parameters")
+
+    inputs = request.get("inputs")
+    if not isinstance(inputs, list) or not inputs:
+        raise ProtocolError(f"inputs: expected a non-empty array with input {spec.input.name!r}")
+    if len(inputs) != 1:
+        names = [i.get("name") if isinstance(i, dict) else None for i in inputs]
+        raise ProtocolError(f"inputs: model {spec.name!r} takes exactly one input {spec.input.name!r}, got {names!r:.200}")
+    where = "inputs[0]"
+    tensor = _check_object(inputs[0], where, _INPUT_KEYS)
+    name = tensor.get("name")
+    if name != spec.input.name:
+        raise ProtocolError(f"{where}.name: model {spec.name!r} has no input {name!r:.60}; its input is {spec.input.name!r}")
+    where = f"input {spec.input.name!r}"
+    datatype = tensor.get("datatype")
+    if datatype != spec.input.datatype:
+        known = "" if datatype in DATATYPES else " (not an OIP datatype)"
+        raise ProtocolError(f"{where}: datatype {datatype!r:.40}{known} is not accepted; expected {spec.input.datatype}")
+    shape = _check_shape(tensor.get("shape"), spec, where)
+    tensor_params = _check_object(tensor.get("parameters", {}), f"{where}.parameters")
+    size = tensor_params.get("binary_data_size")
+    if size is not None:
+        if isinstance(size, bool) or not isinstance(size, int) or size < 0:
+            raise ProtocolError(f"{where}.parameters.binary_data_size: expected a non-negative integer, got {size!r:.40}")
+        if "data" in tensor:
+            raise ProtocolError(f"{where}: has both 'data' and parameters.binary_data_size; send one")
+        if json_length is None:
+            raise ProtocolError(f"{where}: binary_data_size given but the {HEADER_LENGTH} header is missing")
+        expected = math.prod(shape) * 4
+        if size != expected:
+            raise ProtocolError(f"{where}: binary_data_size is {size} bytes; shape {list(shape)} of FP32 needs {expected}")
+        if len(binary) != size:
+            raise ProtocolError(f"{where}: the body carries {len(binary)} bytes of binary data, binary_data_size says {size}")
+        array = _finite_fp32(np.frombuffer(binary, dtype="<f4").reshape(shape), where)
+    else:
+        if "data" not in tensor:
+            raise ProtocolError(f"{where}: no 'data' and no parameters.binary_data_size")
+        if len(binary):
+            raise ProtocolError(f"{where}: {len(binary)} bytes follow the JSON header but no input declares binary data")
+        array = _json_tensor(tensor["data"], shape, where)
+
+    outputs: list[str] = []
+    raw_outputs = request.get("outputs", [])
+    if not isinstance(raw_outputs, list):
+        raise ProtocolError(f"outputs: expected an array, got {_json_type(raw_outputs)}")
+    for index, out in enumerate(raw_outputs):
+        out = _check_object(out, f"outputs[{index}]", _OUTPUT_KEYS)
+        if out.get("name") != spec.output.name:
+            raise ProtocolError(
+                f"outputs[{index}].name: model {spec.name!r} has no output {out.get('name')!r:.60}; "
+                f"its output is {spec.output.name!r}"
+            )
+        out_params = _check_object(out.get("parameters", {}), f"outputs[{index}].parameters")
+        binary_output = binary_output or _bool_param(out_params, "binary_data", f"outputs[{index}].parameters")
+        outputs.append(spec.output.name)
+    return InferRequest(array, request_id, deadline_ms, binary_output, tuple(outputs))
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    raise TypeError(f"cannot encode {type(value).__name__} as JSON")
+
+
+def encode_infer_response(
+    spec: ModelSpec, request: InferRequest, outputs: np.ndarray, parameters: dict[str, Any]
+) -> tuple[bytes, dict[str, str]]:
+    """The OIP response body and its content headers: JSON, or JSON + raw FP32 when binary output was asked for."""
+    outputs = np.ascontiguousarray(outputs, dtype="<f4")
+    tensor: dict[str, Any] = {"name": spec.output.name, "datatype": "FP32", "shape": list(outputs.shape)}
+    response: dict[str, Any] = {"model_name": spec.name, "model_version": spec.version}
+    if request.id is not None:
+        response["id"] = request.id
+    response["parameters"] = parameters
+    response["outputs"] = [tensor]
+    if not request.binary_output:
+        tensor["data"] = outputs.reshape(-1).tolist()
+        text = json.dumps(response, default=_json_default, allow_nan=False).encode()
+        return text, {"content-type": "application/json"}
+    tensor["parameters"] = {"binary_data_size": outputs.nbytes}
+    text = json.dumps(response, default=_json_default, allow_nan=False).encode()
+    headers = {"content-type": "application/octet-stream", HEADER_LENGTH.lower(): str(len(text))}
+    return text + outputs.tobytes(), headers
+
+
+def encode_infer_request(
+    inputs: np.ndarray,
+    spec: ModelSpec,
+    binary: bool = True,
+    deadline_ms: float | None = None,
+    request_id: str | None = None,
+    binary_output: bool = True,
+) -> tuple[bytes, dict[str, str]]:
+    """A request body (and headers) for `inputs`, as tritonclient would send it; used by benchmarks and tests."""
+    inputs = np.ascontiguousarray(inputs, dtype="<f4")
+    tensor: dict[str, Any] = {"name": spec.input.name, "shape": list(inputs.shape), "datatype": "FP32"}
+    request: dict[str, Any] = {}
+    if request_id is not None:
+        request["id"] = request_id
+    params: dict[str, Any] = {"binary_data_output": binary_output}
+    if deadline_ms is not None:
+        params["deadline_ms"] = deadline_ms
+    request["parameters"] = params
+    request["inputs"] = [tensor]
+    if not binary:
+        tensor["data"] = inputs.reshape(-1).tolist()
+        return json.dumps(request).encode(), {"content-type": "application/json"}
+    tensor["parameters"] = {"binary_data_size": inputs.nbytes}
+    text = json.dumps(request).encode()
+    headers = {"content-type": "application/octet-stream", HEADER_LENGTH: str(len(text))}
+    return text + inputs.tobytes(), headers
+
+
+def decode_infer_response(body: bytes, header_length: str | None) -> tuple[dict[str, Any], np.ndarray]:
+    """The response JSON and its single output as an array (JSON or binary), for benchmarks and tests."""
+    length = len(body) if header_length is None else int(header_length)
+    response = json.loads(body[:length])
+    tensor = response["outputs"][0]
+    if "data" in tensor:
+        array = np.asarray(tensor["data"], dtype=np.float32)
+    else:
+        array = np.frombuffer(body[length:], dtype="<f4").copy()
+    return response, array.reshape(tensor["shape"])
+
+
+def error_body(message: str) -> bytes:
+    """The OIP error object `{"error": message}`."""
+    return json.dumps({"error": message}).encode()

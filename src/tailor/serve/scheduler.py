@@ -1,0 +1,454 @@
+"""Scheduling for the live server: one earliest-deadline-first queue, a policy, and the loop feeding workers.
+
+Two layers, neither of which knows HTTP:
+
+- `Scheduler` is pure bookkeeping (no clock, no I/O): it admits requests into the bounded `EDFQueue`,
+  drops the expired ones, and turns the policy's `Decision(subnet, batch_size)` into a `Batch` of the
+  earliest-deadline requests. Its clock is whatever the caller passes (milliseconds).
+- `Engine` is the asyncio side: `submit(inputs, deadline_ms)` queues a request and awaits its `Served`
+  result (or raises `Overloaded`, `DeadlineExceeded`, `RequestFailed`), while one task asks the
+  scheduler for batches whenever a worker is idle and hands them to an `Executor` (the local
+  `WorkerPool`; see the README for wrapping it in Ray Serve). Every request gets exactly one outcome:
+  on time, late, expired, rejected or failed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import itertools
+import logging
+import math
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+
+from tailor.errors import ProfileError, TailorError
+from tailor.serve.metrics import ServingMetrics
+from tailor.serve.policies import Policy
+from tailor.serve.profile import ServingProfile
+from tailor.serve.queue import EDFQueue, Request
+from tailor.serve.worker import RunResult, WorkerCrashed
+
+logger = logging.getLogger("tailor.serve")
+
+
+def monotonic_ms() -> float:
+    """The server's clock: `time.monotonic()` in milliseconds."""
+    return time.monotonic() * 1e3
+
+
+class Overloaded(TailorError):
+    """The queue is full (or the server is shutting down); try again after `retry_after_s` seconds."""
+
+    def __init__(self, message: str, retry_after_s: int) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
+class DeadlineExceeded(TailorError):
+    """The request's deadline passed before a worker could start it; it was not computed."""
+
+
+class RequestFailed(TailorError):
+    """The request could not be computed: its worker crashed (after the one retry) or the model raised."""
+
+
+@dataclass(slots=True)
+class Job:
+    """What a queued request carries: its input batch, the future its answer goes to, retry count."""
+
+    inputs: np.ndarray
+    future: asyncio.Future[Served] | None
+    enqueued_ms: float
+    attempts: int = 0
+
+    @property
+    def samples(self) -> int:
+        return int(self.inputs.shape[0])
+
+
+@dataclass(frozen=True)
+class Batch:
+    """Requests to run together on one subnet; `planned_ms` is the profile's latency for that batch."""
+
+    subnet_id: str
+    requests: list[Request]
+    samples: int
+    planned_ms: float
+
+
+@dataclass(frozen=True)
+class Served:
+    """A computed answer: outputs and how it was served (subnet, batch, time queued and computing)."""
+
+    outputs: np.ndarray
+    subnet_id: str
+    accuracy: float | None
+    batch_size: int
+    queue_ms: float
+    compute_ms: float
+    on_time: bool
+    deadline_ms: float
+    done_ms: float
+    attempts: int
+    worker: int
+    worker_ms: float = 0.0  # dispatch to answer: compute plus the round trip to the worker process
+
+
+def _samples(request: Request) -> int:
+    payload = request.payload
+    return payload.samples if isinstance(payload, Job) else 1
+
+
+class Scheduler:
+    """The EDF queue and the policy: which requests run next, on which subnet (pure; caller supplies time)."""
+
+    def __init__(
+        self, profile: ServingProfile, policy: Policy, queue_limit: int | None = 1024, expire_hopeless: bool = True
+    ) -> None:
+        if queue_limit is not None and queue_limit < 1:
+            raise ValueError(f"queue_limit must be >= 1 or None, got {queue_limit}")
+        self.profile = profile
+        self.policy = policy
+        # like the simulator: a request with less time left than the policy's fastest answer cannot be on time
+        self.hopeless_ms = float(policy.min_latency_ms) if expire_hopeless else 0.0
+        self.queue = EDFQueue(queue_limit)
+        self.queue_limit = queue_limit
+        self.subnet_ids = list(profile.subnet_ids)
+        self.max_batch_size = max(profile.batch_sizes)
+        # the most requests per second any subnet can do: for the Retry-After estimate
+        self._fastest_ms_per_sample = min(
+            profile.latency_ms(sid, self.max_batch_size) / self.max_batch_size for sid in self.subnet_ids
+        )
+
+    def admit(self, request: Request) -> bool:
+        """Queue `request`; False when the queue is full (the request is rejected)."""
+        return self.queue.push(request)
+
+    def expire(self, now_ms: float) -> list[Request]:
+        """Remove and return the queued requests whose deadline has passed (or is closer than `hopeless_ms`)."""
+        return self.queue.drop_expired(now_ms + self.hopeless_ms)
+
+    def expiry_ms(self, request: Request) -> float:
+        """When `expire` will drop `request` if it is still queued."""
+        return request.deadline_ms - self.hopeless_ms
+
+    def next_batch(self, now_ms: float, idle_workers: int) -> Batch | None:
+        """Ask the policy; pop the earliest-deadline requests up to its batch size (in samples). None = wait."""
+        if idle_workers <= 0 or not len(self.queue):
+            return None
+        decision = self.policy.decide(now_ms, self.queue, idle_workers)
+        if decision is None:
+            return None
+        if decision.subnet_id not in self.subnet_ids:
+            raise ProfileError(f"policy chose subnet {decision.subnet_id!r}, which is not served ({self.subnet_ids})")
+        limit = max(1, min(int(decision.batch_size), self.max_batch_size))
+        taken: list[Request] = []
+        samples = 0
+        while len(self.queue):
+            head = self.queue.earliest()
+            assert head is not None
+            size = _samples(head)
+            if taken and samples + size > limit:
+                break
+            taken += self.queue.pop(1)
+            samples += size  # a first request larger than the limit runs alone
+            if samples >= limit:
+                break
+        planned = self.profile.latency_ms(decision.subnet_id, samples)
+        return Batch(decision.subnet_id, taken, samples, planned)
+
+    def retry_after_s(self, workers: int) -> int:
+        """Whole seconds until the queue could have drained at the fastest subnet's throughput (at least 1)."""
+        wait_ms = len(self.queue) * self._fastest_ms_per_sample / max(1, workers)
+        return max(1, math.ceil(wait_ms / 1e3))
+
+
+class Executor(Protocol):
+    """Where batches run: the local `WorkerPool`, or (next) a Ray Serve deployment handle behind the same calls."""
+
+    on_change: Callable[[], None]
+
+    async def start(self) -> None: ...
+
+    async def close(self, timeout_s: float = 5.0) -> None: ...
+
+    def idle_workers(self) -> int: ...
+
+    def ready_workers(self) -> int: ...
+
+    def dispatch(self, subnet_id: str, inputs: np.ndarray, timeout_s: float = 60.0) -> Awaitable[RunResult]: ...
+
+
+class Engine:
+    """Queue, schedule and run requests on an `Executor`; `submit` awaits one request's answer."""
+
+    def __init__(
+        self,
+        scheduler: Scheduler,
+        executor: Executor,
+        slo_ms: float,
+        metrics: ServingMetrics | None = None,
+        clock: Callable[[], float] = monotonic_ms,
+        poll_ms: float = 1.0,
+        timeout_factor: float = 100.0,
+        min_timeout_s: float = 10.0,
+        retry_crashed: bool = True,
+        overhead_margin_ms: float | None = None,
+    ) -> None:
+        if not slo_ms > 0:
+            raise ValueError(f"slo_ms must be > 0, got {slo_ms}")
+        self.scheduler = scheduler
+        self.executor = executor
+        self.slo_ms = float(slo_ms)
+        self.metrics = metrics or ServingMetrics(
+            scheduler.max_batch_size,
+            queue_length=lambda: len(scheduler.queue),
+            running=lambda: self.running,
+            margin_ms=lambda: self.margin_ms,
+        )
+        self.clock = clock
+        self.poll_ms = poll_ms
+        self.timeout_factor = timeout_factor
+        self.min_timeout_s = min_timeout_s
+        self.retry_crashed = retry_crashed
+        if overhead_margin_ms is not None and not 0 <= overhead_margin_ms < self.slo_ms:
+            raise ValueError(f"overhead_margin_ms must be in [0, slo_ms), got {overhead_margin_ms}")
+        self.fixed_margin_ms = overhead_margin_ms
+        self._round_trips: collections.deque[float] = collections.deque(maxlen=256)
+        self._estimated_margin_ms = 0.0
+        self._observed = 0
+        self.accepting = False
+        self.inflight = 0  # batches on workers
+        self.running = 0  # requests in those batches
+        self._ids = itertools.count()
+        self._waiter: asyncio.Future[None] | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._closing = False
+        self._running_batches: dict[int, Batch] = {}
+        executor.on_change = self.wake
+
+    # -- lifecycle ------------------------------------------------------------------------------------------
+    async def start(self) -> None:
+        """Start the executor (workers load the model) and the scheduling loop; then accept requests."""
+        self._loop = asyncio.get_running_loop()
+        await self.executor.start()
+        self._task = asyncio.create_task(self._schedule_loop(), name="tailor-scheduler")
+        self.accepting = True
+
+    @property
+    def ready(self) -> bool:
+        return self.accepting and self.executor.ready_workers() > 0
+
+    async def close(self, drain_timeout_s: float = 30.0) -> None:
+        """Stop accepting, let queued and running requests finish (up to `drain_timeout_s`), stop the workers."""
+        self.accepting = False
+        deadline = time.monotonic() + drain_timeout_s
+        while (len(self.scheduler.queue) or self.inflight) and time.monotonic() < deadline:
+            if self._task is None or self._task.done():
+                break
+            await asyncio.sleep(0.005)
+        self._closing = True
+        now = self.clock()
+        leftovers = self.scheduler.queue.pop(len(self.scheduler.queue))
+        for request in leftovers:
+            self._fail(request, "failed", RequestFailed("the server shut down before this request could run"), now)
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+        await self.executor.close()
+        for _ in range(10):  # batches the executor failed on closing are answered by their callbacks
+            if not self._running_batches:
+                break
+            await asyncio.sleep(0)
+        for batch in list(self._running_batches.values()):  # an executor that just dropped them: answer anyway
+            for request in batch.requests:
+                self._fail(request, "failed", RequestFailed("the server shut down while this request ran"), now)
+        self._running_batches.clear()
+
+    def wake(self) -> None:
+        """Make the scheduling loop look again (a request arrived, a worker became idle, ...)."""
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    # -- requests -------------------------------------------------------------------------------------------
+    async def submit(self, inputs: np.ndarray, deadline_ms: float | None = None, arrival_ms: float | None = None) -> Served:
+        """Queue one request (`inputs` is its (N, ...) batch) and await its answer.
+
+        `deadline_ms` is the request's budget from `arrival_ms` (default: the server's SLO from now).
+        """
+        now = self.clock()
+        arrival = now if arrival_ms is None else arrival_ms
+        budget = self.slo_ms if deadline_ms is None else float(deadline_ms)
+        if not self.accepting:
+            self.metrics.requests.inc("rejected")
+            raise Overloaded("the server is not accepting requests (starting or shutting down)", 1)
+        assert self._loop is not None
+        future: asyncio.Future[Served] = self._loop.create_future()
+        request = Request(next(self._ids), arrival, arrival + budget, Job(inputs, future, now))
+        if not self.scheduler.admit(request):
+            self.metrics.requests.inc("rejected")
+            workers = max(1, self.executor.ready_workers())
+            raise Overloaded(
+                f"overloaded: the queue holds its limit of {self.scheduler.queue_limit} requests",
+                self.scheduler.retry_after_s(workers),
+            )
+        self.wake()
+        return await future
+
+    def _fail(self, request: Request, outcome: str, error: Exception, now: float) -> None:
+        self.metrics.requests.inc(outcome)
+        future = request.payload.future
+        if future is not None and not future.done():
+            future.set_exception(error)
+
+    # -- the loop -------------------------------------------------------------------------------------------
+    async def _schedule_loop(self) -> None:
+        assert self._loop is not None
+        loop = self._loop
+        scheduler = self.scheduler
+        while True:
+            now = self.clock()
+            policy_waits = False
+            try:
+                for request in scheduler.expire(now):
+                    self._fail(request, "expired", self._expired_error(request, now), now)
+                while len(scheduler.queue):
+                    idle = self.executor.idle_workers()
+                    if idle <= 0:
+                        break
+                    batch = scheduler.next_batch(now + self.margin_ms, idle)
+                    if batch is None:
+                        policy_waits = True
+                        break
+                    self._dispatch(batch, now)
+                    now = self.clock()
+            except Exception as exc:  # a broken policy must not leave requests waiting forever
+                logger.exception("scheduling failed; answering the queued requests with an error")
+                for request in scheduler.queue.pop(len(scheduler.queue)):
+                    self._fail(request, "failed", RequestFailed(f"internal scheduling error: {exc}"), now)
+            timeout_ms: float | None = None
+            head = scheduler.queue.earliest()
+            if head is not None:
+                timeout_ms = max(0.0, scheduler.expiry_ms(head) - now)
+                if policy_waits:
+                    timeout_ms = min(timeout_ms, self.poll_ms)
+            waiter = self._waiter = loop.create_future()
+            timer = loop.call_later(timeout_ms / 1e3, self.wake) if timeout_ms is not None else None
+            await waiter
+            if timer is not None:
+                timer.cancel()
+
+    @property
+    def margin_ms(self) -> float:
+        """Time the policy is told has already passed: what a batch costs besides compute (dispatch, pipe,
+        waking the worker and the server). Fixed when configured; else the 90th percentile of the last 256
+        batches' (dispatch-to-answer - compute), capped at a quarter of the SLO."""
+        return self.fixed_margin_ms if self.fixed_margin_ms is not None else self._estimated_margin_ms
+
+    def _observe_round_trip(self, overhead_ms: float) -> None:
+        self._round_trips.append(max(0.0, overhead_ms))
+        self._observed += 1
+        if self._observed % 16 == 0 or self._observed < 16:
+            ordered = sorted(self._round_trips)
+            self._estimated_margin_ms = min(ordered[int(0.9 * (len(ordered) - 1))], self.slo_ms / 4)
+
+    def _expired_error(self, request: Request, now: float) -> DeadlineExceeded:
+        waited = now - request.arrival_ms
+        budget = request.deadline_ms - request.arrival_ms
+        if now <= request.deadline_ms:
+            return DeadlineExceeded(
+                f"deadline cannot be met: {request.deadline_ms - now:.2f} ms of its {budget:.1f} ms left after waiting "
+                f"{waited:.1f} ms, and the fastest subnet needs {self.scheduler.hopeless_ms:.2f} ms; not computed"
+            )
+        return DeadlineExceeded(
+            f"deadline exceeded: the request waited {waited:.1f} ms, its deadline was {budget:.1f} ms; not computed"
+        )
+
+    def _dispatch(self, batch: Batch, now: float) -> None:
+        requests = batch.requests
+        if len(requests) == 1:
+            inputs = requests[0].payload.inputs
+        else:
+            inputs = np.concatenate([r.payload.inputs for r in requests])
+        timeout_s = max(self.min_timeout_s, self.timeout_factor * batch.planned_ms / 1e3)
+        try:
+            pending = asyncio.ensure_future(self.executor.dispatch(batch.subnet_id, inputs, timeout_s))
+        except Exception as exc:  # the executor refused: fail the batch, never lose it
+            for request in requests:
+                self._fail(request, "failed", RequestFailed(f"could not dispatch: {exc}"), now)
+            return
+        self.inflight += 1
+        self.running += len(requests)
+        self._running_batches[id(batch)] = batch
+        pending.add_done_callback(lambda done: self._batch_done(batch, now, done))
+
+    def _batch_done(self, batch: Batch, dispatched_ms: float, done: asyncio.Future[RunResult]) -> None:
+        if self._running_batches.pop(id(batch), None) is None:
+            return  # already answered by close()
+        self.inflight -= 1
+        self.running -= len(batch.requests)
+        now = self.clock()
+        try:
+            error = done.exception()
+        except asyncio.CancelledError:
+            error = RequestFailed("the batch was cancelled")
+        if error is None:
+            result = done.result()
+            rows = int(result.outputs.shape[0]) if result.outputs.ndim else 0
+            if rows == batch.samples:
+                self._served(batch, dispatched_ms, result, now)
+            else:
+                for request in batch.requests:
+                    self._fail(request, "failed", RequestFailed(
+                        f"worker {result.worker} returned {rows} output rows for a batch of {batch.samples}"), now)
+        elif isinstance(error, WorkerCrashed):
+            for request in batch.requests:
+                job: Job = request.payload
+                if self.retry_crashed and not self._closing and job.attempts == 0 and now < request.deadline_ms:
+                    job.attempts += 1
+                    if self.scheduler.admit(request):
+                        self.metrics.retries.inc()
+                        continue
+                self._fail(request, "failed", RequestFailed(f"{error} (attempt {job.attempts + 1})"), now)
+        else:
+            for request in batch.requests:
+                self._fail(request, "failed", RequestFailed(str(error)), now)
+        self.wake()
+
+    def _served(self, batch: Batch, dispatched_ms: float, result: RunResult, now: float) -> None:
+        metrics = self.metrics
+        subnet = batch.subnet_id
+        metrics.batch_size.observe(batch.samples)
+        metrics.subnet_batches.inc(subnet)
+        metrics.subnet_requests.inc(subnet, amount=len(batch.requests))
+        metrics.compute.observe(result.compute_ms / 1e3)
+        self._observe_round_trip(now - dispatched_ms - result.compute_ms)
+        accuracy = self.scheduler.profile.accuracy(subnet)
+        offset = 0
+        for request in batch.requests:
+            job: Job = request.payload
+            outputs = result.outputs[offset : offset + job.samples]
+            offset += job.samples
+            on_time = now <= request.deadline_ms
+            metrics.requests.inc("on_time" if on_time else "late")
+            future = job.future
+            if future is not None and not future.done():
+                future.set_result(Served(
+                    outputs, subnet, accuracy, batch.samples, dispatched_ms - job.enqueued_ms, result.compute_ms,
+                    on_time, request.deadline_ms, now, job.attempts, result.worker, now - dispatched_ms,
+                ))
+
+    def state(self) -> dict[str, Any]:
+        """Queue length, batches in flight, and whether requests are accepted (for health and debugging)."""
+        return {"queue": len(self.scheduler.queue), "inflight": self.inflight, "running": self.running,
+                "accepting": self.accepting}

@@ -1,0 +1,110 @@
+"""`tailor serve`: the supernet behind an Open Inference Protocol (KServe v2) HTTP server.
+
+Loads the checkpoint into `--workers` processes, serves the profile's Pareto subnets with the chosen
+policy, prints one JSON line to stdout once it is ready (`{"serving": ..., "url": ...}`) and, after
+SIGINT/SIGTERM has drained it, one JSON line with the outcome counts of the run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+from tailor.errors import TailorError
+
+
+def _option(text: str) -> tuple[str, Any]:
+    """`KEY=VALUE` with VALUE parsed as JSON when it is JSON (numbers, booleans), else kept as a string."""
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip():
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    try:
+        parsed: Any = json.loads(value)
+    except json.JSONDecodeError:
+        parsed = value
+    return key.strip(), parsed
+
+
+def add_commands(commands: Any) -> None:
+    """Register `serve` on the `tailor` parser's subcommands."""
+    serve = commands.add_parser("serve", help="serve a supernet over the Open Inference Protocol (KServe v2 HTTP)")
+    serve.add_argument("--checkpoint", required=True, help="checkpoint directory (tailor train / tailor.save)")
+    serve.add_argument("--profile", required=True, help="profile JSON (tailor.profile/1) of the subnets to serve")
+    serve.add_argument("--slo-ms", type=float, default=50.0, help="default deadline of a request (ms)")
+    serve.add_argument("--workers", type=int, default=1, help="worker processes, each holding the supernet")
+    serve.add_argument("--threads", type=int, default=1, help="torch threads per worker")
+    serve.add_argument("--policy", default="slackfit", help="slackfit, maxacc, maxbatch, fixed:<id>, infaas")
+    serve.add_argument("--policy-option", action="append", type=_option, default=[], metavar="KEY=VALUE",
+                       help="policy constructor option, e.g. buckets=16 (repeatable)")
+    serve.add_argument("--runtime", choices=("torch", "onnxruntime"),
+                       help="torch: the supernet in memory, subnets switched in place; onnxruntime: one session per "
+                            "served subnet (default: the profile's backend, so the policy plans with what runs)")
+    serve.add_argument("--percentile", default="p99", choices=("p50", "p90", "p99"),
+                       help="profile latency percentile the policy plans with")
+    serve.add_argument("--host", default="127.0.0.1", help="address to bind (default: loopback only)")
+    serve.add_argument("--port", type=int, default=8000, help="port (0: a free one, printed when ready)")
+    serve.add_argument("--model-name", help="name in /v2/models/{name} (default: the profile's model)")
+    serve.add_argument("--queue-limit", type=int, default=1024, help="queued requests before answering 503")
+    serve.add_argument("--max-body-bytes", type=int, default=16 << 20, help="largest request body accepted")
+    serve.add_argument("--max-connections", type=int, default=1024,
+                       help="open connections (and requests in progress) before answering 503")
+    serve.add_argument("--drain-timeout-s", type=float, default=30.0, help="how long shutdown waits for requests")
+    serve.add_argument("--compute-timeout-s", type=float, default=10.0,
+                       help="a worker silent this long on a batch (at least; 100x the profiled latency) is killed")
+    serve.add_argument("--overhead-margin-ms", type=float,
+                       help="time per batch besides compute that the policy plans for (default: measured, the p90 "
+                            "of dispatch-to-answer minus compute over the last 256 batches; 0: none, as in simulation)")
+    serve.add_argument("--no-expire-hopeless", action="store_true",
+                       help="compute requests with less time left than the fastest subnet needs (late) instead of "
+                            "answering them 'deadline exceeded' at once")
+    serve.add_argument("--log-level", default="warning", choices=("critical", "error", "warning", "info", "debug"))
+    serve.set_defaults(run=cmd_serve)
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    """Start the server and block until it is stopped; errors in the checkpoint or profile exit with status 2."""
+    import logging
+
+    from tailor.serve.server import ServerConfig, run_server
+
+    logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
+    config = ServerConfig(
+        checkpoint=args.checkpoint,
+        profile=args.profile,
+        slo_ms=args.slo_ms,
+        workers=args.workers,
+        policy=args.policy,
+        policy_options=dict(args.policy_option),
+        host=args.host,
+        port=args.port,
+        threads=args.threads,
+        queue_limit=args.queue_limit,
+        max_body_bytes=args.max_body_bytes,
+        max_connections=args.max_connections,
+        model_name=args.model_name,
+        percentile=args.percentile,
+        drain_timeout_s=args.drain_timeout_s,
+        compute_timeout_s=args.compute_timeout_s,
+        overhead_margin_ms=args.overhead_margin_ms,
+        expire_hopeless=not args.no_expire_hopeless,
+        log_level=args.log_level,
+        runtime=args.runtime,
+    )
+
+    def ready(server: Any, url: str) -> None:
+        line = {"serving": server.name, "url": url, "workers": args.workers, "runtime": server.runtime,
+                "policy": server.policy.describe(),
+                "slo_ms": args.slo_ms, "subnets": list(server.subnets)}
+        print(json.dumps(line), flush=True)
+
+    try:
+        summary = run_server(config, ready)
+    except TailorError:
+        raise
+    except OSError as exc:
+        raise OSError(f"cannot serve on {args.host}:{args.port}: {exc}") from None
+    print(json.dumps({"stopped": True, **summary}), flush=True)
+    print("server stopped after draining", file=sys.stderr)
+    return 0

@@ -1,0 +1,516 @@
+"""Workers: processes holding the supernet in memory and running batches on the subnet they are told to.
+
+`ModelRunner` is the compute: it loads a checkpoint with `tailor.load` (safetensors, never unpickled),
+switches subnets in place with `model.activate(sub)` and runs a batch under `torch.inference_mode()`
+(or, with `runtime="onnxruntime"`, runs one ONNX Runtime session per served subnet, exported at start).
+It knows nothing of HTTP, queues or processes, so a Ray Serve replica can hold one as it is.
+
+`WorkerPool` runs N `ModelRunner`s in worker processes (multiprocessing, spawn context) and talks to
+them over pipes with a small framed format (a JSON header + raw little-endian float32 bytes; no pickle
+on the data path). It lives on an asyncio event loop: replies and process exits are watched with
+`loop.add_reader` on the pipe and on the process sentinel, so a worker that dies is noticed at once,
+its batch fails with `WorkerCrashed`, and a new process is started in its place (with back-off when
+it keeps dying). A batch that takes far longer than allowed gets its worker killed, which ends the
+same way: nothing waits forever.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import logging
+import multiprocessing
+import os
+import signal
+import struct
+import sys
+import time
+import warnings
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from tailor.errors import InvalidSubnetError, TailorError
+from tailor.space import Subnet
+
+logger = logging.getLogger("tailor.serve")
+_HEADER = struct.Struct("<I")
+
+
+class WorkerCrashed(TailorError):
+    """A worker process died (or was killed for hanging) while running a batch; the batch may be retried."""
+
+
+class WorkerError(TailorError):
+    """The model raised while running a batch; retrying would fail the same way."""
+
+
+class WorkerStartError(TailorError):
+    """Worker processes could not load the model (bad checkpoint, subnet outside its space, ...)."""
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """A batch's outputs, the time the model took inside the worker, and which worker ran it."""
+
+    outputs: np.ndarray
+    compute_ms: float
+    worker: int
+
+
+RUNTIMES = ("torch", "onnxruntime")
+
+
+class ModelRunner:
+    """The supernet loaded from a checkpoint, serving a fixed set of subnets by id (in-process, no I/O).
+
+    `runtime="torch"`: one supernet in memory, `model.activate(sub)` in place (SubNetAct), eager PyTorch
+    under `inference_mode`. `runtime="onnxruntime"`: each served subnet exported once at start
+    (`tailor.export.to_onnx`: extracted, BatchNorm folded, checked against PyTorch) into its own ONNX
+    Runtime session (CPU, `threads` intra-op threads); faster for small CNNs on CPU, at the cost of one
+    folded copy of the weights per subnet.
+    """
+
+    def __init__(
+        self,
+        checkpoint: str | os.PathLike[str],
+        subnets: Mapping[str, Subnet],
+        threads: int = 1,
+        input_shape: Sequence[int] | None = None,
+        runtime: str = "torch",
+    ) -> None:
+        import torch
+
+        from tailor.train import load
+
+        if threads < 1:
+            raise ValueError(f"threads must be >= 1, got {threads}")
+        if runtime not in RUNTIMES:
+            raise ValueError(f"runtime {runtime!r}: expected one of {list(RUNTIMES)}")
+        torch.set_num_threads(threads)
+        self._torch = torch
+        self.model = load(checkpoint)
+        self.subnets = dict(subnets)
+        for subnet_id, sub in self.subnets.items():
+            try:
+                self.model.space.validate(sub)
+            except InvalidSubnetError as exc:
+                raise InvalidSubnetError(f"subnet {subnet_id!r} does not fit the checkpoint's space: {exc}") from None
+        self.input_shape = tuple(input_shape) if input_shape is not None else tuple(self.model.default_input_size)
+        self.runtime = runtime
+        self._active: str | None = None
+        self._sessions: dict[str, Any] = {}
+        if runtime == "onnxruntime":
+            self._sessions = self._export(threads)
+
+    def _export(self, threads: int) -> dict[str, Any]:
+        import tempfile
+
+        import onnxruntime as ort
+
+        from tailor.export import to_onnx
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        sessions = {}
+        with tempfile.TemporaryDirectory(prefix="tailor-worker-") as tmp, warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            for index, (subnet_id, sub) in enumerate(self.subnets.items()):
+                path = Path(tmp) / f"subnet{index}.onnx"
+                to_onnx(self.model, sub, path, input_shape=self.input_shape)
+                sessions[subnet_id] = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        return sessions
+
+    def uncalibrated(self) -> list[str]:
+        """Ids of served subnets without their own SubnetNorm statistics (they fall back to shared ones)."""
+        return [sid for sid, sub in self.subnets.items() if not self.model.has_norm_stats(sub)]
+
+    def run(self, subnet_id: str, inputs: np.ndarray) -> tuple[np.ndarray, float]:
+        """Outputs of subnet `subnet_id` on `inputs` (N, *input_shape) and the milliseconds it took."""
+        sub = self.subnets.get(subnet_id)
+        if sub is None:
+            raise InvalidSubnetError(f"subnet {subnet_id!r} is not served (served: {sorted(self.subnets)})")
+        if self._sessions:
+            session = self._sessions[subnet_id]
+            start = time.perf_counter()
+            outputs = session.run(None, {session.get_inputs()[0].name: inputs})[0]
+            return outputs, (time.perf_counter() - start) * 1e3
+        torch = self._torch
+        start = time.perf_counter()
+        with torch.inference_mode():
+            if subnet_id != self._active:
+                self.model.activate(sub)
+                self._active = subnet_id
+            outputs = self.model(torch.from_numpy(inputs))
+        return outputs.numpy(), (time.perf_counter() - start) * 1e3
+
+    def warmup(self, batch_sizes: Sequence[int] = (1,)) -> tuple[int, ...]:
+        """Run every subnet once per batch size (first calls allocate); returns the output shape of one sample."""
+        shape: tuple[int, ...] = ()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # uncalibrated subnets are reported once, by `uncalibrated()`
+            for subnet_id in self.subnets:
+                for batch in batch_sizes:
+                    out, _ = self.run(subnet_id, np.zeros((batch, *self.input_shape), dtype=np.float32))
+                    shape = tuple(out.shape[1:])
+        return shape
+
+
+# -- the pipe format ------------------------------------------------------------------------------------------
+
+
+def _send(conn: Connection, header: dict[str, Any], payload: bytes | memoryview = b"") -> None:
+    text = json.dumps(header).encode()
+    conn.send_bytes(b"".join((_HEADER.pack(len(text)), text, payload)))
+
+
+def _unpack(data: bytes) -> tuple[dict[str, Any], memoryview]:
+    (length,) = _HEADER.unpack_from(data)
+    view = memoryview(data)
+    return json.loads(view[4 : 4 + length].tobytes()), view[4 + length :]
+
+
+def _quit() -> None:
+    """Leave at once: a worker holds nothing that needs cleaning up, and a normal interpreter exit after
+    importing torch takes seconds (which would slow shutdown and restarts)."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
+
+
+def worker_main(
+    conn: Connection,
+    checkpoint: str,
+    subnets: dict[str, dict[str, Any]],
+    threads: int,
+    warmup_batch_sizes: list[int],
+    input_shape: list[int] | None = None,
+    runtime: str = "torch",
+) -> None:
+    """Entry point of a worker process: load, warm up, say ready, then run batches until told to stop."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl+C reaches the whole group; the server stops us
+    try:
+        runner = ModelRunner(
+            checkpoint, {k: Subnet.from_dict(v) for k, v in subnets.items()}, threads, input_shape, runtime
+        )
+        output_shape = runner.warmup(warmup_batch_sizes)
+    except Exception as exc:  # reported to the server, which refuses to start
+        _send(conn, {"op": "fatal", "message": f"{type(exc).__name__}: {exc}"})
+        _quit()
+    _send(conn, {"op": "ready", "pid": os.getpid(), "output_shape": list(output_shape),
+                 "uncalibrated": runner.uncalibrated()})
+    warnings.simplefilter("ignore")
+    while True:
+        try:
+            header, payload = _unpack(conn.recv_bytes())
+        except (EOFError, OSError):  # the server is gone
+            _quit()
+        if header.get("op") == "stop":
+            _quit()
+        batch = header.get("batch")
+        try:
+            inputs = np.frombuffer(payload, dtype="<f4").reshape(header["shape"]).copy()
+            outputs, compute_ms = runner.run(header["subnet"], inputs)
+            outputs = np.ascontiguousarray(outputs, dtype="<f4")
+        except Exception as exc:
+            _send(conn, {"op": "error", "batch": batch, "message": f"{type(exc).__name__}: {exc}"})
+            continue
+        _send(conn, {"op": "result", "batch": batch, "shape": list(outputs.shape), "compute_ms": compute_ms},
+              memoryview(outputs).cast("B"))
+
+
+# -- the pool -------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Slot:
+    index: int
+    process: Any = None
+    conn: Connection | None = None
+    state: str = "dead"  # starting | idle | busy | dead | stopped
+    batch: int | None = None
+    future: asyncio.Future[RunResult] | None = None
+    started_at: float = 0.0
+    failures: int = 0  # consecutive deaths soon after starting
+    fatal: str | None = None
+    pid: int | None = None
+    restart: asyncio.TimerHandle | None = None
+    watched: list[int] = field(default_factory=list)
+
+
+class WorkerPool:
+    """N worker processes, each a `ModelRunner`; `run` sends a batch to an idle one and awaits its answer.
+
+    Must be used from one asyncio event loop (the server's). `on_change` is called whenever a worker
+    becomes idle, starts, or dies, so a scheduler can react.
+    """
+
+    def __init__(
+        self,
+        checkpoint: str | os.PathLike[str],
+        subnets: Mapping[str, Subnet],
+        workers: int = 1,
+        threads: int = 1,
+        warmup_batch_sizes: Sequence[int] = (1,),
+        start_timeout_s: float = 120.0,
+        on_change: Callable[[], None] | None = None,
+        stable_after_s: float = 10.0,
+        input_shape: Sequence[int] | None = None,
+        runtime: str = "torch",
+    ) -> None:
+        if workers < 1:
+            raise ValueError(f"workers must be >= 1, got {workers}")
+        self.checkpoint = str(Path(checkpoint))
+        self.subnets = {sid: sub.to_dict() for sid, sub in subnets.items()}
+        self.threads = threads
+        self.warmup_batch_sizes = [int(b) for b in warmup_batch_sizes]
+        self.input_shape = None if input_shape is None else [int(d) for d in input_shape]
+        if runtime not in RUNTIMES:
+            raise ValueError(f"runtime {runtime!r}: expected one of {list(RUNTIMES)}")
+        self.runtime = runtime
+        self.start_timeout_s = start_timeout_s
+        self.stable_after_s = stable_after_s
+        self.on_change = on_change or (lambda: None)
+        self.slots = [_Slot(i) for i in range(workers)]
+        self.output_shape: tuple[int, ...] | None = None
+        self.uncalibrated: list[str] = []
+        self.restarts = 0
+        self._batch_ids = itertools.count()
+        self._closing = False
+        self._ctx = multiprocessing.get_context("spawn")
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._changed: asyncio.Event | None = None
+
+    # -- state ------------------------------------------------------------------------------------------
+    def idle_workers(self) -> int:
+        return sum(1 for s in self.slots if s.state == "idle")
+
+    def ready_workers(self) -> int:
+        return sum(1 for s in self.slots if s.state in ("idle", "busy"))
+
+    def states(self) -> dict[str, int]:
+        counts = dict.fromkeys(("starting", "idle", "busy", "dead"), 0)
+        for slot in self.slots:
+            if slot.state in counts:
+                counts[slot.state] += 1
+        return counts
+
+    def pids(self) -> list[int | None]:
+        """The process id of each worker slot (None while it has no live process)."""
+        return [s.pid if s.state in ("starting", "idle", "busy") else None for s in self.slots]
+
+    # -- lifecycle ----------------------------------------------------------------------------------------
+    async def start(self) -> None:
+        """Start every worker and wait until all are ready; `WorkerStartError` if one cannot load the model."""
+        self._loop = asyncio.get_running_loop()
+        self._changed = asyncio.Event()
+        for slot in self.slots:
+            self._spawn(slot)
+        deadline = time.monotonic() + self.start_timeout_s
+        while True:
+            fatal = [s.fatal for s in self.slots if s.fatal]
+            if fatal:
+                await self.close()
+                raise WorkerStartError(f"worker could not start: {fatal[0]}")
+            if all(s.state == "idle" for s in self.slots):
+                return
+            left = deadline - time.monotonic()
+            if left <= 0:
+                await self.close()
+                raise WorkerStartError(f"workers not ready within {self.start_timeout_s:.0f} s (states: {self.states()})")
+            self._changed.clear()
+            try:
+                await asyncio.wait_for(self._changed.wait(), left)
+            except TimeoutError:
+                pass
+
+    def _spawn(self, slot: _Slot) -> None:
+        assert self._loop is not None
+        slot.restart = None
+        parent, child = self._ctx.Pipe(duplex=True)
+        process = self._ctx.Process(
+            target=worker_main,
+            args=(child, self.checkpoint, self.subnets, self.threads, self.warmup_batch_sizes, self.input_shape,
+                  self.runtime),
+            name=f"tailor-worker-{slot.index}",
+            daemon=True,
+        )
+        process.start()
+        child.close()
+        slot.process, slot.conn, slot.pid = process, parent, process.pid
+        slot.state, slot.started_at, slot.fatal = "starting", time.monotonic(), None
+        slot.watched = [parent.fileno(), process.sentinel]
+        self._loop.add_reader(parent.fileno(), self._on_readable, slot)
+        self._loop.add_reader(process.sentinel, self._on_exit, slot)
+        self._notify()
+
+    def _notify(self) -> None:
+        if self._changed is not None:
+            self._changed.set()
+        self.on_change()
+
+    def _unwatch(self, slot: _Slot) -> None:
+        assert self._loop is not None
+        for fd in slot.watched:
+            self._loop.remove_reader(fd)
+        slot.watched = []
+
+    def _on_readable(self, slot: _Slot) -> None:
+        conn = slot.conn
+        if conn is None:
+            return
+        try:
+            header, payload = _unpack(conn.recv_bytes())
+        except (EOFError, OSError):  # the worker is gone; its sentinel says so and we handle it there
+            assert self._loop is not None
+            if slot.watched and slot.watched[0] == conn.fileno():
+                self._loop.remove_reader(conn.fileno())
+                slot.watched = slot.watched[1:]
+            return
+        self._handle(slot, header, payload)
+
+    def _handle(self, slot: _Slot, header: dict[str, Any], payload: memoryview) -> None:
+        op = header.get("op")
+        if op == "ready":
+            self.output_shape = tuple(header["output_shape"])
+            self.uncalibrated = list(header.get("uncalibrated", []))
+            slot.state = "idle"
+            self._notify()
+        elif op == "fatal":
+            slot.fatal = str(header.get("message"))
+            logger.error("worker %d could not start: %s", slot.index, slot.fatal)
+            self._notify()
+        elif op in ("result", "error"):
+            future = slot.future
+            if header.get("batch") != slot.batch or future is None:
+                return  # the answer to a batch we already gave up on
+            slot.state, slot.batch, slot.future = "idle", None, None
+            if not future.done():
+                if op == "result":
+                    outputs = np.frombuffer(payload, dtype="<f4").reshape(header["shape"])
+                    future.set_result(RunResult(outputs, float(header["compute_ms"]), slot.index))
+                else:
+                    future.set_exception(WorkerError(f"worker {slot.index}: {header.get('message')}"))
+            self._notify()
+
+    def _on_exit(self, slot: _Slot) -> None:
+        if slot.process is None:
+            return
+        conn = slot.conn
+        if conn is not None:  # answers written just before dying still count
+            try:
+                while slot.state != "dead" and conn.poll(0):
+                    header, payload = _unpack(conn.recv_bytes())
+                    self._handle(slot, header, payload)
+            except (EOFError, OSError):
+                pass
+        self._unwatch(slot)
+        process = slot.process
+        process.join(0.5)
+        code = process.exitcode
+        if conn is not None:
+            conn.close()
+        slot.conn, slot.process = None, None
+        future, slot.future, slot.batch = slot.future, None, None
+        was = slot.state
+        slot.state = "dead"
+        if future is not None and not future.done():
+            future.set_exception(WorkerCrashed(f"worker {slot.index} (pid {slot.pid}) died with exit code {code} "
+                                               "while running this request's batch"))
+        if self._closing:
+            slot.state = "stopped"
+            self._notify()
+            return
+        logger.warning("worker %d (pid %s) exited with code %s while %s", slot.index, slot.pid, code, was)
+        if slot.fatal:
+            self._notify()  # a worker that cannot load the model is not restarted
+            return
+        lived = time.monotonic() - slot.started_at
+        slot.failures = slot.failures + 1 if lived < self.stable_after_s else 1
+        delay = 0.0 if slot.failures <= 1 else min(30.0, 0.5 * 2 ** (slot.failures - 2))
+        assert self._loop is not None
+        slot.restart = self._loop.call_later(delay, self._restart, slot)
+        self._notify()
+
+    def _restart(self, slot: _Slot) -> None:
+        if self._closing or slot.state != "dead":
+            return
+        self.restarts += 1
+        self._spawn(slot)
+
+    # -- running batches -----------------------------------------------------------------------------------
+    def dispatch(self, subnet_id: str, inputs: np.ndarray, timeout_s: float = 60.0) -> asyncio.Future[RunResult]:
+        """Send a batch to an idle worker now (it is busy from this call on); the future holds its `RunResult`.
+
+        The future fails with `WorkerCrashed` if the worker dies or gives no answer within `timeout_s`
+        (it is then killed and restarted), and with `WorkerError` if the model raised.
+        """
+        slot = next((s for s in self.slots if s.state == "idle"), None)
+        if slot is None:
+            raise RuntimeError("WorkerPool.dispatch called with no idle worker (check idle_workers() first)")
+        assert self._loop is not None and slot.conn is not None
+        batch = next(self._batch_ids)
+        future: asyncio.Future[RunResult] = self._loop.create_future()
+        slot.state, slot.batch, slot.future = "busy", batch, future
+        inputs = np.ascontiguousarray(inputs, dtype="<f4")
+        try:
+            _send(slot.conn, {"op": "run", "batch": batch, "subnet": subnet_id, "shape": list(inputs.shape)},
+                  memoryview(inputs).cast("B"))
+        except OSError:
+            self._kill(slot)  # its sentinel fires and fails the future
+        timer = self._loop.call_later(timeout_s, self._timed_out, slot, batch, timeout_s)
+        future.add_done_callback(lambda _: timer.cancel())
+        return future
+
+    async def run(self, subnet_id: str, inputs: np.ndarray, timeout_s: float = 60.0) -> RunResult:
+        """`dispatch` and wait for the answer."""
+        return await self.dispatch(subnet_id, inputs, timeout_s)
+
+    def _timed_out(self, slot: _Slot, batch: int, timeout_s: float) -> None:
+        if slot.batch != batch or slot.future is None:
+            return
+        future, slot.future = slot.future, None
+        self._kill(slot)
+        if not future.done():
+            future.set_exception(WorkerCrashed(
+                f"worker {slot.index} gave no answer within {timeout_s:.1f} s; it was killed and is restarting"
+            ))
+
+    def _kill(self, slot: _Slot) -> None:
+        process = slot.process
+        if process is not None and process.is_alive():
+            os.kill(process.pid, signal.SIGKILL)
+
+    def kill_worker(self, index: int) -> None:
+        """SIGKILL worker `index` (for fault-injection tests and drills); it is detected and restarted."""
+        self._kill(self.slots[index])
+
+    async def close(self, timeout_s: float = 5.0) -> None:
+        """Ask every worker to stop, wait up to `timeout_s`, then kill what is left; pending runs fail."""
+        self._closing = True
+        for slot in self.slots:
+            if slot.restart is not None:
+                slot.restart.cancel()
+            if slot.state == "starting":
+                self._kill(slot)  # still loading the model: it holds no work, and would read "stop" only when loaded
+            elif slot.conn is not None:
+                try:
+                    _send(slot.conn, {"op": "stop"})
+                except OSError:
+                    pass
+        deadline = time.monotonic() + timeout_s
+        while any(s.process is not None and s.process.is_alive() for s in self.slots) and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        for slot in self.slots:
+            if slot.process is not None:
+                if slot.process.is_alive():
+                    self._kill(slot)
+                if self._loop is not None and slot.watched:
+                    self._on_exit(slot)
+            slot.state = "stopped"

@@ -1,0 +1,134 @@
+"""tailor.route.evaluate: Pareto fronts, the mixing hull, budgets, threshold grids and sweeps; the PNG plotter."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from PIL import Image
+
+from tailor.errors import TailorError
+from tailor.route import (
+    Confidence,
+    StageOutput,
+    accuracy_at_cost,
+    line_plot_png,
+    pareto_front,
+    simulate,
+    sweep,
+    threshold_grid,
+    upper_hull,
+)
+from tailor.route.png import PALETTE, nice_ticks
+
+points_strategy = st.lists(
+    st.tuples(st.floats(0.01, 100.0), st.floats(0.0, 1.0)).map(lambda p: (round(p[0], 3), round(p[1], 3))),
+    min_size=1,
+    max_size=25,
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(points=points_strategy)
+def test_the_pareto_front_holds_exactly_the_undominated_points(points: list[tuple[float, float]]) -> None:
+    front = pareto_front(points, cost=lambda p: p[0], accuracy=lambda p: p[1])
+
+    def dominated(p: tuple[float, float]) -> bool:
+        return any(q[0] <= p[0] and q[1] >= p[1] and q != p for q in points)
+
+    assert [p[0] for p in front] == sorted(p[0] for p in front)
+    assert all(b[1] > a[1] for a, b in itertools.pairwise(front))  # dearer front points are more accurate
+    for p in points:
+        if p not in front:
+            assert dominated(p) or any(q == p for q in front)
+        else:
+            assert not any(q[0] <= p[0] and q[1] > p[1] for q in points)
+
+
+@settings(max_examples=60, deadline=None)
+@given(points=points_strategy, budget=st.floats(0.0, 120.0))
+def test_mixing_two_configurations_never_does_worse_than_one(points: list[tuple[float, float]], budget: float) -> None:
+    single = accuracy_at_cost(points, budget)
+    mixed = accuracy_at_cost(points, budget, hull=True)
+    if single is None:
+        assert mixed is None or min(p[0] for p in points) <= budget
+    else:
+        assert mixed is not None and mixed >= single - 1e-12
+    hull = upper_hull(points)
+    for (x1, y1), (x2, y2), (x3, y3) in zip(hull, hull[1:], hull[2:]):
+        assert (y2 - y1) * (x3 - x2) >= (y3 - y2) * (x2 - x1) - 1e-9  # slopes fall: concave
+    assert all(y >= y0 for (_, y0), (_, y) in itertools.pairwise(hull))
+
+
+def test_accuracy_at_cost_by_hand() -> None:
+    points = [(1.0, 0.6), (2.0, 0.75), (4.0, 0.9), (3.0, 0.65)]
+    assert accuracy_at_cost(points, 0.5) is None
+    assert accuracy_at_cost(points, 3.5) == 0.75
+    assert accuracy_at_cost(points, 3.0, hull=True) == pytest.approx(0.825)  # half (2, 0.75), half (4, 0.9)
+    assert accuracy_at_cost(points, 10.0, hull=True) == 0.9
+    assert upper_hull(points) == [(1.0, 0.6), (2.0, 0.75), (4.0, 0.9)]
+    assert upper_hull([(1.0, 0.6), (2.0, 0.7), (3.0, 0.8)]) == [(1.0, 0.6), (3.0, 0.8)]  # collinear: ends only
+    with pytest.raises(TailorError, match="no points"):
+        accuracy_at_cost([], 1.0)
+
+
+def two_stage_outputs(n: int, seed: int) -> tuple[list[StageOutput], torch.Tensor]:
+    generator = torch.Generator().manual_seed(seed)
+    labels = torch.randint(0, 5, (n,), generator=generator)
+    first = torch.randn(n, 5, generator=generator) * 2
+    second = torch.nn.functional.one_hot(labels, 5).float() * 4 + torch.randn(n, 5, generator=generator)
+    return [StageOutput(first), StageOutput(second)], labels
+
+
+def test_threshold_grids_span_no_escalation_to_full_escalation() -> None:
+    outputs, labels = two_stage_outputs(300, 0)
+    policy = Confidence(0.5)
+    grid = threshold_grid(policy.score(outputs[0], 0), points=21)
+    assert grid == sorted(grid)
+    points = sweep(outputs, labels, policy, [1.0, 3.0], grid)
+    escalation = [p.escalation for p in points]
+    assert escalation[0] == 0.0 and escalation[-1] == 1.0
+    assert all(b >= a for a, b in itertools.pairwise(escalation))
+    costs = [p.cost for p in points]
+    assert costs[0] == pytest.approx(1.0) and costs[-1] == pytest.approx(4.0)
+    for point in points:
+        result = simulate(outputs, policy.with_thresholds(point.thresholds[0]), [1.0, 3.0])
+        assert point.accuracy == result.accuracy(labels)
+        assert point.cost == pytest.approx(1.0 + 3.0 * point.escalation)
+    with pytest.raises(TailorError, match="points"):
+        threshold_grid(torch.rand(10), points=1)
+
+
+def test_line_plot_png_draws_every_series(tmp_path: object) -> None:
+    path = line_plot_png(
+        {"front": [(0.1, 80.0), (0.5, 90.0), (1.0, 91.0)], "cascade": [(0.3, 88.0), (0.6, 91.5)]},
+        tmp_path / "plot.png",  # type: ignore[operator]
+        title="t",
+        xlabel="x",
+        ylabel="y",
+        lines=["front"],
+        vlines={"0.6x": 0.6},
+        width=500,
+        height=320,
+    )
+    image = Image.open(path)
+    assert image.format == "PNG" and image.size == (500, 320)
+    colours = {colour for _, colour in image.convert("RGB").getcolors(maxcolors=1 << 20)}
+    assert PALETTE[0] in colours and PALETTE[1] in colours
+    with pytest.raises(ValueError, match="no points"):
+        line_plot_png({}, tmp_path / "empty.png")  # type: ignore[operator]
+    with pytest.raises(ValueError, match="finite"):
+        line_plot_png({"a": [(float("nan"), 1.0)]}, tmp_path / "nan.png")  # type: ignore[operator]
+
+
+@settings(max_examples=40, deadline=None)
+@given(low=st.floats(-1e4, 1e4), span=st.floats(1e-3, 1e4))
+def test_nice_ticks_cover_the_range_in_round_steps(low: float, span: float) -> None:
+    ticks = nice_ticks(low, low + span)
+    assert 2 <= len(ticks) <= 12
+    step = ticks[1] - ticks[0]
+    assert ticks[0] >= low - 1e-9 * span and ticks[-1] <= low + span + 1e-6 * span
+    assert ticks[0] - low < step + 1e-9 and low + span - ticks[-1] < step + 1e-6 * span

@@ -1,0 +1,249 @@
+"""The OIP request parser and response encoder: round trips, one clear error per problem, and fuzzing."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import math
+import zlib
+from typing import Any
+
+import numpy as np
+import pytest
+import tritonclient.http as triton
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
+
+from tailor.serve.protocol import (
+    HEADER_LENGTH,
+    InferRequest,
+    ModelSpec,
+    ProtocolError,
+    TensorSpec,
+    decode_content,
+    decode_infer_response,
+    encode_infer_request,
+    encode_infer_response,
+    parse_infer_request,
+)
+
+SPEC = ModelSpec("m", TensorSpec("input", "FP32", (-1, 3, 4, 4)), TensorSpec("logits", "FP32", (-1, 5)), 8)
+FINITE = st.floats(allow_nan=False, allow_infinity=False, width=32)
+
+
+def _parse(body: bytes, headers: dict[str, str]) -> InferRequest:
+    return parse_infer_request(body, SPEC, headers.get(HEADER_LENGTH))
+
+
+def _request(data: Any = None, drop: tuple[str, ...] = (), **changes: Any) -> bytes:
+    tensor = {"name": "input", "shape": [1, 3, 4, 4], "datatype": "FP32", "data": [0.5] * 48 if data is None else data}
+    tensor.update(changes)
+    for key in drop:
+        del tensor[key]
+    return json.dumps({"inputs": [tensor]}).encode()
+
+
+@settings(max_examples=60, deadline=None)
+@given(arrays(np.float32, st.tuples(st.integers(1, 8), st.just(3), st.just(4), st.just(4)), elements=FINITE),
+       st.booleans(), st.one_of(st.none(), st.floats(0.01, 1e6)))
+def test_requests_round_trip_in_json_and_binary(x: np.ndarray, binary: bool, deadline: float | None) -> None:
+    body, headers = encode_infer_request(x, SPEC, binary=binary, deadline_ms=deadline, request_id="7")
+    parsed = _parse(body, headers)
+    np.testing.assert_array_equal(parsed.inputs, x)
+    assert parsed.inputs.dtype == np.float32 and parsed.inputs.flags.c_contiguous
+    assert parsed.deadline_ms == deadline and parsed.id == "7" and parsed.binary_output is True
+
+
+def test_nested_json_data_equals_flat() -> None:
+    x = np.arange(2 * 48, dtype=np.float32).reshape(2, 3, 4, 4) / 7
+    flat = json.dumps({"inputs": [{"name": "input", "shape": [2, 3, 4, 4], "datatype": "FP32",
+                                   "data": x.reshape(-1).tolist()}]}).encode()
+    nested = json.dumps({"inputs": [{"name": "input", "shape": [2, 3, 4, 4], "datatype": "FP32",
+                                     "data": x.tolist()}]}).encode()
+    np.testing.assert_array_equal(parse_infer_request(flat, SPEC).inputs, x)
+    np.testing.assert_array_equal(parse_infer_request(nested, SPEC).inputs, x)
+
+
+@pytest.mark.parametrize(
+    ("body", "header", "status", "message"),
+    [
+        (b"", None, 400, "the request body is empty"),
+        (b'{"inputs": [', None, 400, "malformed JSON: Expecting value at line 1 column 13"),
+        (b"\xff\xfe{}", None, 400, "not UTF-8"),
+        (b"[" * 100_000 + b"]" * 100_000, None, 400, "malformed JSON"),
+        (b'"text"', None, 400, "request: expected a JSON object, got a string"),
+        (b'{"inputs": [], "extra": 1}', None, 400, "unknown field(s) ['extra']"),
+        (b'{"inputs": []}', None, 400, "inputs: expected a non-empty array with input 'input'"),
+        (_request(name="image"), None, 400, "no input 'image'; its input is 'input'"),
+        (_request(datatype="FP16"), None, 400, "datatype 'FP16' is not accepted; expected FP32"),
+        (_request(datatype="FLOAT"), None, 400, "'FLOAT' (not an OIP datatype)"),
+        (_request(shape=[1, 3, 4]), None, 400, "shape: expected [N, 3, 4, 4]"),
+        (_request(shape=[1, 3, 4, 5]), None, 400, "shape: expected [N, 3, 4, 4]"),
+        (_request(shape=[0, 3, 4, 4]), None, 400, "batch dimension 0 is outside 1..8"),
+        (_request(shape=[True, 3, 4, 4]), None, 400, "shape: expected a list of integers"),
+        (_request(data=[0.5] * 47), None, 400, "47 values; shape [1, 3, 4, 4] needs 48"),
+        (_request(data=[0.5] * 47 + ["1"]), None, 400, "element 47 is a string, expected a number"),
+        (_request(data=[0.5] * 47 + [True]), None, 400, "element 47 is a boolean"),
+        (_request(data=[[0.5] * 48]), None, 400, "dimension 1 has 48 elements, the shape says 3"),
+        (_request(data=[0.5] * 47 + [10**400]), None, 400, "too large for FP32"),
+        (_request(data=[0.5] * 47 + [1e300]), None, 400, "infinite value (or one too large for FP32)"),
+        (_request(data=[0.5] * 10 + [float("nan")] + [0.5] * 37), None, 400, "element 10 (row-major) is NaN"),
+        (_request(drop=("data",), parameters={"binary_data_size": 192}), None, 400, "header is missing"),
+        (_request(drop=("data",)), None, 400, "no 'data' and no parameters.binary_data_size"),
+        (_request(data=[0.5] * 48, parameters={"binary_data_size": 192}), None, 400, "has both 'data'"),
+        (b'{"inputs": [{"name": "input"}]}', "1000", 400, "but the body has only"),
+        (b'{"inputs": []}', "-3", 400, "expected a non-negative integer"),
+    ],
+)
+def test_each_problem_gets_a_4xx_naming_it(body: bytes, header: str | None, status: int, message: str) -> None:
+    with pytest.raises(ProtocolError) as info:
+        parse_infer_request(body, SPEC, header)
+    assert info.value.status == status
+    assert message in info.value.message
+
+
+def test_request_parameters_are_checked() -> None:
+    def with_params(**params: Any) -> bytes:
+        tensor = {"name": "input", "shape": [1, 3, 4, 4], "datatype": "FP32", "data": [0.0] * 48}
+        return json.dumps({"inputs": [tensor], "parameters": params}).encode()
+
+    assert parse_infer_request(with_params(deadline_ms=12.5), SPEC).deadline_ms == 12.5
+    assert parse_infer_request(with_params(timeout=2500), SPEC).deadline_ms == 2.5  # Triton: microseconds
+    assert parse_infer_request(with_params(priority=3), SPEC).deadline_ms is None  # other parameters pass
+    for bad, message in [({"deadline_ms": -1}, "parameters.deadline_ms"), ({"deadline_ms": "5"}, "deadline_ms"),
+                         ({"timeout": 1.5}, "parameters.timeout"), ({"binary_data_output": "yes"}, "true or false")]:
+        with pytest.raises(ProtocolError, match=message):
+            parse_infer_request(with_params(**bad), SPEC)
+
+
+def test_binary_tensors_are_checked_against_their_declared_size() -> None:
+    x = np.ones((2, 3, 4, 4), np.float32)
+    body, headers = encode_infer_request(x, SPEC)
+    length = headers[HEADER_LENGTH]
+    with pytest.raises(ProtocolError, match="carries 380 bytes of binary data, binary_data_size says 384"):
+        parse_infer_request(body[:-4], SPEC, length)
+    with pytest.raises(ProtocolError, match="bytes follow the JSON header"):
+        json_body, _ = encode_infer_request(x, SPEC, binary=False)
+        parse_infer_request(json_body + b"junk", SPEC, str(len(json_body)))
+    x[1, 2, 3, 3] = np.nan
+    body, headers = encode_infer_request(x, SPEC)
+    with pytest.raises(ProtocolError, match="element 95 .* is NaN"):
+        parse_infer_request(body, SPEC, headers[HEADER_LENGTH])
+
+
+def test_content_encodings_are_bounded() -> None:
+    payload = b"x" * 5000
+    assert decode_content(gzip.compress(payload), "gzip", 10_000) == payload
+    assert decode_content(zlib.compress(payload), "deflate", 10_000) == payload
+    assert decode_content(payload, None, 10_000) == payload
+    with pytest.raises(ProtocolError, match="inflates to more than the limit of 4999 bytes") as info:
+        decode_content(gzip.compress(payload), "gzip", 4999)
+    assert info.value.status == 413
+    with pytest.raises(ProtocolError, match="not valid gzip"):
+        decode_content(b"not gzip at all", "gzip", 10_000)
+    with pytest.raises(ProtocolError, match="truncated gzip"):
+        decode_content(gzip.compress(payload)[:-12], "gzip", 10_000)
+    with pytest.raises(ProtocolError) as info:
+        decode_content(payload, "br", 10_000)
+    assert info.value.status == 415
+
+
+@pytest.mark.parametrize("binary", [True, False])
+def test_responses_decode_with_tritonclient(binary: bool) -> None:
+    outputs = np.random.default_rng(0).standard_normal((3, 5)).astype(np.float32)
+    request = InferRequest(np.zeros((3, 3, 4, 4), np.float32), id="abc", binary_output=binary)
+    body, headers = encode_infer_response(SPEC, request, outputs, {"subnet": "s1", "on_time": True})
+    header_length = headers.get(HEADER_LENGTH.lower())
+    assert (header_length is not None) == binary
+    result = triton.InferResult.from_response_body(body, header_length=None if header_length is None
+                                                   else int(header_length))
+    np.testing.assert_array_equal(result.as_numpy("logits"), outputs)
+    assert result.get_response()["parameters"] == {"subnet": "s1", "on_time": True}
+    assert result.get_response()["id"] == "abc"
+    response, array = decode_infer_response(body, header_length)
+    assert response["parameters"]["subnet"] == "s1"
+    np.testing.assert_array_equal(array, outputs)
+
+
+# -- fuzzing ------------------------------------------------------------------------------------------------
+
+
+def _check_outcome(body: bytes, header: str | None) -> None:
+    """The parser either returns a valid request or raises ProtocolError (4xx) — nothing else, ever."""
+    try:
+        parsed = parse_infer_request(body, SPEC, header)
+    except ProtocolError as exc:
+        assert 400 <= exc.status < 500 and exc.message
+        return
+    x = parsed.inputs
+    assert x.dtype == np.float32 and x.shape[1:] == (3, 4, 4) and 1 <= x.shape[0] <= 8
+    assert np.isfinite(x).all()
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=600), st.one_of(st.none(), st.integers(-5, 700).map(str), st.text(max_size=5)))
+def test_fuzz_arbitrary_bytes(body: bytes, header: str | None) -> None:
+    _check_outcome(body, header)
+
+
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers(-(10**20), 10**20) | st.floats() | st.text(max_size=8),
+    lambda inner: st.lists(inner, max_size=6) | st.dictionaries(
+        st.sampled_from(["name", "shape", "datatype", "data", "parameters", "inputs", "outputs", "id",
+                         "binary_data_size", "deadline_ms", "timeout", "binary_data", "x"]), inner, max_size=6),
+    max_leaves=40,
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(JSON)
+def test_fuzz_arbitrary_json(value: Any) -> None:
+    _check_outcome(json.dumps(value).encode(), None)
+
+
+def _paths(value: Any, prefix: tuple = ()) -> list[tuple]:
+    out = [prefix]
+    if isinstance(value, dict):
+        for key, item in value.items():
+            out += _paths(item, (*prefix, key))
+    elif isinstance(value, list) and len(value) <= 8:
+        for index, item in enumerate(value):
+            out += _paths(item, (*prefix, index))
+    return out
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.data(), st.booleans())
+def test_fuzz_mutated_valid_requests(data: st.DataObject, binary: bool) -> None:
+    x = np.full((2, 3, 4, 4), 0.25, np.float32)
+    body, headers = encode_infer_request(x, SPEC, binary=binary, deadline_ms=40.0)
+    length = int(headers.get(HEADER_LENGTH, len(body)))
+    request = json.loads(body[:length])
+    tail = body[length:]
+    for _ in range(data.draw(st.integers(1, 3))):
+        paths = _paths(request)[1:]
+        if not paths:
+            break
+        path = data.draw(st.sampled_from(paths))
+        parent = request
+        for key in path[:-1]:
+            parent = parent[key]
+        if data.draw(st.booleans()) and isinstance(parent, dict):
+            del parent[path[-1]]
+        else:
+            parent[path[-1]] = data.draw(JSON)
+        if not isinstance(request, dict):
+            break
+    text = json.dumps(request).encode()
+    cut = data.draw(st.integers(0, len(tail)))
+    header = str(len(text)) if binary else data.draw(st.one_of(st.none(), st.just(str(len(text)))))
+    _check_outcome(text + tail[:cut], header)
+
+
+def test_a_non_finite_value_anywhere_is_found() -> None:
+    for index in (0, 17, 47):
+        data = [1.0] * 48
+        data[index] = math.inf
+        with pytest.raises(ProtocolError, match=f"element {index} "):
+            parse_infer_request(_request(data=data), SPEC)

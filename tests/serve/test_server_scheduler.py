@@ -1,0 +1,439 @@
+"""The scheduler and engine without HTTP or processes: a fake executor and a fake clock drive every path.
+
+Checks: batches take the earliest deadlines up to the policy's batch size in samples; a full queue
+rejects; expired and hopeless requests are answered without being computed; a crashed batch is retried
+once; shutdown drains; and, under random interleavings, every request gets exactly one outcome and its
+own output rows.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from tailor.serve.policies import Decision
+from tailor.serve.profile import ServingProfile, synthetic_profile
+from tailor.serve.queue import Request
+from tailor.serve.scheduler import (
+    DeadlineExceeded,
+    Engine,
+    Job,
+    Overloaded,
+    RequestFailed,
+    Scheduler,
+    Served,
+)
+from tailor.serve.worker import RunResult, WorkerCrashed, WorkerError
+
+PROFILE = ServingProfile(synthetic_profile([0.6, 0.7, 0.8], [1.0, 2.0, 4.0], [0.25, 0.5, 1.0], batch_sizes=(1, 2, 4, 8)))
+
+
+class FixedPolicy:
+    """Always the same decision (or None = wait); the fastest answer takes `min_latency_ms`."""
+
+    def __init__(self, subnet: str = "s1", batch: int = 4, min_latency_ms: float = 1.0) -> None:
+        self.decision: Decision | None = Decision(subnet, batch)
+        self.min_latency_ms = min_latency_ms
+
+    def decide(self, now_ms: float, queue: Any, idle_workers: int) -> Decision | None:
+        return self.decision
+
+
+class FakeExecutor:
+    """Batches wait in `pending` until the test completes, crashes or fails them."""
+
+    def __init__(self, workers: int = 1) -> None:
+        self.on_change = lambda: None
+        self.workers = workers
+        self.pending: list[tuple[asyncio.Future, str, np.ndarray]] = []
+        self.dispatched: list[tuple[str, np.ndarray]] = []
+        self.crashed: list[np.ndarray] = []
+        self.closed = False
+
+    async def start(self) -> None:
+        pass
+
+    async def close(self, timeout_s: float = 5.0) -> None:
+        self.closed = True
+        for future, _, _ in self.pending:
+            if not future.done():
+                future.set_exception(WorkerCrashed("closed"))
+
+    def busy(self) -> int:
+        return sum(1 for f, _, _ in self.pending if not f.done())
+
+    def idle_workers(self) -> int:
+        return self.workers - self.busy()
+
+    def ready_workers(self) -> int:
+        return self.workers
+
+    def dispatch(self, subnet_id: str, inputs: np.ndarray, timeout_s: float = 60.0) -> asyncio.Future:
+        assert self.idle_workers() > 0, "dispatched to a busy executor"
+        future = asyncio.get_running_loop().create_future()
+        self.pending.append((future, subnet_id, inputs))
+        self.dispatched.append((subnet_id, inputs))
+        return future
+
+    def oldest(self) -> tuple[asyncio.Future, str, np.ndarray]:
+        return next(p for p in self.pending if not p[0].done())
+
+    def complete(self) -> None:
+        future, _, inputs = self.oldest()
+        future.set_result(RunResult(model(inputs), compute_ms=0.5, worker=0))
+
+    def crash(self) -> None:
+        future, _, inputs = self.oldest()
+        self.crashed.append(inputs)
+        future.set_exception(WorkerCrashed("worker 0 died"))
+
+    def fail(self) -> None:
+        self.oldest()[0].set_exception(WorkerError("model raised"))
+
+
+def model(inputs: np.ndarray) -> np.ndarray:
+    """The fake model: each output row is (sum, first value) of its input row, so rows can be told apart."""
+    flat = inputs.reshape(len(inputs), -1)
+    return np.stack([flat.sum(1), flat[:, 0]], axis=1)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def make_engine(policy: Any = None, workers: int = 1, queue_limit: int | None = 64,
+                expire_hopeless: bool = True) -> tuple[Engine, FakeExecutor, Clock]:
+    clock = Clock()
+    executor = FakeExecutor(workers)
+    scheduler = Scheduler(PROFILE, policy or FixedPolicy(), queue_limit, expire_hopeless)
+    return Engine(scheduler, executor, slo_ms=100.0, clock=clock), executor, clock
+
+
+async def settle() -> None:
+    for _ in range(5):
+        await asyncio.sleep(0)
+
+
+def images(n: int, value: float) -> np.ndarray:
+    return np.full((n, 2, 2), value, np.float32)
+
+
+def test_next_batch_counts_samples_and_takes_earliest_deadlines() -> None:
+    scheduler = Scheduler(PROFILE, FixedPolicy(batch=4), queue_limit=None)
+    for rid, (samples, deadline) in enumerate([(3, 50), (2, 10), (1, 30), (3, 20)]):
+        scheduler.admit(Request(rid, 0.0, deadline, Job(images(samples, rid), None, 0.0)))
+    batch = scheduler.next_batch(0.0, idle_workers=1)
+    assert [r.id for r in batch.requests] == [1]  # 2 samples; the next earliest (3 samples) would make 5 > 4
+    assert batch.samples == 2 and batch.planned_ms == PROFILE.latency_ms("s1", 2)
+    batch = scheduler.next_batch(0.0, idle_workers=1)
+    assert [r.id for r in batch.requests] == [3, 2]  # 3 + 1 = 4
+    scheduler.policy.decision = Decision("s0", 1)
+    batch = scheduler.next_batch(0.0, idle_workers=1)
+    assert [r.id for r in batch.requests] == [0] and batch.samples == 3  # larger than the limit: runs alone
+    assert scheduler.next_batch(0.0, idle_workers=1) is None
+    scheduler.admit(Request(9, 0.0, 5.0, Job(images(1, 0), None, 0.0)))
+    assert scheduler.next_batch(0.0, idle_workers=0) is None
+    scheduler.policy.decision = Decision("nope", 1)
+    with pytest.raises(ValueError, match="policy chose subnet 'nope', which is not served"):
+        scheduler.next_batch(0.0, idle_workers=1)
+
+
+def test_batches_carry_each_request_its_own_rows() -> None:
+    async def scenario() -> None:
+        engine, executor, clock = make_engine(FixedPolicy(batch=8))
+        await engine.start()
+        first = asyncio.ensure_future(engine.submit(images(1, 1.0)))
+        await settle()
+        assert len(executor.dispatched) == 1  # the only request runs at once, alone
+        waiting = [asyncio.ensure_future(engine.submit(images(n, 10.0 * n), deadline_ms=50 + n)) for n in (1, 2, 3)]
+        await settle()
+        assert len(executor.dispatched) == 1  # the worker is busy: they queue
+        executor.complete()
+        await settle()
+        assert (await first).batch_size == 1
+        assert executor.dispatched[1][1].shape[0] == 6  # one batch of the three requests
+        clock.now += 3.0
+        executor.complete()
+        results = [await w for w in waiting]
+        for n, served in zip((1, 2, 3), results):
+            assert isinstance(served, Served)
+            np.testing.assert_array_equal(served.outputs, model(images(n, 10.0 * n)))
+            assert served.batch_size == 6 and served.on_time and served.subnet_id == "s1"
+            assert served.accuracy == PROFILE.accuracy("s1")
+        assert engine.metrics.requests.get("on_time") == 4
+        await engine.close(0.1)
+
+    asyncio.run(scenario())
+
+
+def test_a_full_queue_rejects_with_retry_after() -> None:
+    async def scenario() -> None:
+        engine, executor, _ = make_engine(queue_limit=2)
+        await engine.start()
+        running = asyncio.ensure_future(engine.submit(images(1, 0)))
+        await settle()  # dispatched; the worker is now busy
+        queued = [asyncio.ensure_future(engine.submit(images(1, 0))) for _ in range(2)]
+        await settle()
+        with pytest.raises(Overloaded, match="queue holds its limit of 2") as info:
+            await engine.submit(images(1, 0))
+        assert info.value.retry_after_s >= 1
+        assert engine.metrics.requests.get("rejected") == 1
+        executor.complete()
+        await settle()
+        await running
+        executor.complete()  # the two queued requests ran as one batch
+        assert len(executor.dispatched) == 2
+        await asyncio.gather(*queued)
+        await engine.close(0.1)
+
+    asyncio.run(scenario())
+
+
+def test_expired_and_hopeless_requests_are_answered_without_computing() -> None:
+    async def scenario() -> None:
+        engine, executor, clock = make_engine(FixedPolicy(batch=1, min_latency_ms=2.0))
+        await engine.start()
+        blocker = asyncio.ensure_future(engine.submit(images(1, 0)))
+        await settle()
+        late = asyncio.ensure_future(engine.submit(images(1, 7.0), deadline_ms=10.0))
+        await settle()
+        clock.now += 8.5  # 1.5 ms left: less than the 2 ms the fastest answer needs
+        engine.wake()
+        with pytest.raises(DeadlineExceeded, match="deadline cannot be met.*not computed"):
+            await late
+        gone = asyncio.ensure_future(engine.submit(images(1, 8.0), deadline_ms=10.0))
+        await settle()
+        clock.now += 20.0
+        engine.wake()
+        with pytest.raises(DeadlineExceeded, match="deadline exceeded: the request waited 20.0 ms"):
+            await gone
+        executor.complete()
+        await blocker
+        assert len(executor.dispatched) == 1  # neither expired request reached a worker
+        assert engine.metrics.requests.get("expired") == 2
+        await engine.close(0.1)
+
+    asyncio.run(scenario())
+
+
+def test_a_crashed_batch_is_retried_once_then_fails() -> None:
+    async def scenario() -> None:
+        engine, executor, clock = make_engine()
+        await engine.start()
+        retried = asyncio.ensure_future(engine.submit(images(1, 3.0)))
+        await settle()
+        executor.crash()
+        await settle()
+        assert len(executor.dispatched) == 2  # queued again and sent again
+        executor.complete()
+        served = await retried
+        assert served.attempts == 1
+        np.testing.assert_array_equal(served.outputs, model(images(1, 3.0)))
+        doomed = asyncio.ensure_future(engine.submit(images(1, 4.0)))
+        await settle()
+        executor.crash()
+        await settle()
+        executor.crash()
+        with pytest.raises(RequestFailed, match=r"worker 0 died \(attempt 2\)"):
+            await doomed
+        too_late = asyncio.ensure_future(engine.submit(images(1, 5.0), deadline_ms=10.0))
+        await settle()
+        clock.now += 11.0
+        executor.crash()  # its deadline has passed: no retry
+        with pytest.raises(RequestFailed, match=r"attempt 1"):
+            await too_late
+        broken = asyncio.ensure_future(engine.submit(images(1, 6.0)))
+        await settle()
+        executor.fail()  # the model raised: retrying would not help
+        with pytest.raises(RequestFailed, match="model raised"):
+            await broken
+        assert engine.metrics.retries.get() == 2 and engine.metrics.requests.get("failed") == 3
+        await engine.close(0.1)
+
+    asyncio.run(scenario())
+
+
+def test_close_drains_queued_requests_then_refuses() -> None:
+    async def scenario() -> None:
+        engine, executor, _ = make_engine(FixedPolicy(batch=1))
+        await engine.start()
+        futures = [asyncio.ensure_future(engine.submit(images(1, float(i)))) for i in range(3)]
+        await settle()
+
+        async def worker() -> None:
+            while not all(f.done() for f in futures):
+                if executor.busy():
+                    executor.complete()
+                await asyncio.sleep(0.001)
+
+        answering = asyncio.ensure_future(worker())
+        await engine.close(drain_timeout_s=5.0)
+        await answering
+        assert all(f.result().on_time for f in futures)  # drained: all served, none dropped
+        assert executor.closed
+        with pytest.raises(Overloaded, match="not accepting"):
+            await engine.submit(images(1, 0))
+
+    asyncio.run(scenario())
+
+
+def test_close_answers_what_cannot_drain_in_time() -> None:
+    async def scenario() -> None:
+        engine, executor, _ = make_engine(FixedPolicy(batch=1))
+        await engine.start()
+        futures = [asyncio.ensure_future(engine.submit(images(1, float(i)))) for i in range(3)]
+        await settle()
+        assert executor.busy() == 1
+        await engine.close(drain_timeout_s=0.05)  # nobody answers the executor
+        await settle()
+        errors = [f.exception() for f in futures]
+        assert all(isinstance(e, RequestFailed) for e in errors)
+        assert sum("shut down" in str(e) for e in errors) == 2  # queued ones
+        assert engine.metrics.requests.get("failed") == 3
+
+    asyncio.run(scenario())
+
+
+OPS = st.lists(
+    st.one_of(
+        st.tuples(st.just("submit"), st.integers(1, 3), st.sampled_from([None, 5.0, 30.0, 500.0])),
+        st.tuples(st.just("advance"), st.floats(0.0, 20.0)),
+        st.tuples(st.sampled_from(["complete", "crash", "fail"])),
+    ),
+    max_size=40,
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(OPS, st.integers(1, 3), st.sampled_from([1, 2, 4, 8]), st.sampled_from([2, 64]))
+def test_every_request_gets_exactly_one_outcome(ops: list[tuple], workers: int, batch: int, limit: int) -> None:
+    async def scenario() -> None:
+        engine, executor, clock = make_engine(FixedPolicy(batch=batch), workers=workers, queue_limit=limit)
+        await engine.start()
+        submitted: list[tuple[asyncio.Future, np.ndarray]] = []
+        for index, op in enumerate(ops):
+            if op[0] == "submit":
+                x = images(op[1], float(index))
+                submitted.append((asyncio.ensure_future(engine.submit(x, deadline_ms=op[2])), x))
+            elif op[0] == "advance":
+                clock.now += op[1]
+                engine.wake()
+            elif executor.busy():
+                getattr(executor, op[0])()
+            await settle()
+        await engine.close(drain_timeout_s=0.01)
+        await settle()
+        outcomes = {"on_time": 0, "late": 0, "expired": 0, "rejected": 0, "failed": 0}
+        for future, x in submitted:
+            assert future.done()
+            error = future.exception()
+            if error is None:
+                served = future.result()
+                np.testing.assert_array_equal(served.outputs, model(x))  # its own rows, whatever the batch
+                outcomes["on_time" if served.on_time else "late"] += 1
+            else:
+                kind = {DeadlineExceeded: "expired", Overloaded: "rejected", RequestFailed: "failed"}[type(error)]
+                outcomes[kind] += 1
+        counted = {k: int(engine.metrics.requests.get(k)) for k in outcomes}
+        assert counted == outcomes and sum(outcomes.values()) == len(submitted)
+        # an expired request was never sent to a worker (unless a worker died under it before it expired)
+        def firsts(batches: list[np.ndarray]) -> set[float]:
+            return {float(v) for inputs in batches for v in inputs.reshape(len(inputs), -1)[:, 0]}
+
+        expired = {float(x.flat[0]) for f, x in submitted if isinstance(f.exception(), DeadlineExceeded)}
+        assert not expired & (firsts([inputs for _, inputs in executor.dispatched]) - firsts(executor.crashed))
+
+    asyncio.run(scenario())
+
+
+def test_a_broken_policy_or_worker_answer_fails_requests_instead_of_hanging() -> None:
+    class Broken(FixedPolicy):
+        def decide(self, now_ms: float, queue: Any, idle_workers: int) -> Decision | None:
+            raise RuntimeError("policy bug")
+
+    async def scenario() -> None:
+        engine, executor, _ = make_engine(Broken())
+        await engine.start()
+        with pytest.raises(RequestFailed, match="internal scheduling error: policy bug"):
+            await engine.submit(images(1, 0))
+        engine.scheduler.policy = FixedPolicy()
+        short = asyncio.ensure_future(engine.submit(images(2, 1.0)))
+        await settle()
+        future, _, _ = executor.oldest()
+        future.set_result(RunResult(np.zeros((1, 2), np.float32), compute_ms=0.1, worker=3))  # one row for two
+        with pytest.raises(RequestFailed, match="worker 3 returned 1 output rows for a batch of 2"):
+            await short
+        served = await asyncio.gather(engine.submit(images(1, 2.0)), _answer(executor))
+        assert served[0].on_time  # the engine keeps working afterwards
+        await engine.close(0.1)
+
+    asyncio.run(scenario())
+
+
+async def _answer(executor: FakeExecutor) -> None:
+    while not executor.busy():
+        await asyncio.sleep(0)
+    executor.complete()
+
+
+def test_without_hopeless_expiry_a_tight_deadline_is_still_run() -> None:
+    async def scenario() -> None:
+        engine, executor, clock = make_engine(FixedPolicy(batch=1, min_latency_ms=2.0), expire_hopeless=False)
+        await engine.start()
+        tight = asyncio.ensure_future(engine.submit(images(1, 1.0), deadline_ms=1.0))  # < the 2 ms it needs
+        await settle()
+        assert len(executor.dispatched) == 1
+        clock.now += 3.0
+        executor.complete()
+        served = await tight
+        assert served.on_time is False and engine.metrics.requests.get("late") == 1
+        await engine.close(0.1)
+
+    asyncio.run(scenario())
+
+
+class RecordingPolicy(FixedPolicy):
+    def __init__(self) -> None:
+        super().__init__(batch=1)
+        self.seen: list[float] = []
+
+    def decide(self, now_ms: float, queue: Any, idle_workers: int) -> Decision | None:
+        self.seen.append(now_ms)
+        return self.decision
+
+
+def test_the_policy_plans_with_the_measured_non_compute_time() -> None:
+    async def scenario() -> None:
+        policy = RecordingPolicy()
+        engine, executor, clock = make_engine(policy)
+        await engine.start()
+        for _ in range(3):  # each batch: 5 ms from dispatch to answer, of which 0.5 ms compute
+            pending = asyncio.ensure_future(engine.submit(images(1, 0)))
+            await settle()
+            clock.now += 5.0
+            executor.complete()
+            await pending
+        assert engine.margin_ms == pytest.approx(4.5)
+        assert engine.metrics.margin.samples() == ["tailor_planning_margin_seconds 0.0045"]
+        pending = asyncio.ensure_future(engine.submit(images(1, 0)))
+        await settle()
+        assert policy.seen[-1] == pytest.approx(clock.now + 4.5)  # slack as the policy sees it is 4.5 ms less
+        executor.complete()
+        await pending
+        await engine.close(0.1)
+
+    asyncio.run(scenario())
+    clock_engine, _, _ = make_engine()
+    fixed = Engine(clock_engine.scheduler, FakeExecutor(), slo_ms=100.0, overhead_margin_ms=2.0)
+    assert fixed.margin_ms == 2.0
+    with pytest.raises(ValueError, match="overhead_margin_ms must be in"):
+        Engine(clock_engine.scheduler, FakeExecutor(), slo_ms=100.0, overhead_margin_ms=150.0)
