@@ -1,4 +1,4 @@
-"""The command line: demo runs every subnet activated and extracted and reports equal outputs."""
+"""The command line: actuate runs every subnet activated and extracted and reports equal outputs."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import pytest
 from tailor.cli import main
 
 
-def test_demo_reports_matching_outputs_for_each_subnet(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["demo", "--subnets", "5", "--repeats", "2", "--threads", "1"]) == 0
+def test_actuate_reports_matching_outputs_for_each_subnet(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["actuate", "--subnets", "5", "--repeats", "2", "--threads", "1"]) == 0
     out = capsys.readouterr().out
     rows = [line for line in out.splitlines() if re.match(r"sn-[0-9a-f]{12} ", line)]
     assert len(rows) == 5
@@ -29,7 +29,7 @@ def test_space_prints_the_search_space_json(capsys: pytest.CaptureFixture[str]) 
 
 
 def test_bad_arguments_are_reported(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["demo", "--subnets", "0"]) == 2
+    assert main(["actuate", "--subnets", "0"]) == 2
     assert "--subnets must be >= 1" in capsys.readouterr().err
     with pytest.raises(SystemExit):
-        main(["demo", "--model", "nope"])
+        main(["actuate", "--model", "nope"])
