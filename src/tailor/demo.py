@@ -42,9 +42,9 @@ class DemoConfig:
     """Sizes of one demo run; `quick()` is the CI-sized run (about 2 minutes on 2 cores)."""
 
     model: str = "resnet20"
-    train_size: int = 8000
+    train_size: int = 5000
     test_size: int = 2000
-    epochs: int = 6
+    epochs: int = 5
     batch_size: int = 128
     calib_batches: int = 4
     profile_subnets: int = 24  # measured on ONNX Runtime to fit the latency predictor
