@@ -94,6 +94,19 @@ class _Steps:
         return result
 
 
+def _bar(label: str, enabled: bool) -> Callable[[int, int], None] | None:
+    """A `progress(done, total)` callback drawing a one-line bar on stderr."""
+    if not enabled:
+        return None
+
+    def update(done: int, total: int) -> None:
+        filled = 24 * done // max(1, total)
+        end = "\n" if done >= total else ""
+        print(f"\r{label} [{'#' * filled}{'.' * (24 - filled)}] {done}/{total}", end=end, file=sys.stderr, flush=True)
+
+    return update
+
+
 def _logits(model: ElasticModel, sub: Subnet, images: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
     """Held-out logits of one subnet with its calibrated SubnetNorm statistics (eval mode)."""
     model.activate(sub)
@@ -163,7 +176,8 @@ def run_demo(out_dir: str | Path, config: DemoConfig | None = None, progress: bo
 
     def measure_probe() -> Any:
         return build_profile(model, probe, batch_sizes=(1,), backend="onnxruntime", threads=1,
-                             warmup=3, repeats=config.repeats, model_name=config.model)  # fmt: skip
+                             warmup=3, repeats=config.repeats, model_name=config.model,
+                             progress=_bar("timing", progress))  # fmt: skip
 
     start = time.perf_counter()
     probe_profile = steps.run("profile subnets on ONNX Runtime", measure_probe)
@@ -191,6 +205,7 @@ def run_demo(out_dir: str | Path, config: DemoConfig | None = None, progress: bo
             budget=min(config.search_budget, space.size),
             seed=config.seed,
             front_metrics=("macs", "params"),
+            progress=progress,
         ),
     )
     timings["search_s"] = time.perf_counter() - start
@@ -209,7 +224,7 @@ def run_demo(out_dir: str | Path, config: DemoConfig | None = None, progress: bo
     def measure_front() -> Any:
         return build_profile(model, [c.subnet for c in served], batch_sizes=config.batch_sizes,
                              backend="onnxruntime", threads=1, warmup=3, repeats=config.repeats,
-                             accuracy=accuracy, model_name=config.model)  # fmt: skip
+                             accuracy=accuracy, model_name=config.model, progress=_bar("timing", progress))  # fmt: skip
 
     start = time.perf_counter()
     profile = steps.run("measure the front at every batch size", measure_front)
