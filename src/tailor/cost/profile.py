@@ -14,11 +14,9 @@ schema `"tailor.profile/1"`:
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import platform
-import tempfile
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,6 +35,7 @@ from tailor.cost.measure import (
 )
 from tailor.errors import InvalidSubnetError, ProfileError
 from tailor.export._common import check_positive_int, input_shape_of, static_subnet
+from tailor.jsonio import read_json, write_json_atomic
 from tailor.ops import ElasticModel
 from tailor.space import Subnet
 
@@ -261,30 +260,11 @@ class Profile:
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> Profile:
         """Read and validate a profile JSON file."""
-        try:
-            text = Path(path).read_text(encoding="utf-8")
-        except OSError as exc:
-            raise ProfileError(f"cannot read profile {str(path)!r}: {exc}") from None
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise ProfileError(f"profile {str(path)!r} is not valid JSON: {exc}") from None
-        return cls.from_dict(data)
+        return cls.from_dict(read_json(path, "profile", ProfileError))
 
     def save(self, path: str | os.PathLike[str]) -> Path:
         """Write the JSON atomically (a temporary file in the same folder, then rename)."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                json.dump(self.to_dict(), f, indent=1, allow_nan=False)
-                f.write("\n")
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-        return path
+        return write_json_atomic(path, self.to_dict())
 
 
 def device_name(device: str | torch.device = "cpu") -> str:

@@ -7,10 +7,8 @@ JSON (`"tailor.pareto/1"`) and loads back with every field checked.
 
 from __future__ import annotations
 
-import json
 import math
 import os
-import tempfile
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from tailor.errors import InvalidSubnetError
+from tailor.jsonio import read_json, write_json_atomic
 from tailor.search.metrics import (
     ACCURACY,
     METRICS,
@@ -170,19 +169,6 @@ class Candidate:
         return cls(sub, metrics)
 
 
-def _atomic_write(path: Path, text: str) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
-
-
 class ParetoFront:
     """The non-dominated feasible subnets of a search, with every evaluated subnet and how it was found.
 
@@ -313,21 +299,12 @@ class ParetoFront:
 
     def save(self, path: str | os.PathLike[str]) -> Path:
         """Write the front as JSON, atomically (temporary file in the same folder, then rename)."""
-        text = json.dumps(self.to_dict(), indent=1, allow_nan=False) + "\n"
-        return _atomic_write(Path(path), text)
+        return write_json_atomic(path, self.to_dict())
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> ParetoFront:
         """Read and validate a front written by `save`."""
-        try:
-            text = Path(path).read_text(encoding="utf-8")
-        except OSError as exc:
-            raise SearchError(f"cannot read pareto front {str(path)!r}: {exc}") from None
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise SearchError(f"pareto front {str(path)!r} is not valid JSON: {exc}") from None
-        return cls.from_dict(data)
+        return cls.from_dict(read_json(path, "pareto front", SearchError))
 
     # -- figure ------------------------------------------------------------------------------------------
     def plot(self, path: str | os.PathLike[str], x: str | None = None, title: str = "") -> Path:
