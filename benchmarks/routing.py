@@ -57,6 +57,7 @@ from tailor.route import (
     add_early_exits,
     cheapest_reaching,
     ece,
+    ensemble_outputs,
     escalation_by_bins,
     fit_router,
     fit_temperature,
@@ -269,15 +270,27 @@ def evaluate_cascade(
         )
     curves: dict[str, Any] = {}
     for label, spec in policies.items():
-        temps = temperatures if label.endswith("(T-scaled)") else [1.0] * len(stages)
+        ensemble = label.endswith("(ensemble)")  # answers: mean softmax of the T-scaled stages run so far
+        combine = "mean" if ensemble else "last"
+        temps = temperatures if ensemble or label.endswith("(T-scaled)") else [1.0] * len(stages)
         if spec == "learned":
             policy: Policy = learned_router(out_f, y_f, costs, args.latency_weight, args.seed)
         else:
             policy = spec  # type: ignore[assignment]
-        grid = thresholds_for(policy, out_h, temps, args.thresholds if len(stages) == 2 else args.grid_thresholds)
-        on_holdout = sweep(out_h, y_h, policy, costs, grid, temps)
-        on_test = sweep(out_t, y_t, policy, costs, grid, temps)
-        curves[label] = {"policy": policy, "temperatures": temps, "holdout": on_holdout, "test": on_test}
+        points = args.thresholds if len(stages) == 2 else args.grid_thresholds
+        if ensemble:  # the policy reads the ensemble, already scaled
+            grid = thresholds_for(policy, ensemble_outputs(out_h, temps), [1.0] * len(stages), points)
+        else:
+            grid = thresholds_for(policy, out_h, temps, points)
+        on_holdout = sweep(out_h, y_h, policy, costs, grid, temps, combine=combine)
+        on_test = sweep(out_t, y_t, policy, costs, grid, temps, combine=combine)
+        curves[label] = {
+            "policy": policy,
+            "temperatures": temps,
+            "combine": combine,
+            "holdout": on_holdout,
+            "test": on_test,
+        }
     return {
         "name": name,
         "stages": stages,
@@ -445,11 +458,16 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     policies: dict[str, Policy | str] = {
         "confidence": Confidence(0.5),
         "confidence (T-scaled)": Confidence(0.5),
+        "confidence (ensemble)": Confidence(0.5),
         "entropy": Entropy(0.5),
         "margin": Margin(0.5),
         "learned": "learned",
     }
-    two_policies: dict[str, Policy | str] = {"confidence": Confidence(0.5), "learned": "learned"}
+    two_policies: dict[str, Policy | str] = {
+        "confidence": Confidence(0.5),
+        "confidence (ensemble)": Confidence(0.5),
+        "learned": "learned",
+    }
     plans: list[tuple[str, tailor.ElasticModel, list[Stage], dict[str, Policy | str]]] = []
     for row in small_rows:
         first = Subnet.from_dict(row["subnet"])
@@ -691,7 +709,9 @@ def measured_wall_time(
     """
     curve = c["curves"][label]
     policy = curve["policy"].with_thresholds(point.thresholds)
-    cascade = Cascade(model, c["stages"], policy, costs=c["costs"], temperatures=curve["temperatures"])
+    cascade = Cascade(
+        model, c["stages"], policy, costs=c["costs"], temperatures=curve["temperatures"], combine=curve["combine"]
+    )
     check = cascade.predict(test, batch_size=args.latency_batch)
     alone = Cascade(model, [Stage(largest), Stage(largest)], Confidence(0.0))  # nothing escalates: largest only
     torch.set_num_threads(args.threads)
@@ -716,7 +736,7 @@ def escalation_analysis(c: dict[str, Any], label: str, point: SweepPoint, test: 
     policy = curve["policy"].with_thresholds(point.thresholds)
     from tailor.route import simulate
 
-    result = simulate(c["outputs_test"], policy, c["costs"], curve["temperatures"])
+    result = simulate(c["outputs_test"], policy, c["costs"], curve["temperatures"], combine=curve["combine"])
     stages = len(c["stages"])
     by_class = per_class_escalation(test.labels, result.stage, test.num_classes, stages)[:, 0].tolist()
     by_difficulty = escalation_by_bins(test.difficulty, result.stage, [0.0, 0.2, 0.4, 0.6, 0.8, 1.0], stages)
@@ -732,6 +752,7 @@ def cascade_json(c: dict[str, Any]) -> dict[str, Any]:
         "curves": {
             label: {
                 "temperatures": curve["temperatures"],
+                "combine": curve["combine"],
                 "holdout": [p.to_dict() for p in curve["holdout"]],
                 "test": [p.to_dict() for p in curve["test"]],
             }

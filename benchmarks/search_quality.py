@@ -33,6 +33,7 @@ import sys
 import tempfile
 import time
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +42,7 @@ import torch
 
 from tailor import SubnetNormFallbackWarning, create_model, load, save
 from tailor.cost import LatencyPredictor, latency
-from tailor.data import load_dataset
+from tailor.data import default_augmentation, load_dataset
 from tailor.data.base import TensorImageDataset
 from tailor.plot import scatter_svg
 from tailor.search import (
@@ -59,14 +60,56 @@ from tailor.train import TrainConfig, Trainer
 ROOT = Path(__file__).resolve().parent.parent
 CACHE = ROOT / ".cache" / "search_quality"
 RESULTS = ROOT / "benchmarks" / "results"
-INPUT = (1, 8, 8)
 
 SETTINGS = {
-    "full": {"channels": (16, 32, 64), "widths": (0.25, 0.375, 0.5, 0.625, 0.75, 1.0), "epochs": 30,
-             "seeds": (0, 1, 2), "fraction": 0.10, "calib_batches": 4},
-    "quick": {"channels": (8, 16, 16), "widths": (0.5, 1.0), "epochs": 2, "seeds": (0,), "fraction": 0.25,
-              "calib_batches": 2},
+    # synthetic at 16x16: 4,000 held-out images, so accuracy moves in steps of 0.025 pt and one image's
+    # noise is small next to the front's range (on digits, 359 images: 0.28 pt steps over a ~5 pt range)
+    ("synthetic", "full"): {"channels": (16, 32, 64), "widths": (0.25, 0.375, 0.5, 0.625, 0.75, 1.0),
+                            "epochs": 15, "train": 20_000, "test": 4_000, "image_size": 16, "seeds": (0, 1, 2),
+                            "fraction": 0.10, "calib_batches": 4},
+    ("digits", "full"): {"channels": (16, 32, 64), "widths": (0.25, 0.375, 0.5, 0.625, 0.75, 1.0), "epochs": 30,
+                         "seeds": (0, 1, 2), "fraction": 0.10, "calib_batches": 4},
+    ("synthetic", "quick"): {"channels": (8, 16, 16), "widths": (0.5, 1.0), "epochs": 1, "train": 1_000,
+                             "test": 400, "image_size": 16, "seeds": (0,), "fraction": 0.25, "calib_batches": 2},
+    ("digits", "quick"): {"channels": (8, 16, 16), "widths": (0.5, 1.0), "epochs": 2, "seeds": (0,), "fraction": 0.25,
+                          "calib_batches": 2},
 }  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Bench:
+    """One benchmark setting: the data source, full or quick, and where its cache and results go."""
+
+    data: str
+    mode: str
+
+    @property
+    def cfg(self) -> dict[str, Any]:
+        return SETTINGS[(self.data, self.mode)]
+
+    @property
+    def input(self) -> tuple[int, int, int]:
+        return (1, 8, 8) if self.data == "digits" else (3, self.cfg["image_size"], self.cfg["image_size"])
+
+    @property
+    def cache(self) -> Path:
+        return CACHE / self.mode if self.data == "digits" else CACHE / f"{self.data}-{self.mode}"
+
+    @property
+    def results(self) -> Path:
+        if self.mode != "full":
+            return self.cache
+        return RESULTS if self.data == "synthetic" else RESULTS / f"search_quality_{self.data}"
+
+    def load(self) -> tuple[Any, Any]:
+        """(train, test) splits."""
+        if self.data == "digits":
+            return load_dataset("digits", "train"), load_dataset("digits", "test")
+        size = self.cfg["image_size"]
+        return (load_dataset("synthetic", "train", n=self.cfg["train"], image_size=size),
+                load_dataset("synthetic", "test", n=self.cfg["test"], image_size=size))  # fmt: skip
+
+
 ALGORITHMS = {
     "nsga2": {"algorithm": "nsga2"},
     "tpe": {"algorithm": "tpe"},
@@ -77,33 +120,39 @@ ALGORITHMS = {
 OBJECTIVES = ("accuracy", "macs")
 
 
-def supernet(mode: str, train: Any, test: Any) -> tuple[Any, dict[str, Any]]:
+def supernet(bench: Bench, train: Any) -> tuple[Any, dict[str, Any]]:
     """The trained supernet: loaded from the cache, or trained (sandwich rule) and cached."""
-    cfg = SETTINGS[mode]
-    path = CACHE / mode / "supernet"
+    cfg = bench.cfg
+    path = bench.cache / "supernet"
     if (path / "tailor.json").exists():
         return load(path), {"trained_s": None, "cached": True}
     torch.manual_seed(0)
-    model = create_model("small_cnn", num_classes=10, in_chans=1, channels=cfg["channels"], widths=cfg["widths"])
-    config = TrainConfig(epochs=cfg["epochs"], batch_size=64, lr=0.1, crop_padding=1, flip=False,
-                         warmup_epochs=1.0 if cfg["epochs"] > 2 else 0.0, seed=0)  # fmt: skip
+    model = create_model("small_cnn", num_classes=10, in_chans=bench.input[0], channels=cfg["channels"],
+                         widths=cfg["widths"])  # fmt: skip
+    if bench.data == "digits":
+        config = TrainConfig(epochs=cfg["epochs"], batch_size=64, lr=0.1, crop_padding=1, flip=False,
+                             warmup_epochs=1.0 if cfg["epochs"] > 2 else 0.0, seed=0)  # fmt: skip
+    else:
+        augmentation = default_augmentation("synthetic", image_size=cfg["image_size"])
+        config = TrainConfig(epochs=cfg["epochs"], batch_size=128, lr=0.1, crop_padding=augmentation.crop_padding,
+                             flip=augmentation.flip, largest_only_epochs=min(1.0, cfg["epochs"] / 4), seed=0)  # fmt: skip
     print(f"training the supernet ({cfg['epochs']} epochs, sandwich rule) ...", file=sys.stderr)
     start = time.perf_counter()
     Trainer(model, train, config, device="cpu").fit()
     seconds = time.perf_counter() - start
-    save(model, path, metadata={"recipe": {"data": {"name": "digits"}}, "train": config.to_dict()})
+    save(model, path, metadata={"recipe": {"data": {"name": bench.data}}, "train": config.to_dict()})
     return model, {"trained_s": seconds, "cached": False}
 
 
-def evaluator(model: Any, train: Any, test: Any, mode: str, cost: Any = None) -> Evaluator:
-    cost = cost or MeasuredCost(model, INPUT, memory="estimate", repeats=20)
-    return Evaluator(model, train, test, calib_batches=SETTINGS[mode]["calib_batches"], batch_size=128, cost=cost)
+def evaluator(model: Any, train: Any, test: Any, bench: Bench, cost: Any = None) -> Evaluator:
+    cost = cost or MeasuredCost(model, bench.input, memory="estimate", repeats=20)
+    return Evaluator(model, train, test, calib_batches=bench.cfg["calib_batches"], batch_size=128, cost=cost)
 
 
-def exhaustive(model: Any, train: Any, test: Any, mode: str) -> ParetoFront:
+def exhaustive(model: Any, train: Any, test: Any, bench: Bench) -> ParetoFront:
     """Every subnet's accuracy and MACs (cached; recomputed when the evaluator's fingerprint changes)."""
-    ev = evaluator(model, train, test, mode)
-    path = CACHE / mode / "exhaustive.json"
+    ev = evaluator(model, train, test, bench)
+    path = bench.cache / "exhaustive.json"
     if path.exists():
         cached = ParetoFront.load(path)
         if cached.info.get("evaluator", {}).get("fingerprint") == ev.fingerprint():
@@ -139,8 +188,8 @@ def ratios_by_count(found: ParetoFront, truth: dict[str, float], ref: tuple[floa
     return [hv(points[:k], ref) / full_hv for k in range(1, len(points) + 1)]
 
 
-def run_algorithms(model: Any, train: Any, test: Any, mode: str, full: ParetoFront) -> dict[str, Any]:
-    cfg = SETTINGS[mode]
+def run_algorithms(model: Any, train: Any, test: Any, bench: Bench, full: ParetoFront) -> dict[str, Any]:
+    cfg = bench.cfg
     size = model.space.size
     budget = int(cfg["fraction"] * size)
     refs = references(full)
@@ -152,7 +201,7 @@ def run_algorithms(model: Any, train: Any, test: Any, mode: str, full: ParetoFro
     for label, kwargs in ALGORITHMS.items():
         runs = []
         for seed in cfg["seeds"]:
-            ev = evaluator(model, train, test, mode)
+            ev = evaluator(model, train, test, bench)
             front = search(model, ev, OBJECTIVES, budget=budget, seed=seed, front_metrics=OBJECTIVES,
                            calibrate_front=False, **kwargs)  # fmt: skip
             mismatched = sum(1 for c in front.evaluated if c.accuracy != truth[c.subnet.id])
@@ -209,9 +258,9 @@ def print_quality(part: dict[str, Any], full: ParetoFront, size: int, floor_s: f
           f"exhaustive run: {mism}")  # fmt: skip
 
 
-def evaluation_only(model: Any, train: Any, test: Any, mode: str, count: int) -> float:
+def evaluation_only(model: Any, train: Any, test: Any, bench: Bench, count: int) -> float:
     """Seconds per subnet to calibrate, evaluate and count MACs with no sampler or study: the floor."""
-    ev = evaluator(model, train, test, mode)
+    ev = evaluator(model, train, test, bench)
     rng = random.Random(1)
     subs = list(dict.fromkeys(model.space.canonical(model.space.sample(rng)) for _ in range(count)))
     start = time.perf_counter()
@@ -220,12 +269,12 @@ def evaluation_only(model: Any, train: Any, test: Any, mode: str, count: int) ->
     return (time.perf_counter() - start) / len(subs)
 
 
-def sqlite_overhead(model: Any, train: Any, test: Any, mode: str, budget: int) -> dict[str, float]:
+def sqlite_overhead(model: Any, train: Any, test: Any, bench: Bench, budget: int) -> dict[str, float]:
     """NSGA-II with the study in a SQLite file instead of memory: seconds per evaluated subnet."""
     out = {}
     with tempfile.TemporaryDirectory() as scratch:
         for where, storage in (("memory", None), ("sqlite", Path(scratch) / "study.db")):
-            front = search(model, evaluator(model, train, test, mode), OBJECTIVES, algorithm="nsga2", budget=budget,
+            front = search(model, evaluator(model, train, test, bench), OBJECTIVES, algorithm="nsga2", budget=budget,
                            storage=storage, front_metrics=OBJECTIVES, calibrate_front=False)  # fmt: skip
             out[where] = front.info["seconds_per_evaluation"]
     print(f"\nstudy storage: {out['memory'] * 1e3:.1f} ms/subnet in memory, {out['sqlite'] * 1e3:.1f} ms/subnet in "
@@ -233,11 +282,11 @@ def sqlite_overhead(model: Any, train: Any, test: Any, mode: str, budget: int) -
     return out
 
 
-def latency_part(model: Any, train: Any, test: Any, mode: str, full: ParetoFront, budget: int) -> dict[str, Any]:
+def latency_part(model: Any, train: Any, test: Any, bench: Bench, full: ParetoFront, budget: int) -> dict[str, Any]:
     """Accuracy vs latency through a fitted LatencyPredictor: its held-out error, the front it gives, and
     the measured latency of that front's subnets."""
     space, rng = model.space, random.Random(0)
-    fit_n, held_n = (24, 24) if mode == "full" else (8, 8)
+    fit_n, held_n = (24, 24) if bench.mode == "full" else (8, 8)
     subs = list(dict.fromkeys([space.largest(), space.smallest()]))
     while len(subs) < fit_n + held_n:
         sub = space.canonical(space.sample(rng))
@@ -248,15 +297,15 @@ def latency_part(model: Any, train: Any, test: Any, mode: str, full: ParetoFront
         """Median of three p50s (50 timed calls each): a load spike on the shared machine moves one, not all."""
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", SubnetNormFallbackWarning)
-            return float(np.median([latency(model, sub, 1, "torch", 1, 10, 50, INPUT).p50 for _ in range(3)]))
+            return float(np.median([latency(model, sub, 1, "torch", 1, 10, 50, bench.input).p50 for _ in range(3)]))
 
     start = time.perf_counter()
     measured = [measure(s) for s in subs]
-    predictor = LatencyPredictor(model, 1, INPUT).fit(subs[:fit_n], measured[:fit_n])
+    predictor = LatencyPredictor(model, 1, bench.input).fit(subs[:fit_n], measured[:fit_n])
     error = predictor.error_report(subs[fit_n:], measured[fit_n:])
     fit_s = time.perf_counter() - start
-    ev = evaluator(model, train, test, mode, cost=[PredictedCost(predictor, error),
-                                                   MeasuredCost(model, INPUT, memory="estimate", repeats=20)])  # fmt: skip
+    ev = evaluator(model, train, test, bench, cost=[PredictedCost(predictor, error),
+                                                   MeasuredCost(model, bench.input, memory="estimate", repeats=20)])  # fmt: skip
     front = search(model, ev, ("accuracy", "latency"), algorithm="nsga2", budget=budget, seed=0)
     # the exhaustive front in the (accuracy, predicted latency) plane
     truth = {c.subnet: c.accuracy for c in full.evaluated}
@@ -289,17 +338,17 @@ def latency_part(model: Any, train: Any, test: Any, mode: str, full: ParetoFront
     }  # fmt: skip
 
 
-def pair_part(model: Any, train: Any, test: Any, mode: str, front: ParetoFront) -> list[dict[str, Any]]:
+def pair_part(model: Any, train: Any, test: Any, bench: Bench, front: ParetoFront) -> list[dict[str, Any]]:
     """Cascades chosen on half of the test split and reported on the other half, vs the best single subnet."""
     half = len(test) // 2
     order = torch.randperm(len(test), generator=torch.Generator().manual_seed(0))
     halves = []
     for idx in (order[:half], order[half:]):
         halves.append(TensorImageDataset(test.images[idx], test.labels[idx], test.classes, mean=test.mean,
-                                         std=test.std, name="digits/test-half"))  # fmt: skip
-    cost = MeasuredCost(model, INPUT, memory="estimate", repeats=50)
-    select = evaluator(model, train, halves[0], mode, cost=cost)
-    report = evaluator(model, train, halves[1], mode, cost=cost)
+                                         std=test.std, name=f"{bench.data}/test-half"))  # fmt: skip
+    cost = MeasuredCost(model, bench.input, memory="estimate", repeats=50)
+    select = evaluator(model, train, halves[0], bench, cost=cost)
+    report = evaluator(model, train, halves[1], bench, cost=cost)
     subs = front.subnets
     lat = {s: select.metrics(s, ("latency",))["latency"] for s in subs}
     low, high = min(lat.values()), max(lat.values())
@@ -332,33 +381,36 @@ def plot(part: dict[str, Any], full: ParetoFront, path: Path) -> Path:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="64-subnet space, 2 epochs, one seed (a smoke run)")
+    parser.add_argument("--data", choices=["synthetic", "digits"], default="synthetic",
+                        help="synthetic (16x16, 4,000 held-out images; default) or digits (359 held-out images)")
+    parser.add_argument("--quick", action="store_true", help="64-subnet space, tiny training, one seed (a smoke run)")
     parser.add_argument("--retrain", action="store_true", help="ignore the cached supernet and evaluation")
     args = parser.parse_args()
-    mode = "quick" if args.quick else "full"
+    bench = Bench(args.data, "quick" if args.quick else "full")
     torch.set_num_threads(1)
     if args.retrain:
         for name in ("supernet/tailor.json", "exhaustive.json"):
-            (CACHE / mode / name).unlink(missing_ok=True)
+            (bench.cache / name).unlink(missing_ok=True)
     started = time.perf_counter()
-    train, test = load_dataset("digits", "train"), load_dataset("digits", "test")
-    model, training = supernet(mode, train, test)
-    full = exhaustive(model, train, test, mode)
+    train, test = bench.load()
+    model, training = supernet(bench, train)
+    full = exhaustive(model, train, test, bench)
     size = model.space.size
-    print(f"small_cnn {SETTINGS[mode]['channels']} on digits ({len(train)} train / {len(test)} test): {size} subnets; "
-          f"exhaustive front: {len(full)} subnets, accuracy {full[0].accuracy:.4f} .. {full[-1].accuracy:.4f}, "
-          f"{full[0].macs} .. {full[-1].macs} MACs")  # fmt: skip
-    part = run_algorithms(model, train, test, mode, full)
-    floor_s = evaluation_only(model, train, test, mode, 50 if mode == "full" else 10)
+    print(f"small_cnn {bench.cfg['channels']} on {bench.data} {bench.input} ({len(train)} train / {len(test)} test): "
+          f"{size} subnets; exhaustive front: {len(full)} subnets, accuracy {full[0].accuracy:.4f} .. "
+          f"{full[-1].accuracy:.4f}, {full[0].macs} .. {full[-1].macs} MACs")  # fmt: skip
+    part = run_algorithms(model, train, test, bench, full)
+    floor_s = evaluation_only(model, train, test, bench, 50 if bench.mode == "full" else 10)
     print_quality(part, full, size, floor_s)
-    storage = sqlite_overhead(model, train, test, mode, min(part["budget"], 60))
-    lat = latency_part(model, train, test, mode, full, part["budget"])
-    pairs = pair_part(model, train, test, mode, lat.pop("_front"))
+    storage = sqlite_overhead(model, train, test, bench, min(part["budget"], 60))
+    lat = latency_part(model, train, test, bench, full, part["budget"])
+    pairs = pair_part(model, train, test, bench, lat.pop("_front"))
     total = time.perf_counter() - started
     print(f"\ntotal {total:.0f} s (torch threads 1)")
     report = {
-        "space": {"model": "small_cnn", **{k: SETTINGS[mode][k] for k in ("channels", "widths", "epochs")},
-                  "subnets": size, "data": "digits", "test_samples": len(test)},
+        "space": {"model": "small_cnn", **{k: bench.cfg[k] for k in ("channels", "widths", "epochs")},
+                  "subnets": size, "data": bench.data, "input": list(bench.input), "train_samples": len(train),
+                  "test_samples": len(test)},
         "training": training,
         "exhaustive": {"front": [c.to_dict() for c in full], "seconds_per_evaluation": full.info["seconds_per_evaluation"],
                        "search_s": full.info["search_s"]},
@@ -372,7 +424,7 @@ def main() -> None:
         "cascades": pairs,
         "total_s": total,
     }  # fmt: skip
-    target = RESULTS if mode == "full" else CACHE / mode
+    target = bench.results
     target.mkdir(parents=True, exist_ok=True)
     (target / "search_quality.json").write_text(json.dumps(report, indent=1) + "\n")
     figure = plot(part, full, target / "search_quality_fronts.svg")

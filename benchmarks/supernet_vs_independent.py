@@ -23,12 +23,15 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from tailor import SubnetNormFallbackWarning, create_model
+from tailor import SubnetNormFallbackWarning, create_model, save
 from tailor.data import default_augmentation, load_dataset
 from tailor.ops import ElasticModel
 from tailor.plot import scatter_svg
 from tailor.space import SearchSpace, Subnet
 from tailor.train import TrainConfig, Trainer, evaluate
+from tailor.train.recipe import Recipe
+
+STUDENT_LOSS_WEIGHT = 1.0
 
 
 class Standalone(ElasticModel):
@@ -91,6 +94,7 @@ def run_dataset(name: str, args: argparse.Namespace, out_dir: Path) -> dict[str,
         seed=args.seed,
         calib_batches=args.calib_batches,
         largest_only_epochs=args.largest_only_fraction * epochs,
+        student_loss_weight=args.student_loss_weight,
     )
     print(f"\n== {name}: {len(train)} train / {len(test)} test, {args.model}, {epochs} epochs, batch {args.batch_size}")
 
@@ -99,9 +103,16 @@ def run_dataset(name: str, args: argparse.Namespace, out_dir: Path) -> dict[str,
     supernet = create_model(args.model, num_classes=num_classes, in_chans=in_chans)
     start = time.perf_counter()
     trainer = Trainer(supernet, train, config, device="cpu", progress=args.progress)
-    trainer.fit()
+    history = trainer.fit()
     timings["supernet"] = time.perf_counter() - start
     space = supernet.space
+    if args.save_supernets:
+        # in `tailor train`'s recipe form, so that `tailor route` / `benchmarks/routing.py --checkpoint` can use it
+        splits = {"train": {"n": len(train)}, "test": {"n": len(test)}} if name == "synthetic" else {}
+        recipe = Recipe(model=args.model, data=name, train_split=splits.get("train", {}),
+                        test_split=splits.get("test", {}), train=config).to_dict()  # fmt: skip
+        saved = save(supernet, Path(args.save_supernets) / name, metadata={"recipe": recipe, "history": history})
+        print(f"supernet checkpoint: {saved}")
 
     alone: dict[str, float] = {}
     alone_macs: dict[str, int] = {}
@@ -197,6 +208,17 @@ def main() -> None:
         default=0.25,
         help="share of the supernet's epochs in which only the largest subnet trains (Once-for-All's first phase)",
     )
+    parser.add_argument(
+        "--student-loss-weight",
+        type=float,
+        default=STUDENT_LOSS_WEIGHT,
+        help="scale of every non-largest subnet's loss in a sandwich step (TrainConfig.student_loss_weight)",
+    )
+    parser.add_argument(
+        "--save-supernets",
+        default=".cache/supernet_vs_independent",
+        help="directory for the trained supernets (tailor.save, one folder per data set); '' to skip",
+    )
     parser.add_argument("--calib-batches", type=int, default=8)
     parser.add_argument("--random-subnets", type=int, default=10)
     parser.add_argument("--threads", type=int, default=2)
@@ -208,6 +230,8 @@ def main() -> None:
     if args.quick:
         args.epochs, args.digits_epochs, args.train_size, args.test_size = 1, 2, 1024, 256
         args.random_subnets, args.calib_batches = 2, 2
+        if args.save_supernets:
+            args.save_supernets = str(Path(args.save_supernets) / "quick")  # never overwrite a full run's
     torch.set_num_threads(args.threads)
     out_dir = Path(args.out)
     results = [run_dataset(name.strip(), args, out_dir) for name in args.datasets.split(",") if name.strip()]

@@ -21,6 +21,7 @@ from tailor.route import (
     Margin,
     Stage,
     StageOutput,
+    ensemble_outputs,
     fit_router,
     simulate,
 )
@@ -74,6 +75,33 @@ def test_later_stages_run_only_on_escalated_rows_and_run_matches_simulation(
         rows = result.stage == k
         assert torch.equal(result.predictions[rows], outputs[k].logits[rows].argmax(1))
         assert torch.allclose(result.logits[rows], outputs[k].logits[rows], atol=1e-5)
+
+
+def test_mean_combination_answers_with_the_ensemble_of_the_stages_run(
+    resnet: tailor.ElasticModel, images: torch.Tensor
+) -> None:
+    subs = stage_subnets(resnet)
+    temps = [1.5, 0.8, 1.2]
+    probe = Cascade(resnet, subs, Confidence(0.5), costs=[1.0, 2.5, 6.0], temperatures=temps, combine="mean")
+    outputs = probe.stage_outputs(images)
+    combined = ensemble_outputs(outputs, temps)
+    cascade = probe.with_policy(Confidence(quantile_thresholds(probe, combined, [0.6, 0.5])))
+    assert cascade.combine == "mean"
+    result, expected = cascade.run(images), cascade.simulate(outputs)
+    assert torch.equal(result.stage, expected.stage) and torch.equal(result.predictions, expected.predictions)
+    assert torch.allclose(result.logits, expected.logits, atol=1e-5)
+    assert len(set(result.stage.tolist())) == 3
+    probs = [torch.softmax(o.logits / t, dim=1) for o, t in zip(outputs, temps)]
+    for k in range(3):  # stage k answers with the mean of the scaled softmax of stages 0..k
+        rows = result.stage == k
+        mean = torch.stack(probs[: k + 1]).mean(0)[rows]
+        assert torch.allclose(result.logits[rows].exp(), mean, atol=1e-5)
+        assert torch.equal(result.predictions[rows], mean.argmax(1))
+    # the first stage's decisions read its own scaled output; "last" and "mean" differ only after it
+    last = Cascade(resnet, subs, cascade.policy, costs=[1.0, 2.5, 6.0], temperatures=temps).simulate(outputs)
+    assert torch.equal(last.stage == 0, result.stage == 0)
+    with pytest.raises(TailorError, match="combine"):
+        Cascade(resnet, subs, Confidence(0.5), combine="vote")
 
 
 def test_extreme_thresholds_give_the_first_or_the_last_stage(resnet: tailor.ElasticModel, images: torch.Tensor) -> None:

@@ -55,6 +55,33 @@ def test_students_learn_from_the_teacher() -> None:
     assert losses["largest"] > 0.5
 
 
+@pytest.mark.parametrize("weight", [0.25, 0.5])
+def test_student_loss_weight_scales_only_the_students_gradients(weight: float) -> None:
+    torch.manual_seed(0)
+    model = create_model("small_cnn", num_classes=4, channels=(8, 16, 16))
+    data = BlobImages(64, seed=1)
+    space = model.space
+    subs = [space.largest(), space.smallest(), space.uniform(0.5)]
+
+    def grads(config: TrainConfig, step_subs: list) -> list[torch.Tensor]:
+        trainer = Trainer(model, data, config, device="cpu")
+        trainer.optimizer.step = lambda: None  # keep the weights: only the gradients are compared
+        x, y = next(trainer.train_source.batches(0))
+        trainer.train_step(x, y, step_subs, teacher_first=True)
+        return [p.grad.clone() for p in model.parameters()]
+
+    base = TrainConfig(batch_size=32, augment=False)
+    teacher = grads(base, subs[:1])  # the largest alone: a one-subnet step is never scaled
+    assert grads(TrainConfig(batch_size=32, augment=False, student_loss_weight=weight), subs[:1])[0].equal(teacher[0])
+    full = grads(base, subs)
+    scaled = grads(TrainConfig(batch_size=32, augment=False, student_loss_weight=weight), subs)
+    assert any(not torch.allclose(f, t) for f, t in zip(full, teacher)), "the students contribute gradients"
+    for f, t, s in zip(full, teacher, scaled):
+        assert torch.allclose(s, t + weight * (f - t), atol=1e-5)
+    with pytest.raises(InvalidSubnetError, match="student_loss_weight"):
+        TrainConfig(student_loss_weight=0.0)
+
+
 def test_distillation_loss_properties() -> None:
     logits = torch.randn(16, 10)
     assert distillation_loss(logits, logits, 2.0).item() == pytest.approx(0.0, abs=1e-6)

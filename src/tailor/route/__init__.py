@@ -9,7 +9,7 @@ from tailor.route.calibration import (
     per_class_escalation,
     reliability,
 )
-from tailor.route.cascade import Cascade, CascadeResult, Stage, dataset_labels, simulate
+from tailor.route.cascade import Cascade, CascadeResult, Stage, dataset_labels, ensemble_outputs, simulate
 from tailor.route.evaluate import (
     SweepPoint,
     accuracy_at_cost,
@@ -58,6 +58,7 @@ __all__ = [
     "cheapest_reaching",
     "dataset_labels",
     "ece",
+    "ensemble_outputs",
     "escalation_by_bins",
     "fit_router",
     "fit_temperature",

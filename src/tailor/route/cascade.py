@@ -12,6 +12,10 @@ run in this cascade, e.g. milliseconds per image measured by `stage_costs`). The
 an input do not depend on which other inputs share its batch (eval mode, SubnetNorm statistics), so
 `simulate` reproduces `run` from each stage's outputs on the whole data set, which is how thresholds
 are swept without re-running the network.
+
+`combine="mean"` makes an escalated input's answer the average of the (temperature-scaled) softmax
+outputs of every stage it ran, not the last stage's alone: the cheap stages' work is not thrown away,
+and the policy reads that running ensemble too. `ensemble_outputs` gives the same outputs for sweeps.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 
 from tailor.errors import SubnetNormFallbackWarning, TailorError
 from tailor.ops import ElasticModel
@@ -138,12 +143,38 @@ def _check_temperatures(temperatures: Sequence[float] | None, stages: int, where
     return tuple(float(v) for v in values)
 
 
+COMBINES = ("last", "mean")
+
+
+def _check_combine(combine: str, where: str) -> str:
+    if combine not in COMBINES:
+        raise TailorError(f"{where}: combine must be one of {COMBINES}, got {combine!r}")
+    return combine
+
+
+def ensemble_outputs(outputs: Sequence[StageOutput], temperatures: Sequence[float] | None = None) -> list[StageOutput]:
+    """Stage k's output as `combine="mean"` sees it: log of the mean softmax of stages 0..k, each divided
+    by its temperature (features stay stage k's own). The result is already scaled: read it at T = 1."""
+    temps = _check_temperatures(temperatures, len(outputs), "ensemble_outputs")
+    combined, total = [], None
+    for k, out in enumerate(outputs):
+        probs = F.softmax(out.logits.float() / temps[k], dim=1)
+        if total is not None and total.shape != probs.shape:
+            raise TailorError(
+                f"ensemble_outputs: stage {k} has outputs {tuple(probs.shape)}, stage 0 {tuple(total.shape)}"
+            )
+        total = probs if total is None else total + probs
+        combined.append(StageOutput(torch.log((total / (k + 1)).clamp_min(1e-12)), out.features))
+    return combined
+
+
 class Cascade:
     """Stages of one supernet and a policy deciding, per input, whether to stop or escalate.
 
     `costs` are per-input costs of each stage as it runs here (a resumed early-exit stage costs only its
     increment); None charges nothing (all costs 0) — measure them with `stage_costs`. `temperatures`
-    divide each stage's logits before the policy reads them (fitted with `fit_temperature`).
+    divide each stage's logits before the policy reads them (fitted with `fit_temperature`). `combine`:
+    "last" answers with the stage that stopped, "mean" with the mean softmax of all stages run so far.
     """
 
     def __init__(
@@ -154,6 +185,7 @@ class Cascade:
         *,
         costs: Sequence[float] | None = None,
         temperatures: Sequence[float] | None = None,
+        combine: str = "last",
     ) -> None:
         if not isinstance(model, ElasticModel):
             raise TailorError(f"Cascade needs a tailor ElasticModel, got {type(model).__name__}")
@@ -179,11 +211,14 @@ class Cascade:
         self.policy = policy
         self.costs = _check_costs(costs if costs is not None else [0.0] * len(self.stages), len(self.stages), "Cascade")
         self.temperatures = _check_temperatures(temperatures, len(self.stages), "Cascade")
+        self.combine = _check_combine(combine, "Cascade")
         self.resumes = resume_flags(model, self.stages)
 
     def with_policy(self, policy: Policy) -> Cascade:
-        """The same stages, costs and temperatures under another policy (or thresholds)."""
-        return Cascade(self.model, self.stages, policy, costs=self.costs, temperatures=self.temperatures)
+        """The same stages, costs, temperatures and combination under another policy (or thresholds)."""
+        return Cascade(
+            self.model, self.stages, policy, costs=self.costs, temperatures=self.temperatures, combine=self.combine
+        )
 
     @property
     def cumulative_costs(self) -> tuple[float, ...]:
@@ -227,14 +262,22 @@ class Cascade:
         logits_out: torch.Tensor | None = None
         rows = torch.arange(n, device=device)
         inputs = x
+        prob_sum: torch.Tensor | None = None  # combine="mean": summed scaled softmax of the open rows
         try:
             for k in range(len(self.stages)):
                 needs = self.policy.needs_features and k < last
                 carry, out = self._run_stage(k, inputs, needs)
+                if self.combine == "mean":
+                    probs = F.softmax(out.logits.float() / self.temperatures[k], dim=1)
+                    prob_sum = probs if prob_sum is None else prob_sum + probs
+                    out = StageOutput(torch.log((prob_sum / (k + 1)).clamp_min(1e-12)), out.features)
+                    read = out
+                else:
+                    read = out.scaled(self.temperatures[k])
                 if logits_out is None:
                     logits_out = torch.zeros(n, out.logits.shape[1], dtype=out.logits.dtype, device=device)
                 escalate = (
-                    self.policy.escalate(out.scaled(self.temperatures[k]), k).to(device)
+                    self.policy.escalate(read, k).to(device)
                     if k < last
                     else torch.zeros(len(rows), dtype=torch.bool, device=device)
                 )
@@ -244,6 +287,8 @@ class Cascade:
                 answered[done] = k
                 logits_out[done] = out.logits[stop]
                 rows = rows[escalate]
+                if prob_sum is not None:
+                    prob_sum = prob_sum[escalate]
                 if rows.numel() == 0:
                     break
                 inputs = carry[escalate] if k < last and self.resumes[k + 1] and carry is not None else x[rows]
@@ -290,7 +335,7 @@ class Cascade:
 
     def simulate(self, outputs: Sequence[StageOutput]) -> CascadeResult:
         """What `run` would return, computed from `stage_outputs` of the same inputs."""
-        return simulate(outputs, self.policy, self.costs, self.temperatures)
+        return simulate(outputs, self.policy, self.costs, self.temperatures, combine=self.combine)
 
 
 def resume_flags(model: ElasticModel, stages: Sequence[Stage]) -> tuple[bool, ...]:
@@ -342,8 +387,11 @@ def simulate(
     policy: Policy,
     costs: Sequence[float],
     temperatures: Sequence[float] | None = None,
+    combine: str = "last",
 ) -> CascadeResult:
     """Cascade decisions from precomputed stage outputs (each stage on every input), exactly as `run` makes them."""
+    if _check_combine(combine, "simulate") == "mean":
+        return simulate(ensemble_outputs(outputs, temperatures), policy, costs)
     stages = len(outputs)
     if stages < 2:
         raise TailorError(f"simulate: a cascade needs at least 2 stages, got {stages}")

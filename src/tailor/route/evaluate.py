@@ -26,7 +26,7 @@ import torch
 from tailor.cost import latency, macs
 from tailor.errors import SubnetNormFallbackWarning, TailorError
 from tailor.ops import ElasticModel
-from tailor.route.cascade import Stage, as_stage, resume_flags, simulate
+from tailor.route.cascade import Stage, as_stage, ensemble_outputs, resume_flags, simulate
 from tailor.route.exits import FINAL, EarlyExitModel
 from tailor.route.policies import Policy, StageOutput
 
@@ -129,12 +129,16 @@ def sweep(
     costs: Sequence[float],
     thresholds: Iterable[float | Sequence[float]],
     temperatures: Sequence[float] | None = None,
+    combine: str = "last",
 ) -> list[SweepPoint]:
-    """Accuracy, mean cost and stage shares of `policy` at each threshold (one number, or one per transition)."""
+    """Accuracy, mean cost and stage shares of `policy` at each threshold (one number, or one per transition);
+    `combine` as in `Cascade` ("mean": answers are the running ensemble of the stages run)."""
+    if combine == "mean":  # combine once, not per threshold
+        outputs, temperatures, combine = ensemble_outputs(outputs, temperatures), None, "last"
     points = []
     for value in thresholds:
         policy_t = policy.with_thresholds(value if isinstance(value, (int, float)) else tuple(value))
-        result = simulate(outputs, policy_t, costs, temperatures)
+        result = simulate(outputs, policy_t, costs, temperatures, combine=combine)
         transitions = len(outputs) - 1
         ts = (float(value),) * transitions if isinstance(value, (int, float)) else tuple(float(v) for v in value)
         points.append(SweepPoint(ts, result.accuracy(labels), result.mean_cost, tuple(result.reached())))

@@ -58,6 +58,9 @@ class TrainConfig:
     distill: bool = True
     temperature: float = 1.0
     distill_weight: float = 1.0  # students: w * KL(teacher) + (1 - w) * cross-entropy
+    # scale of each non-teacher subnet's loss in a step: < 1 lets the largest subnet's gradient dominate
+    # the shared weights (less interference), at some cost to the small subnets
+    student_loss_weight: float = 1.0
     augment: bool = True
     crop_padding: int = 4
     flip: bool = True
@@ -85,6 +88,7 @@ class TrainConfig:
             "largest_only_epochs": 0 <= self.largest_only_epochs <= self.epochs,
             "label_smoothing": 0 <= self.label_smoothing < 1,
             "distill_weight": 0 <= self.distill_weight <= 1,
+            "student_loss_weight": 0 < self.student_loss_weight <= 1,
             "num_random": self.num_random >= 0,
             "crop_padding": self.crop_padding >= 0,
             "checkpoint_every": self.checkpoint_every >= 0,
@@ -431,10 +435,12 @@ class Trainer:
                 loss = cfg.distill_weight * kd + (1.0 - cfg.distill_weight) * ce
             else:
                 loss = ce
-            if index == 0 and teacher_first and cfg.distill and len(subs) > 1:
+            is_teacher = index == 0 and teacher_first
+            if is_teacher and cfg.distill and len(subs) > 1:
                 teacher = logits.detach()
-            loss.backward()
-            role = "largest" if index == 0 and teacher_first else f"subnet{index}"
+            scale = 1.0 if is_teacher or len(subs) == 1 else cfg.student_loss_weight
+            (loss * scale if scale != 1.0 else loss).backward()
+            role = "largest" if is_teacher else f"subnet{index}"
             losses[role] = float(loss.detach())
         distr.average_gradients(model, self.ctx)
         if cfg.grad_clip is not None:
