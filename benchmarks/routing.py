@@ -1,14 +1,16 @@
 """Dynamic routing on one supernet: cascades, learned routers, early exits and calibration on `synthetic`.
 
 One run, side by side, all accuracy on held-out data:
-1. a resnet20 supernet trained on `synthetic` (per-image difficulty varies), or `--checkpoint PATH`
-   (`tailor.load`), cached under `.cache/routing/` so that reruns skip training;
+1. a resnet20 supernet trained on `synthetic` (per-image difficulty varies) with the recipe of
+   `supernet_vs_independent.py` (sandwich rule, in-place distillation, 2 largest-only epochs of 8), or
+   `--checkpoint PATH` (`tailor.load`), cached under `.cache/routing/` so that reruns skip training;
 2. static subnets (largest, smallest, uniform widths at full and minimum depth, random ones), each
    calibrated, with test accuracy and latency measured by `tailor.cost.latency` (ms per image at
    `--latency-batch`, `--threads` threads): their Pareto front is the static baseline, read both as
    "best single subnet within the budget" and as the upper hull (a random mix of two subnets);
-3. width cascades `small -> largest` under confidence, entropy, margin, temperature-scaled confidence
-   and a learned router; a 3-stage width cascade; early exits after stage1/stage2 trained on the
+3. width cascades `small -> largest` under confidence, entropy, margin, temperature-scaled confidence,
+   a temperature-scaled ensemble (`combine="mean"`: an escalated input is answered by the mean softmax
+   of every stage it ran) and a learned router; a 3-stage width cascade; early exits after stage1/stage2 trained on the
    frozen backbone for the smallest and largest widths (an exit x width grid), an early-exit cascade
    (largest: stage1 -> stage2 -> final, resuming) and a mixed one (smallest -> largest@stage2 -> final);
 4. thresholds and temperatures are fitted on a held-out split (the first half of the test stream), and
@@ -20,7 +22,8 @@ One run, side by side, all accuracy on held-out data:
 Figures: `<out>/routing/acc_vs_latency.png`, `<out>/routing/escalation_vs_threshold.png`; numbers: `<out>/routing.json`.
 
     python benchmarks/routing.py                  # full: training (cached afterwards), then ~7 min
-    python benchmarks/routing.py --checkpoint ck/ # an already trained resnet20 supernet on synthetic
+    python benchmarks/routing.py --checkpoint ck/ # an already trained resnet20 supernet on synthetic, e.g.
+                                                  # .cache/supernet_vs_independent/synthetic
     python benchmarks/routing.py --quick          # under a minute: checks the script, not the claim
 """
 
@@ -827,14 +830,17 @@ def main() -> None:
     parser.add_argument("--checkpoint", help="a trained supernet (tailor.load); skips training")
     parser.add_argument(
         "--sampler",
-        default="fixed",
+        default="sandwich",
         choices=["fixed", "sandwich", "random_min_max", "uniform"],
         help="training sampler (fixed: largest + smallest every step)",
     )
     parser.add_argument("--num-random", type=int, default=2, help="random subnets per step (sandwich, random_min_max)")
     parser.add_argument("--epochs", type=int, default=8)
     parser.add_argument(
-        "--largest-only-epochs", type=float, default=0.0, help="epochs of the largest subnet alone before the sampler"
+        "--largest-only-epochs",
+        type=float,
+        default=2.0,
+        help="epochs of the largest subnet alone before the sampler (the recipe of supernet_vs_independent.py)",
     )
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--lr", type=float, default=0.1)
@@ -866,6 +872,7 @@ def main() -> None:
     if args.quick:
         args.epochs, args.train_size, args.holdout_size, args.test_size, args.batch_size = 1, 512, 384, 192, 64
         args.random_subnets, args.calib_batches, args.exit_epochs = 0, 2, 1
+        args.largest_only_epochs = min(args.largest_only_epochs, 0.25 * args.epochs)
         args.thresholds, args.grid_thresholds, args.repeats, args.rounds, args.wall_repeats = 11, 5, 3, 1, 1
         args.cache = str(Path(args.cache) / "quick")
         if args.out == "benchmarks/results":

@@ -91,7 +91,7 @@ def test_mean_combination_answers_with_the_ensemble_of_the_stages_run(
     assert torch.equal(result.stage, expected.stage) and torch.equal(result.predictions, expected.predictions)
     assert torch.allclose(result.logits, expected.logits, atol=1e-5)
     assert len(set(result.stage.tolist())) == 3
-    probs = [torch.softmax(o.logits / t, dim=1) for o, t in zip(outputs, temps)]
+    probs = [torch.softmax(o.logits.double() / t, dim=1) for o, t in zip(outputs, temps)]
     for k in range(3):  # stage k answers with the mean of the scaled softmax of stages 0..k
         rows = result.stage == k
         mean = torch.stack(probs[: k + 1]).mean(0)[rows]

@@ -15,6 +15,7 @@ from tailor.route import (
     Confidence,
     StageOutput,
     accuracy_at_cost,
+    ensemble_outputs,
     line_plot_png,
     pareto_front,
     simulate,
@@ -100,6 +101,28 @@ def test_threshold_grids_span_no_escalation_to_full_escalation() -> None:
         assert point.cost == pytest.approx(1.0 + 3.0 * point.escalation)
     with pytest.raises(TailorError, match="points"):
         threshold_grid(torch.rand(10), points=1)
+
+
+def test_sweeping_the_mean_combination_reads_the_running_ensemble() -> None:
+    outputs, labels = two_stage_outputs(300, 1)
+    temps = [1.7, 0.9]
+    combined = ensemble_outputs(outputs, temps)
+    # stage 0 of the ensemble is stage 0 scaled; stage 1 averages both stages' probabilities
+    first, second = (torch.softmax(o.logits.double() / t, dim=1) for o, t in zip(outputs, temps))
+    assert torch.allclose(combined[0].logits.exp(), first, atol=1e-9)
+    both = (first + second) / 2
+    assert torch.allclose(combined[1].logits.exp(), both, atol=1e-9)
+    policy = Confidence(0.5)
+    grid = threshold_grid(policy.score(combined[0], 0), points=11)
+    mean = sweep(outputs, labels, policy, [1.0, 3.0], grid, temps, combine="mean")
+    by_hand = sweep(combined, labels, policy, [1.0, 3.0], grid)
+    assert mean == by_hand
+    last = sweep(outputs, labels, policy, [1.0, 3.0], grid, temps)
+    # the same decisions at stage 0 (up to one input whose score sits within float32 rounding of a threshold)
+    assert all(abs(a.escalation - b.escalation) <= 1 / 300 for a, b in zip(last, mean))
+    assert mean[-1].accuracy == float((both.argmax(1) == labels).double().mean())  # all escalated: the ensemble
+    with pytest.raises(TailorError, match="combine"):
+        simulate(outputs, policy, [1.0, 3.0], combine="max")
 
 
 def test_line_plot_png_draws_every_series(tmp_path: object) -> None:

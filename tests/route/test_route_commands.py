@@ -42,6 +42,26 @@ def test_route_writes_json_tables_and_plots(checkpoint: Path, tmp_path: Path, ca
         assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_route_combine_mean_answers_escalated_inputs_with_the_ensemble(
+    checkpoint: Path, capsys: pytest.CaptureFixture
+) -> None:
+    argv = ["route", str(checkpoint), "--cost", "macs", "--policies", "confidence", "--thresholds", "6"]
+    runs = {}
+    for combine in ("last", "mean"):
+        assert main([*argv, "--calib-batches", "2", "--combine", combine, "--json", "--no-progress"]) == 0
+        runs[combine] = json.loads(capsys.readouterr().out)
+    assert runs["mean"]["combine"] == "mean" and runs["last"]["combine"] == "last"
+    assert runs["mean"]["stages"] == runs["last"]["stages"]  # per-stage figures are the stages' own
+    by_cost = {c: sorted(r["policies"]["confidence"]["test"], key=lambda p: p["cost"]) for c, r in runs.items()}
+    # nothing escalated: both answer with the first stage (temperature scaling keeps its argmax)
+    assert by_cost["mean"][0]["accuracy"] == by_cost["last"][0]["accuracy"]
+    assert by_cost["last"][-1]["accuracy"] == runs["last"]["stages"][1]["test_accuracy"]  # all escalated: stage 2
+    with pytest.raises(SystemExit) as exit_info:  # argparse names the bad choice and exits with status 2
+        main([*argv, "--combine", "vote", "--no-progress"])
+    assert exit_info.value.code == 2
+    assert "--combine" in capsys.readouterr().err
+
+
 def test_route_trains_saves_and_reuses_exit_heads(
     checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:

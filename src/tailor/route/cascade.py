@@ -152,19 +152,25 @@ def _check_combine(combine: str, where: str) -> str:
     return combine
 
 
+def _log_probs(logits: torch.Tensor, temperature: float) -> torch.Tensor:
+    """Scaled log-softmax in float64: a large fitted temperature leaves class differences that float32 rounds away."""
+    return F.log_softmax(logits.double() / temperature, dim=1)
+
+
 def ensemble_outputs(outputs: Sequence[StageOutput], temperatures: Sequence[float] | None = None) -> list[StageOutput]:
     """Stage k's output as `combine="mean"` sees it: log of the mean softmax of stages 0..k, each divided
-    by its temperature (features stay stage k's own). The result is already scaled: read it at T = 1."""
+    by its temperature (float64; features stay stage k's own). Already scaled: read it at T = 1."""
     temps = _check_temperatures(temperatures, len(outputs), "ensemble_outputs")
-    combined, total = [], None
+    combined: list[StageOutput] = []
+    running: torch.Tensor | None = None  # log of the summed probabilities
     for k, out in enumerate(outputs):
-        probs = F.softmax(out.logits.float() / temps[k], dim=1)
-        if total is not None and total.shape != probs.shape:
+        log_p = _log_probs(out.logits, temps[k])
+        if running is not None and running.shape != log_p.shape:
             raise TailorError(
-                f"ensemble_outputs: stage {k} has outputs {tuple(probs.shape)}, stage 0 {tuple(total.shape)}"
+                f"ensemble_outputs: stage {k} has outputs {tuple(log_p.shape)}, stage 0 {tuple(running.shape)}"
             )
-        total = probs if total is None else total + probs
-        combined.append(StageOutput(torch.log((total / (k + 1)).clamp_min(1e-12)), out.features))
+        running = log_p if running is None else torch.logaddexp(running, log_p)
+        combined.append(StageOutput(running - math.log(k + 1), out.features))
     return combined
 
 
@@ -262,15 +268,15 @@ class Cascade:
         logits_out: torch.Tensor | None = None
         rows = torch.arange(n, device=device)
         inputs = x
-        prob_sum: torch.Tensor | None = None  # combine="mean": summed scaled softmax of the open rows
+        running: torch.Tensor | None = None  # combine="mean": log of the summed probabilities of the open rows
         try:
             for k in range(len(self.stages)):
                 needs = self.policy.needs_features and k < last
                 carry, out = self._run_stage(k, inputs, needs)
                 if self.combine == "mean":
-                    probs = F.softmax(out.logits.float() / self.temperatures[k], dim=1)
-                    prob_sum = probs if prob_sum is None else prob_sum + probs
-                    out = StageOutput(torch.log((prob_sum / (k + 1)).clamp_min(1e-12)), out.features)
+                    log_p = _log_probs(out.logits, self.temperatures[k])
+                    running = log_p if running is None else torch.logaddexp(running, log_p)
+                    out = StageOutput(running - math.log(k + 1), out.features)
                     read = out
                 else:
                     read = out.scaled(self.temperatures[k])
@@ -287,8 +293,8 @@ class Cascade:
                 answered[done] = k
                 logits_out[done] = out.logits[stop]
                 rows = rows[escalate]
-                if prob_sum is not None:
-                    prob_sum = prob_sum[escalate]
+                if running is not None:
+                    running = running[escalate]
                 if rows.numel() == 0:
                     break
                 inputs = carry[escalate] if k < last and self.resumes[k + 1] and carry is not None else x[rows]

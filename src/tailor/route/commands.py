@@ -24,7 +24,7 @@ from tailor.data import default_augmentation, list_datasets, load_dataset
 from tailor.errors import TailorError
 from tailor.ops import ElasticModel
 from tailor.route.calibration import ece, fit_temperature
-from tailor.route.cascade import Cascade, Stage
+from tailor.route.cascade import COMBINES, Cascade, Stage, ensemble_outputs
 from tailor.route.evaluate import (
     METRICS,
     multi_threshold_grid,
@@ -53,6 +53,12 @@ def add_commands(commands: Any) -> None:
     route.add_argument("--stages-json", help="JSON list of stages ({'subnet': Subnet.to_dict(), 'exit': ...}) instead")
     route.add_argument("--policies", default="confidence,entropy,margin,learned", help=f"any of {', '.join(POLICIES)}")
     route.add_argument("--thresholds", type=int, default=41, help="quantile thresholds per transition (>= 2)")
+    route.add_argument(
+        "--combine",
+        default="last",
+        choices=COMBINES,
+        help="answer of an escalated input: the last stage's (last) or the mean softmax of all stages run (mean)",
+    )
     route.add_argument("--cost", default="latency", choices=METRICS)
     route.add_argument("--latency-batch", type=int, default=32)
     route.add_argument("--repeats", type=int, default=20, help="timed calls per stage latency")
@@ -229,8 +235,11 @@ def cmd_route(args: argparse.Namespace) -> int:
         }
         for k, s in enumerate(stages)
     ]
+    if args.combine == "mean":  # every policy then reads, and answers with, the running ensemble
+        out_h, out_t = ensemble_outputs(out_h, temperatures), ensemble_outputs(out_t, temperatures)
     results: dict[str, Any] = {
         "checkpoint": str(args.checkpoint),
+        "combine": args.combine,
         "cost_unit": unit,
         "stages": stage_rows,
         "policies": {},
