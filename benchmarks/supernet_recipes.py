@@ -1,0 +1,114 @@
+"""Which supernet recipe keeps the largest subnet closest to the same network trained alone?
+
+Trains resnet20 supernets on `synthetic` (20k training images, 8 epochs, the recipe of
+`supernet_vs_independent.py`) that differ in one knob each, calibrates SubnetNorm statistics and prints
+the held-out accuracy (5k images) of the largest, smallest and uniform-0.5 subnets side by side. Each
+variant is one process (`--jobs` at a time, one thread each), so that several fit on the cores at once.
+
+    python benchmarks/supernet_recipes.py                       # 5 variants, ~25 min each on one core
+    python benchmarks/supernet_recipes.py --variants baseline,student-0.5 --jobs 2
+    python benchmarks/supernet_recipes.py --quick               # 1 epoch of 1,024 images: checks the script
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+#: name -> TrainConfig overrides (plus `largest_only_fraction`, the share of epochs in the largest-only phase)
+VARIANTS: dict[str, dict[str, Any]] = {
+    "baseline": {},
+    "largest-only-12.5%": {"largest_only_fraction": 0.125},
+    "largest-only-50%": {"largest_only_fraction": 0.5},
+    "student-0.5": {"student_loss_weight": 0.5},
+    "num-random-1": {"num_random": 1},
+}
+
+
+def train_one(overrides: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
+    """Train one variant in this process and return its held-out accuracies (the child's entry point)."""
+    import torch
+
+    from tailor import create_model
+    from tailor.data import default_augmentation, load_dataset
+    from tailor.train import TrainConfig, Trainer, evaluate
+
+    torch.set_num_threads(1)
+    train = load_dataset("synthetic", "train", n=args.train_size)
+    test = load_dataset("synthetic", "test", n=args.test_size)
+    augmentation = default_augmentation("synthetic")
+    fraction = overrides.pop("largest_only_fraction", 0.25)
+    config = TrainConfig(epochs=args.epochs, batch_size=128, lr=0.1, crop_padding=augmentation.crop_padding,
+                         flip=augmentation.flip, seed=args.seed, calib_batches=8,
+                         largest_only_epochs=fraction * args.epochs, **overrides)  # fmt: skip
+    torch.manual_seed(args.seed)
+    model = create_model("resnet20", num_classes=train.num_classes)
+    start = time.perf_counter()
+    trainer = Trainer(model, train, config, device="cpu")
+    trainer.fit()
+    seconds = time.perf_counter() - start
+    space = model.space
+    subs = {"largest": space.largest(), "smallest": space.smallest(), "uniform 0.5": space.uniform(0.5)}
+    trainer.calibrate(list(subs.values()))
+    accuracy = evaluate(model, list(subs.values()), test)
+    return {"recipe": config.to_dict(), "seconds": seconds, **{k: accuracy[s.id] for k, s in subs.items()}}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--variants", default=",".join(VARIANTS), help=f"comma-separated, of {', '.join(VARIANTS)}")
+    parser.add_argument("--jobs", type=int, default=2, help="variants trained at once (one process, one thread each)")
+    parser.add_argument("--epochs", type=int, default=8)
+    parser.add_argument("--train-size", type=int, default=20_000)
+    parser.add_argument("--test-size", type=int, default=5_000)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", default="benchmarks/results/supernet_recipes.json")
+    parser.add_argument("--quick", action="store_true", help="1 epoch of 1,024 images: checks the script, not the claim")
+    parser.add_argument("--child", help=argparse.SUPPRESS)  # JSON overrides: train one variant, print JSON
+    args = parser.parse_args()
+    if args.quick:
+        args.epochs, args.train_size, args.test_size = 1, 1024, 256
+        if args.out == parser.get_default("out"):
+            args.out = ".cache/supernet_recipes_quick.json"
+    if args.child is not None:
+        print(json.dumps(train_one(json.loads(args.child), args)))
+        return
+    names = [n.strip() for n in args.variants.split(",") if n.strip()]
+    unknown = [n for n in names if n not in VARIANTS]
+    if unknown or not names:
+        parser.error(f"unknown variant(s) {unknown}; known: {', '.join(VARIANTS)}")
+    if args.jobs < 1:
+        parser.error("--jobs must be >= 1")
+    common = ["--epochs", str(args.epochs), "--train-size", str(args.train_size), "--test-size", str(args.test_size),
+              "--seed", str(args.seed)]  # fmt: skip
+
+    def run(name: str) -> dict[str, Any]:
+        command = [sys.executable, __file__, *common, "--child", json.dumps(VARIANTS[name])]
+        done = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+        if done.returncode != 0:
+            raise SystemExit(f"variant {name} failed:\n{done.stderr[-2000:]}")
+        print(f"  {name}: done", file=sys.stderr, flush=True)
+        return json.loads(done.stdout.strip().splitlines()[-1])
+
+    with ThreadPoolExecutor(args.jobs) as pool:
+        results = dict(zip(names, pool.map(run, names)))
+    print(f"\nresnet20 on synthetic ({args.train_size} train / {args.test_size} test), {args.epochs} epochs, seed {args.seed}")
+    print(f"{'variant':<20} {'largest':>8} {'smallest':>9} {'uniform 0.5':>12} {'train s':>8}")
+    for name, r in results.items():
+        print(f"{name:<20} {100 * r['largest']:>8.2f} {100 * r['smallest']:>9.2f} {100 * r['uniform 0.5']:>12.2f} "
+              f"{r['seconds']:>8.0f}")  # fmt: skip
+    target = Path(args.out)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(json.dumps(results, indent=1) + "\n")
+    print(f"results: {target}")
+
+
+if __name__ == "__main__":
+    main()
