@@ -5,7 +5,7 @@ architectures alone (extracted from a fresh supernet, re-initialised, same E epo
 calibrate SubnetNorm statistics and compare held-out accuracy. Also shows one random per-layer subnet
 before and after calibration, and writes an accuracy-vs-MACs plot (SVG) and the results (JSON).
 
-    python benchmarks/supernet_vs_independent.py                 # synthetic (20k/5k) and digits, ~25 min on 2 cores
+    python benchmarks/supernet_vs_independent.py                 # synthetic (20k/5k) and digits, 21 min on 2 quiet cores
     python benchmarks/supernet_vs_independent.py --quick         # a minute-long smoke run
 """
 
