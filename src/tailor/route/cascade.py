@@ -152,9 +152,20 @@ def _check_combine(combine: str, where: str) -> str:
     return combine
 
 
-def _log_probs(logits: torch.Tensor, temperature: float) -> torch.Tensor:
-    """Scaled log-softmax in float64: a large fitted temperature leaves class differences that float32 rounds away."""
-    return F.log_softmax(logits.double() / temperature, dim=1)
+def _ensemble_step(
+    running: torch.Tensor | None, out: StageOutput, temperature: float, k: int
+) -> tuple[torch.Tensor, StageOutput]:
+    """Add stage k's scaled probabilities to `running` (log of the sum so far); return it and the mean as logits.
+
+    Float64 log space: a large fitted temperature leaves class differences that float32 rounds to ties.
+    """
+    log_p = F.log_softmax(out.logits.double() / temperature, dim=1)
+    if running is not None and running.shape != log_p.shape:
+        raise TailorError(
+            f"ensemble: stage {k} has outputs {tuple(log_p.shape)}, earlier stages {tuple(running.shape)}"
+        )
+    running = log_p if running is None else torch.logaddexp(running, log_p)
+    return running, StageOutput(running - math.log(k + 1), out.features)
 
 
 def ensemble_outputs(outputs: Sequence[StageOutput], temperatures: Sequence[float] | None = None) -> list[StageOutput]:
@@ -162,15 +173,10 @@ def ensemble_outputs(outputs: Sequence[StageOutput], temperatures: Sequence[floa
     by its temperature (float64; features stay stage k's own). Already scaled: read it at T = 1."""
     temps = _check_temperatures(temperatures, len(outputs), "ensemble_outputs")
     combined: list[StageOutput] = []
-    running: torch.Tensor | None = None  # log of the summed probabilities
+    running: torch.Tensor | None = None
     for k, out in enumerate(outputs):
-        log_p = _log_probs(out.logits, temps[k])
-        if running is not None and running.shape != log_p.shape:
-            raise TailorError(
-                f"ensemble_outputs: stage {k} has outputs {tuple(log_p.shape)}, stage 0 {tuple(running.shape)}"
-            )
-        running = log_p if running is None else torch.logaddexp(running, log_p)
-        combined.append(StageOutput(running - math.log(k + 1), out.features))
+        running, mean = _ensemble_step(running, out, temps[k], k)
+        combined.append(mean)
     return combined
 
 
@@ -274,9 +280,7 @@ class Cascade:
                 needs = self.policy.needs_features and k < last
                 carry, out = self._run_stage(k, inputs, needs)
                 if self.combine == "mean":
-                    log_p = _log_probs(out.logits, self.temperatures[k])
-                    running = log_p if running is None else torch.logaddexp(running, log_p)
-                    out = StageOutput(running - math.log(k + 1), out.features)
+                    running, out = _ensemble_step(running, out, self.temperatures[k], k)
                     read = out
                 else:
                     read = out.scaled(self.temperatures[k])
