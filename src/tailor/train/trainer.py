@@ -58,8 +58,8 @@ class TrainConfig:
     distill: bool = True
     temperature: float = 1.0
     distill_weight: float = 1.0  # students: w * KL(teacher) + (1 - w) * cross-entropy
-    # scale of each non-teacher subnet's loss in a step: < 1 lets the largest subnet's gradient dominate
-    # the shared weights (less interference), at some cost to the small subnets
+    # scale of each non-teacher subnet's loss in a multi-subnet step (every subnet's when the sampler has no
+    # teacher): < 1 lets the largest subnet's gradient weigh more on the shared weights
     student_loss_weight: float = 1.0
     augment: bool = True
     crop_padding: int = 4
