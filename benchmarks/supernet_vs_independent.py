@@ -31,8 +31,6 @@ from tailor.space import SearchSpace, Subnet
 from tailor.train import TrainConfig, Trainer, evaluate
 from tailor.train.recipe import Recipe
 
-STUDENT_LOSS_WEIGHT = 1.0
-
 
 class Standalone(ElasticModel):
     """An ordinary network (an extracted subnet) behind the ElasticModel interface, with a one-point space."""
@@ -108,9 +106,9 @@ def run_dataset(name: str, args: argparse.Namespace, out_dir: Path) -> dict[str,
     space = supernet.space
     if args.save_supernets:
         # in `tailor train`'s recipe form, so that `tailor route` / `benchmarks/routing.py --checkpoint` can use it
-        splits = {"train": {"n": len(train)}, "test": {"n": len(test)}} if name == "synthetic" else {}
-        recipe = Recipe(model=args.model, data=name, train_split=splits.get("train", {}),
-                        test_split=splits.get("test", {}), train=config).to_dict()  # fmt: skip
+        sizes = name == "synthetic"  # digits has fixed splits; synthetic's are sized
+        recipe = Recipe(model=args.model, data=name, train_split={"n": len(train)} if sizes else {},
+                        test_split={"n": len(test)} if sizes else {}, train=config).to_dict()  # fmt: skip
         saved = save(supernet, Path(args.save_supernets) / name, metadata={"recipe": recipe, "history": history})
         print(f"supernet checkpoint: {saved}")
 
@@ -211,7 +209,7 @@ def main() -> None:
     parser.add_argument(
         "--student-loss-weight",
         type=float,
-        default=STUDENT_LOSS_WEIGHT,
+        default=TrainConfig().student_loss_weight,
         help="scale of every non-largest subnet's loss in a sandwich step (TrainConfig.student_loss_weight)",
     )
     parser.add_argument(

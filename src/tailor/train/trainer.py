@@ -439,7 +439,7 @@ class Trainer:
             if is_teacher and cfg.distill and len(subs) > 1:
                 teacher = logits.detach()
             scale = 1.0 if is_teacher or len(subs) == 1 else cfg.student_loss_weight
-            (loss * scale if scale != 1.0 else loss).backward()
+            (loss * scale).backward()
             role = "largest" if is_teacher else f"subnet{index}"
             losses[role] = float(loss.detach())
         distr.average_gradients(model, self.ctx)
