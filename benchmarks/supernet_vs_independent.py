@@ -230,8 +230,11 @@ def main() -> None:
         args.random_subnets, args.calib_batches = 2, 2
         if args.save_supernets:
             args.save_supernets = str(Path(args.save_supernets) / "quick")  # never overwrite a full run's
+        if args.out == parser.get_default("out"):
+            args.out = ".cache/supernet_vs_independent/quick"  # nor the committed full-run results
     torch.set_num_threads(args.threads)
     out_dir = Path(args.out)
+    out_dir.mkdir(parents=True, exist_ok=True)
     results = [run_dataset(name.strip(), args, out_dir) for name in args.datasets.split(",") if name.strip()]
     target = out_dir / "supernet_vs_independent.json"
     target.write_text(json.dumps(results, indent=1))
