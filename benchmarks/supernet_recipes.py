@@ -22,13 +22,16 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-#: name -> TrainConfig overrides (plus `largest_only_fraction`, the share of epochs in the largest-only phase)
+#: name -> TrainConfig overrides, plus `largest_only_fraction` (the share of epochs in the largest-only
+#: phase) and `model_kwargs` (passed to `create_model`)
 VARIANTS: dict[str, dict[str, Any]] = {
     "baseline": {},
     "largest-only-12.5%": {"largest_only_fraction": 0.125},
     "largest-only-50%": {"largest_only_fraction": 0.5},
     "student-0.5": {"student_loss_weight": 0.5},
     "num-random-1": {"num_random": 1},
+    "grad-clip-1": {"grad_clip": 1.0},
+    "zero-init-residual": {"model_kwargs": {"zero_init_residual": True}},
 }
 
 
@@ -40,16 +43,17 @@ def train_one(overrides: dict[str, Any], args: argparse.Namespace) -> dict[str, 
     from tailor.data import default_augmentation, load_dataset
     from tailor.train import TrainConfig, Trainer, evaluate
 
-    torch.set_num_threads(1)
+    torch.set_num_threads(args.threads)
     train = load_dataset("synthetic", "train", n=args.train_size)
     test = load_dataset("synthetic", "test", n=args.test_size)
     augmentation = default_augmentation("synthetic")
     fraction = overrides.pop("largest_only_fraction", 0.25)
+    model_kwargs = overrides.pop("model_kwargs", {})
     config = TrainConfig(epochs=args.epochs, batch_size=128, lr=0.1, crop_padding=augmentation.crop_padding,
                          flip=augmentation.flip, seed=args.seed, calib_batches=8,
                          largest_only_epochs=fraction * args.epochs, **overrides)  # fmt: skip
     torch.manual_seed(args.seed)
-    model = create_model("resnet20", num_classes=train.num_classes)
+    model = create_model("resnet20", num_classes=train.num_classes, **model_kwargs)
     start = time.perf_counter()
     trainer = Trainer(model, train, config, device="cpu")
     trainer.fit()
@@ -58,13 +62,14 @@ def train_one(overrides: dict[str, Any], args: argparse.Namespace) -> dict[str, 
     subs = {"largest": space.largest(), "smallest": space.smallest(), "uniform 0.5": space.uniform(0.5)}
     trainer.calibrate(list(subs.values()))
     accuracy = evaluate(model, list(subs.values()), test)
-    return {"recipe": config.to_dict(), "seconds": seconds, **{k: accuracy[s.id] for k, s in subs.items()}}
+    return {"recipe": config.to_dict(), "model_kwargs": model_kwargs, "seconds": seconds, **{k: accuracy[s.id] for k, s in subs.items()}}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--variants", default=",".join(VARIANTS), help=f"comma-separated, of {', '.join(VARIANTS)}")
-    parser.add_argument("--jobs", type=int, default=2, help="variants trained at once (one process, one thread each)")
+    parser.add_argument("--jobs", type=int, default=2, help="variants trained at once (one process each)")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads per variant (numerics depend on it)")
     parser.add_argument("--epochs", type=int, default=8)
     parser.add_argument("--train-size", type=int, default=20_000)
     parser.add_argument("--test-size", type=int, default=5_000)
@@ -87,11 +92,11 @@ def main() -> None:
     if args.jobs < 1:
         parser.error("--jobs must be >= 1")
     common = ["--epochs", str(args.epochs), "--train-size", str(args.train_size), "--test-size", str(args.test_size),
-              "--seed", str(args.seed)]  # fmt: skip
+              "--seed", str(args.seed), "--threads", str(args.threads)]  # fmt: skip
 
     def run(name: str) -> dict[str, Any]:
         command = [sys.executable, __file__, *common, "--child", json.dumps(VARIANTS[name])]
-        done = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+        done = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": str(args.threads)})
         if done.returncode != 0:
             raise SystemExit(f"variant {name} failed:\n{done.stderr[-2000:]}")
         print(f"  {name}: done", file=sys.stderr, flush=True)
@@ -99,7 +104,8 @@ def main() -> None:
 
     with ThreadPoolExecutor(args.jobs) as pool:
         results = dict(zip(names, pool.map(run, names)))
-    print(f"\nresnet20 on synthetic ({args.train_size} train / {args.test_size} test), {args.epochs} epochs, seed {args.seed}")
+    print(f"\nresnet20 on synthetic ({args.train_size} train / {args.test_size} test), {args.epochs} epochs, "
+          f"seed {args.seed}, {args.threads} thread(s) per variant")
     print(f"{'variant':<20} {'largest':>8} {'smallest':>9} {'uniform 0.5':>12} {'train s':>8}")
     for name, r in results.items():
         print(f"{name:<20} {100 * r['largest']:>8.2f} {100 * r['smallest']:>9.2f} {100 * r['uniform 0.5']:>12.2f} "

@@ -52,17 +52,21 @@ def macs(module: nn.Module, input_size: tuple[int, int, int]) -> int:
 
 
 def standalone(
-    model_name: str, sub_of: str, num_classes: int, input_size: tuple[int, int, int], seed: int
+    model_name: str, model_kwargs: dict[str, Any], sub_of: str, num_classes: int, input_size: tuple[int, int, int],
+    seed: int,
 ) -> Standalone:
-    """The `sub_of` ("largest"/"smallest") architecture of a fresh supernet, re-initialised from scratch."""
+    """The `sub_of` ("largest"/"smallest") architecture, initialised from scratch by its family's scheme.
+
+    The largest starts from exactly the supernet's initial weights (same seed, same model); the smallest is
+    re-initialised by `init_weights`, sized to its own layers' fans as the family builds a network that size.
+    """
     torch.manual_seed(seed)
-    fresh = create_model(model_name, num_classes=num_classes, in_chans=input_size[0])
+    fresh = create_model(model_name, num_classes=num_classes, in_chans=input_size[0], **model_kwargs)
     sub = fresh.space.largest() if sub_of == "largest" else fresh.space.smallest()
     net = fresh.extract(sub).train()
-    torch.manual_seed(seed + 1)
-    for module in net.modules():
-        if hasattr(module, "reset_parameters") and module is not net:
-            module.reset_parameters()  # initialised for its own fan-in, as a network built at this size
+    if sub_of != "largest":
+        torch.manual_seed(seed + 1)
+        fresh.init_weights(net)
     return Standalone(net, input_size)
 
 
@@ -98,7 +102,7 @@ def run_dataset(name: str, args: argparse.Namespace, out_dir: Path) -> dict[str,
 
     timings: dict[str, float] = {}
     torch.manual_seed(args.seed)
-    supernet = create_model(args.model, num_classes=num_classes, in_chans=in_chans)
+    supernet = create_model(args.model, num_classes=num_classes, in_chans=in_chans, **args.model_kwargs)
     start = time.perf_counter()
     trainer = Trainer(supernet, train, config, device="cpu", progress=args.progress)
     history = trainer.fit()
@@ -107,7 +111,7 @@ def run_dataset(name: str, args: argparse.Namespace, out_dir: Path) -> dict[str,
     if args.save_supernets:
         # in `tailor train`'s recipe form, so that `tailor route` / `benchmarks/routing.py --checkpoint` can use it
         sizes = name == "synthetic"  # digits has fixed splits; synthetic's are sized
-        recipe = Recipe(model=args.model, data=name, train_split={"n": len(train)} if sizes else {},
+        recipe = Recipe(model=args.model, model_kwargs=args.model_kwargs, data=name, train_split={"n": len(train)} if sizes else {},
                         test_split={"n": len(test)} if sizes else {}, train=config).to_dict()  # fmt: skip
         saved = save(supernet, Path(args.save_supernets) / name, metadata={"recipe": recipe, "history": history})
         print(f"supernet checkpoint: {saved}")
@@ -115,7 +119,7 @@ def run_dataset(name: str, args: argparse.Namespace, out_dir: Path) -> dict[str,
     alone: dict[str, float] = {}
     alone_macs: dict[str, int] = {}
     for which in ("smallest", "largest"):
-        net = standalone(args.model, which, num_classes, input_size, args.seed)
+        net = standalone(args.model, args.model_kwargs, which, num_classes, input_size, args.seed)
         fixed = TrainConfig(**{**config.to_dict(), "sampler": "fixed", "largest_only_epochs": 0.0})
         start = time.perf_counter()
         Trainer(net, train, fixed, subnets=[net.space.largest()], device="cpu", progress=args.progress).fit()
@@ -176,6 +180,7 @@ def run_dataset(name: str, args: argparse.Namespace, out_dir: Path) -> dict[str,
     return {
         "dataset": name,
         "model": args.model,
+        "model_kwargs": args.model_kwargs,
         "epochs": epochs,
         "largest_only_epochs": config.largest_only_epochs,
         "recipe": config.to_dict(),
@@ -194,6 +199,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--datasets", default="synthetic,digits")
     parser.add_argument("--model", default="resnet20")
+    parser.add_argument(
+        "--model-kwargs", type=json.loads, default={}, help='JSON create_model arguments, e.g. \'{"zero_init_residual": true}\''
+    )
     parser.add_argument("--epochs", type=int, default=8, help="epochs on synthetic")
     parser.add_argument("--digits-epochs", type=int, default=30, help="epochs on digits (1,437 training images)")
     parser.add_argument("--train-size", type=int, default=20_000)

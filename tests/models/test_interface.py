@@ -147,3 +147,69 @@ def test_set_real_ch_maps_rounded_up_counts_back_to_their_choice() -> None:
     sub = model.space.largest().replace(widths={dim.name: 2 / 3})
     model.set_real_ch(model.decode_ch(model._nest(model.space.channels(sub))))
     assert model.active_subnet.width(dim.name) == 2 / 3
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_init_weights_restarts_an_extracted_subnet_reproducibly(name: str) -> None:
+    model = make(name)
+    net = model.extract(model.space.smallest())
+    trained = {k: v.clone() for k, v in net.state_dict().items()}
+    for param in net.parameters():  # as if trained: every weight moved away from any init
+        param.data.add_(0.5)
+    torch.manual_seed(1)
+    model.init_weights(net)
+    first = {k: v.clone() for k, v in net.state_dict().items()}
+    torch.manual_seed(1)
+    model.init_weights(net)
+    for key, value in net.state_dict().items():
+        torch.testing.assert_close(value, first[key])  # seeded: the same start twice
+    moved = [k for k, p in net.named_parameters() if not torch.equal(p, trained[k] + 0.5)]
+    assert len(moved) == len(list(net.parameters()))  # every parameter was re-initialised
+
+
+def test_resnet_init_uses_the_extracted_layers_own_fan_out() -> None:
+    model = tailor.create_model("resnet20")
+    net = model.extract(model.space.smallest())
+    torch.manual_seed(0)
+    model.init_weights(net)
+    convs = [m for m in net.modules() if isinstance(m, torch.nn.Conv2d) and m.weight.numel() >= 500]
+    assert convs
+    for conv in convs:
+        fan_out = conv.out_channels * conv.kernel_size[0] * conv.kernel_size[1]
+        expected = (2.0 / fan_out) ** 0.5  # Kaiming normal, fan-out mode, ReLU gain
+        assert abs(float(conv.weight.detach().std()) / expected - 1.0) < 0.25, conv
+
+
+@pytest.mark.parametrize("name", ["resnet20", "resnet50"])
+def test_zero_init_residual_makes_every_depth_compute_the_same_function_at_init(name: str) -> None:
+    torch.manual_seed(0)
+    model = tailor.create_model(name, num_classes=5, zero_init_residual=True).eval()
+    assert model.architecture["kwargs"]["zero_init_residual"] is True  # checkpoints rebuild it
+    deep, shallow = model.space.largest(), model.space.uniform(1.0, depth="min")
+    x = sample_input(name)
+    with torch.no_grad():
+        model.activate(deep)
+        out_deep = model(x)
+        model.activate(shallow)
+        out_shallow = model(x)
+    torch.testing.assert_close(out_deep, out_shallow)  # the skipped blocks start as identities
+    plain = tailor.create_model(name, num_classes=5).eval()
+    with torch.no_grad():
+        plain.activate(deep)
+        a = plain(x)
+        plain.activate(shallow)
+        assert not torch.allclose(a, plain(x))  # without it they differ: the test can fail
+    net = model.extract(shallow)
+    for param in net.parameters():
+        param.data.fill_(1.0)
+    model.init_weights(net)  # extracted nets get the same rule, skipped blocks simply absent
+    residual = [n for n in model.residual_norm_names() if _has(net, n)]
+    assert residual and all(float(net.get_submodule(n).weight.detach().abs().sum()) == 0.0 for n in residual)
+
+
+def _has(module: torch.nn.Module, name: str) -> bool:
+    try:
+        module.get_submodule(name)
+    except AttributeError:
+        return False
+    return True

@@ -267,17 +267,19 @@ class ElasticMobileBackbone(ElasticModel):
         self.head_act = head_act()
         self.head_channels = head_channels
 
-    def _init_weights(self) -> None:
-        for module in self.modules():
-            if isinstance(module, nn.Conv2d):
-                nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
-                if module.bias is not None:
-                    nn.init.zeros_(module.bias)
-            elif isinstance(module, nn.BatchNorm2d):
-                nn.init.ones_(module.weight)
-                nn.init.zeros_(module.bias)
-            elif isinstance(module, nn.Linear):
-                init_linear(module)
+    def init_weights(self, module: nn.Module | None = None) -> None:
+        """Kaiming-normal (fan-out) convs, unit/zero norms, N(0, 0.01) linears; `module` may be a
+        network extracted from this model (see `ElasticModel.init_weights`)."""
+        for child in (self if module is None else module).modules():
+            if isinstance(child, nn.Conv2d):
+                nn.init.kaiming_normal_(child.weight, mode="fan_out", nonlinearity="relu")
+                if child.bias is not None:
+                    nn.init.zeros_(child.bias)
+            elif isinstance(child, nn.BatchNorm2d):
+                nn.init.ones_(child.weight)
+                nn.init.zeros_(child.bias)
+            elif isinstance(child, nn.Linear):
+                init_linear(child)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """Stem, stages and head conv: the feature map before pooling."""
@@ -311,7 +313,7 @@ class ElasticLinearClassifier(ElasticMobileBackbone):
         self.num_features = self.head_channels
         self.dropout = nn.Dropout(drop_rate)
         self.classifier = ElasticLinear(self.num_features, num_classes, in_dim="head")
-        self._init_weights()
+        self.init_weights()
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         """Global average pool, dropout and classifier (`pre_logits=True`: the pooled features)."""

@@ -177,7 +177,7 @@ class ElasticMobileNetV3(ElasticMobileBackbone):
         self.head_fc_act = nn.Hardswish()
         self.dropout = nn.Dropout(drop_rate)
         self.classifier = ElasticLinear(hidden, num_classes, in_dim="head.fc")
-        self._init_weights()
+        self.init_weights()
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         """Pool, hidden Linear + hardswish (`pre_logits=True` stops here), dropout, classifier."""

@@ -51,6 +51,7 @@ class ElasticResNet(PooledClassifierModel):
         widths: Sequence[float] | None = DEFAULT_WIDTHS,
         min_width: float | None = None,
         min_depths: Sequence[int] | None = None,
+        zero_init_residual: bool = False,
     ) -> None:
         if stem not in ("cifar", "imagenet"):
             raise InvalidSubnetError(f"stem must be 'cifar' or 'imagenet', got {stem!r}")
@@ -76,6 +77,7 @@ class ElasticResNet(PooledClassifierModel):
         self.in_chans = in_chans
         self.stem_kind = stem
         self.default_input_size = (in_chans, 32, 32) if stem == "cifar" else (in_chans, 224, 224)
+        self.zero_init_residual = zero_init_residual
 
         if stem == "cifar":
             self.stem_conv = ElasticConv2d(in_chans, stem_channels, 3, 1, 1, out_dim=stem_dim)
@@ -102,20 +104,45 @@ class ElasticResNet(PooledClassifierModel):
         self.stages = nn.ModuleList(stages)
         self.num_features = in_ch
         self.fc = ElasticLinear(in_ch, num_classes, in_dim=in_dim)
-        self._init_weights()
+        self.init_weights()
 
     @staticmethod
     def _hidden_names(block: type, stage: int, index: int) -> tuple[str, ...]:
         base = f"stage{stage}.block{index}"
         return (f"{base}.mid",) if block is ElasticBasicBlock else (f"{base}.mid1", f"{base}.mid2")
 
-    def _init_weights(self) -> None:
-        for module in self.modules():
-            if isinstance(module, nn.Conv2d):
-                nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
-            elif isinstance(module, nn.BatchNorm2d):
-                nn.init.ones_(module.weight)
-                nn.init.zeros_(module.bias)
+    def residual_norm_names(self) -> list[str]:
+        """Qualified names of each block's last norm (the residual branch's output scale), in order."""
+        names = []
+        for k, stage in enumerate(self.stages):
+            for j, block in enumerate(stage.blocks):
+                last = "bn3" if isinstance(block, ElasticBottleneck) else "bn2"
+                names.append(f"stages.{k}.blocks.{j}.{last}")
+        return names
+
+    def init_weights(self, module: nn.Module | None = None) -> None:
+        """Kaiming-normal (fan-out) convs, unit/zero norms, default linear; with `zero_init_residual`
+        every block's last norm scale starts at 0, so that each residual branch starts as the identity
+        (Goyal et al.; BigNAS uses it so that deep and shallow subnets start alike).
+
+        `module` may be a network extracted from this model: blocks it skips are simply absent.
+        """
+        target = self if module is None else module
+        for child in target.modules():
+            if isinstance(child, nn.Conv2d):
+                nn.init.kaiming_normal_(child.weight, mode="fan_out", nonlinearity="relu")
+            elif isinstance(child, nn.BatchNorm2d):
+                nn.init.ones_(child.weight)
+                nn.init.zeros_(child.bias)
+            elif isinstance(child, nn.Linear):
+                child.reset_parameters()
+        if self.zero_init_residual:
+            for name in self.residual_norm_names():
+                try:
+                    norm = target.get_submodule(name)
+                except AttributeError:
+                    continue  # a block the extracted subnet skips
+                nn.init.zeros_(norm.weight)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """Stem and stages: the feature map before pooling."""

@@ -167,6 +167,19 @@ class ElasticModel(nn.Module):
         object.__setattr__(self, "_index_cache", None)
         object.__setattr__(self, "_active_plan", None)
 
+    def init_weights(self, module: nn.Module | None = None) -> None:
+        """(Re)initialise `module` (default: this model) with this family's scheme.
+
+        Also accepts a network extracted from this model: a subnet trained from scratch then starts as
+        its family would build a network of its size (fan-in/fan-out of its own layers). The default
+        calls every submodule's `reset_parameters`; families override it with their own scheme.
+        """
+        target = self if module is None else module
+        for child in target.modules():
+            reset = getattr(child, "reset_parameters", None)
+            if callable(reset):
+                reset()
+
     # -- activation ---------------------------------------------------------------------------------
     def _plan(self, sub: Subnet) -> _Plan:
         plan = self._plans.get(sub)
