@@ -32,6 +32,8 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "num-random-1": {"num_random": 1},
     "grad-clip-1": {"grad_clip": 1.0},
     "zero-init-residual": {"model_kwargs": {"zero_init_residual": True}},
+    "zero-init-no-largest-only": {"model_kwargs": {"zero_init_residual": True}, "largest_only_fraction": 0.0},
+    "student-ramp-2": {"student_ramp_epochs": 2.0},
 }
 
 

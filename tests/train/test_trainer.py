@@ -82,6 +82,36 @@ def test_student_loss_weight_scales_only_the_students_gradients(weight: float) -
         TrainConfig(student_loss_weight=0.0)
 
 
+def test_student_ramp_rises_after_the_largest_only_phase_and_scales_the_step() -> None:
+    torch.manual_seed(0)
+    model = create_model("small_cnn", num_classes=4, channels=(8, 16, 16))
+    data = BlobImages(64, seed=1)  # batch 16: 4 steps per epoch
+    config = TrainConfig(epochs=4, batch_size=16, augment=False, largest_only_epochs=1.0, student_ramp_epochs=2.0,
+                         student_loss_weight=0.5)  # fmt: skip
+    trainer = Trainer(model, data, config, device="cpu")
+    weights = [trainer.student_weight_at(step) for step in range(trainer.total_steps)]
+    ramp = weights[4:12]  # the 8 steps after the 4 largest-only ones
+    assert ramp == sorted(ramp) and len(set(ramp)) == 8 and 0 < ramp[0] < ramp[-1] <= 0.5
+    assert ramp[-1] == pytest.approx(0.5) and weights[12:] == [0.5] * 4
+    plain = Trainer(model, data, TrainConfig(batch_size=16, student_loss_weight=0.5), device="cpu")
+    assert {plain.student_weight_at(s) for s in range(plain.total_steps)} == {0.5}  # no ramp: constant
+
+    subs = [model.space.largest(), model.space.smallest()]
+    trainer.optimizer.step = lambda: None  # compare gradients only
+    x, y = next(trainer.train_source.batches(0))
+
+    def grads(weight: float | None) -> list[torch.Tensor]:
+        trainer.train_step(x, y, subs, teacher_first=True, student_weight=weight)
+        return [p.grad.clone() for p in model.parameters()]
+
+    teacher, half, quarter = grads(1e-12), grads(None), grads(0.25)  # None: the config's 0.5
+    for t, h, q in zip(teacher, half, quarter):
+        assert torch.allclose(q - t, 0.5 * (h - t), atol=1e-5)  # the students' share scales linearly
+    assert any(not torch.allclose(h, t) for h, t in zip(half, teacher))
+    with pytest.raises(InvalidSubnetError, match="student_ramp_epochs"):
+        TrainConfig(epochs=2, student_ramp_epochs=3.0)
+
+
 def test_distillation_loss_properties() -> None:
     logits = torch.randn(16, 10)
     assert distillation_loss(logits, logits, 2.0).item() == pytest.approx(0.0, abs=1e-6)

@@ -41,6 +41,7 @@ _TRAIN_FLAGS = {
     "warmup_epochs": float,
     "largest_only_epochs": float,
     "student_loss_weight": float,
+    "student_ramp_epochs": float,
 }
 
 

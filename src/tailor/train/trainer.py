@@ -61,6 +61,9 @@ class TrainConfig:
     # scale of each non-teacher subnet's loss in a multi-subnet step (every subnet's when the sampler has no
     # teacher): < 1 lets the largest subnet's gradient weigh more on the shared weights
     student_loss_weight: float = 1.0
+    # after the largest-only phase, the students' loss weight rises linearly from ~0 to student_loss_weight
+    # over this many epochs, so that untrained students do not jolt the shared weights all at once
+    student_ramp_epochs: float = 0.0
     augment: bool = True
     crop_padding: int = 4
     flip: bool = True
@@ -86,6 +89,7 @@ class TrainConfig:
             "weight_decay": self.weight_decay >= 0,
             "warmup_epochs": 0 <= self.warmup_epochs <= self.epochs,
             "largest_only_epochs": 0 <= self.largest_only_epochs <= self.epochs,
+            "student_ramp_epochs": 0 <= self.student_ramp_epochs <= self.epochs,
             "label_smoothing": 0 <= self.label_smoothing < 1,
             "distill_weight": 0 <= self.distill_weight <= 1,
             "student_loss_weight": 0 < self.student_loss_weight <= 1,
@@ -387,6 +391,15 @@ class Trainer:
         """Global steps at the start of training in which only the largest subnet is trained."""
         return int(self.config.largest_only_epochs * self.steps_per_epoch)
 
+    def student_weight_at(self, global_step: int) -> float:
+        """Scale of the students' losses at `global_step`: `student_loss_weight`, ramped after the largest-only phase."""
+        cfg = self.config
+        ramp = int(cfg.student_ramp_epochs * self.steps_per_epoch)
+        into = global_step - self.largest_only_steps
+        if ramp <= 0 or into >= ramp:
+            return cfg.student_loss_weight
+        return cfg.student_loss_weight * (max(0, into) + 1) / ramp
+
     @property
     def total_steps(self) -> int:
         return self.steps_per_epoch * self.config.epochs
@@ -416,10 +429,19 @@ class Trainer:
         return nullcontext()
 
     def train_step(
-        self, x: torch.Tensor, y: torch.Tensor, subs: Sequence[Subnet], teacher_first: bool
+        self,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        subs: Sequence[Subnet],
+        teacher_first: bool,
+        student_weight: float | None = None,
     ) -> dict[str, float]:
-        """Forward/backward every subnet in `subs` on one batch, then one optimizer step. Returns losses."""
+        """Forward/backward every subnet in `subs` on one batch, then one optimizer step. Returns losses.
+
+        `student_weight` scales the non-teacher losses (default: the config's `student_loss_weight`).
+        """
         cfg = self.config
+        student_scale = cfg.student_loss_weight if student_weight is None else student_weight
         model = self.model
         model.train()
         self.optimizer.zero_grad(set_to_none=True)
@@ -438,7 +460,7 @@ class Trainer:
             is_teacher = index == 0 and teacher_first
             if is_teacher and cfg.distill and len(subs) > 1:
                 teacher = logits.detach()
-            scale = 1.0 if is_teacher or len(subs) == 1 else cfg.student_loss_weight
+            scale = 1.0 if is_teacher or len(subs) == 1 else student_scale
             (loss * scale).backward()
             role = "largest" if is_teacher else f"subnet{index}"
             losses[role] = float(loss.detach())
@@ -476,7 +498,9 @@ class Trainer:
                     lr = _lr_at(cfg, self.state.global_step, self.total_steps, self.steps_per_epoch)
                     for group in self.optimizer.param_groups:
                         group["lr"] = lr
-                    losses = self.train_step(x, y, subs, self.sampler.largest_first)
+                    losses = self.train_step(
+                        x, y, subs, self.sampler.largest_first, self.student_weight_at(self.state.global_step)
+                    )
                     self.state.step_in_epoch += 1
                     self.state.global_step += 1
                     for key, value in losses.items():
