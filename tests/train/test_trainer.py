@@ -11,10 +11,12 @@ from pathlib import Path
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from safetensors.torch import load_file
 
 from tailor import CheckpointError, InvalidSubnetError, create_model
-from tailor.train import BatchSource, TrainConfig, Trainer, distillation_loss, evaluate
+from tailor.train import BatchSource, TrainConfig, Trainer, distillation_loss, evaluate, project_conflicting
 from tailor.train.checkpoint import WEIGHTS_FILE
 from tailor.train.trainer import _lr_at
 from train_helpers import BlobImages, NormFreeNet, PerSampleImages, same_tensors
@@ -110,6 +112,56 @@ def test_student_ramp_rises_after_the_largest_only_phase_and_scales_the_step() -
     assert any(not torch.allclose(h, t) for h, t in zip(half, teacher))
     with pytest.raises(InvalidSubnetError, match="student_ramp_epochs"):
         TrainConfig(epochs=2, student_ramp_epochs=3.0)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(0, 2**31 - 1), st.integers(1, 3), st.floats(-2.0, 2.0))
+def test_projection_removes_only_the_conflicting_component(seed: int, tensors: int, bias: float) -> None:
+    generator = torch.Generator().manual_seed(seed)
+    teacher = [torch.randn(5, 3, generator=generator) for _ in range(tensors)] + [None]
+    # students' gradient = a random part + `bias` times the teacher's: conflicting when the sum points away
+    students = [torch.randn(5, 3, generator=generator) * 0.5 + bias * t for t in teacher[:-1]] + [None]
+    total = [t + s for t, s in zip(teacher[:-1], students[:-1])] + [None]
+    before = [g.clone() for g in total[:-1]]
+    dot = sum(float((s * t).sum()) for s, t in zip(students[:-1], teacher[:-1]))
+    cosine, projected = project_conflicting(total, teacher)
+    assert projected == (dot < 0) and (cosine < 0) == (dot < 0)
+    after_dot = sum(float(((g - t) * t).sum()) for g, t in zip(total[:-1], teacher[:-1]))
+    if projected:
+        assert abs(after_dot) < 1e-4 * (1 + abs(dot))  # the students' part is now orthogonal to the teacher's
+        coefficient = dot / sum(float(t.square().sum()) for t in teacher[:-1])
+        for g, b, t in zip(total[:-1], before, teacher[:-1]):
+            torch.testing.assert_close(g, b - coefficient * t)  # only the teacher's direction moved
+    else:
+        assert all(torch.equal(g, b) for g, b in zip(total[:-1], before))  # no conflict: untouched
+
+
+def test_project_conflicts_keeps_the_largest_subnets_gradient_whole() -> None:
+    torch.manual_seed(0)
+    model = create_model("small_cnn", num_classes=4, channels=(8, 16, 16))
+    data = BlobImages(64, seed=1)
+    subs = [model.space.largest(), model.space.smallest(), model.space.uniform(0.5)]
+    trainer = Trainer(model, data, TrainConfig(batch_size=32, augment=False, project_conflicts=True), device="cpu")
+    trainer.optimizer.step = lambda: None
+    x, y = next(trainer.train_source.batches(0))
+    trainer.train_step(x, y, subs[:1], teacher_first=True)
+    teacher = [p.grad.clone() for p in model.parameters()]
+    plain = Trainer(model, data, TrainConfig(batch_size=32, augment=False), device="cpu")
+    plain.optimizer.step = lambda: None
+    plain.train_step(x, y, subs, teacher_first=True)
+    summed = [p.grad.clone() for p in model.parameters()]
+    losses = trainer.train_step(x, y, subs, teacher_first=True)
+    projected = [p.grad.clone() for p in model.parameters()]
+    students = [s - t for s, t in zip(summed, teacher)]
+    dot = sum(float((s * t).sum()) for s, t in zip(students, teacher))
+    norm = sum(float(t.square().sum()) for t in teacher) ** 0.5
+    assert losses["student_teacher_cosine"] == pytest.approx(
+        dot / norm / sum(float(s.square().sum()) for s in students) ** 0.5, rel=1e-4
+    )
+    assert dot < 0  # untrained students pull against the largest here: the projection is exercised
+    after = sum(float(((p - t) * t).sum()) for p, t in zip(projected, teacher))
+    assert abs(after) <= 1e-4 * norm**2  # no longer against the largest subnet's gradient
+    assert any(not torch.allclose(p, s) for p, s in zip(projected, summed))
 
 
 def test_distillation_loss_properties() -> None:

@@ -10,7 +10,14 @@ from tailor.train.samplers import (
     UniformSampler,
     make_sampler,
 )
-from tailor.train.trainer import BatchSource, TrainConfig, Trainer, distillation_loss, evaluate
+from tailor.train.trainer import (
+    BatchSource,
+    TrainConfig,
+    Trainer,
+    distillation_loss,
+    evaluate,
+    project_conflicting,
+)
 
 __all__ = [
     "BatchSource",
@@ -28,6 +35,7 @@ __all__ = [
     "load",
     "load_checkpoint",
     "make_sampler",
+    "project_conflicting",
     "read_config",
     "save",
 ]

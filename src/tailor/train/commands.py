@@ -57,6 +57,9 @@ def add_commands(commands: Any) -> None:
     for name, kind in _TRAIN_FLAGS.items():
         train.add_argument(f"--{name.replace('_', '-')}", type=kind, dest=name)
     train.add_argument("--no-distill", action="store_true", help="students learn from labels only")
+    train.add_argument(
+        "--project-conflicts", action="store_true", help="drop the students' gradient component against the largest's"
+    )
     train.add_argument("--out", required=True, help="checkpoint directory (replaced atomically)")
     train.add_argument("--resume", action="store_true", help="continue from --out if it holds a checkpoint")
     train.add_argument("--log", help="JSONL metrics log (default: <out>.metrics.jsonl)")
@@ -111,6 +114,8 @@ def _recipe_from_args(args: argparse.Namespace) -> tuple[Recipe, set[str]]:
             explicit.add(name)
     if args.no_distill:
         config["distill"] = False
+    if args.project_conflicts:
+        config["project_conflicts"] = True
     augmentation = default_augmentation(recipe.data)
     if "crop_padding" not in explicit:
         config["crop_padding"] = augmentation.crop_padding

@@ -64,6 +64,9 @@ class TrainConfig:
     # after the largest-only phase, the students' loss weight rises linearly from ~0 to student_loss_weight
     # over this many epochs, so that untrained students do not jolt the shared weights all at once
     student_ramp_epochs: float = 0.0
+    # NASViT's conflict-aware step: where the students' summed gradient points against the largest subnet's
+    # (negative dot product), remove that component, so that no step trades the largest's loss for theirs
+    project_conflicts: bool = False
     augment: bool = True
     crop_padding: int = 4
     flip: bool = True
@@ -90,6 +93,7 @@ class TrainConfig:
             "warmup_epochs": 0 <= self.warmup_epochs <= self.epochs,
             "largest_only_epochs": 0 <= self.largest_only_epochs <= self.epochs,
             "student_ramp_epochs": 0 <= self.student_ramp_epochs <= self.epochs,
+            "project_conflicts": isinstance(self.project_conflicts, bool),
             "label_smoothing": 0 <= self.label_smoothing < 1,
             "distill_weight": 0 <= self.distill_weight <= 1,
             "student_loss_weight": 0 < self.student_loss_weight <= 1,
@@ -217,6 +221,36 @@ def _augment(x: torch.Tensor, config: TrainConfig, generator: torch.Generator) -
     from tailor.data.transforms import augment_batch
 
     return augment_batch(x, generator, crop_padding=config.crop_padding, flip=config.flip)
+
+
+def project_conflicting(
+    total: Sequence[torch.Tensor | None], teacher: Sequence[torch.Tensor | None]
+) -> tuple[float, bool]:
+    """Remove from `total - teacher` (the students' gradient) its component against `teacher`, in place.
+
+    `total` holds the summed gradients (teacher + students) and is updated; the result keeps the teacher's
+    gradient whole and the students' part orthogonal to it when the two conflicted (PCGrad/NASViT, over
+    all parameters as one vector). Returns (cosine of students vs teacher before, whether it projected).
+    """
+    dot = torch.zeros((), dtype=torch.float64)
+    teacher_sq = torch.zeros((), dtype=torch.float64)
+    student_sq = torch.zeros((), dtype=torch.float64)
+    for g, t in zip(total, teacher):
+        if g is None or t is None:
+            continue
+        student = (g - t).double()
+        dot += (student * t.double()).sum()
+        teacher_sq += t.double().square().sum()
+        student_sq += student.square().sum()
+    denominator = float((teacher_sq * student_sq).sqrt())
+    cosine = float(dot) / denominator if denominator > 0 else 0.0
+    if float(dot) >= 0 or float(teacher_sq) == 0:
+        return cosine, False
+    coefficient = float(dot / teacher_sq)
+    for g, t in zip(total, teacher):
+        if g is not None and t is not None:
+            g.sub_(t, alpha=coefficient)
+    return cosine, True
 
 
 def distillation_loss(student: torch.Tensor, teacher: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -446,6 +480,7 @@ class Trainer:
         model.train()
         self.optimizer.zero_grad(set_to_none=True)
         teacher: torch.Tensor | None = None
+        teacher_grads: list[torch.Tensor | None] | None = None
         losses: dict[str, float] = {}
         for index, sub in enumerate(subs):
             model.activate(sub)
@@ -462,8 +497,13 @@ class Trainer:
                 teacher = logits.detach()
             scale = 1.0 if is_teacher or len(subs) == 1 else student_scale
             (loss * scale).backward()
+            if is_teacher and cfg.project_conflicts and len(subs) > 1:
+                teacher_grads = [None if p.grad is None else p.grad.clone() for p in model.parameters()]
             role = "largest" if is_teacher else f"subnet{index}"
             losses[role] = float(loss.detach())
+        if teacher_grads is not None:
+            cosine, _ = project_conflicting([p.grad for p in model.parameters()], teacher_grads)
+            losses["student_teacher_cosine"] = cosine
         distr.average_gradients(model, self.ctx)
         if cfg.grad_clip is not None:
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
