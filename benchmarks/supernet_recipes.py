@@ -34,6 +34,8 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "zero-init-residual": {"model_kwargs": {"zero_init_residual": True}},
     "zero-init-no-largest-only": {"model_kwargs": {"zero_init_residual": True}, "largest_only_fraction": 0.0},
     "student-ramp-2": {"student_ramp_epochs": 2.0},
+    "student-ramp-4": {"student_ramp_epochs": 4.0},
+    "width-only": {"model_kwargs": {"min_depths": [3, 3, 3]}},  # a diagnostic: no elastic depth
     "project-conflicts": {"project_conflicts": True},
 }
 

@@ -97,6 +97,7 @@ def run_dataset(name: str, args: argparse.Namespace, out_dir: Path) -> dict[str,
         calib_batches=args.calib_batches,
         largest_only_epochs=args.largest_only_fraction * epochs,
         student_loss_weight=args.student_loss_weight,
+        student_ramp_epochs=args.student_ramp_fraction * epochs,
     )
     print(f"\n== {name}: {len(train)} train / {len(test)} test, {args.model}, {epochs} epochs, batch {args.batch_size}")
 
@@ -183,6 +184,7 @@ def run_dataset(name: str, args: argparse.Namespace, out_dir: Path) -> dict[str,
         "model_kwargs": args.model_kwargs,
         "epochs": epochs,
         "largest_only_epochs": config.largest_only_epochs,
+        "student_ramp_epochs": config.student_ramp_epochs,
         "recipe": config.to_dict(),
         "train_size": len(train),
         "test_size": len(test),
@@ -219,6 +221,12 @@ def main() -> None:
         type=float,
         default=TrainConfig().student_loss_weight,
         help="scale of every non-largest subnet's loss in a sandwich step (TrainConfig.student_loss_weight)",
+    )
+    parser.add_argument(
+        "--student-ramp-fraction",
+        type=float,
+        default=0.0,
+        help="share of the epochs, after the largest-only phase, over which the students' loss weight ramps up",
     )
     parser.add_argument(
         "--save-supernets",
