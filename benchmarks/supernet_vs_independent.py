@@ -1,7 +1,9 @@
 """One supernet (sandwich rule + in-place distillation) against the same architectures trained alone.
 
-For each data set: train the supernet for E epochs; train the smallest and the largest subnet
-architectures alone (extracted from a fresh supernet, re-initialised, same E epochs and recipe); then
+For each data set: train the supernet for E epochs (the largest subnet alone for the first 25%, then the
+sandwich rule with in-place distillation); train the smallest and the
+largest subnet architectures alone (extracted from a fresh supernet: the largest keeps the supernet's own
+initial weights, the smallest is re-initialised by `init_weights`; same E epochs and recipe); then
 calibrate SubnetNorm statistics and compare held-out accuracy. Also shows one random per-layer subnet
 before and after calibration, and writes an accuracy-vs-MACs plot (SVG) and the results (JSON).
 
