@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import random
+import statistics
 import time
 import warnings
 from pathlib import Path
@@ -54,7 +55,11 @@ def macs(module: nn.Module, input_size: tuple[int, int, int]) -> int:
 
 
 def standalone(
-    model_name: str, model_kwargs: dict[str, Any], sub_of: str, num_classes: int, input_size: tuple[int, int, int],
+    model_name: str,
+    model_kwargs: dict[str, Any],
+    sub_of: str,
+    num_classes: int,
+    input_size: tuple[int, int, int],
     seed: int,
 ) -> Standalone:
     """The `sub_of` ("largest"/"smallest") architecture, initialised from scratch by its family's scheme.
@@ -78,7 +83,8 @@ def quiet_evaluate(model: ElasticModel, subs: list[Subnet], data: Any) -> dict[s
         return evaluate(model, subs, data)
 
 
-def run_dataset(name: str, args: argparse.Namespace, out_dir: Path) -> dict[str, Any]:
+def run_dataset(name: str, args: argparse.Namespace, out_dir: Path, seed: int, first: bool = True) -> dict[str, Any]:
+    """Train the supernet and both twins on `name` with `seed`; the first seed also saves the checkpoint and plot."""
     if name == "synthetic":
         train = load_dataset(name, "train", n=args.train_size)
         test = load_dataset(name, "test", n=args.test_size)
@@ -95,23 +101,26 @@ def run_dataset(name: str, args: argparse.Namespace, out_dir: Path) -> dict[str,
         lr=args.lr,
         crop_padding=augmentation.crop_padding,
         flip=augmentation.flip,
-        seed=args.seed,
+        seed=seed,
         calib_batches=args.calib_batches,
         largest_only_epochs=args.largest_only_fraction * epochs,
+        largest_only_final_epochs=args.largest_final_fraction * epochs,
         student_loss_weight=args.student_loss_weight,
         student_ramp_epochs=args.student_ramp_fraction * epochs,
     )
-    print(f"\n== {name}: {len(train)} train / {len(test)} test, {args.model}, {epochs} epochs, batch {args.batch_size}")
+    print(
+        f"\n== {name}: {len(train)} train / {len(test)} test, {args.model}, {epochs} epochs, batch {args.batch_size}, seed {seed}"
+    )
 
     timings: dict[str, float] = {}
-    torch.manual_seed(args.seed)
+    torch.manual_seed(seed)
     supernet = create_model(args.model, num_classes=num_classes, in_chans=in_chans, **args.model_kwargs)
     start = time.perf_counter()
     trainer = Trainer(supernet, train, config, device="cpu", progress=args.progress)
     history = trainer.fit()
     timings["supernet"] = time.perf_counter() - start
     space = supernet.space
-    if args.save_supernets:
+    if args.save_supernets and first:
         # in `tailor train`'s recipe form, so that `tailor route` / `benchmarks/routing.py --checkpoint` can use it
         sizes = name == "synthetic"  # digits has fixed splits; synthetic's are sized
         recipe = Recipe(model=args.model, model_kwargs=args.model_kwargs, data=name, train_split={"n": len(train)} if sizes else {},
@@ -122,15 +131,17 @@ def run_dataset(name: str, args: argparse.Namespace, out_dir: Path) -> dict[str,
     alone: dict[str, float] = {}
     alone_macs: dict[str, int] = {}
     for which in ("smallest", "largest"):
-        net = standalone(args.model, args.model_kwargs, which, num_classes, input_size, args.seed)
-        fixed = TrainConfig(**{**config.to_dict(), "sampler": "fixed", "largest_only_epochs": 0.0})
+        net = standalone(args.model, args.model_kwargs, which, num_classes, input_size, seed)
+        fixed = TrainConfig(
+            **{**config.to_dict(), "sampler": "fixed", "largest_only_epochs": 0.0, "largest_only_final_epochs": 0.0}
+        )
         start = time.perf_counter()
         Trainer(net, train, fixed, subnets=[net.space.largest()], device="cpu", progress=args.progress).fit()
         timings[f"{which} alone"] = time.perf_counter() - start
         alone[which] = evaluate(net, [net.space.largest()], test)[net.space.largest().id]
         alone_macs[which] = macs(net, net.default_input_size)
 
-    rng = random.Random(args.seed)
+    rng = random.Random(args.seed)  # the same probe subnets for every seed, so that rows can be averaged
     probe = space.sample(rng)
     before = quiet_evaluate(supernet, [probe], test)[probe.id]
     named = {"largest": space.largest(), "smallest": space.smallest()}
@@ -171,15 +182,16 @@ def run_dataset(name: str, args: argparse.Namespace, out_dir: Path) -> dict[str,
         "trained alone": [(alone_macs[w] / 1e6, 100 * alone[w]) for w in ("smallest", "largest")],
         "random subnet, uncalibrated": [(sub_macs[probe.id] / 1e6, 100 * before)],
     }
-    plot = scatter_svg(
-        series,
-        out_dir / f"supernet_vs_independent_{name}.svg",
-        title=f"{args.model} on {name}: one supernet vs networks trained alone ({epochs} epochs)",
-        xlabel="MMACs per image",
-        ylabel="test accuracy (%)",
-        log_x=True,
-    )
-    print(f"plot: {plot}")
+    if first:  # the plot shows the first seed's run
+        plot = scatter_svg(
+            series,
+            out_dir / f"supernet_vs_independent_{name}.svg",
+            title=f"{args.model} on {name}: one supernet vs networks trained alone ({epochs} epochs)",
+            xlabel="MMACs per image",
+            ylabel="test accuracy (%)",
+            log_x=True,
+        )
+        print(f"plot: {plot}")
     return {
         "dataset": name,
         "model": args.model,
@@ -187,6 +199,8 @@ def run_dataset(name: str, args: argparse.Namespace, out_dir: Path) -> dict[str,
         "epochs": epochs,
         "largest_only_epochs": config.largest_only_epochs,
         "student_ramp_epochs": config.student_ramp_epochs,
+        "largest_only_final_epochs": config.largest_only_final_epochs,
+        "seed": seed,
         "recipe": config.to_dict(),
         "train_size": len(train),
         "test_size": len(test),
@@ -199,12 +213,48 @@ def run_dataset(name: str, args: argparse.Namespace, out_dir: Path) -> dict[str,
     }
 
 
+def run_seeds(name: str, args: argparse.Namespace, out_dir: Path) -> dict[str, Any]:
+    """`run_dataset` once per seed (digits: `--digits-seeds`, its 359 test images make one run too coarse).
+
+    With several seeds the rows hold the mean accuracies, each with its per-seed values and standard deviation.
+    """
+    count = args.digits_seeds if name == "digits" else 1
+    runs = [run_dataset(name, args, out_dir, args.seed + i, first=i == 0) for i in range(count)]
+    if count == 1:
+        return runs[0]
+    merged = dict(runs[0])
+    merged["seeds"] = [run["seed"] for run in runs]
+    merged["rows"] = []
+    print(f"\n{name}, mean of {count} seeds (± standard deviation):")
+    print(f"{'subnet':<20} {'supernet':>15} {'alone':>15} {'delta pt':>9}")
+    for index, row in enumerate(runs[0]["rows"]):
+        merged_row = dict(row)
+        for arm in ("supernet", "alone"):
+            values = [run["rows"][index][arm] for run in runs]
+            if values[0] is None:
+                continue
+            merged_row[arm] = statistics.fmean(values)
+            merged_row[f"{arm}_per_seed"] = values
+            merged_row[f"{arm}_sd"] = statistics.stdev(values)
+        merged["rows"].append(merged_row)
+        twin = merged_row["alone"]
+        alone_text = "" if twin is None else f"{twin:.4f}±{merged_row['alone_sd']:.4f}"
+        delta = "" if twin is None else f"{100 * (merged_row['supernet'] - twin):+9.2f}"
+        supernet_text = f"{merged_row['supernet']:.4f}±{merged_row['supernet_sd']:.4f}"
+        print(f"{row['label']:<20} {supernet_text:>15} {alone_text:>15} {delta:>9}")
+    merged["seconds"] = {key: sum(run["seconds"][key] for run in runs) for key in runs[0]["seconds"]}
+    return merged
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--datasets", default="synthetic,digits")
     parser.add_argument("--model", default="resnet20")
     parser.add_argument(
-        "--model-kwargs", type=json.loads, default={}, help='JSON create_model arguments, e.g. \'{"zero_init_residual": true}\''
+        "--model-kwargs",
+        type=json.loads,
+        default={},
+        help="JSON create_model arguments, e.g. '{\"zero_init_residual\": true}'",
     )
     parser.add_argument("--epochs", type=int, default=8, help="epochs on synthetic")
     parser.add_argument("--digits-epochs", type=int, default=30, help="epochs on digits (1,437 training images)")
@@ -231,6 +281,18 @@ def main() -> None:
         help="share of the epochs, after the largest-only phase, over which the students' loss weight ramps up",
     )
     parser.add_argument(
+        "--largest-final-fraction",
+        type=float,
+        default=0.0,
+        help="share of the epochs at the end in which only the largest subnet trains (TrainConfig.largest_only_final_epochs)",
+    )
+    parser.add_argument(
+        "--digits-seeds",
+        type=int,
+        default=5,
+        help="independent runs on digits, averaged (359 test images: 0.28 pt each)",
+    )
+    parser.add_argument(
         "--save-supernets",
         default=".cache/supernet_vs_independent",
         help="directory for the trained supernets (tailor.save, one folder per data set); '' to skip",
@@ -245,7 +307,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.quick:
         args.epochs, args.digits_epochs, args.train_size, args.test_size = 1, 2, 1024, 256
-        args.random_subnets, args.calib_batches = 2, 2
+        args.random_subnets, args.calib_batches, args.digits_seeds = 2, 2, 2
         if args.save_supernets:
             args.save_supernets = str(Path(args.save_supernets) / "quick")  # never overwrite a full run's
         if args.out == parser.get_default("out"):
@@ -253,7 +315,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
-    results = [run_dataset(name.strip(), args, out_dir) for name in args.datasets.split(",") if name.strip()]
+    results = [run_seeds(name.strip(), args, out_dir) for name in args.datasets.split(",") if name.strip()]
     target = out_dir / "supernet_vs_independent.json"
     target.write_text(json.dumps(results, indent=1))
     print(f"\nresults: {target}")

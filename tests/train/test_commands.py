@@ -55,12 +55,13 @@ def test_recipe_file_and_flag_overrides(tmp_path: Path) -> None:
     assert loaded.train.crop_padding == 2 and loaded.train_split == {"n": 256}
     out = tmp_path / "ck"
     flags = ["--lr", "0.02", "--student-loss-weight", "0.5", "--student-ramp-epochs", "0.5", "--project-conflicts",
-             "--no-progress"]  # fmt: skip
+             "--largest-only-final-epochs", "0.25", "--no-progress"]  # fmt: skip
     assert main(["train", "--config", str(recipe), "--out", str(out), *flags]) == 0
     saved = read_config(out)["metadata"]["recipe"]
     assert saved["train"]["lr"] == 0.02 and saved["train"]["crop_padding"] == 2
     assert saved["train"]["student_loss_weight"] == 0.5
     assert saved["train"]["student_ramp_epochs"] == 0.5 and saved["train"]["project_conflicts"] is True
+    assert saved["train"]["largest_only_final_epochs"] == 0.25
     assert saved["model"]["kwargs"] == {"channels": [8, 16, 16]}
 
 

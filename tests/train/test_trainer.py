@@ -239,11 +239,18 @@ def test_fixed_sampler_trains_only_its_subnets(tmp_path: Path) -> None:
         Trainer(NormFreeNet(), BlobImages(64, seed=1), config, device="cpu")
 
 
-@pytest.mark.parametrize("largest_only_epochs", [0.0, 0.5, 1.5])
-def test_largest_only_phase_trains_the_largest_then_the_sampler(largest_only_epochs: float, tmp_path: Path) -> None:
+@pytest.mark.parametrize(("largest_only_epochs", "final_epochs"), [(0.0, 0.0), (0.5, 0.0), (1.5, 0.0), (0.5, 0.75), (0.0, 2.0)])
+def test_largest_only_phases_train_the_largest_around_the_sampler(
+    largest_only_epochs: float, final_epochs: float, tmp_path: Path
+) -> None:
     model = NormFreeNet()
     config = TrainConfig(
-        epochs=2, batch_size=16, augment=False, num_random=1, largest_only_epochs=largest_only_epochs
+        epochs=2,
+        batch_size=16,
+        augment=False,
+        num_random=1,
+        largest_only_epochs=largest_only_epochs,
+        largest_only_final_epochs=final_epochs,
     )
     log = tmp_path / "log.jsonl"
     Trainer(model, BlobImages(64, seed=1), config, log_path=log, device="cpu").fit()
@@ -251,12 +258,16 @@ def test_largest_only_phase_trains_the_largest_then_the_sampler(largest_only_epo
     steps = [s for s in steps if s["event"] == "step"]
     assert len(steps) == 8
     largest_id = model.space.largest().id
-    alone = int(largest_only_epochs * 4)
-    assert [s["subnets"] for s in steps[:alone]] == [[largest_id]] * alone
-    assert all(len(s["subnets"]) == 3 and s["subnets"][0] == largest_id for s in steps[alone:])
-    assert all(set(s["loss"]) == {"largest"} for s in steps[:alone])
+    opening, closing = int(largest_only_epochs * 4), int(final_epochs * 4)
+    middle = steps[opening : 8 - closing]
+    alone = steps[:opening] + steps[8 - closing :]
+    assert [s["subnets"] for s in alone] == [[largest_id]] * (opening + closing)
+    assert all(len(s["subnets"]) == 3 and s["subnets"][0] == largest_id for s in middle)
+    assert all(set(s["loss"]) == {"largest"} for s in alone)
     with pytest.raises(InvalidSubnetError, match="largest_only_epochs"):
         TrainConfig(epochs=2, largest_only_epochs=3)
+    with pytest.raises(InvalidSubnetError, match="largest_only_final_epochs"):
+        TrainConfig(epochs=2, largest_only_epochs=1.5, largest_only_final_epochs=1.0)  # the phases overlap
 
 
 def test_evaluate_restores_mode_and_subnet() -> None:

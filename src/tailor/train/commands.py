@@ -40,6 +40,7 @@ _TRAIN_FLAGS = {
     "label_smoothing": float,
     "warmup_epochs": float,
     "largest_only_epochs": float,
+    "largest_only_final_epochs": float,
     "student_loss_weight": float,
     "student_ramp_epochs": float,
 }

@@ -52,6 +52,9 @@ class TrainConfig:
     # Once-for-All's first phase: only the largest subnet trains for this many epochs, then the sampler's
     # subnets. Summed gradients of several subnets from a random start can stall at chance on hard data.
     largest_only_epochs: float = 0.0
+    # a closing phase: only the largest subnet trains in the last this-many epochs (the low-learning-rate end
+    # of the schedule, where a network trained alone gains most), after the sampler's subnets
+    largest_only_final_epochs: float = 0.0
     label_smoothing: float = 0.1
     sampler: str = "sandwich"
     num_random: int = 2
@@ -92,6 +95,8 @@ class TrainConfig:
             "weight_decay": self.weight_decay >= 0,
             "warmup_epochs": 0 <= self.warmup_epochs <= self.epochs,
             "largest_only_epochs": 0 <= self.largest_only_epochs <= self.epochs,
+            "largest_only_final_epochs": 0 <= self.largest_only_final_epochs
+            <= self.epochs - self.largest_only_epochs,
             "student_ramp_epochs": 0 <= self.student_ramp_epochs <= self.epochs,
             "project_conflicts": isinstance(self.project_conflicts, bool),
             "label_smoothing": 0 <= self.label_smoothing < 1,
@@ -425,6 +430,15 @@ class Trainer:
         """Global steps at the start of training in which only the largest subnet is trained."""
         return int(self.config.largest_only_epochs * self.steps_per_epoch)
 
+    @property
+    def largest_only_final_steps(self) -> int:
+        """Global steps at the end of training in which only the largest subnet is trained."""
+        return int(self.config.largest_only_final_epochs * self.steps_per_epoch)
+
+    def largest_only_at(self, global_step: int) -> bool:
+        """Whether step `global_step` trains the largest subnet alone (the opening or the closing phase)."""
+        return global_step < self.largest_only_steps or global_step >= self.total_steps - self.largest_only_final_steps
+
     def student_weight_at(self, global_step: int) -> float:
         """Scale of the students' losses at `global_step`: `student_loss_weight`, ramped after the largest-only phase."""
         cfg = self.config
@@ -526,7 +540,7 @@ class Trainer:
                     step = self.state.step_in_epoch
                     step_seed = _seed("step", cfg.seed, epoch, step)
                     subs = self.sampler.sample(space, random.Random(step_seed))
-                    if self.state.global_step < self.largest_only_steps:
+                    if self.largest_only_at(self.state.global_step):
                         subs = [space.largest()]
                     torch.manual_seed(_seed("torch", cfg.seed, epoch, step, self.ctx.rank))
                     x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
