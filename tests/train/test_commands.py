@@ -55,13 +55,13 @@ def test_recipe_file_and_flag_overrides(tmp_path: Path) -> None:
     assert loaded.train.crop_padding == 2 and loaded.train_split == {"n": 256}
     out = tmp_path / "ck"
     flags = ["--lr", "0.02", "--student-loss-weight", "0.5", "--student-ramp-epochs", "0.5", "--project-conflicts",
-             "--largest-only-final-epochs", "0.25", "--no-progress"]  # fmt: skip
+             "--largest-only-final-epochs", "0.25", "--calib-augment", "--no-progress"]  # fmt: skip
     assert main(["train", "--config", str(recipe), "--out", str(out), *flags]) == 0
     saved = read_config(out)["metadata"]["recipe"]
     assert saved["train"]["lr"] == 0.02 and saved["train"]["crop_padding"] == 2
     assert saved["train"]["student_loss_weight"] == 0.5
     assert saved["train"]["student_ramp_epochs"] == 0.5 and saved["train"]["project_conflicts"] is True
-    assert saved["train"]["largest_only_final_epochs"] == 0.25
+    assert saved["train"]["largest_only_final_epochs"] == 0.25 and saved["train"]["calib_augment"] is True
     assert saved["model"]["kwargs"] == {"channels": [8, 16, 16]}
 
 
@@ -91,3 +91,22 @@ def test_cli_reports_bad_input_without_traceback(tmp_path: Path, capsys: pytest.
     assert "root" in capsys.readouterr().err
     assert main(["calibrate", str(tmp_path / "nothing")]) == 2
     assert "not a directory" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("recipe_says", "flag", "augmented"),
+    [(None, None, False), (True, None, True), (False, None, False), (True, False, False), (False, True, True)],
+)
+def test_calibrate_augments_as_the_recipe_says_unless_told(recipe_says: bool | None, flag: bool | None,
+                                                           augmented: bool) -> None:  # fmt: skip
+    from argparse import Namespace
+
+    from tailor.train.commands import _calibration_config
+
+    train = {} if recipe_says is None else {"calib_augment": recipe_says, "crop_padding": 2, "flip": False}
+    config = _calibration_config({"metadata": {"recipe": {"train": train}}}, "synthetic", Namespace(augment=flag, seed=3))
+    assert (config is not None) == augmented
+    if config is not None:
+        assert config.calib_augment and config.seed == 3
+        expected = (2, False) if train else (4, True)  # the recipe's augmentation, else the data's default
+        assert (config.crop_padding, config.flip) == expected

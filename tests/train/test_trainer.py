@@ -17,8 +17,9 @@ from safetensors.torch import load_file
 
 from tailor import CheckpointError, InvalidSubnetError, create_model
 from tailor.train import BatchSource, TrainConfig, Trainer, distillation_loss, evaluate, project_conflicting
+from tailor.train.calibrate import calibrate
 from tailor.train.checkpoint import WEIGHTS_FILE
-from tailor.train.trainer import _lr_at
+from tailor.train.trainer import _lr_at, calibration_inputs
 from train_helpers import BlobImages, NormFreeNet, PerSampleImages, same_tensors
 
 HERE = Path(__file__).parent
@@ -202,6 +203,42 @@ def test_fast_and_dataloader_paths_give_the_same_batches() -> None:
     assert not torch.equal(next(fast.batches(0))[1], next(fast.batches(1))[1]), "each epoch reshuffles"
     tail = list(BatchSource(BlobImages(100, seed=3), 32, seed=5, drop_last=False).batches(None))
     assert sum(len(y) for _, y in tail) == 100, "evaluation sees every sample"
+
+
+@settings(max_examples=20, deadline=None)
+@given(count=st.integers(1, 5), seed=st.integers(0, 2**31), padding=st.integers(0, 3), flip=st.booleans())
+def test_calibration_inputs_are_the_first_batches_augmented_reproducibly(
+    count: int, seed: int, padding: int, flip: bool
+) -> None:
+    source = BatchSource(BlobImages(100, seed=3), 32, seed=5)  # 3 batches
+    plain = calibration_inputs(source.batches(None), count)
+    assert len(plain) == min(count, 3)
+    assert all(torch.equal(a, x) for a, (x, _) in zip(plain, source.batches(None)))
+    config = TrainConfig(calib_augment=True, crop_padding=padding, flip=flip, seed=seed)
+    once = calibration_inputs(source.batches(None), count, config)
+    again = calibration_inputs(source.batches(None), count, config)
+    assert [a.shape for a in once] == [a.shape for a in plain]
+    assert all(torch.equal(a, b) for a, b in zip(once, again, strict=True)), "seeded: the same inputs every time"
+    assert any(not torch.equal(a, b) for a, b in zip(once, plain)) == bool(padding or flip)
+    off = calibration_inputs(source.batches(None), count, TrainConfig(calib_augment=False, seed=seed))
+    assert all(torch.equal(a, b) for a, b in zip(off, plain, strict=True))
+
+
+def test_trainer_calibrates_on_augmented_batches_when_asked() -> None:
+    torch.manual_seed(0)
+    model = create_model("small_cnn", num_classes=4, channels=(8, 16, 16))
+    data, largest = BlobImages(128, seed=1), model.space.largest()
+    probe = data.images[:8]
+    outputs = {}
+    for flag in (False, True):
+        config = TrainConfig(batch_size=32, calib_batches=2, calib_augment=flag, crop_padding=2)
+        Trainer(model, data, config, device="cpu").calibrate([largest])
+        model.eval().activate(largest)
+        outputs[flag] = model(probe).detach()
+    assert not torch.allclose(outputs[False], outputs[True]), "augmented batches give other statistics"
+    calibrate(model, [largest], calibration_inputs(BatchSource(data, 32, 0).batches(None), 2, config))
+    model.eval().activate(largest)
+    assert torch.allclose(model(probe), outputs[True]), "the Trainer calibrates on exactly calibration_inputs"
 
 
 def test_learning_rate_warms_up_then_decays_to_zero() -> None:

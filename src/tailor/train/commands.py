@@ -26,7 +26,7 @@ from tailor.space import Subnet
 from tailor.train.calibrate import calibrate
 from tailor.train.checkpoint import load_checkpoint, save
 from tailor.train.recipe import Recipe
-from tailor.train.trainer import BatchSource, Trainer, evaluate
+from tailor.train.trainer import BatchSource, TrainConfig, Trainer, calibration_inputs, evaluate
 
 _TRAIN_FLAGS = {
     "epochs": int,
@@ -61,6 +61,9 @@ def add_commands(commands: Any) -> None:
     train.add_argument(
         "--project-conflicts", action="store_true", help="drop the students' gradient component against the largest's"
     )
+    train.add_argument(
+        "--calib-augment", action="store_true", help="calibrate on training-augmented batches (TrainConfig.calib_augment)"
+    )
     train.add_argument("--out", required=True, help="checkpoint directory (replaced atomically)")
     train.add_argument("--resume", action="store_true", help="continue from --out if it holds a checkpoint")
     train.add_argument("--log", help="JSONL metrics log (default: <out>.metrics.jsonl)")
@@ -78,6 +81,12 @@ def add_commands(commands: Any) -> None:
     cal.add_argument("--subnets", help="JSON file with a list of subnets (Subnet.to_dict()) to calibrate instead")
     cal.add_argument("--batches", type=int, default=8)
     cal.add_argument("--batch-size", type=int, default=128)
+    cal.add_argument(
+        "--augment",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="calibrate on training-augmented batches (default: the checkpoint recipe's calib_augment)",
+    )
     cal.add_argument("--seed", type=int, default=0)
     cal.add_argument("--eval", action="store_true", help="then print each subnet's test accuracy")
     cal.add_argument("--out", help="write here instead of updating the checkpoint in place")
@@ -117,6 +126,8 @@ def _recipe_from_args(args: argparse.Namespace) -> tuple[Recipe, set[str]]:
         config["distill"] = False
     if args.project_conflicts:
         config["project_conflicts"] = True
+    if args.calib_augment:
+        config["calib_augment"] = True
     augmentation = default_augmentation(recipe.data)
     if "crop_padding" not in explicit:
         config["crop_padding"] = augmentation.crop_padding
@@ -215,6 +226,21 @@ def _calibration_subnets(model: ElasticModel, args: argparse.Namespace) -> list[
     return unique
 
 
+def _calibration_config(config: dict[str, Any], data_name: str, args: argparse.Namespace) -> TrainConfig | None:
+    """The augmentation to calibrate with (None: plain batches): --augment, else the recipe's calib_augment."""
+    trained = config.get("metadata", {}).get("recipe", {}).get("train") or {}
+    augment = args.augment if args.augment is not None else bool(trained.get("calib_augment", False))
+    if not augment:
+        return None
+    default = default_augmentation(data_name)
+    return TrainConfig(
+        calib_augment=True,
+        crop_padding=int(trained.get("crop_padding", default.crop_padding)),
+        flip=bool(trained.get("flip", default.flip)),
+        seed=args.seed,
+    )
+
+
 def cmd_calibrate(args: argparse.Namespace) -> int:
     """Calibrate subnets of a checkpoint on training data; save (keeping training state); optionally evaluate."""
     if args.batches < 1 or args.batch_size < 1 or args.random < 0:
@@ -232,7 +258,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     train_data = load_dataset(name, "train", root, **train_split)
     subs = _calibration_subnets(model, args)
     source = BatchSource(train_data, min(args.batch_size, len(train_data)), args.seed)
-    cached = [x for _, (x, _y) in zip(range(args.batches), source.batches(0))]
+    cached = calibration_inputs(source.batches(0), args.batches, _calibration_config(loaded.config, name, args))
     start = time.perf_counter()
     for index, sub in enumerate(subs, start=1):
         calibrate(model, [sub], cached, batches=len(cached), device=device)

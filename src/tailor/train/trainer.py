@@ -19,7 +19,7 @@ import random
 import sys
 import time
 import warnings
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -79,6 +79,9 @@ class TrainConfig:
     seed: int = 0
     checkpoint_every: int = 0  # steps between mid-epoch checkpoints (0: end of epoch only)
     calib_batches: int = 8
+    # calibrate on training batches with the training augmentation (seeded crop/flip), the inputs the weights
+    # were fitted to, as Once-for-All recalibrates BatchNorm with its training transforms; off: plain images
+    calib_augment: bool = False
     eval_batch_size: int = 256
 
     def __post_init__(self) -> None:
@@ -99,6 +102,7 @@ class TrainConfig:
             <= self.epochs - self.largest_only_epochs,
             "student_ramp_epochs": 0 <= self.student_ramp_epochs <= self.epochs,
             "project_conflicts": isinstance(self.project_conflicts, bool),
+            "calib_augment": isinstance(self.calib_augment, bool),
             "label_smoothing": 0 <= self.label_smoothing < 1,
             "distill_weight": 0 <= self.distill_weight <= 1,
             "student_loss_weight": 0 < self.student_loss_weight <= 1,
@@ -226,6 +230,24 @@ def _augment(x: torch.Tensor, config: TrainConfig, generator: torch.Generator) -
     from tailor.data.transforms import augment_batch
 
     return augment_batch(x, generator, crop_padding=config.crop_padding, flip=config.flip)
+
+
+def calibration_inputs(
+    batches: Iterable[tuple[torch.Tensor, torch.Tensor]], count: int, config: TrainConfig | None = None
+) -> list[torch.Tensor]:
+    """The inputs of the first `count` batches, cached for calibration.
+
+    With a `config` whose `calib_augment` and `augment` are set, each batch gets the training augmentation
+    from a generator seeded by (config.seed, batch index), so the same checkpoint calibrates identically.
+    """
+    inputs: list[torch.Tensor] = []
+    for index, (x, _y) in enumerate(batches):
+        if index >= count:
+            break
+        if config is not None and config.calib_augment and config.augment:
+            x = _augment(x, config, torch.Generator(device=x.device).manual_seed(_seed("calibrate", config.seed, index)))
+        inputs.append(x)
+    return inputs
 
 
 def project_conflicting(
@@ -593,9 +615,12 @@ class Trainer:
         return self.state.history
 
     def calibrate(self, subs: Sequence[Subnet]) -> list[str]:
-        """SubnetNorm statistics for `subs` from `calib_batches` un-augmented training batches (same on every rank)."""
-        batches = self.calib_source.batches(None)
-        return calibrate(self.model, subs, batches, batches=self.config.calib_batches, device=self.device)
+        """SubnetNorm statistics for `subs` from the first `calib_batches` training batches (same on every rank).
+
+        The batches are plain images, or augmented as in training when `config.calib_augment` is set.
+        """
+        inputs = calibration_inputs(self.calib_source.batches(None), self.config.calib_batches, self.config)
+        return calibrate(self.model, subs, inputs, batches=len(inputs), device=self.device)
 
     def calibrate_and_evaluate(self, subs: Sequence[Subnet]) -> dict[str, float]:
         """Calibrate `subs`, then their accuracy on the evaluation data ({subnet id: accuracy})."""
