@@ -36,6 +36,9 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "student-ramp-4": {"student_ramp_epochs": 4.0},
     "width-only": {"model_kwargs": {"min_depths": [3, 3, 3]}},  # a diagnostic: no elastic depth
     "project-conflicts": {"project_conflicts": True},
+    "largest-final-2": {"largest_only_final_epochs": 2.0},  # a closing phase of the largest alone
+    "largest-final-3": {"largest_only_final_epochs": 3.0},
+    "calib-augment": {"calib_augment": True},  # the baseline's training; calibration on augmented batches
 }
 
 
@@ -116,7 +119,8 @@ def main() -> None:
               f"{r['seconds']:>8.0f}")  # fmt: skip
     target = Path(args.out)
     target.parent.mkdir(parents=True, exist_ok=True)
-    target.write_text(json.dumps(results, indent=1) + "\n")
+    earlier = json.loads(target.read_text()) if target.exists() else {}  # keep the variants not re-run
+    target.write_text(json.dumps({**earlier, **results}, indent=1) + "\n")
     print(f"results: {target}")
 
 

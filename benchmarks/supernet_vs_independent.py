@@ -107,6 +107,7 @@ def run_dataset(name: str, args: argparse.Namespace, out_dir: Path, seed: int, f
         largest_only_final_epochs=args.largest_final_fraction * epochs,
         student_loss_weight=args.student_loss_weight,
         student_ramp_epochs=args.student_ramp_fraction * epochs,
+        calib_augment=args.calib_augment,
     )
     print(
         f"\n== {name}: {len(train)} train / {len(test)} test, {args.model}, {epochs} epochs, batch {args.batch_size}, seed {seed}"
@@ -298,6 +299,12 @@ def main() -> None:
         help="directory for the trained supernets (tailor.save, one folder per data set); '' to skip",
     )
     parser.add_argument("--calib-batches", type=int, default=8)
+    parser.add_argument(
+        "--calib-augment",
+        action=argparse.BooleanOptionalAction,
+        default=False,
+        help="calibrate the supernet's subnets on training-augmented batches (TrainConfig.calib_augment)",
+    )
     parser.add_argument("--random-subnets", type=int, default=10)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
