@@ -15,10 +15,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import statistics
+import subprocess
+import sys
 import time
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -83,8 +87,8 @@ def quiet_evaluate(model: ElasticModel, subs: list[Subnet], data: Any) -> dict[s
         return evaluate(model, subs, data)
 
 
-def run_dataset(name: str, args: argparse.Namespace, out_dir: Path, seed: int, first: bool = True) -> dict[str, Any]:
-    """Train the supernet and both twins on `name` with `seed`; the first seed also saves the checkpoint and plot."""
+def setup(name: str, args: argparse.Namespace, seed: int) -> tuple[Any, Any, TrainConfig]:
+    """The data (train, test) and the training recipe both arms share for `name` and `seed`."""
     if name == "synthetic":
         train = load_dataset(name, "train", n=args.train_size)
         test = load_dataset(name, "test", n=args.test_size)
@@ -92,8 +96,6 @@ def run_dataset(name: str, args: argparse.Namespace, out_dir: Path, seed: int, f
     else:
         train, test = load_dataset(name, "train"), load_dataset(name, "test")
         epochs = args.digits_epochs
-    num_classes, input_size = train.num_classes, tuple(train.input_size)
-    in_chans = input_size[0]
     augmentation = default_augmentation(name)
     config = TrainConfig(
         epochs=epochs,
@@ -109,17 +111,29 @@ def run_dataset(name: str, args: argparse.Namespace, out_dir: Path, seed: int, f
         student_ramp_epochs=args.student_ramp_fraction * epochs,
         calib_augment=args.calib_augment,
     )
-    print(
-        f"\n== {name}: {len(train)} train / {len(test)} test, {args.model}, {epochs} epochs, batch {args.batch_size}, seed {seed}"
-    )
+    return train, test, config
 
-    timings: dict[str, float] = {}
+
+def named_subnets(space: SearchSpace, rng: random.Random) -> dict[str, Subnet]:
+    """Largest, smallest, two uniform widths and one random per-layer subnet drawn from `rng`."""
+    probe = space.sample(rng)
+    named = {"largest": space.largest(), "smallest": space.smallest()}
+    for width in (0.75, 0.5):
+        named[f"uniform {width}"] = space.from_wm([width] * space.search_dim)
+    named["random (per-layer)"] = probe
+    return named
+
+
+def supernet_arm(name: str, args: argparse.Namespace, seed: int, first: bool) -> dict[str, Any]:
+    """Train the supernet, then calibrate and evaluate the named subnets and `--random-subnets` more."""
+    train, test, config = setup(name, args, seed)
+    input_size = tuple(train.input_size)
     torch.manual_seed(seed)
-    supernet = create_model(args.model, num_classes=num_classes, in_chans=in_chans, **args.model_kwargs)
+    supernet = create_model(args.model, num_classes=train.num_classes, in_chans=input_size[0], **args.model_kwargs)
     start = time.perf_counter()
     trainer = Trainer(supernet, train, config, device="cpu", progress=args.progress)
     history = trainer.fit()
-    timings["supernet"] = time.perf_counter() - start
+    seconds = time.perf_counter() - start
     space = supernet.space
     if args.save_supernets and first:
         # in `tailor train`'s recipe form, so that `tailor route` / `benchmarks/routing.py --checkpoint` can use it
@@ -127,34 +141,83 @@ def run_dataset(name: str, args: argparse.Namespace, out_dir: Path, seed: int, f
         recipe = Recipe(model=args.model, model_kwargs=args.model_kwargs, data=name, train_split={"n": len(train)} if sizes else {},
                         test_split={"n": len(test)} if sizes else {}, train=config).to_dict()  # fmt: skip
         saved = save(supernet, Path(args.save_supernets) / name, metadata={"recipe": recipe, "history": history})
-        print(f"supernet checkpoint: {saved}")
+        print(f"supernet checkpoint: {saved}", file=sys.stderr)
+    rng = random.Random(args.seed)  # the same probe subnets for every data seed, so that rows can be averaged
+    named = named_subnets(space, rng)
+    probe = named["random (per-layer)"]
+    before = quiet_evaluate(supernet, [probe], test)[probe.id]
+    others = [space.sample(rng) for _ in range(args.random_subnets)]
+    subs = list(named.values()) + others
+    trainer.calibrate(subs)
+    accuracy = evaluate(supernet, subs, test)
+    return {
+        "named": {label: sub.to_dict() for label, sub in named.items()},
+        "accuracy": accuracy,
+        "macs": {sub.id: macs(supernet.extract(sub), input_size) for sub in subs},
+        "others": [sub.id for sub in others],
+        "probe_before": before,
+        "recipe": config.to_dict(),
+        "train_size": len(train),
+        "test_size": len(test),
+        "seconds": {"supernet": seconds},
+    }
 
+
+def twins_arm(name: str, args: argparse.Namespace, seed: int, first: bool) -> dict[str, Any]:
+    """Train the smallest and the largest architectures alone, from scratch, with the supernet's recipe."""
+    train, test, config = setup(name, args, seed)
+    input_size = tuple(train.input_size)
     alone: dict[str, float] = {}
     alone_macs: dict[str, int] = {}
+    seconds: dict[str, float] = {}
     for which in ("smallest", "largest"):
-        net = standalone(args.model, args.model_kwargs, which, num_classes, input_size, seed)
+        net = standalone(args.model, args.model_kwargs, which, train.num_classes, input_size, seed)
         fixed = TrainConfig(
             **{**config.to_dict(), "sampler": "fixed", "largest_only_epochs": 0.0, "largest_only_final_epochs": 0.0}
         )
         start = time.perf_counter()
         Trainer(net, train, fixed, subnets=[net.space.largest()], device="cpu", progress=args.progress).fit()
-        timings[f"{which} alone"] = time.perf_counter() - start
+        seconds[f"{which} alone"] = time.perf_counter() - start
         alone[which] = evaluate(net, [net.space.largest()], test)[net.space.largest().id]
         alone_macs[which] = macs(net, net.default_input_size)
+    return {"alone": alone, "alone_macs": alone_macs, "seconds": seconds}
 
-    rng = random.Random(args.seed)  # the same probe subnets for every seed, so that rows can be averaged
-    probe = space.sample(rng)
-    before = quiet_evaluate(supernet, [probe], test)[probe.id]
-    named = {"largest": space.largest(), "smallest": space.smallest()}
-    for width in (0.75, 0.5):
-        named[f"uniform {width}"] = space.from_wm([width] * space.search_dim)
-    named["random (per-layer)"] = probe
-    others = [space.sample(rng) for _ in range(args.random_subnets)]
-    subs = list(named.values()) + others
-    trainer.calibrate(subs)
-    accuracy = evaluate(supernet, subs, test)
-    sub_macs = {sub.id: macs(supernet.extract(sub), input_size) for sub in subs}
 
+ARMS = {"supernet": supernet_arm, "twins": twins_arm}
+
+
+def run_arms(name: str, args: argparse.Namespace, seed: int, first: bool) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Both arms: in parallel child processes (`--jobs 2`, `--threads` each) or one after the other here."""
+    if args.jobs == 1:
+        return supernet_arm(name, args, seed, first), twins_arm(name, args, seed, first)
+
+    def child(arm: str) -> dict[str, Any]:
+        spec = json.dumps({"arm": arm, "dataset": name, "seed": seed, "first": first})
+        command = [sys.executable, __file__, *args.argv, "--threads", str(args.threads), "--child", spec]
+        env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
+        done = subprocess.run(command, stdout=subprocess.PIPE, text=True, env=env, check=False)
+        if done.returncode != 0:
+            raise SystemExit(f"the {arm} arm on {name} (seed {seed}) failed with exit status {done.returncode}")
+        return json.loads(done.stdout.strip().splitlines()[-1])
+
+    with ThreadPoolExecutor(2) as pool:
+        supernet, twins = pool.map(child, ("supernet", "twins"))
+    return supernet, twins
+
+
+def run_dataset(name: str, args: argparse.Namespace, out_dir: Path, seed: int, first: bool = True) -> dict[str, Any]:
+    """Both arms on `name` with `seed`, as one table; the first seed also saves the checkpoint and the plot."""
+    print(f"\n== {name}: {args.model}, seed {seed}", flush=True)
+    result, twins = run_arms(name, args, seed, first)
+    config = TrainConfig.from_dict(result["recipe"])
+    epochs = config.epochs
+    named = {label: Subnet.from_dict(entry) for label, entry in result["named"].items()}
+    probe = named["random (per-layer)"]
+    accuracy, sub_macs = result["accuracy"], result["macs"]
+    alone, alone_macs = twins["alone"], twins["alone_macs"]
+    before = result["probe_before"]
+    timings = {**result["seconds"], **twins["seconds"]}
+    print(f"{result['train_size']} train / {result['test_size']} test, {epochs} epochs, batch {config.batch_size}")
     print(f"\n{'subnet':<20} {'MMACs':>8} {'supernet':>9} {'alone':>7} {'delta pt':>9}")
     rows = []
     for label, sub in named.items():
@@ -174,12 +237,13 @@ def run_dataset(name: str, args: argparse.Namespace, out_dir: Path, seed: int, f
         )
     print(
         f"\nrandom per-layer subnet {probe.id}: {before:.4f} with shared BatchNorm statistics, "
-        f"{accuracy[probe.id]:.4f} after SubnetNorm calibration ({args.calib_batches} batches)"
+        f"{accuracy[probe.id]:.4f} after SubnetNorm calibration ({config.calib_batches} batches"
+        f"{', augmented' if config.calib_augment else ''})"
     )
     print("training seconds: " + ", ".join(f"{k} {v:.0f}" for k, v in timings.items()))
 
     series = {
-        "supernet subnets": [(sub_macs[s.id] / 1e6, 100 * accuracy[s.id]) for s in subs],
+        "supernet subnets": [(sub_macs[sub_id] / 1e6, 100 * accuracy[sub_id]) for sub_id in accuracy],
         "trained alone": [(alone_macs[w] / 1e6, 100 * alone[w]) for w in ("smallest", "largest")],
         "random subnet, uncalibrated": [(sub_macs[probe.id] / 1e6, 100 * before)],
     }
@@ -203,11 +267,11 @@ def run_dataset(name: str, args: argparse.Namespace, out_dir: Path, seed: int, f
         "largest_only_final_epochs": config.largest_only_final_epochs,
         "seed": seed,
         "recipe": config.to_dict(),
-        "train_size": len(train),
-        "test_size": len(test),
+        "train_size": result["train_size"],
+        "test_size": result["test_size"],
         "rows": rows,
         "alone_macs": alone_macs,
-        "others": [{"id": s.id, "macs": sub_macs[s.id], "accuracy": accuracy[s.id]} for s in others],
+        "others": [{"id": i, "macs": sub_macs[i], "accuracy": accuracy[i]} for i in result["others"]],
         "probe_before_calibration": before,
         "probe_after_calibration": accuracy[probe.id],
         "seconds": timings,
@@ -306,12 +370,23 @@ def main() -> None:
         help="calibrate the supernet's subnets on training-augmented batches (TrainConfig.calib_augment)",
     )
     parser.add_argument("--random-subnets", type=int, default=10)
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument(
+        "--jobs",
+        type=int,
+        choices=(1, 2),
+        default=2,
+        help="2: the supernet and the twins train at once in two processes; 1: one after the other in this one",
+    )
+    parser.add_argument(
+        "--threads", type=int, default=1, help="torch threads per process (the numerics depend on it; default 1)"
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default="benchmarks/results")
     parser.add_argument("--progress", action="store_true")
     parser.add_argument("--quick", action="store_true", help="tiny sizes: checks the script, not the claim")
+    parser.add_argument("--child", help=argparse.SUPPRESS)  # JSON {arm, dataset, seed, first}: run it, print JSON
     args = parser.parse_args()
+    args.argv = sys.argv[1:]
     if args.quick:
         args.epochs, args.digits_epochs, args.train_size, args.test_size = 1, 2, 1024, 256
         args.random_subnets, args.calib_batches, args.digits_seeds = 2, 2, 2
@@ -320,9 +395,15 @@ def main() -> None:
         if args.out == parser.get_default("out"):
             args.out = ".cache/supernet_vs_independent/quick"  # nor the committed full-run results
     torch.set_num_threads(args.threads)
+    if args.child is not None:
+        spec = json.loads(args.child)
+        print(json.dumps(ARMS[spec["arm"]](spec["dataset"], args, spec["seed"], spec["first"])))
+        return
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
     results = [run_seeds(name.strip(), args, out_dir) for name in args.datasets.split(",") if name.strip()]
+    print(f"\nwall clock: {time.perf_counter() - start:.0f} s ({args.jobs} process(es) x {args.threads} thread(s))")
     target = out_dir / "supernet_vs_independent.json"
     target.write_text(json.dumps(results, indent=1))
     print(f"\nresults: {target}")
