@@ -5,8 +5,8 @@ sandwich rule with in-place distillation, the students' loss weight ramping up f
 train the smallest and the largest subnet architectures alone (extracted from a fresh supernet: the largest
 keeps the supernet's own initial weights, the smallest is re-initialised by `init_weights`; same E epochs and
 recipe); then calibrate SubnetNorm statistics (on synthetic, on training-augmented batches, the inputs the
-twins' running statistics come from) and compare held-out accuracy. Also shows one random per-layer subnet before and after
-calibration, and writes an accuracy-vs-MACs plot (SVG) and the results (JSON). The supernet and the twins
+twins' running statistics come from) and compare held-out accuracy. Also shows one random per-layer subnet
+before and after calibration, and writes an accuracy-vs-MACs plot (SVG) and the results (JSON). The supernet and the twins
 train at once in two 1-thread processes: each arm's numerics are those of a 1-thread run.
 
     python benchmarks/supernet_vs_independent.py                 # synthetic (20k/5k) and digits, ~27 min on 2 cores
@@ -166,7 +166,10 @@ def supernet_arm(name: str, args: argparse.Namespace, seed: int, first: bool) ->
 
 
 def twins_arm(name: str, args: argparse.Namespace, seed: int, first: bool) -> dict[str, Any]:
-    """Train the smallest and the largest architectures alone, from scratch, with the supernet's recipe."""
+    """Train the smallest and the largest architectures alone, from scratch, with the supernet's recipe.
+
+    `first` is unused: the arms share one signature so that `ARMS` can dispatch a child process to either.
+    """
     train, test, config = setup(name, args, seed)
     input_size = tuple(train.input_size)
     alone: dict[str, float] = {}
