@@ -21,7 +21,7 @@
    their labels), p50/p99 latency at the client, and the server overhead per request outside model compute
    (server time - queueing - compute, from the response parameters, split into the worker round trip and
    the front end; and the same seen from the client, which adds the HTTP stack of both sides), next to
-   `tailor.serve.simulate` on the same trace and profile: at p99 as the policy plans, on the arrival times
+   `tailor.serve.sim.simulate` on the same trace and profile: at p99 as the policy plans, on the arrival times
    the client achieved, and at p50. Targets: overhead p50 <= 1 ms; live attainment within 2 points of the
    simulator's (p99). The machine's load average is printed: other processes on the same cores inflate
    every latency here.
@@ -55,7 +55,13 @@ from tailor.cost import build_profile
 from tailor.cost.profile import Profile
 from tailor.data import default_augmentation, load_dataset
 from tailor.serve import ServingProfile, simulate, traces
-from tailor.serve.protocol import HEADER_LENGTH, ModelSpec, TensorSpec, decode_infer_response, encode_infer_request
+from tailor.serve.server.protocol import (
+    HEADER_LENGTH,
+    ModelSpec,
+    TensorSpec,
+    decode_infer_response,
+    encode_infer_request,
+)
 from tailor.serve.traces import Trace
 from tailor.space import Subnet
 from tailor.train import TrainConfig, Trainer, evaluate

@@ -42,9 +42,9 @@ from tailor.cost import build_profile
 from tailor.cost.profile import Profile
 from tailor.data import default_augmentation, load_dataset
 from tailor.serve import ServingProfile, simulate, traces, upper_bound
-from tailor.serve.plots import line_svg, timeline_svg
 from tailor.serve.profile import ofa_like_profile
-from tailor.serve.simulate import SimResult
+from tailor.serve.sim.plots import line_svg, timeline_svg
+from tailor.serve.sim.simulate import SimResult
 from tailor.serve.traces import Trace
 from tailor.train import TrainConfig, Trainer, evaluate
 

@@ -138,8 +138,8 @@ COMMAND_MODULES: tuple[str, ...] = (
     "tailor.train.commands",
     "tailor.cost.commands",
     "tailor.export.commands",
-    "tailor.serve.commands",
-    "tailor.serve.server_commands",
+    "tailor.serve.sim.commands",
+    "tailor.serve.server.commands",
     "tailor.search.commands",
     "tailor.route.commands",
 )

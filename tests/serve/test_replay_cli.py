@@ -11,7 +11,7 @@ from serving_helpers import small_profile
 
 from tailor.cli import main
 from tailor.serve import simulate, traces
-from tailor.serve.plots import line_svg, timeline_svg
+from tailor.serve.sim.plots import line_svg, timeline_svg
 
 
 def test_replay_prints_json_for_each_policy(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

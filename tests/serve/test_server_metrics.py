@@ -1,4 +1,4 @@
-"""Prometheus text exposition written by `tailor.serve.metrics`: format, histogram invariants, attainment."""
+"""Prometheus text exposition written by `tailor.serve.server.metrics`: format, histogram invariants, attainment."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tailor.serve.metrics import Counter, Gauge, Histogram, MetricsRegistry, ServingMetrics
+from tailor.serve.server.metrics import Counter, Gauge, Histogram, MetricsRegistry, ServingMetrics
 
 SAMPLE = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{(?:[a-zA-Z_][a-zA-Z0-9_]*="(?:[^"\\]|\\.)*",?)*\})? (\S+)$')
 

@@ -15,7 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from tailor.serve.protocol import (
+from tailor.serve.server.protocol import (
     HEADER_LENGTH,
     InferRequest,
     ModelSpec,

@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 from tailor.serve.policies import Decision
 from tailor.serve.profile import ServingProfile, synthetic_profile
 from tailor.serve.queue import Request
-from tailor.serve.scheduler import (
+from tailor.serve.server.scheduler import (
     DeadlineExceeded,
     Engine,
     Job,
@@ -28,7 +28,7 @@ from tailor.serve.scheduler import (
     Scheduler,
     Served,
 )
-from tailor.serve.worker import RunResult, WorkerCrashed, WorkerError
+from tailor.serve.server.worker import RunResult, WorkerCrashed, WorkerError
 
 PROFILE = ServingProfile(synthetic_profile([0.6, 0.7, 0.8], [1.0, 2.0, 4.0], [0.25, 0.5, 1.0], batch_sizes=(1, 2, 4, 8)))
 

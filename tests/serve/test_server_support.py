@@ -19,7 +19,7 @@ import torch
 import tailor
 from tailor.cost.measure import LatencyStats
 from tailor.cost.profile import Profile, SubnetProfile
-from tailor.serve.server import InferenceServer, ServerConfig, bind_socket, serve_async, uvicorn_server
+from tailor.serve.server.app import InferenceServer, ServerConfig, bind_socket, serve_async, uvicorn_server
 from tailor.space import Subnet
 
 MODEL = "tiny_cnn"

@@ -11,8 +11,8 @@ import pytest
 from test_server_support import reference_outputs, shared_artifacts
 
 from tailor.errors import InvalidSubnetError, ProfileError
-from tailor.serve.server import resolve_runtime
-from tailor.serve.worker import ModelRunner, WorkerPool, WorkerStartError
+from tailor.serve.server.app import resolve_runtime
+from tailor.serve.server.worker import ModelRunner, WorkerPool, WorkerStartError
 
 
 @pytest.fixture(scope="session")

@@ -1,4 +1,4 @@
-"""tailor.serve.simulate: outcomes by hand, invariants on random workloads, the two engines agree."""
+"""tailor.serve.sim.simulate: outcomes by hand, invariants on random workloads, the two engines agree."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from serving_helpers import monotone_profiles, small_profile, small_traces
 
 from tailor.serve import Policy, ServingProfile, make_policy, simulate, synthetic_profile, traces
 from tailor.serve.policies import PolicyError
-from tailor.serve.simulate import EXPIRED, LATE, ON_TIME, REJECTED, SimulationError
+from tailor.serve.sim.simulate import EXPIRED, LATE, ON_TIME, REJECTED, SimulationError
 from tailor.serve.traces import Trace
 
 POLICIES = ["slackfit", "maxacc", "maxbatch", "infaas", "fixed:smallest", "fixed:largest"]

@@ -12,7 +12,7 @@ from scipy.optimize import linprog
 from serving_helpers import monotone_profiles, small_profile, small_traces
 
 from tailor.serve import ServingProfile, simulate, synthetic_profile, traces, upper_bound
-from tailor.serve.simulate import _accuracy_hull, fluid_count, fluid_work
+from tailor.serve.sim.bound import _accuracy_hull, fluid_count, fluid_work
 from tailor.serve.traces import Trace
 
 

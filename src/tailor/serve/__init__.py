@@ -1,28 +1,38 @@
-"""Serving one supernet under load: profiles, policies (SlackFit and baselines), EDF queue, workloads, simulator.
+"""Serving one supernet under load: profiles, policies, the EDF queue and workloads shared by two subsystems.
 
-See README.md. `Profile` is `tailor.cost.Profile` (re-exported); `ServingProfile` is the view policies use.
+`tailor.serve.sim` is the discrete-event simulator and the offline upper bound; `tailor.serve.server` is the
+live Open Inference Protocol server. See README.md. `Profile` is `tailor.cost.Profile` (re-exported);
+`ServingProfile` is the view policies use; the default policy is `DEFAULT_POLICY` (DrainFit).
 """
 
 from tailor.cost.profile import Profile
 from tailor.serve import traces
 from tailor.serve.policies import (
+    DEFAULT_POLICY,
     Decision,
+    DrainFit,
     FixedSubnet,
     INFaaS,
     MaxAcc,
     MaxBatch,
     Policy,
     PolicyError,
+    QueueView,
     SlackFit,
     make_policy,
+    policy_names,
+    register_policy,
 )
 from tailor.serve.profile import ServingProfile, load_profile, synthetic_profile
 from tailor.serve.queue import EDFQueue, QueueError, Request
-from tailor.serve.simulate import SimResult, SimulationError, UpperBound, simulate, upper_bound
+from tailor.serve.sim.bound import UpperBound, upper_bound
+from tailor.serve.sim.simulate import SimResult, SimulationError, simulate
 from tailor.serve.traces import Trace, TraceError
 
 __all__ = [
+    "DEFAULT_POLICY",
     "Decision",
+    "DrainFit",
     "EDFQueue",
     "FixedSubnet",
     "INFaaS",
@@ -32,6 +42,7 @@ __all__ = [
     "PolicyError",
     "Profile",
     "QueueError",
+    "QueueView",
     "Request",
     "ServingProfile",
     "SimResult",
@@ -42,6 +53,8 @@ __all__ = [
     "UpperBound",
     "load_profile",
     "make_policy",
+    "policy_names",
+    "register_policy",
     "simulate",
     "synthetic_profile",
     "traces",

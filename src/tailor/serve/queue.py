@@ -4,7 +4,7 @@ Times are milliseconds on a monotonic clock the caller provides. A request's dea
 (`arrival_ms + SLO`, the SLO being the server's default or the request's own). The queue never drops
 anything on its own: `push` refuses when full (the caller answers "rejected") and `drop_expired` hands
 back the requests whose deadline has passed (the caller answers "deadline exceeded"), so every request
-leaves through exactly one door. Not thread-safe: the server's scheduler holds its own lock.
+leaves through exactly one door. Not thread-safe: the server uses it from its event loop only.
 """
 
 from __future__ import annotations
@@ -87,6 +87,13 @@ class EDFQueue:
         while heap and heap[0][0] < now_ms:
             out.append(heapq.heappop(heap)[2])
         return out
+
+    def earliest_deadlines(self, k: int) -> list[float]:
+        """The `k` earliest queued deadlines, earliest first (O(n log k); what queue-aware policies read)."""
+        heap = self._heap
+        if k >= len(heap):
+            return sorted(entry[0] for entry in heap)
+        return [entry[0] for entry in heapq.nsmallest(k, heap)]
 
     def deadlines(self) -> list[float]:
         """All queued deadlines, earliest first (for inspection and tests; O(n log n))."""

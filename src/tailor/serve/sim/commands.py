@@ -21,7 +21,7 @@ from typing import Any
 from tailor.serve import traces
 from tailor.serve.policies import PolicyError
 from tailor.serve.profile import ServingProfile, load_profile, ofa_like_profile
-from tailor.serve.simulate import SimResult, simulate
+from tailor.serve.sim.simulate import SimResult, simulate
 from tailor.serve.traces import Trace
 
 
@@ -153,7 +153,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
     if args.plot:
-        from tailor.serve.plots import timeline_svg
+        from tailor.serve.sim.plots import timeline_svg
 
         online = {n: r for n, r in results.items() if not r.bound and not n.startswith("fixed:")}
         if online:

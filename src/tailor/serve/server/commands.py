@@ -67,7 +67,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     """Start the server and block until it is stopped; errors in the checkpoint or profile exit with status 2."""
     import logging
 
-    from tailor.serve.server import ServerConfig, run_server
+    from tailor.serve.server.app import ServerConfig, run_server
 
     logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
     config = ServerConfig(

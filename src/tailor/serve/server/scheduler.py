@@ -27,11 +27,11 @@ from typing import Any, Protocol
 import numpy as np
 
 from tailor.errors import ProfileError, TailorError
-from tailor.serve.metrics import ServingMetrics
 from tailor.serve.policies import Policy
 from tailor.serve.profile import ServingProfile
 from tailor.serve.queue import EDFQueue, Request
-from tailor.serve.worker import RunResult, WorkerCrashed
+from tailor.serve.server.metrics import ServingMetrics
+from tailor.serve.server.worker import RunResult, WorkerCrashed
 
 logger = logging.getLogger("tailor.serve")
 

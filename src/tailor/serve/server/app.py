@@ -4,7 +4,7 @@ Endpoints: `GET /v2` (server metadata), `/v2/health/live`, `/v2/health/ready`, `
 (metadata), `/v2/models/{name}/ready`, `/v2/models/{name}/config`, `POST /v2/models/{name}/infer`
 (JSON tensors or the binary-tensor extension), the same under `/versions/{version}`, and `GET /metrics`
 (Prometheus text). The front end only reads bodies (bounded: Content-Length and the streamed bytes),
-parses them with `tailor.serve.protocol`, hands the tensor to the `Engine` and encodes the answer;
+parses them with `tailor.serve.server.protocol`, hands the tensor to the `Engine` and encodes the answer;
 scheduling and compute live in `scheduler.py` and `worker.py`.
 
 Answers: 200 with `parameters.subnet` naming the subnet that served it (`on_time` says whether it met its
@@ -36,13 +36,13 @@ from starlette.routing import Route
 
 from tailor.cost.profile import Profile
 from tailor.errors import ProfileError
-from tailor.serve import protocol
-from tailor.serve.metrics import CONTENT_TYPE, ServingMetrics
 from tailor.serve.policies import make_policy
 from tailor.serve.profile import ServingProfile, load_profile
-from tailor.serve.protocol import ModelSpec, ProtocolError, TensorSpec
-from tailor.serve.scheduler import DeadlineExceeded, Engine, Overloaded, RequestFailed, Scheduler, monotonic_ms
-from tailor.serve.worker import RUNTIMES, WorkerPool
+from tailor.serve.server import protocol
+from tailor.serve.server.metrics import CONTENT_TYPE, ServingMetrics
+from tailor.serve.server.protocol import ModelSpec, ProtocolError, TensorSpec
+from tailor.serve.server.scheduler import DeadlineExceeded, Engine, Overloaded, RequestFailed, Scheduler, monotonic_ms
+from tailor.serve.server.worker import RUNTIMES, WorkerPool
 from tailor.space import SearchSpace, Subnet
 from tailor.train.checkpoint import read_config
 
