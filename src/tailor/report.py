@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from tailor.plot import scatter_svg
-from tailor.serve.plots import panels_svg
+from tailor.serve.sim.plots import panels_svg
 
 PLOTS = ("acc_vs_macs.svg", "acc_vs_latency.svg", "serving.svg", "timeline.svg")
 
