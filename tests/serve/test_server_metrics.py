@@ -1,95 +1,80 @@
-"""Prometheus text exposition written by `tailor.serve.server.metrics`: format, histogram invariants, attainment."""
+"""The server's metrics (`tailor.serve.server.metrics`, on prometheus_client): exposition parsed back with
+prometheus_client's own parser, histogram invariants under random observations, attainment, rejections."""
 
 from __future__ import annotations
 
 import math
-import re
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from prometheus_client.parser import text_string_to_metric_families
 
-from tailor.serve.server.metrics import Counter, Gauge, Histogram, MetricsRegistry, ServingMetrics
-
-SAMPLE = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{(?:[a-zA-Z_][a-zA-Z0-9_]*="(?:[^"\\]|\\.)*",?)*\})? (\S+)$')
+from tailor.serve.server.metrics import OUTCOMES, REJECTIONS, ServingMetrics
 
 
-def parse(text: str) -> dict[str, dict[str, float]]:
-    """Exposition text -> {metric name: {label string: value}}; asserts every line is well formed."""
-    out: dict[str, dict[str, float]] = {}
-    types: dict[str, str] = {}
-    assert text.endswith("\n")
-    for line in text.splitlines():
-        if line.startswith("# TYPE "):
-            _, _, name, kind = line.split(" ")
-            assert kind in ("counter", "gauge", "histogram") and name not in types
-            types[name] = kind
-            continue
-        if line.startswith("# HELP "):
-            continue
-        match = SAMPLE.match(line)
-        assert match, f"malformed sample line: {line!r}"
-        name, labels, value = match.group(1), match.group(2) or "", match.group(3)
-        base = re.sub(r"_(bucket|sum|count)$", "", name)
-        assert name in types or base in types, f"sample {name} has no TYPE line"
-        out.setdefault(name, {})[labels] = math.inf if value == "+Inf" else float(value)
+def parse(raw: bytes) -> dict[str, dict[tuple[tuple[str, str], ...], float]]:
+    """Exposition -> {sample name: {sorted labels: value}}, through prometheus_client's parser (strict format)."""
+    out: dict[str, dict[tuple[tuple[str, str], ...], float]] = {}
+    for family in text_string_to_metric_families(raw.decode()):
+        for sample in family.samples:
+            out.setdefault(sample.name, {})[tuple(sorted(sample.labels.items()))] = sample.value
     return out
 
 
 @settings(max_examples=60, deadline=None)
 @given(st.lists(st.floats(0, 20, allow_nan=False), max_size=80))
 def test_histogram_buckets_are_cumulative_and_count_everything(values: list[float]) -> None:
-    registry = MetricsRegistry()
-    histogram = registry.add(Histogram("h_seconds", "help", [0.01, 0.1, 1.0, 5.0], labels=("kind",)))
+    metrics = ServingMetrics(8)
     for value in values:
-        histogram.observe(value, "a")
-    samples = parse(registry.render())
-    if not values:
-        assert "h_seconds_bucket" not in samples
-        return
-    buckets = samples["h_seconds_bucket"]
-    bounds = [0.01, 0.1, 1.0, 5.0, math.inf]
-    counts = [buckets[f'{{kind="a",le="{le}"}}'] for le in ("0.01", "0.1", "1", "5", "+Inf")]
-    assert counts == sorted(counts)
-    for bound, count in zip(bounds, counts):
-        assert count == sum(1 for v in values if v <= bound)
-    assert samples["h_seconds_count"]['{kind="a"}'] == len(values)
-    assert samples["h_seconds_sum"]['{kind="a"}'] == pytest.approx(sum(values))
-
-
-def test_label_values_are_escaped_and_names_unique() -> None:
-    registry = MetricsRegistry()
-    counter = registry.add(Counter("c_total", "help", labels=("subnet",)))
-    counter.inc('we"ird\\id\nx', amount=2)
-    text = registry.render()
-    assert 'c_total{subnet="we\\"ird\\\\id\\nx"} 2' in text
-    assert parse(text)["c_total"]
-    with pytest.raises(ValueError, match="registered twice"):
-        registry.add(Gauge("c_total", "again"))
-    with pytest.raises(ValueError, match="cannot decrease"):
-        counter.inc("x", amount=-1)
-    with pytest.raises(ValueError, match="expected labels"):
-        counter.inc()
-
-
-def test_serving_metrics_render_and_attainment() -> None:
-    queue = [3]
-    metrics = ServingMetrics(8, queue_length=lambda: queue[0], workers=lambda: {"idle": 1, "busy": 2},
-                             running=lambda: 5, restarts=lambda: 4)
-    assert metrics.slo_attainment() == 1.0  # nothing has happened yet
-    for outcome, count in {"on_time": 6, "late": 1, "expired": 2, "rejected": 1, "invalid": 7}.items():
-        metrics.requests.inc(outcome, amount=count)
-    metrics.batch_size.observe(3)
-    metrics.subnet_requests.inc("s0", amount=3)
+        metrics.outcome("on_time", value)
     samples = parse(metrics.render())
-    assert samples["tailor_slo_attainment"][""] == pytest.approx(0.6)  # invalid requests are not counted
-    assert samples["tailor_requests_total"]['{outcome="invalid"}'] == 7
-    assert samples["tailor_requests_total"]['{outcome="failed"}'] == 0  # every outcome is always present
-    assert samples["tailor_queue_length"][""] == 3
-    assert samples["tailor_workers"] == {'{state="busy"}': 2, '{state="idle"}': 1}
-    assert samples["tailor_requests_running"][""] == 5
-    assert samples["tailor_worker_restarts_total"][""] == 4
-    assert samples["tailor_batch_size_bucket"]['{le="4"}'] == 1 and samples["tailor_batch_size_bucket"]['{le="2"}'] == 0
-    assert samples["tailor_subnet_requests_total"]['{subnet="s0"}'] == 3
+    buckets = {dict(k)["le"]: v for k, v in samples["tailor_request_latency_seconds_bucket"].items()
+               if dict(k)["outcome"] == "on_time"}
+    ordered = sorted(buckets.items(), key=lambda kv: float(kv[0]))
+    counts = [v for _, v in ordered]
+    assert counts == sorted(counts)  # cumulative
+    assert ordered[-1][0] == "+Inf" and counts[-1] == len(values)
+    for le, count in ordered:
+        assert count == sum(1 for v in values if v <= float(le))
+    total = samples["tailor_request_latency_seconds_sum"][(("outcome", "on_time"),)]
+    assert total == pytest.approx(math.fsum(values), abs=1e-9)
+
+
+def test_serving_metrics_render_attainment_and_rejections() -> None:
+    queue = [3]
+    metrics = ServingMetrics(8, queue_length=lambda: queue[0], workers=lambda: {"idle": 1, "busy": 2, "spare": 1},
+                             running=lambda: 5, restarts=lambda: 4, connections=lambda: 11)
+    assert metrics.slo_attainment() == 1.0  # nothing has happened yet
+    for outcome, count in {"on_time": 6, "late": 1, "expired": 2, "invalid": 7}.items():
+        for _ in range(count):
+            metrics.outcome(outcome)
+    metrics.rejected("connections")
+    metrics.rejected("admission", 0.001)
+    metrics.batch("s0", samples=3, requests=2, compute_s=0.004)
+    samples = parse(metrics.render())
+    assert samples["tailor_slo_attainment"][()] == pytest.approx(6 / 11)  # invalid requests are not counted
+    requests = {dict(k)["outcome"]: v for k, v in samples["tailor_requests_total"].items()}
+    assert requests == {"on_time": 6, "late": 1, "expired": 2, "rejected": 2, "failed": 0, "invalid": 7}
+    assert set(requests) == set(OUTCOMES)  # every outcome is always present
+    rejections = {dict(k)["reason"]: v for k, v in samples["tailor_rejections_total"].items()}
+    assert set(rejections) == set(REJECTIONS) and rejections["connections"] == 1 and rejections["admission"] == 1
+    assert samples["tailor_queue_length"][()] == 3
+    assert samples["tailor_connections"][()] == 11
+    workers = {dict(k)["state"]: v for k, v in samples["tailor_workers"].items()}
+    assert workers == {"starting": 0, "idle": 1, "busy": 2, "dead": 0, "spare": 1}
+    assert samples["tailor_requests_running"][()] == 5
+    assert samples["tailor_worker_restarts_total"][()] == 4
+    batch = {dict(k)["le"]: v for k, v in samples["tailor_batch_size_bucket"].items()}
+    assert batch["4.0"] == 1 and batch["2.0"] == 0
+    assert samples["tailor_subnet_requests_total"][(("subnet", "s0"),)] == 2
+    assert metrics.subnet_counts == {"s0": 2}
     queue[0] = 9
-    assert parse(metrics.render())["tailor_queue_length"][""] == 9
+    assert parse(metrics.render())["tailor_queue_length"][()] == 9
+
+
+def test_two_servers_do_not_share_counters() -> None:
+    a, b = ServingMetrics(4), ServingMetrics(4)
+    a.outcome("on_time")
+    assert parse(b.render())["tailor_requests_total"][(("outcome", "on_time"),)] == 0
+    assert parse(a.render())["tailor_requests_total"][(("outcome", "on_time"),)] == 1

@@ -76,7 +76,8 @@ def test_nested_json_data_equals_flat() -> None:
         (b'{"inputs": [], "extra": 1}', None, 400, "unknown field(s) ['extra']"),
         (b'{"inputs": []}', None, 400, "inputs: expected a non-empty array with input 'input'"),
         (_request(name="image"), None, 400, "no input 'image'; its input is 'input'"),
-        (_request(datatype="FP16"), None, 400, "datatype 'FP16' is not accepted; expected FP32"),
+        (_request(datatype="FP64"), None, 400, "datatype 'FP64' is not accepted; expected one of ['FP16', 'FP32']"),
+        (_request(datatype=["FP32"]), None, 400, "datatype ['FP32'] (not an OIP datatype)"),
         (_request(datatype="FLOAT"), None, 400, "'FLOAT' (not an OIP datatype)"),
         (_request(shape=[1, 3, 4]), None, 400, "shape: expected [N, 3, 4, 4]"),
         (_request(shape=[1, 3, 4, 5]), None, 400, "shape: expected [N, 3, 4, 4]"),
@@ -87,7 +88,8 @@ def test_nested_json_data_equals_flat() -> None:
         (_request(data=[0.5] * 47 + [True]), None, 400, "element 47 is a boolean"),
         (_request(data=[[0.5] * 48]), None, 400, "dimension 1 has 48 elements, the shape says 3"),
         (_request(data=[0.5] * 47 + [10**400]), None, 400, "too large for FP32"),
-        (_request(data=[0.5] * 47 + [1e300]), None, 400, "infinite value (or one too large for FP32)"),
+        (_request(data=[0.5] * 47 + [1e300]), None, 400, "infinite value (or one too large for its datatype)"),
+        (_request(datatype="FP16", data=[0.5] * 47 + [70000.0]), None, 400, "element 47 (row-major) is an infinite"),
         (_request(data=[0.5] * 10 + [float("nan")] + [0.5] * 37), None, 400, "element 10 (row-major) is NaN"),
         (_request(drop=("data",), parameters={"binary_data_size": 192}), None, 400, "header is missing"),
         (_request(drop=("data",)), None, 400, "no 'data' and no parameters.binary_data_size"),
@@ -247,3 +249,65 @@ def test_a_non_finite_value_anywhere_is_found() -> None:
         data[index] = math.inf
         with pytest.raises(ProtocolError, match=f"element {index} "):
             parse_infer_request(_request(data=data), SPEC)
+
+
+def test_numbers_python_cannot_convert_or_represent_are_400s() -> None:
+    huge = _request(data=[0.5] * 47 + [7]).replace(b"7]", b"9" * 5000 + b"]")  # over sys.int_info's 4300 digits
+    with pytest.raises(ProtocolError, match="malformed JSON: Exceeds the limit") as info:
+        parse_infer_request(huge, SPEC)
+    assert info.value.status == 400
+    tensor = {"name": "input", "shape": [1, 3, 4, 4], "datatype": "FP32", "data": [0.0] * 48}
+    for deadline, message in ((b"1e400", "expected a positive number"), (b"1e13", "longer than the 1e12 ms")):
+        body = json.dumps({"inputs": [tensor], "parameters": {"deadline_ms": 1}}).encode().replace(
+            b'"deadline_ms": 1', b'"deadline_ms": ' + deadline)
+        with pytest.raises(ProtocolError, match=message):
+            parse_infer_request(body, SPEC)
+
+
+@settings(max_examples=40, deadline=None)
+@given(arrays(np.float16, st.tuples(st.integers(1, 8), st.just(3), st.just(4), st.just(4)),
+              elements=st.floats(-1000, 1000, width=16)), st.booleans())
+def test_fp16_inputs_are_accepted_in_json_and_binary(x: np.ndarray, binary: bool) -> None:
+    tensor: dict[str, Any] = {"name": "input", "shape": list(x.shape), "datatype": "FP16"}
+    if binary:
+        raw = x.astype("<f2").tobytes()
+        tensor["parameters"] = {"binary_data_size": len(raw)}
+        text = json.dumps({"inputs": [tensor]}).encode()
+        parsed = parse_infer_request(text + raw, SPEC, str(len(text)))
+    else:
+        tensor["data"] = x.astype(np.float32).reshape(-1).tolist()
+        parsed = parse_infer_request(json.dumps({"inputs": [tensor]}).encode(), SPEC)
+    assert parsed.inputs.dtype == np.float32
+    np.testing.assert_array_equal(parsed.inputs, x.astype(np.float32))
+
+
+def test_classification_extension_returns_the_top_classes() -> None:
+    spec = ModelSpec("m", TensorSpec("input", "FP32", (-1, 3, 4, 4)), TensorSpec("logits", "FP32", (-1, 5)), 8)
+    x = np.zeros((2, 3, 4, 4), np.float32)
+    for binary in (False, True):
+        body, headers = encode_infer_request(x, spec, binary=binary, binary_output=binary)
+        request = json.loads(body[: int(headers.get(HEADER_LENGTH, len(body)))])
+        request["outputs"] = [{"name": "logits", "parameters": {"classification": 2, "binary_data": binary}}]
+        text = json.dumps(request).encode()
+        parsed = parse_infer_request(text + body[int(headers.get(HEADER_LENGTH, len(body))):], spec,
+                                     str(len(text)) if binary else None)
+        assert parsed.classification == 2
+        logits = np.array([[0.1, 3.0, -1.0, 2.5, 0.0], [9.0, 1.0, 1.0, 1.0, 8.5]], np.float32)
+        out, out_headers = encode_infer_response(spec, parsed, logits, {})
+        length = int(out_headers.get(HEADER_LENGTH.lower(), len(out)))
+        response = json.loads(out[:length])
+        tensor = response["outputs"][0]
+        assert tensor["datatype"] == "BYTES" and tensor["shape"] == [2, 2]
+        if binary:
+            blob, items = out[length:], []
+            while blob:
+                size = int.from_bytes(blob[:4], "little")
+                items.append(blob[4 : 4 + size].decode())
+                blob = blob[4 + size :]
+        else:
+            items = tensor["data"]
+        assert items == ["3:1", "2.5:3", "9:0", "8.5:4"]
+    bad = json.dumps({"inputs": [{"name": "input", "shape": [1, 3, 4, 4], "datatype": "FP32", "data": [0.0] * 48}],
+                      "outputs": [{"name": "logits", "parameters": {"classification": 6}}]}).encode()
+    with pytest.raises(ProtocolError, match=r"classification: expected an integer in 1..5"):
+        parse_infer_request(bad, spec)

@@ -1,29 +1,33 @@
-"""The HTTP front end: the Open Inference Protocol (KServe v2 / Triton REST) on Starlette + uvicorn.
+"""The HTTP front end: the Open Inference Protocol (KServe v2 / Triton REST) on uvicorn (+ Starlette).
 
 Endpoints: `GET /v2` (server metadata), `/v2/health/live`, `/v2/health/ready`, `/v2/models/{name}`
-(metadata), `/v2/models/{name}/ready`, `/v2/models/{name}/config`, `POST /v2/models/{name}/infer`
-(JSON tensors or the binary-tensor extension), the same under `/versions/{version}`, and `GET /metrics`
-(Prometheus text). The front end only reads bodies (bounded: Content-Length and the streamed bytes),
-parses them with `tailor.serve.server.protocol`, hands the tensor to the `Engine` and encodes the answer;
-scheduling and compute live in `scheduler.py` and `worker.py`.
+(metadata), `/v2/models/{name}/ready`, `/v2/models/{name}/config`, `/v2/models/{name}/stats` (Triton's
+statistics extension), `POST /v2/repository/index`, `POST /v2/models/{name}/infer` (JSON tensors or the
+binary-tensor extension), the same under `/versions/{version}`, and `GET /metrics` (Prometheus text).
 
-Answers: 200 with `parameters.subnet` naming the subnet that served it (`on_time` says whether it met its
-deadline); 4xx naming the problem for bad input (400), an unknown model (404), a body over the limit
-(413), an unsupported encoding (415); 503 + Retry-After when the queue is full or the server is not
-ready; 504 when the deadline passed before the request could run (it is not computed); 500 when its
-worker died twice or the model raised.
+The inference path is a plain ASGI handler in front of Starlette (which serves the rest): under overload
+it is what runs thousands of times a second, so it does the cheap checks first and sheds before parsing.
+A request's clock starts when the server reads its first byte (`ArrivalStampingProtocol`, a subclass of
+uvicorn's httptools protocol that also bounds the time to receive the headers); the engine refuses, before
+the body is parsed, a request that the queue cannot drain within its deadline.
+
+Answers: 200 with `parameters.subnet` naming the subnet that served it; 4xx naming the problem for bad
+input (400), an unknown model (404), a slow body (408), a body over the limit (413), an unsupported
+encoding (415), headers over the limit (431); 503 + Retry-After when the queue is full, the deadline cannot
+be met behind the queue, there are too many connections, or the server is not ready; 504 when the
+deadline passed (before the request could run: not computed; or while its batch ran: answered at the
+deadline); 500 when its worker died twice or the model raised. Every error is JSON `{"error": ...}`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import os
 import signal
 import socket
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -36,18 +40,29 @@ from starlette.routing import Route
 
 from tailor.cost.profile import Profile
 from tailor.errors import ProfileError
-from tailor.serve.policies import make_policy
+from tailor.serve.policies import DEFAULT_POLICY, make_policy
 from tailor.serve.profile import ServingProfile, load_profile
 from tailor.serve.server import protocol
 from tailor.serve.server.metrics import CONTENT_TYPE, ServingMetrics
 from tailor.serve.server.protocol import ModelSpec, ProtocolError, TensorSpec
-from tailor.serve.server.scheduler import DeadlineExceeded, Engine, Overloaded, RequestFailed, Scheduler, monotonic_ms
+from tailor.serve.server.scheduler import (
+    DeadlineExceeded,
+    Engine,
+    Overloaded,
+    RequestFailed,
+    Scheduler,
+    monotonic_ms,
+)
 from tailor.serve.server.worker import RUNTIMES, WorkerPool
 from tailor.space import SearchSpace, Subnet
 from tailor.train.checkpoint import read_config
 
 logger = logging.getLogger("tailor.serve")
 _JSON = "application/json"
+ARRIVAL_KEY = "tailor.arrival_ms"
+Scope = dict[str, Any]
+Receive = Callable[[], Awaitable[dict[str, Any]]]
+Send = Callable[[dict[str, Any]], Awaitable[None]]
 
 
 @dataclass
@@ -58,20 +73,25 @@ class ServerConfig:
     profile: Profile | ServingProfile | str | os.PathLike[str]
     slo_ms: float = 50.0
     workers: int = 1
-    policy: str = "slackfit"
+    policy: str = DEFAULT_POLICY
     policy_options: dict[str, Any] = field(default_factory=dict)
     host: str = "127.0.0.1"
     port: int = 8000
     threads: int = 1
     queue_limit: int = 1024
     max_body_bytes: int = 16 << 20
+    max_header_bytes: int = 16 << 10
     max_connections: int = 1024
+    read_timeout_s: float = 10.0  # headers and body must arrive within this (408 otherwise)
     model_name: str | None = None
     percentile: str = "p99"
     poll_ms: float = 1.0
     expire_hopeless: bool = True
+    admission: bool = True  # refuse (503) a request the queue cannot drain within its deadline, before parsing it
     drain_timeout_s: float = 30.0
-    compute_timeout_s: float = 10.0
+    compute_timeout_s: float = 10.0  # the longest a batch may run before its worker is declared hung
+    watchdog_slo_factor: float = 2.0  # ... and at least this many SLOs (or 10 x its planned latency)
+    spare_workers: int = 1  # loaded processes that replace a dead worker at once
     overhead_margin_ms: float | None = None  # None: measured (p90 of dispatch-to-answer minus compute)
     warmup_batch_sizes: tuple[int, ...] = (1,)
     runtime: str | None = None  # None: what the profile measured ("torch" -> in place; "onnxruntime" -> sessions)
@@ -83,14 +103,19 @@ class ServerConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+        if isinstance(self.spare_workers, bool) or not isinstance(self.spare_workers, int) or self.spare_workers < 0:
+            raise ValueError(f"spare_workers must be an integer >= 0, got {self.spare_workers!r}")
         if not self.slo_ms > 0:
             raise ValueError(f"slo_ms must be > 0, got {self.slo_ms!r}")
         if self.max_body_bytes < 1024:
             raise ValueError(f"max_body_bytes must be >= 1024, got {self.max_body_bytes!r}")
+        if self.max_header_bytes < 1024:
+            raise ValueError(f"max_header_bytes must be >= 1024, got {self.max_header_bytes!r}")
         if not 0 <= self.port <= 65535:
             raise ValueError(f"port must be in 0..65535, got {self.port!r}")
-        if not self.poll_ms > 0 or not self.drain_timeout_s > 0 or not self.compute_timeout_s > 0:
-            raise ValueError("poll_ms, drain_timeout_s and compute_timeout_s must be > 0")
+        for name in ("poll_ms", "drain_timeout_s", "compute_timeout_s", "read_timeout_s", "watchdog_slo_factor"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be > 0, got {getattr(self, name)!r}")
 
 
 def served_subnets(profile: ServingProfile, checkpoint: str | os.PathLike[str]) -> dict[str, Subnet]:
@@ -127,8 +152,20 @@ def resolve_runtime(runtime: str | None, backend: str) -> str:
     return runtime
 
 
+def _header(headers: list[tuple[bytes, bytes]], name: bytes) -> str | None:
+    """The value of header `name` (lower-case bytes), or None; a repeated header's values joined by ','."""
+    values = [v for k, v in headers if k == name]
+    if not values:
+        return None
+    return b",".join(values).decode("latin-1")
+
+
 class InferenceServer:
-    """One served model: profile, policy, worker pool, engine, metrics and the Starlette app around them."""
+    """One served model: profile, policy, worker pool, engine, metrics, and the ASGI app around them.
+
+    The server is itself the ASGI application: inference requests take a lean path; everything else goes
+    to a Starlette app.
+    """
 
     def __init__(self, config: ServerConfig) -> None:
         config.check()
@@ -147,7 +184,9 @@ class InferenceServer:
             warmup_batch_sizes=config.warmup_batch_sizes,
             input_shape=tuple(self.profile.profile.input_shape),
             runtime=self.runtime,
+            spares=config.spare_workers,
         )
+        self.server_state: Any = None  # uvicorn's ServerState (open connections), set when served by uvicorn
         self.metrics = ServingMetrics(
             self.scheduler.max_batch_size,
             queue_length=lambda: len(self.scheduler.queue),
@@ -155,11 +194,14 @@ class InferenceServer:
             running=lambda: self.engine.running,
             restarts=lambda: self.pool.restarts,
             margin_ms=lambda: self.engine.margin_ms,
+            connections=self.connections,
         )
         self.engine = Engine(self.scheduler, self.pool, config.slo_ms, self.metrics, poll_ms=config.poll_ms,
-                             min_timeout_s=config.compute_timeout_s, overhead_margin_ms=config.overhead_margin_ms)
+                             max_timeout_s=config.compute_timeout_s, watchdog_slo_factor=config.watchdog_slo_factor,
+                             overhead_margin_ms=config.overhead_margin_ms, admission=config.admission)
         self.name = config.model_name or self.profile.profile.model
         self.spec: ModelSpec | None = None
+        self.statistics = protocol.ModelStatistics()
         self.app = self._build_app()
 
     # -- lifecycle ------------------------------------------------------------------------------------------
@@ -184,17 +226,36 @@ class InferenceServer:
         """Drain: answer what is queued or running (bounded by the drain timeout), then stop the workers."""
         await self.engine.close(self.config.drain_timeout_s)
 
+    def connections(self) -> int:
+        """Open client connections (0 when not served by uvicorn)."""
+        return len(self.server_state.connections) if self.server_state is not None else 0
+
     def summary(self) -> dict[str, Any]:
         """Requests by outcome, SLO attainment, requests per subnet, worker restarts (for the end of a run)."""
         metrics = self.metrics
         return {
-            "requests": {outcome: int(v) for (outcome,), v in sorted(metrics.requests.values.items())},
+            "requests": dict(sorted(metrics.counts.items())),
+            "rejections": dict(sorted(metrics.rejections.items())),
             "slo_attainment": metrics.slo_attainment(),
-            "subnet_requests": {sid: int(v) for (sid,), v in sorted(metrics.subnet_requests.values.items())},
+            "subnet_requests": dict(sorted(metrics.subnet_counts.items())),
             "worker_restarts": self.pool.restarts,
         }
 
-    # -- the app -------------------------------------------------------------------------------------------
+    # -- ASGI ------------------------------------------------------------------------------------------------
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            if self.server_state is not None and self.connections() > self.config.max_connections:
+                arrival = scope.get("state", {}).get(ARRIVAL_KEY) or monotonic_ms()
+                self.metrics.rejected("connections", (monotonic_ms() - arrival) / 1e3)
+                await _send_error(send, 503, f"too many connections: the server keeps at most "
+                                  f"{self.config.max_connections} open; retry on a new one",
+                                  {"retry-after": "1", "connection": "close"})
+                return
+            if scope["method"] == "POST" and scope["path"].endswith("/infer"):
+                await self.infer(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
     def _build_app(self) -> Starlette:
         model = "/v2/models/{name}"
         version = "/v2/models/{name}/versions/{version}"
@@ -202,6 +263,8 @@ class InferenceServer:
             Route("/v2", self.server_metadata, methods=["GET"]),
             Route("/v2/health/live", self.live, methods=["GET"]),
             Route("/v2/health/ready", self.ready, methods=["GET"]),
+            Route("/v2/repository/index", self.repository_index, methods=["POST"]),
+            Route("/v2/models/stats", self.all_statistics, methods=["GET"]),
             Route("/metrics", self.prometheus, methods=["GET"]),
         ]
         for prefix in (model, version):
@@ -209,7 +272,8 @@ class InferenceServer:
                 Route(prefix, self.model_metadata, methods=["GET"]),
                 Route(prefix + "/ready", self.model_ready, methods=["GET"]),
                 Route(prefix + "/config", self.model_config, methods=["GET"]),
-                Route(prefix + "/infer", self.infer, methods=["POST"]),
+                Route(prefix + "/stats", self.model_statistics, methods=["GET"]),
+                Route(prefix + "/infer", self._post_only, methods=["POST"]),  # POSTs never get here: others 405
             ]
         return Starlette(
             routes=routes,
@@ -220,22 +284,23 @@ class InferenceServer:
     async def _http_error(request: Request, exc: HTTPException) -> Response:
         return _error(exc.status_code, f"{request.method} {request.url.path}: {exc.detail}", exc.headers)
 
-    def _model(self, request: Request) -> ModelSpec:
+    def _model(self, name: str, version: str | None) -> ModelSpec:
         """The spec if the path names our model (and version); else raise a 404 naming what exists."""
-        name = request.path_params["name"]
         if name != self.name:
             raise _NotFound(f"unknown model {name!r}; this server serves {self.name!r}")
-        version = request.path_params.get("version")
         if version is not None and version != "1":
             raise _NotFound(f"model {self.name!r} has no version {version!r}; its versions: ['1']")
         if self.spec is None:
             raise _NotFound(f"model {self.name!r} is still loading")
         return self.spec
 
+    def _model_of(self, request: Request) -> ModelSpec:
+        return self._model(request.path_params["name"], request.path_params.get("version"))
+
     async def server_metadata(self, request: Request) -> Response:
         from tailor import __version__
 
-        return _json({"name": "tailor", "version": __version__, "extensions": ["binary_tensor_data"]})
+        return _json({"name": "tailor", "version": __version__, "extensions": list(protocol.EXTENSIONS)})
 
     async def live(self, request: Request) -> Response:
         return Response(b"", 200)
@@ -245,51 +310,105 @@ class InferenceServer:
 
     async def model_metadata(self, request: Request) -> Response:
         try:
-            return _json(self._model(request).metadata())
+            return _json(self._model_of(request).metadata())
         except _NotFound as exc:
             return _error(404, str(exc))
 
     async def model_config(self, request: Request) -> Response:
         try:
-            return _json(self._model(request).config())
+            return _json(self._model_of(request).config())
         except _NotFound as exc:
             return _error(404, str(exc))
 
     async def model_ready(self, request: Request) -> Response:
         try:
-            self._model(request)
+            self._model_of(request)
         except _NotFound as exc:
             return _error(404, str(exc))
         return Response(b"", 200 if self.engine.ready else 503)
 
-    async def prometheus(self, request: Request) -> Response:
-        return Response(self.metrics.render().encode(), 200, media_type=CONTENT_TYPE)
-
-    async def infer(self, request: Request) -> Response:
-        """Parse, queue, await the engine's answer, encode; exactly one response per request."""
-        arrival = monotonic_ms()
+    async def model_statistics(self, request: Request) -> Response:
         try:
-            spec = self._model(request)
+            spec = self._model_of(request)
         except _NotFound as exc:
-            await _discard(request.stream(), self.config.max_body_bytes)
-            return self._invalid(404, str(exc), arrival)
+            return _error(404, str(exc))
+        return _json({"model_stats": [self.statistics.to_dict(spec.name, spec.version)]})
+
+    async def all_statistics(self, request: Request) -> Response:
+        name, version = self.name, "1"
+        return _json({"model_stats": [self.statistics.to_dict(name, version)]})
+
+    async def repository_index(self, request: Request) -> Response:
+        state = "READY" if self.engine.ready else "UNAVAILABLE"
+        entry: dict[str, Any] = {"name": self.name, "version": "1", "state": state}
+        if state != "READY":
+            entry["reason"] = "workers are loading" if self.spec is None else "no worker is ready"
+        return _json([entry])
+
+    async def _post_only(self, request: Request) -> Response:
+        return _error(405, "inference is POST")
+
+    async def prometheus(self, request: Request) -> Response:
+        return Response(self.metrics.render(), 200, media_type=CONTENT_TYPE)
+
+    # -- inference -----------------------------------------------------------------------------------------
+    async def infer(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """One inference request: cheap checks, early shedding, read + parse, queue, answer (exactly once)."""
+        arrival = scope.get("state", {}).get(ARRIVAL_KEY) or monotonic_ms()
+        config = self.config
+        headers: list[tuple[bytes, bytes]] = scope["headers"]
         try:
-            body = await read_body(request, self.config.max_body_bytes)
-            body = protocol.decode_content(body, request.headers.get("content-encoding"), self.config.max_body_bytes)
-            parsed = protocol.parse_infer_request(body, spec, request.headers.get(protocol.HEADER_LENGTH))
+            spec = self._check_request(scope, headers)
         except ProtocolError as exc:
-            return self._invalid(exc.status, exc.message, arrival)
+            await self._invalid(send, exc, arrival, close=exc.status in (400, 413, 431))
+            return
+        except _NotFound as exc:
+            await self._invalid(send, ProtocolError(str(exc), 404), arrival)
+            return
+        if not self.engine.accepting:
+            await self._refuse(send, self.engine.refuse("not_accepting", "the server is not accepting requests "
+                                                        "(starting or shutting down)"), arrival)
+            return
+        try:
+            body = await asyncio.wait_for(_read_body(receive, config.max_body_bytes), config.read_timeout_s)
+        except TimeoutError:
+            await self._invalid(send, ProtocolError(f"the request body did not arrive within "
+                                                    f"{config.read_timeout_s:g} s", 408), arrival, close=True)
+            return
+        except ProtocolError as exc:
+            await self._invalid(send, exc, arrival, close=True)
+            return
+        except _Disconnected:
+            self.metrics.outcome("invalid", (monotonic_ms() - arrival) / 1e3)
+            return
+        length_header = _header(headers, b"inference-header-content-length")
+        try:
+            body = protocol.decode_content(body, _header(headers, b"content-encoding"), config.max_body_bytes)
+            json_part = body if length_header is None else body[: protocol.header_length(length_header, len(body))]
+            if not protocol.may_set_deadline(json_part) and not self.engine.admits(arrival + config.slo_ms):
+                # shed before parsing: the default deadline cannot be met behind the queue
+                await self._refuse(send, self.engine.refuse("admission", f"overloaded: the {len(self.scheduler.queue)} "
+                                   f"queued requests cannot be drained within the deadline of {config.slo_ms:.6g} ms"),
+                                   arrival)
+                return
+            parsed = protocol.parse_infer_request(body, spec, length_header)
+        except ProtocolError as exc:
+            await self._invalid(send, exc, arrival)
+            return
+        self.statistics.received(monotonic_ms() - arrival)
         try:
             served = await self.engine.submit(parsed.inputs, parsed.deadline_ms, arrival)
         except Overloaded as exc:
-            self._observe("rejected", arrival)
-            return _error(503, str(exc), {"Retry-After": str(exc.retry_after_s)})
+            await _send_error(send, 503, str(exc), {"retry-after": str(exc.retry_after_s)})
+            return
         except DeadlineExceeded as exc:
-            self._observe("expired", arrival)
-            return _error(504, str(exc))
+            self.statistics.failed(monotonic_ms() - arrival)
+            await _send_error(send, 504, str(exc))
+            return
         except RequestFailed as exc:
-            self._observe("failed", arrival)
-            return _error(500, str(exc))
+            self.statistics.failed(monotonic_ms() - arrival)
+            await _send_error(send, 500, str(exc))
+            return
         server_ms = monotonic_ms() - arrival
         parameters = {
             "subnet": served.subnet_id,
@@ -304,23 +423,83 @@ class InferenceServer:
         }
         if served.attempts:
             parameters["attempts"] = served.attempts + 1
-        body, headers = protocol.encode_infer_response(spec, parsed, served.outputs, parameters)
+        out_body, out_headers = protocol.encode_infer_response(spec, parsed, served.outputs, parameters)
         total_ms = monotonic_ms() - arrival
-        self.metrics.overhead.observe(max(0.0, total_ms - served.queue_ms - served.compute_ms) / 1e3)
-        self.metrics.latency.observe(total_ms / 1e3, "on_time" if served.on_time else "late")
-        return Response(body, 200, headers=headers)
+        self.statistics.succeeded(total_ms, served.queue_ms, served.compute_ms, served.batch_size)
+        self.metrics.overhead(max(0.0, total_ms - served.queue_ms - served.compute_ms) / 1e3)
+        await _send(send, 200, out_body, out_headers)
 
-    def _invalid(self, status: int, message: str, arrival: float) -> Response:
-        self.metrics.requests.inc("invalid")
-        self._observe("invalid", arrival)
-        return _error(status, message)
+    def _check_request(self, scope: Scope, headers: list[tuple[bytes, bytes]]) -> ModelSpec:
+        """What can be checked before reading the body: header size, framing, path, declared length."""
+        size = sum(len(k) + len(v) + 4 for k, v in headers)
+        if size > self.config.max_header_bytes:
+            raise ProtocolError(f"request headers are {size} bytes, over the limit of {self.config.max_header_bytes}",
+                                431)
+        length = _header(headers, b"content-length")
+        if length is not None and _header(headers, b"transfer-encoding") is not None:
+            raise ProtocolError("request has both Content-Length and Transfer-Encoding: conflicting framing")
+        parts = scope["path"].split("/")
+        # /v2/models/{name}/infer or /v2/models/{name}/versions/{version}/infer
+        if len(parts) == 5 and parts[:3] == ["", "v2", "models"]:
+            name, version = parts[3], None
+        elif len(parts) == 7 and parts[:3] == ["", "v2", "models"] and parts[4] == "versions":
+            name, version = parts[3], parts[5]
+        else:
+            raise _NotFound(f"no route for POST {scope['path']!r:.200}; inference is POST /v2/models/{{name}}/infer")
+        spec = self._model(name, version)
+        if length is not None:
+            text = length.strip()
+            if not (text.isascii() and text.isdigit()):
+                raise ProtocolError(f"Content-Length {length!r:.40} is not a non-negative integer")
+            if int(text) > self.config.max_body_bytes:
+                raise ProtocolError(f"request body of {int(text)} bytes is over the limit of "
+                                    f"{self.config.max_body_bytes} bytes", 413)
+        return spec
 
-    def _observe(self, outcome: str, arrival: float) -> None:
-        self.metrics.latency.observe((monotonic_ms() - arrival) / 1e3, outcome)
+    async def _invalid(self, send: Send, exc: ProtocolError, arrival: float, close: bool = False) -> None:
+        self.metrics.outcome("invalid", (monotonic_ms() - arrival) / 1e3)
+        self.statistics.failed(monotonic_ms() - arrival)
+        await _send_error(send, exc.status, exc.message, {"connection": "close"} if close else None)
+
+    async def _refuse(self, send: Send, exc: Overloaded, arrival: float) -> None:
+        self.metrics.rejected(exc.reason, (monotonic_ms() - arrival) / 1e3)
+        await _send_error(send, 503, str(exc), {"retry-after": str(exc.retry_after_s)})
 
 
 class _NotFound(Exception):
     pass
+
+
+class _Disconnected(Exception):
+    pass
+
+
+async def _read_body(receive: Receive, limit: int) -> bytes:
+    """The request body, refused (413) once the streamed bytes prove it is over `limit`."""
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise _Disconnected
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise ProtocolError(f"request body is over the limit of {limit} bytes", 413)
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return b"".join(chunks)
+
+
+async def _send(send: Send, status: int, body: bytes, headers: dict[str, str] | None = None) -> None:
+    raw = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in (headers or {}).items()]
+    raw.append((b"content-length", str(len(body)).encode()))
+    await send({"type": "http.response.start", "status": status, "headers": raw})
+    await send({"type": "http.response.body", "body": body})
+
+
+async def _send_error(send: Send, status: int, message: str, headers: dict[str, str] | None = None) -> None:
+    await _send(send, status, protocol.error_body(message), {"content-type": _JSON, **(headers or {})})
 
 
 def _json(data: Any) -> Response:
@@ -329,37 +508,6 @@ def _json(data: Any) -> Response:
 
 def _error(status: int, message: str, headers: dict[str, str] | None = None) -> Response:
     return Response(protocol.error_body(message), status, headers=headers, media_type=_JSON)
-
-
-async def _discard(stream: AsyncIterator[bytes], limit: int) -> None:
-    """Read and drop up to `limit` more bytes so that the client sees our answer rather than a reset."""
-    seen = 0
-    with contextlib.suppress(Exception):
-        async for chunk in stream:
-            seen += len(chunk)
-            if seen > limit:
-                break
-
-
-async def read_body(request: Request, limit: int) -> bytes:
-    """The request body, refused (413) when Content-Length says or the streamed bytes prove it is over `limit`."""
-    declared = request.headers.get("content-length")
-    stream = request.stream()
-    if declared is not None:
-        if not (declared.strip().isascii() and declared.strip().isdigit()):
-            raise ProtocolError(f"Content-Length {declared!r:.40} is not a non-negative integer")
-        if int(declared) > limit:
-            await _discard(stream, 4 * limit)
-            raise ProtocolError(f"request body of {int(declared)} bytes is over the limit of {limit} bytes", 413)
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in stream:
-        size += len(chunk)
-        if size > limit:
-            await _discard(stream, 4 * limit)
-            raise ProtocolError(f"request body is over the limit of {limit} bytes", 413)
-        chunks.append(chunk)
-    return b"".join(chunks)
 
 
 def bind_socket(host: str, port: int) -> socket.socket:
@@ -380,19 +528,59 @@ def bind_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
+def arrival_stamping_protocol(read_timeout_s: float) -> type[asyncio.Protocol]:
+    """uvicorn's httptools protocol, stamping each request's arrival (first byte read) into its ASGI scope and
+    closing a connection whose headers take longer than `read_timeout_s` (with a 408)."""
+    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+    class ArrivalStampingProtocol(HttpToolsProtocol):
+        _header_timer: asyncio.TimerHandle | None = None
+
+        def on_message_begin(self) -> None:
+            super().on_message_begin()
+            self.scope["state"][ARRIVAL_KEY] = monotonic_ms()
+            self._header_timer = self.loop.call_later(read_timeout_s, self._slow_headers)
+
+        def on_headers_complete(self) -> None:
+            if self._header_timer is not None:
+                self._header_timer.cancel()
+                self._header_timer = None
+            super().on_headers_complete()
+
+        def _slow_headers(self) -> None:
+            self._header_timer = None
+            if self.transport is not None and not self.transport.is_closing():
+                body = protocol.error_body(f"the request headers did not arrive within {read_timeout_s:g} s")
+                self.transport.write(b"HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\n"
+                                     b"connection: close\r\ncontent-length: " + str(len(body)).encode() + b"\r\n\r\n"
+                                     + body)
+                self.transport.close()
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            if self._header_timer is not None:
+                self._header_timer.cancel()
+                self._header_timer = None
+            super().connection_lost(exc)
+
+    return ArrivalStampingProtocol
+
+
 def uvicorn_server(server: InferenceServer, log_level: str | None = None) -> uvicorn.Server:
-    """A uvicorn server for the app: no access log, at most `max_connections`, shutdown bounded by the drain timeout."""
+    """A uvicorn server for the app: no access log, our connection limit and timeouts, bounded shutdown."""
     config = uvicorn.Config(
-        server.app,
+        server,
         lifespan="off",  # the engine is started before and stopped after uvicorn runs: see `serve_async`
         log_level=log_level or server.config.log_level,
         access_log=False,
         timeout_graceful_shutdown=int(server.config.drain_timeout_s) + 1,
-        limit_concurrency=server.config.max_connections,  # beyond: 503 (bounds memory: connections x body limit)
-        loop="auto",  # uvloop and httptools when installed (uvicorn[standard]); asyncio and h11 otherwise
-        http="auto",
+        limit_concurrency=None,  # the server answers too many connections itself, with a JSON 503 it counts
+        loop="auto",  # uvloop when installed
+        http=arrival_stamping_protocol(server.config.read_timeout_s),
+        h11_max_incomplete_event_size=server.config.max_header_bytes,
     )
-    return uvicorn.Server(config)
+    runner = uvicorn.Server(config)
+    server.server_state = runner.server_state
+    return runner
 
 
 async def serve_async(

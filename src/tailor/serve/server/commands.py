@@ -35,7 +35,8 @@ def add_commands(commands: Any) -> None:
     serve.add_argument("--slo-ms", type=float, default=50.0, help="default deadline of a request (ms)")
     serve.add_argument("--workers", type=int, default=1, help="worker processes, each holding the supernet")
     serve.add_argument("--threads", type=int, default=1, help="torch threads per worker")
-    serve.add_argument("--policy", default="slackfit", help="slackfit, maxacc, maxbatch, fixed:<id>, infaas")
+    serve.add_argument("--policy", default=None,
+                       help="drainfit (the default), slackfit, maxacc, maxbatch, fixed:<id>, infaas")
     serve.add_argument("--policy-option", action="append", type=_option, default=[], metavar="KEY=VALUE",
                        help="policy constructor option, e.g. buckets=16 (repeatable)")
     serve.add_argument("--runtime", choices=("torch", "onnxruntime"),
@@ -52,7 +53,18 @@ def add_commands(commands: Any) -> None:
                        help="open connections (and requests in progress) before answering 503")
     serve.add_argument("--drain-timeout-s", type=float, default=30.0, help="how long shutdown waits for requests")
     serve.add_argument("--compute-timeout-s", type=float, default=10.0,
-                       help="a worker silent this long on a batch (at least; 100x the profiled latency) is killed")
+                       help="the longest a batch may run before its worker is declared hung, killed and replaced "
+                            "(a batch gets max(10 x its profiled latency, --watchdog-slo-factor x SLO), at most this)")
+    serve.add_argument("--watchdog-slo-factor", type=float, default=2.0,
+                       help="a batch may run at least this many SLOs before its worker is declared hung")
+    serve.add_argument("--spare-workers", type=int, default=1,
+                       help="loaded worker processes that take a dead worker's place at once (0: restart only)")
+    serve.add_argument("--read-timeout-s", type=float, default=10.0,
+                       help="a request's headers and body must arrive within this (else 408)")
+    serve.add_argument("--max-header-bytes", type=int, default=16 << 10, help="largest request header block (431)")
+    serve.add_argument("--no-admission", action="store_true",
+                       help="queue every request even when the queue cannot drain it within its deadline "
+                            "(default: refuse it at once with 503 + Retry-After, before parsing it)")
     serve.add_argument("--overhead-margin-ms", type=float,
                        help="time per batch besides compute that the policy plans for (default: measured, the p90 "
                             "of dispatch-to-answer minus compute over the last 256 batches; 0: none, as in simulation)")
@@ -67,6 +79,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     """Start the server and block until it is stopped; errors in the checkpoint or profile exit with status 2."""
     import logging
 
+    from tailor.serve.policies import DEFAULT_POLICY
     from tailor.serve.server.app import ServerConfig, run_server
 
     logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
@@ -75,7 +88,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         profile=args.profile,
         slo_ms=args.slo_ms,
         workers=args.workers,
-        policy=args.policy,
+        policy=args.policy or DEFAULT_POLICY,
         policy_options=dict(args.policy_option),
         host=args.host,
         port=args.port,
@@ -87,6 +100,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
         percentile=args.percentile,
         drain_timeout_s=args.drain_timeout_s,
         compute_timeout_s=args.compute_timeout_s,
+        watchdog_slo_factor=args.watchdog_slo_factor,
+        spare_workers=args.spare_workers,
+        read_timeout_s=args.read_timeout_s,
+        max_header_bytes=args.max_header_bytes,
+        admission=not args.no_admission,
         overhead_margin_ms=args.overhead_margin_ms,
         expire_hopeless=not args.no_expire_hopeless,
         log_level=args.log_level,

@@ -5,7 +5,10 @@ No HTTP framework here: `parse_infer_request` takes the request body (and the va
 or raises a `ProtocolError` whose HTTP status and message name the problem (wrong shape or datatype,
 a non-finite value, malformed JSON, an unknown input, ...). `encode_infer_response` builds the answer in
 JSON or, when the client asked for it, in the binary-tensor extension (a JSON header followed by raw
-little-endian tensor bytes).
+little-endian tensor bytes). Inputs may be FP32 or FP16 (converted to FP32); an output may ask for the
+classification extension (`parameters.classification: K`: the top K classes as BYTES "score:index").
+`ModelStatistics` keeps the counters of Triton's statistics extension. Written here rather than taken from
+tritonclient, which is a client: it encodes requests and decodes answers, but parses no requests.
 """
 
 from __future__ import annotations
@@ -21,6 +24,8 @@ import numpy as np
 from tailor.errors import TailorError
 
 HEADER_LENGTH = "Inference-Header-Content-Length"
+EXTENSIONS = ("binary_tensor_data", "classification", "statistics", "model_repository")
+INPUT_DATATYPES = {"FP32": "<f4", "FP16": "<f2"}  # accepted input datatypes and their wire formats
 # OIP tensor datatypes: the server accepts FP32 only; an error names any other (and says when it is not one of these).
 DATATYPES = ("BOOL", "UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16", "INT32", "INT64", "FP16", "FP32",
              "FP64", "BF16", "BYTES")
@@ -101,6 +106,7 @@ class InferRequest:
     deadline_ms: float | None = None
     binary_output: bool = False
     outputs: tuple[str, ...] = ()
+    classification: int = 0  # top-K classes as BYTES "score:index" instead of the logits (0: logits)
 
     @property
     def samples(self) -> int:
@@ -129,6 +135,18 @@ def decode_content(body: bytes, encoding: str | None, limit: int) -> bytes:
     return out
 
 
+def header_length(value: str | None, body_size: int) -> int | None:
+    """The binary extension's JSON-header length from `Inference-Header-Content-Length` (None if absent)."""
+    return _header_length(value, body_size)
+
+
+def may_set_deadline(json_header: bytes | memoryview) -> bool:
+    """Whether a request's JSON might carry its own deadline (`deadline_ms` or Triton's `timeout`): a byte
+    search, so that a server can shed a request with the default deadline before parsing it."""
+    raw = bytes(json_header)
+    return b"deadline_ms" in raw or b"timeout" in raw
+
+
 def _header_length(value: str | None, body_size: int) -> int | None:
     if value is None:
         return None
@@ -150,6 +168,8 @@ def _load_json(text: bytes) -> Any:
         raise ProtocolError(f"malformed JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
     except RecursionError:
         raise ProtocolError("malformed JSON: nested too deeply") from None
+    except ValueError as exc:  # e.g. an integer with more digits than Python converts (sys.int_info)
+        raise ProtocolError(f"malformed JSON: {str(exc)[:120]}") from None
 
 
 def _bool_param(params: dict[str, Any], key: str, where: str) -> bool:
@@ -180,10 +200,12 @@ def _deadline(params: dict[str, Any]) -> float | None:
         value = params["deadline_ms"]
         if isinstance(value, bool) or not isinstance(value, _NUMBER_TYPES) or not math.isfinite(value) or value <= 0:
             raise ProtocolError(f"parameters.deadline_ms: expected a positive number of milliseconds, got {value!r:.40}")
+        if value > 1e12:  # about 30 years: a longer deadline is a mistake, and would overflow clock arithmetic
+            raise ProtocolError(f"parameters.deadline_ms: {value!r:.40} ms is longer than the 1e12 ms accepted")
         return float(value)
     if "timeout" in params:
         value = params["timeout"]
-        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        if isinstance(value, bool) or not isinstance(value, int) or value <= 0 or value > 10**15:
             raise ProtocolError(f"parameters.timeout: expected a positive integer of microseconds, got {value!r:.40}")
         return value / 1000.0
     return None
@@ -215,8 +237,10 @@ def _flatten(data: list[Any], shape: tuple[int, ...], depth: int, out: list[Any]
         _flatten(item, shape, depth + 1, out, where)
 
 
-def _json_tensor(data: Any, shape: tuple[int, ...], where: str) -> np.ndarray:
-    """JSON `data` (flat row-major or nested as the shape) -> float32 array; only numbers are accepted."""
+def _json_tensor(data: Any, shape: tuple[int, ...], where: str, datatype: str = "FP32") -> np.ndarray:
+    """JSON `data` (flat row-major or nested as the shape) -> float32 array; only numbers are accepted.
+
+    FP16 values are rounded to half precision first (what the client declared), then widened."""
     if not isinstance(data, list):
         raise ProtocolError(f"{where}.data: expected an array of numbers, got {_json_type(data)}")
     count = math.prod(shape)
@@ -229,11 +253,14 @@ def _json_tensor(data: Any, shape: tuple[int, ...], where: str) -> np.ndarray:
     for index, value in enumerate(flat):
         kind = type(value)
         if kind is not float and kind is not int:
-            raise ProtocolError(f"{where}.data: element {index} is {_json_type(value)}, expected a number (FP32)")
+            raise ProtocolError(f"{where}.data: element {index} is {_json_type(value)}, expected a number ({datatype})")
     try:
         values = np.array(flat, dtype=np.float64)
     except OverflowError:
-        raise ProtocolError(f"{where}.data: an integer is too large for FP32") from None
+        raise ProtocolError(f"{where}.data: an integer is too large for {datatype}") from None
+    if datatype == "FP16":
+        with np.errstate(over="ignore"):
+            values = values.astype(np.float16)
     return _finite_fp32(values.reshape(shape), where)
 
 
@@ -244,7 +271,7 @@ def _finite_fp32(values: np.ndarray, where: str) -> np.ndarray:
     if not finite.all():
         index = int(np.flatnonzero(~finite.reshape(-1))[0])
         bad = float(array.reshape(-1)[index])
-        problem = "NaN" if math.isnan(bad) else "an infinite value (or one too large for FP32)"
+        problem = "NaN" if math.isnan(bad) else "an infinite value (or one too large for its datatype)"
         raise ProtocolError(f"{where}: element {index} (row-major) is {problem}; inputs must be finite")
     return array
 
@@ -257,6 +284,7 @@ def parse_infer_request(body: bytes, spec: ModelSpec, header_length: str | None 
     if not header.strip():
         raise ProtocolError("malformed JSON: the request body is empty")
     request = _check_object(_load_json(header), "request", _REQUEST_KEYS)
+    classification = 0
     request_id = request.get("id")
     if request_id is not None and not isinstance(request_id, str):
         raise ProtocolError(f"id: expected a string, got {_json_type(request_id)}")
@@ -277,9 +305,10 @@ def parse_infer_request(body: bytes, spec: ModelSpec, header_length: str | None 
         raise ProtocolError(f"{where}.name: model {spec.name!r} has no input {name!r:.60}; its input is {spec.input.name!r}")
     where = f"input {spec.input.name!r}"
     datatype = tensor.get("datatype")
-    if datatype != spec.input.datatype:
+    if not isinstance(datatype, str) or datatype not in INPUT_DATATYPES:
         known = "" if datatype in DATATYPES else " (not an OIP datatype)"
-        raise ProtocolError(f"{where}: datatype {datatype!r:.40}{known} is not accepted; expected {spec.input.datatype}")
+        raise ProtocolError(f"{where}: datatype {datatype!r:.40}{known} is not accepted; expected one of "
+                            f"{sorted(INPUT_DATATYPES)}")
     shape = _check_shape(tensor.get("shape"), spec, where)
     tensor_params = _check_object(tensor.get("parameters", {}), f"{where}.parameters")
     size = tensor_params.get("binary_data_size")
@@ -290,18 +319,21 @@ def parse_infer_request(body: bytes, spec: ModelSpec, header_length: str | None 
             raise ProtocolError(f"{where}: has both 'data' and parameters.binary_data_size; send one")
         if json_length is None:
             raise ProtocolError(f"{where}: binary_data_size given but the {HEADER_LENGTH} header is missing")
-        expected = math.prod(shape) * 4
+        wire = np.dtype(INPUT_DATATYPES[datatype])
+        expected = math.prod(shape) * wire.itemsize
         if size != expected:
-            raise ProtocolError(f"{where}: binary_data_size is {size} bytes; shape {list(shape)} of FP32 needs {expected}")
+            raise ProtocolError(
+                f"{where}: binary_data_size is {size} bytes; shape {list(shape)} of {datatype} needs {expected}"
+            )
         if len(binary) != size:
             raise ProtocolError(f"{where}: the body carries {len(binary)} bytes of binary data, binary_data_size says {size}")
-        array = _finite_fp32(np.frombuffer(binary, dtype="<f4").reshape(shape), where)
+        array = _finite_fp32(np.frombuffer(binary, dtype=wire).reshape(shape), where)
     else:
         if "data" not in tensor:
             raise ProtocolError(f"{where}: no 'data' and no parameters.binary_data_size")
         if len(binary):
             raise ProtocolError(f"{where}: {len(binary)} bytes follow the JSON header but no input declares binary data")
-        array = _json_tensor(tensor["data"], shape, where)
+        array = _json_tensor(tensor["data"], shape, where, datatype)
 
     outputs: list[str] = []
     raw_outputs = request.get("outputs", [])
@@ -316,8 +348,17 @@ def parse_infer_request(body: bytes, spec: ModelSpec, header_length: str | None 
             )
         out_params = _check_object(out.get("parameters", {}), f"outputs[{index}].parameters")
         binary_output = binary_output or _bool_param(out_params, "binary_data", f"outputs[{index}].parameters")
+        if "classification" in out_params:
+            classes = out_params["classification"]
+            count = int(spec.output.shape[-1]) if len(spec.output.shape) == 2 else 0
+            if isinstance(classes, bool) or not isinstance(classes, int) or not 1 <= classes <= max(1, count):
+                raise ProtocolError(f"outputs[{index}].parameters.classification: expected an integer in 1..{count} "
+                                    f"(the number of classes), got {classes!r:.40}")
+            if count == 0:
+                raise ProtocolError(f"outputs[{index}]: classification needs a [N, classes] output")
+            classification = classes
         outputs.append(spec.output.name)
-    return InferRequest(array, request_id, deadline_ms, binary_output, tuple(outputs))
+    return InferRequest(array, request_id, deadline_ms, binary_output, tuple(outputs), classification)
 
 
 def _json_default(value: Any) -> Any:
@@ -330,6 +371,8 @@ def encode_infer_response(
     spec: ModelSpec, request: InferRequest, outputs: np.ndarray, parameters: dict[str, Any]
 ) -> tuple[bytes, dict[str, str]]:
     """The OIP response body and its content headers: JSON, or JSON + raw FP32 when binary output was asked for."""
+    if request.classification:
+        return _encode_classes(spec, request, outputs, parameters)
     outputs = np.ascontiguousarray(outputs, dtype="<f4")
     tensor: dict[str, Any] = {"name": spec.output.name, "datatype": "FP32", "shape": list(outputs.shape)}
     response: dict[str, Any] = {"model_name": spec.name, "model_version": spec.version}
@@ -345,6 +388,96 @@ def encode_infer_response(
     text = json.dumps(response, default=_json_default, allow_nan=False).encode()
     headers = {"content-type": "application/octet-stream", HEADER_LENGTH.lower(): str(len(text))}
     return text + outputs.tobytes(), headers
+
+
+def top_classes(outputs: np.ndarray, k: int) -> list[list[str]]:
+    """Per row, the `k` highest scores as Triton's classification strings "score:index", best first."""
+    order = np.argsort(-outputs, axis=1, kind="stable")[:, :k]
+    return [[f"{float(row[i]):.6g}:{int(i)}" for i in idx] for row, idx in zip(outputs, order)]
+
+
+def _encode_classes(
+    spec: ModelSpec, request: InferRequest, outputs: np.ndarray, parameters: dict[str, Any]
+) -> tuple[bytes, dict[str, str]]:
+    rows = top_classes(np.asarray(outputs, dtype=np.float32), request.classification)
+    shape = [len(rows), request.classification]
+    tensor: dict[str, Any] = {"name": spec.output.name, "datatype": "BYTES", "shape": shape}
+    response: dict[str, Any] = {"model_name": spec.name, "model_version": spec.version}
+    if request.id is not None:
+        response["id"] = request.id
+    response["parameters"] = parameters
+    response["outputs"] = [tensor]
+    if not request.binary_output:
+        tensor["data"] = [item for row in rows for item in row]
+        return json.dumps(response, default=_json_default).encode(), {"content-type": "application/json"}
+    # BYTES in the binary extension: each element is a 4-byte little-endian length, then its bytes
+    blob = b"".join(len(item).to_bytes(4, "little") + item.encode() for row in rows for item in row)
+    tensor["parameters"] = {"binary_data_size": len(blob)}
+    text = json.dumps(response, default=_json_default).encode()
+    return text + blob, {"content-type": "application/octet-stream", HEADER_LENGTH.lower(): str(len(text))}
+
+
+class ModelStatistics:
+    """The counters of Triton's statistics extension (`GET /v2/models/{name}/stats`), durations in ns."""
+
+    def __init__(self) -> None:
+        self.success = [0, 0.0]
+        self.fail = [0, 0.0]
+        self.queue = [0, 0.0]
+        self.compute = [0, 0.0]
+        self.receive = [0, 0.0]
+        self.last_ms = 0
+        self.batches: dict[int, list[float]] = {}
+
+    def received(self, parse_ms: float) -> None:
+        """A request was read and parsed (Triton's compute_input: here, the time to receive and parse it)."""
+        self.receive[0] += 1
+        self.receive[1] += parse_ms
+
+    def succeeded(self, total_ms: float, queue_ms: float, compute_ms: float, batch_size: int) -> None:
+        import time
+
+        self.success[0] += 1
+        self.success[1] += total_ms
+        self.queue[0] += 1
+        self.queue[1] += queue_ms
+        self.compute[0] += 1
+        self.compute[1] += compute_ms
+        entry = self.batches.setdefault(int(batch_size), [0, 0.0])
+        entry[0] += 1
+        entry[1] += compute_ms
+        self.last_ms = int(time.time() * 1000)
+
+    def failed(self, total_ms: float) -> None:
+        self.fail[0] += 1
+        self.fail[1] += total_ms
+
+    def to_dict(self, name: str, version: str) -> dict[str, Any]:
+        def stat(pair: list[float]) -> dict[str, int]:
+            return {"count": int(pair[0]), "ns": int(pair[1] * 1e6)}
+
+        return {
+            "name": name,
+            "version": version,
+            "last_inference": self.last_ms,
+            "inference_count": int(self.success[0]),
+            "execution_count": int(self.compute[0]),
+            "inference_stats": {
+                "success": stat(self.success),
+                "fail": stat(self.fail),
+                "queue": stat(self.queue),
+                "compute_input": stat(self.receive),
+                "compute_infer": stat(self.compute),
+                "compute_output": {"count": int(self.success[0]), "ns": 0},
+                "cache_hit": {"count": 0, "ns": 0},
+                "cache_miss": {"count": 0, "ns": 0},
+            },
+            "batch_stats": [
+                {"batch_size": b, "compute_input": {"count": int(c), "ns": 0},
+                 "compute_infer": {"count": int(c), "ns": int(ms * 1e6)}, "compute_output": {"count": int(c), "ns": 0}}
+                for b, (c, ms) in sorted(self.batches.items())
+            ],
+        }
 
 
 def encode_infer_request(

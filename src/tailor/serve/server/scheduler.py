@@ -8,8 +8,12 @@ Two layers, neither of which knows HTTP:
 - `Engine` is the asyncio side: `submit(inputs, deadline_ms)` queues a request and awaits its `Served`
   result (or raises `Overloaded`, `DeadlineExceeded`, `RequestFailed`), while one task asks the
   scheduler for batches whenever a worker is idle and hands them to an `Executor` (the local
-  `WorkerPool`; see the README for wrapping it in Ray Serve). Every request gets exactly one outcome:
-  on time, late, expired, rejected or failed.
+  `WorkerPool`, or Ray actors). Every request gets exactly one outcome: on time, late (answered 504 at its
+  deadline while its batch still runs), expired (504, never computed), rejected (503) or failed (500).
+
+Deadlines count from a request's arrival (the first byte the server read), so time spent waiting to be
+parsed is not hidden. `Engine.admits(deadline_ms)` sheds early: a request that even the fastest drain of
+the queue could not answer in time is refused before its body is parsed.
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from tailor.errors import ProfileError, TailorError
-from tailor.serve.policies import Policy
+from tailor.serve.policies import Policy, QueueView
 from tailor.serve.profile import ServingProfile
 from tailor.serve.queue import EDFQueue, Request
 from tailor.serve.server.metrics import ServingMetrics
@@ -42,11 +46,13 @@ def monotonic_ms() -> float:
 
 
 class Overloaded(TailorError):
-    """The queue is full (or the server is shutting down); try again after `retry_after_s` seconds."""
+    """Refused with 503: the queue is full, the deadline cannot be met behind the queue, or the server is not
+    accepting; try again after `retry_after_s` seconds. `reason` is one of `metrics.REJECTIONS`."""
 
-    def __init__(self, message: str, retry_after_s: int) -> None:
+    def __init__(self, message: str, retry_after_s: int, reason: str = "queue_full") -> None:
         super().__init__(message)
         self.retry_after_s = retry_after_s
+        self.reason = reason
 
 
 class DeadlineExceeded(TailorError):
@@ -65,6 +71,7 @@ class Job:
     future: asyncio.Future[Served] | None
     enqueued_ms: float
     attempts: int = 0
+    answered: bool = False  # an outcome has been counted (exactly once per request)
 
     @property
     def samples(self) -> int:
@@ -121,17 +128,29 @@ class Scheduler:
         self.subnet_ids = list(profile.subnet_ids)
         self.max_batch_size = max(profile.batch_sizes)
         # the most requests per second any subnet can do: for the Retry-After estimate
-        self._fastest_ms_per_sample = min(
+        self.fastest_ms_per_sample = min(
             profile.latency_ms(sid, self.max_batch_size) / self.max_batch_size for sid in self.subnet_ids
         )
+        self.queued_samples = 0
 
     def admit(self, request: Request) -> bool:
         """Queue `request`; False when the queue is full (the request is rejected)."""
-        return self.queue.push(request)
+        if not self.queue.push(request):
+            return False
+        self.queued_samples += _samples(request)
+        return True
+
+    def _taken(self, requests: list[Request]) -> list[Request]:
+        self.queued_samples -= sum(_samples(r) for r in requests)
+        return requests
+
+    def pop_all(self) -> list[Request]:
+        """Remove and return everything queued (shutdown, a broken policy)."""
+        return self._taken(self.queue.pop(len(self.queue)))
 
     def expire(self, now_ms: float) -> list[Request]:
         """Remove and return the queued requests whose deadline has passed (or is closer than `hopeless_ms`)."""
-        return self.queue.drop_expired(now_ms + self.hopeless_ms)
+        return self._taken(self.queue.drop_expired(now_ms + self.hopeless_ms))
 
     def expiry_ms(self, request: Request) -> float:
         """When `expire` will drop `request` if it is still queued."""
@@ -155,17 +174,20 @@ class Scheduler:
             size = _samples(head)
             if taken and samples + size > limit:
                 break
-            taken += self.queue.pop(1)
+            taken += self._taken(self.queue.pop(1))
             samples += size  # a first request larger than the limit runs alone
             if samples >= limit:
                 break
         planned = self.profile.latency_ms(decision.subnet_id, samples)
         return Batch(decision.subnet_id, taken, samples, planned)
 
+    def drain_ms(self, workers: int) -> float:
+        """The least time the queued samples need: the fastest subnet at its largest batch, on every worker."""
+        return self.queued_samples * self.fastest_ms_per_sample / max(1, workers)
+
     def retry_after_s(self, workers: int) -> int:
         """Whole seconds until the queue could have drained at the fastest subnet's throughput (at least 1)."""
-        wait_ms = len(self.queue) * self._fastest_ms_per_sample / max(1, workers)
-        return max(1, math.ceil(wait_ms / 1e3))
+        return max(1, math.ceil(self.drain_ms(workers) / 1e3))
 
 
 class Executor(Protocol):
@@ -185,7 +207,13 @@ class Executor(Protocol):
 
 
 class Engine:
-    """Queue, schedule and run requests on an `Executor`; `submit` awaits one request's answer."""
+    """Queue, schedule and run requests on an `Executor`; `submit` awaits one request's answer.
+
+    Watchdog: a batch is given `max(timeout_factor x its planned latency, watchdog_slo_factor x SLO)`, at
+    most `max_timeout_s`, before its worker is declared hung (killed and replaced by the executor). Its
+    requests are answered 504 at their deadlines whatever the worker does, and a request whose worker died
+    is retried once if its deadline has not passed (else 504).
+    """
 
     def __init__(
         self,
@@ -195,10 +223,12 @@ class Engine:
         metrics: ServingMetrics | None = None,
         clock: Callable[[], float] = monotonic_ms,
         poll_ms: float = 1.0,
-        timeout_factor: float = 100.0,
-        min_timeout_s: float = 10.0,
+        timeout_factor: float = 10.0,
+        max_timeout_s: float = 10.0,
+        watchdog_slo_factor: float = 2.0,
         retry_crashed: bool = True,
         overhead_margin_ms: float | None = None,
+        admission: bool = True,
     ) -> None:
         if not slo_ms > 0:
             raise ValueError(f"slo_ms must be > 0, got {slo_ms}")
@@ -214,8 +244,10 @@ class Engine:
         self.clock = clock
         self.poll_ms = poll_ms
         self.timeout_factor = timeout_factor
-        self.min_timeout_s = min_timeout_s
+        self.max_timeout_s = max_timeout_s
+        self.watchdog_slo_factor = watchdog_slo_factor
         self.retry_crashed = retry_crashed
+        self.admission = admission
         if overhead_margin_ms is not None and not 0 <= overhead_margin_ms < self.slo_ms:
             raise ValueError(f"overhead_margin_ms must be in [0, slo_ms), got {overhead_margin_ms}")
         self.fixed_margin_ms = overhead_margin_ms
@@ -230,8 +262,10 @@ class Engine:
         self._task: asyncio.Task[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._closing = False
-        self._running_batches: dict[int, Batch] = {}
+        self._running_batches: dict[int, tuple[Batch, float]] = {}  # id -> (batch, dispatched at)
         executor.on_change = self.wake
+        if getattr(scheduler.policy, "lookahead", 0):  # queue-aware policies read the queue and the busy workers
+            scheduler.policy.view = QueueView(scheduler.queue, busy=self.busy_until)
 
     # -- lifecycle ------------------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -255,8 +289,7 @@ class Engine:
             await asyncio.sleep(0.005)
         self._closing = True
         now = self.clock()
-        leftovers = self.scheduler.queue.pop(len(self.scheduler.queue))
-        for request in leftovers:
+        for request in self.scheduler.pop_all():
             self._fail(request, "failed", RequestFailed("the server shut down before this request could run"), now)
         if self._task is not None:
             self._task.cancel()
@@ -269,7 +302,7 @@ class Engine:
             if not self._running_batches:
                 break
             await asyncio.sleep(0)
-        for batch in list(self._running_batches.values()):  # an executor that just dropped them: answer anyway
+        for batch, _ in list(self._running_batches.values()):  # an executor that just dropped them: answer anyway
             for request in batch.requests:
                 self._fail(request, "failed", RequestFailed("the server shut down while this request ran"), now)
         self._running_batches.clear()
@@ -280,34 +313,70 @@ class Engine:
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
 
+    def busy_until(self, now_ms: float) -> list[float]:
+        """When the busy workers are expected to finish: dispatch + planned latency + margin (for the policy)."""
+        margin = self.margin_ms
+        return [max(now_ms, at + batch.planned_ms + margin) for batch, at in self._running_batches.values()]
+
+    # -- admission ------------------------------------------------------------------------------------------
+    def admits(self, deadline_ms: float, samples: int = 1) -> bool:
+        """Whether a request due at `deadline_ms` could still be answered in time behind the queue.
+
+        Optimistic on purpose (the fastest subnet at its largest batch drains the queue on every ready worker,
+        the first busy worker frees up at its planned time), so it refuses only requests that cannot make it.
+        """
+        if not self.admission:
+            return True
+        scheduler = self.scheduler
+        workers = max(1, self.executor.ready_workers())
+        now = self.clock()
+        if now + scheduler.hopeless_ms > deadline_ms:
+            return True  # hopeless even on an idle server: queued, it is answered 504 at once (retrying cannot help)
+        start = now
+        if self.executor.idle_workers() <= 0 and self._running_batches:
+            start = min(self.busy_until(now))
+        finish = start + scheduler.drain_ms(workers) + samples * scheduler.fastest_ms_per_sample / workers
+        return finish + scheduler.hopeless_ms <= deadline_ms
+
+    def refuse(self, reason: str, message: str) -> Overloaded:
+        """An `Overloaded` for a request refused before it was queued (the caller counts it)."""
+        workers = max(1, self.executor.ready_workers())
+        return Overloaded(message, self.scheduler.retry_after_s(workers), reason)
+
     # -- requests -------------------------------------------------------------------------------------------
     async def submit(self, inputs: np.ndarray, deadline_ms: float | None = None, arrival_ms: float | None = None) -> Served:
         """Queue one request (`inputs` is its (N, ...) batch) and await its answer.
 
         `deadline_ms` is the request's budget from `arrival_ms` (default: the server's SLO from now).
+        Raises `Overloaded` (counted as rejected) when it is refused.
         """
         now = self.clock()
         arrival = now if arrival_ms is None else arrival_ms
         budget = self.slo_ms if deadline_ms is None else float(deadline_ms)
         if not self.accepting:
-            self.metrics.requests.inc("rejected")
-            raise Overloaded("the server is not accepting requests (starting or shutting down)", 1)
+            self.metrics.rejected("not_accepting", (now - arrival) / 1e3)
+            raise self.refuse("not_accepting", "the server is not accepting requests (starting or shutting down)")
+        if not self.admits(arrival + budget, int(inputs.shape[0])):
+            self.metrics.rejected("admission", (now - arrival) / 1e3)
+            raise self.refuse("admission", f"overloaded: the {len(self.scheduler.queue)} queued requests cannot be "
+                              f"drained within this request's deadline of {budget:.6g} ms")
         assert self._loop is not None
         future: asyncio.Future[Served] = self._loop.create_future()
         request = Request(next(self._ids), arrival, arrival + budget, Job(inputs, future, now))
         if not self.scheduler.admit(request):
-            self.metrics.requests.inc("rejected")
-            workers = max(1, self.executor.ready_workers())
-            raise Overloaded(
-                f"overloaded: the queue holds its limit of {self.scheduler.queue_limit} requests",
-                self.scheduler.retry_after_s(workers),
-            )
+            self.metrics.rejected("queue_full", (now - arrival) / 1e3)
+            raise self.refuse("queue_full", f"overloaded: the queue holds its limit of {self.scheduler.queue_limit} "
+                              "requests")
         self.wake()
         return await future
 
     def _fail(self, request: Request, outcome: str, error: Exception, now: float) -> None:
-        self.metrics.requests.inc(outcome)
-        future = request.payload.future
+        job: Job = request.payload
+        if job.answered:
+            return
+        job.answered = True
+        self.metrics.outcome(outcome, (now - request.arrival_ms) / 1e3)
+        future = job.future
         if future is not None and not future.done():
             future.set_exception(error)
 
@@ -322,6 +391,9 @@ class Engine:
             try:
                 for request in scheduler.expire(now):
                     self._fail(request, "expired", self._expired_error(request, now), now)
+                for batch, _ in list(self._running_batches.values()):  # deadlines passing while batches run
+                    if batch.requests and min(r.deadline_ms for r in batch.requests) <= now:
+                        self._answer_late(batch, now)
                 while len(scheduler.queue):
                     idle = self.executor.idle_workers()
                     if idle <= 0:
@@ -334,7 +406,7 @@ class Engine:
                     now = self.clock()
             except Exception as exc:  # a broken policy must not leave requests waiting forever
                 logger.exception("scheduling failed; answering the queued requests with an error")
-                for request in scheduler.queue.pop(len(scheduler.queue)):
+                for request in scheduler.pop_all():
                     self._fail(request, "failed", RequestFailed(f"internal scheduling error: {exc}"), now)
             timeout_ms: float | None = None
             head = scheduler.queue.earliest()
@@ -367,12 +439,17 @@ class Engine:
         budget = request.deadline_ms - request.arrival_ms
         if now <= request.deadline_ms:
             return DeadlineExceeded(
-                f"deadline cannot be met: {request.deadline_ms - now:.2f} ms of its {budget:.1f} ms left after waiting "
-                f"{waited:.1f} ms, and the fastest subnet needs {self.scheduler.hopeless_ms:.2f} ms; not computed"
+                f"deadline cannot be met: {request.deadline_ms - now:.3g} ms of its {budget:.6g} ms left after waiting "
+                f"{waited:.3g} ms, and the fastest subnet needs {self.scheduler.hopeless_ms:.3g} ms; not computed"
             )
         return DeadlineExceeded(
-            f"deadline exceeded: the request waited {waited:.1f} ms, its deadline was {budget:.1f} ms; not computed"
+            f"deadline exceeded: the request waited {waited:.3g} ms, its deadline was {budget:.6g} ms; not computed"
         )
+
+    def watchdog_s(self, planned_ms: float) -> float:
+        """How long a batch planned at `planned_ms` may run before its worker is declared hung."""
+        limit_ms = max(self.timeout_factor * planned_ms, self.watchdog_slo_factor * self.slo_ms)
+        return min(self.max_timeout_s, limit_ms / 1e3)
 
     def _dispatch(self, batch: Batch, now: float) -> None:
         requests = batch.requests
@@ -380,17 +457,45 @@ class Engine:
             inputs = requests[0].payload.inputs
         else:
             inputs = np.concatenate([r.payload.inputs for r in requests])
-        timeout_s = max(self.min_timeout_s, self.timeout_factor * batch.planned_ms / 1e3)
         try:
-            pending = asyncio.ensure_future(self.executor.dispatch(batch.subnet_id, inputs, timeout_s))
+            pending = asyncio.ensure_future(self.executor.dispatch(batch.subnet_id, inputs, self.watchdog_s(batch.planned_ms)))
         except Exception as exc:  # the executor refused: fail the batch, never lose it
             for request in requests:
                 self._fail(request, "failed", RequestFailed(f"could not dispatch: {exc}"), now)
             return
         self.inflight += 1
         self.running += len(requests)
-        self._running_batches[id(batch)] = batch
+        self._running_batches[id(batch)] = (batch, now)
         pending.add_done_callback(lambda done: self._batch_done(batch, now, done))
+        self._arm_deadline(batch)
+
+    def _arm_deadline(self, batch: Batch) -> None:
+        """Answer 504 (outcome late) at each request's deadline if its batch has not finished by then."""
+        assert self._loop is not None
+        pending = [r for r in batch.requests if not r.payload.answered]
+        if not pending or id(batch) not in self._running_batches:
+            return
+        first = min(r.deadline_ms for r in pending)
+        delay_s = max(0.0, first - self.clock()) / 1e3
+        self._loop.call_later(delay_s, self._deadline_passed, batch)
+
+    def _deadline_passed(self, batch: Batch) -> None:
+        if id(batch) not in self._running_batches:
+            return
+        self._answer_late(batch, self.clock())
+        self._arm_deadline(batch)
+
+    def _answer_late(self, batch: Batch, now: float) -> None:
+        entry = self._running_batches.get(id(batch))
+        if entry is None:
+            return
+        for request in batch.requests:
+            if request.deadline_ms <= now and not request.payload.answered:
+                budget = request.deadline_ms - request.arrival_ms
+                self._fail(request, "late", DeadlineExceeded(
+                    f"deadline exceeded: the request's batch was still running at its deadline of {budget:.6g} ms "
+                    f"(dispatched {entry[1] - request.arrival_ms:.3g} ms after arrival, planned "
+                    f"{batch.planned_ms:.3g} ms)"), now)
 
     def _batch_done(self, batch: Batch, dispatched_ms: float, done: asyncio.Future[RunResult]) -> None:
         if self._running_batches.pop(id(batch), None) is None:
@@ -414,10 +519,17 @@ class Engine:
         elif isinstance(error, WorkerCrashed):
             for request in batch.requests:
                 job: Job = request.payload
-                if self.retry_crashed and not self._closing and job.attempts == 0 and now < request.deadline_ms:
+                if job.answered:
+                    continue
+                if now >= request.deadline_ms:
+                    budget = request.deadline_ms - request.arrival_ms
+                    self._fail(request, "late", DeadlineExceeded(
+                        f"deadline exceeded: {error}, and the request's deadline of {budget:.6g} ms has passed"), now)
+                    continue
+                if self.retry_crashed and not self._closing and job.attempts == 0:
                     job.attempts += 1
                     if self.scheduler.admit(request):
-                        self.metrics.retries.inc()
+                        self.metrics.retry()
                         continue
                 self._fail(request, "failed", RequestFailed(f"{error} (attempt {job.attempts + 1})"), now)
         else:
@@ -428,10 +540,7 @@ class Engine:
     def _served(self, batch: Batch, dispatched_ms: float, result: RunResult, now: float) -> None:
         metrics = self.metrics
         subnet = batch.subnet_id
-        metrics.batch_size.observe(batch.samples)
-        metrics.subnet_batches.inc(subnet)
-        metrics.subnet_requests.inc(subnet, amount=len(batch.requests))
-        metrics.compute.observe(result.compute_ms / 1e3)
+        metrics.batch(subnet, batch.samples, len(batch.requests), result.compute_ms / 1e3)
         self._observe_round_trip(now - dispatched_ms - result.compute_ms)
         accuracy = self.scheduler.profile.accuracy(subnet)
         offset = 0
@@ -439,8 +548,11 @@ class Engine:
             job: Job = request.payload
             outputs = result.outputs[offset : offset + job.samples]
             offset += job.samples
+            if job.answered:
+                continue  # answered 504 at its deadline while the batch ran
+            job.answered = True
             on_time = now <= request.deadline_ms
-            metrics.requests.inc("on_time" if on_time else "late")
+            metrics.outcome("on_time" if on_time else "late", (now - request.arrival_ms) / 1e3)
             future = job.future
             if future is not None and not future.done():
                 future.set_result(Served(

@@ -11,7 +11,9 @@ on the data path). It lives on an asyncio event loop: replies and process exits 
 `loop.add_reader` on the pipe and on the process sentinel, so a worker that dies is noticed at once,
 its batch fails with `WorkerCrashed`, and a new process is started in its place (with back-off when
 it keeps dying). A batch that takes far longer than allowed gets its worker killed, which ends the
-same way: nothing waits forever.
+same way: nothing waits forever. `spares` extra processes load the model too but take no batches: when a
+worker dies a spare takes its place at once, so capacity returns in milliseconds instead of the seconds a
+fresh process needs to import torch and load the checkpoint (the dead slot restarts as the new spare).
 """
 
 from __future__ import annotations
@@ -242,6 +244,7 @@ class _Slot:
     pid: int | None = None
     restart: asyncio.TimerHandle | None = None
     watched: list[int] = field(default_factory=list)
+    spare: bool = False  # loaded, but held back until an active worker dies
 
 
 class WorkerPool:
@@ -263,9 +266,12 @@ class WorkerPool:
         stable_after_s: float = 10.0,
         input_shape: Sequence[int] | None = None,
         runtime: str = "torch",
+        spares: int = 0,
     ) -> None:
         if workers < 1:
             raise ValueError(f"workers must be >= 1, got {workers}")
+        if spares < 0:
+            raise ValueError(f"spares must be >= 0, got {spares}")
         self.checkpoint = str(Path(checkpoint))
         self.subnets = {sid: sub.to_dict() for sid, sub in subnets.items()}
         self.threads = threads
@@ -277,7 +283,8 @@ class WorkerPool:
         self.start_timeout_s = start_timeout_s
         self.stable_after_s = stable_after_s
         self.on_change = on_change or (lambda: None)
-        self.slots = [_Slot(i) for i in range(workers)]
+        self.slots = [_Slot(i, spare=i >= workers) for i in range(workers + spares)]
+        self.promotions = 0  # spares that took a dead worker's place
         self.output_shape: tuple[int, ...] | None = None
         self.uncalibrated: list[str] = []
         self.restarts = 0
@@ -289,21 +296,27 @@ class WorkerPool:
 
     # -- state ------------------------------------------------------------------------------------------
     def idle_workers(self) -> int:
-        return sum(1 for s in self.slots if s.state == "idle")
+        return sum(1 for s in self.slots if s.state == "idle" and not s.spare)
 
     def ready_workers(self) -> int:
-        return sum(1 for s in self.slots if s.state in ("idle", "busy"))
+        return sum(1 for s in self.slots if s.state in ("idle", "busy") and not s.spare)
 
     def states(self) -> dict[str, int]:
-        counts = dict.fromkeys(("starting", "idle", "busy", "dead"), 0)
+        """Worker processes by state; loaded spares are counted as `spare`."""
+        counts = dict.fromkeys(("starting", "idle", "busy", "dead", "spare"), 0)
         for slot in self.slots:
-            if slot.state in counts:
-                counts[slot.state] += 1
+            state = "spare" if slot.spare and slot.state == "idle" else slot.state
+            if state in counts:
+                counts[state] += 1
         return counts
 
     def pids(self) -> list[int | None]:
         """The process id of each worker slot (None while it has no live process)."""
         return [s.pid if s.state in ("starting", "idle", "busy") else None for s in self.slots]
+
+    def active_pids(self) -> list[int | None]:
+        """The process ids of the slots that take batches (spares excluded)."""
+        return [s.pid if s.state in ("starting", "idle", "busy") else None for s in self.slots if not s.spare]
 
     # -- lifecycle ----------------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -420,6 +433,11 @@ class WorkerPool:
         future, slot.future, slot.batch = slot.future, None, None
         was = slot.state
         slot.state = "dead"
+        if not slot.spare and not self._closing:
+            spare = next((x for x in self.slots if x.spare and x.state == "idle"), None)
+            if spare is not None:  # a loaded spare takes the dead worker's place now; the dead slot restarts as a spare
+                spare.spare, slot.spare = False, True
+                self.promotions += 1
         if future is not None and not future.done():
             future.set_exception(WorkerCrashed(f"worker {slot.index} (pid {slot.pid}) died with exit code {code} "
                                                "while running this request's batch"))
@@ -451,7 +469,7 @@ class WorkerPool:
         The future fails with `WorkerCrashed` if the worker dies or gives no answer within `timeout_s`
         (it is then killed and restarted), and with `WorkerError` if the model raised.
         """
-        slot = next((s for s in self.slots if s.state == "idle"), None)
+        slot = next((s for s in self.slots if s.state == "idle" and not s.spare), None)
         if slot is None:
             raise RuntimeError("WorkerPool.dispatch called with no idle worker (check idle_workers() first)")
         assert self._loop is not None and slot.conn is not None
