@@ -528,9 +528,19 @@ def bind_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
-def arrival_stamping_protocol(read_timeout_s: float) -> type[asyncio.Protocol]:
-    """uvicorn's httptools protocol, stamping each request's arrival (first byte read) into its ASGI scope and
-    closing a connection whose headers take longer than `read_timeout_s` (with a 408)."""
+def _raw_error(status: int, reason: str, message: str) -> bytes:
+    body = protocol.error_body(message)
+    return (f"HTTP/1.1 {status} {reason}\r\ncontent-type: application/json\r\nconnection: close\r\n"
+            f"content-length: {len(body)}\r\n\r\n").encode() + body
+
+
+def arrival_stamping_protocol(
+    read_timeout_s: Callable[[], float], on_invalid: Callable[[], None] = lambda: None
+) -> type[asyncio.Protocol]:
+    """uvicorn's httptools protocol, stamping each request's arrival (first byte read) into its ASGI scope,
+    answering a connection whose headers take longer than `read_timeout_s()` with a 408, and answering what the
+    HTTP parser refuses (e.g. both Content-Length and Transfer-Encoding) with a JSON 400; both count as invalid."""
+    import httptools
     from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
     class ArrivalStampingProtocol(HttpToolsProtocol):
@@ -539,7 +549,7 @@ def arrival_stamping_protocol(read_timeout_s: float) -> type[asyncio.Protocol]:
         def on_message_begin(self) -> None:
             super().on_message_begin()
             self.scope["state"][ARRIVAL_KEY] = monotonic_ms()
-            self._header_timer = self.loop.call_later(read_timeout_s, self._slow_headers)
+            self._header_timer = self.loop.call_later(read_timeout_s(), self._slow_headers)
 
         def on_headers_complete(self) -> None:
             if self._header_timer is not None:
@@ -550,11 +560,27 @@ def arrival_stamping_protocol(read_timeout_s: float) -> type[asyncio.Protocol]:
         def _slow_headers(self) -> None:
             self._header_timer = None
             if self.transport is not None and not self.transport.is_closing():
-                body = protocol.error_body(f"the request headers did not arrive within {read_timeout_s:g} s")
-                self.transport.write(b"HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\n"
-                                     b"connection: close\r\ncontent-length: " + str(len(body)).encode() + b"\r\n\r\n"
-                                     + body)
+                on_invalid()
+                message = f"the request headers did not arrive within {read_timeout_s():g} s"
+                self.transport.write(_raw_error(408, "Request Timeout", message))
                 self.transport.close()
+
+        def data_received(self, data: bytes) -> None:
+            self._unset_keepalive_if_required()
+            try:
+                self.parser.feed_data(data)  # what uvicorn does, with the parser's reason kept for the answer
+            except httptools.HttpParserError as exc:
+                self.send_400_response(str(exc) or "malformed request")
+            except httptools.HttpParserUpgrade:  # uvicorn's handling; tailor serves no WebSocket
+                if self._should_upgrade():
+                    self.handle_websocket_upgrade()
+                else:
+                    self._unsupported_upgrade_warning()
+
+        def send_400_response(self, msg: str) -> None:  # the parser refused the bytes: say so in JSON
+            on_invalid()
+            self.transport.write(_raw_error(400, "Bad Request", f"invalid HTTP request: {msg}"))
+            self.transport.close()
 
         def connection_lost(self, exc: Exception | None) -> None:
             if self._header_timer is not None:
@@ -575,7 +601,8 @@ def uvicorn_server(server: InferenceServer, log_level: str | None = None) -> uvi
         timeout_graceful_shutdown=int(server.config.drain_timeout_s) + 1,
         limit_concurrency=None,  # the server answers too many connections itself, with a JSON 503 it counts
         loop="auto",  # uvloop when installed
-        http=arrival_stamping_protocol(server.config.read_timeout_s),
+        http=arrival_stamping_protocol(lambda: server.config.read_timeout_s,
+                                       lambda: server.metrics.outcome("invalid")),
         h11_max_incomplete_event_size=server.config.max_header_bytes,
     )
     runner = uvicorn.Server(config)
