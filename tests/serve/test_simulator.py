@@ -16,7 +16,7 @@ from tailor.serve.policies import PolicyError
 from tailor.serve.sim.simulate import EXPIRED, LATE, ON_TIME, REJECTED, SimulationError
 from tailor.serve.traces import Trace
 
-POLICIES = ["slackfit", "maxacc", "maxbatch", "infaas", "fixed:smallest", "fixed:largest"]
+POLICIES = ["drainfit", "slackfit", "maxacc", "maxbatch", "infaas", "fixed:smallest", "fixed:largest"]
 
 
 def one_subnet(latency_ms: float = 10.0, batches: tuple[int, ...] = (1,)) -> ServingProfile:
@@ -123,7 +123,7 @@ def test_fast_and_reference_engines_agree(
 def test_a_long_bursty_trace_on_both_engines() -> None:
     p = small_profile()
     trace = traces.bursty(300, 900, 8, 20, seed=4)
-    for policy in ("slackfit", "infaas"):
+    for policy in ("drainfit", "slackfit", "infaas"):
         fast = simulate(p, trace, policy=policy, slo_ms=30, engine="fast", latency_noise=0.1)
         ref = simulate(p, trace, policy=policy, slo_ms=30, engine="reference", latency_noise=0.1)
         assert fast.outcomes == ref.outcomes and fast.extras["accuracy_sum"] == pytest.approx(

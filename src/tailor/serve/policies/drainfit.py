@@ -13,11 +13,11 @@ SlackFit's choice (s0, b0), which takes n = min(queue, b0) requests:
    how many queued requests would be missed after SlackFit's choice, and after the fastest drain starting
    now. If SlackFit's choice misses more, DrainFit runs instead the most accurate batch of at least n
    requests that misses no more than the fastest drain (ties: the larger batch).
-2. **Upgrade.** Otherwise, a more accurate subnet for the same n requests may run when it meets the head's
-   deadline, keeps the worker no longer than SlackFit planned for its full batch b0, and a rollout (the
-   rest of the queue and the arrivals expected over the next SLO, at `arrival_reserve` x the rate
-   measured over `rate_window_ms`, served by SlackFit's rule) misses no more requests than after SlackFit's
-   own choice and earns a larger accuracy sum.
+2. **Upgrade.** Otherwise the most accurate subnet for the same n requests that meets the head's deadline
+   and passes a rollout: the rest of the queue and the arrivals expected over the next SLO (at
+   `arrival_reserve` x the rate measured over `rate_window_ms`) served by SlackFit's rule must miss no more
+   requests than after SlackFit's own choice; and if it keeps the worker longer than SlackFit planned for
+   its full batch b0, the rollout must miss none at all (a quiet server).
 
 So at low load it serves the most accurate subnet that fits, under a burst it drains like SlackFit or
 faster, and every departure from SlackFit is checked against the rest of the queue. A head with less slack
@@ -220,7 +220,7 @@ class DrainFit(Policy):
         # never occupy the worker longer than SlackFit planned to (its choice at its full batch), nor past the head
         planned = p.lat[s0][p.batch_slot[b0]]
         cap = planned if planned < slack else slack
-        upgrades = [s for s in range(len(p)) if p.acc[s] > p.acc[s0] and p.lat[s][j] <= cap]
+        upgrades = [s for s in range(len(p)) if p.acc[s] > p.acc[s0] and p.lat[s][j] <= slack]
         if not upgrades:
             return s0, n
         rate = self._rate_per_ms(now_ms, arrivals) * self.arrival_reserve
@@ -229,15 +229,15 @@ class DrainFit(Policy):
             count = min(int(rate * self.slo_ms), self.lookahead)
             gap = 1.0 / rate
             future = [(now_ms + (k + 1) * gap, now_ms + (k + 1) * gap + self.slo_ms) for k in range(count)]
-        base_misses, base_value = self._rollout(deadlines, rest, [now_ms + own, *others], future)
-        best_value, pick = base_value + n * p.acc[s0], s0
-        for s in upgrades:
+        base_misses, _ = self._rollout(deadlines, rest, [now_ms + own, *others], future)
+        # the most accurate upgrade first; the first the rollout accepts wins
+        for s in sorted(upgrades, key=lambda s: (-p.acc[s], p.lat[s][j])):
             latency = p.lat[s][j]
-            misses, value = self._rollout(deadlines, rest, [now_ms + latency, *others], future)
-            value += n * p.acc[s]
-            if misses <= base_misses and value > best_value:
-                best_value, pick = value, s
-        return pick, n
+            misses, _ = self._rollout(deadlines, rest, [now_ms + latency, *others], future)
+            # beyond the time SlackFit planned, only when the rollout expects no miss at all (a quiet server)
+            if misses <= base_misses if latency <= cap else misses == 0:
+                return s, n
+        return s0, n
 
     def _downgrade(
         self, now_ms: float, slack: float, n: int, queue_len: int, deadlines: list[float], others: list[float], target: int
