@@ -1,4 +1,5 @@
-"""SuperServe's comparisons in simulation: SlackFit against MaxAcc, MaxBatch, INFaaS-like, fixed subnets and the bound.
+"""SuperServe's comparisons in simulation: DrainFit (tailor's default) and SlackFit against MaxAcc, MaxBatch,
+INFaaS-like, fixed subnets and the bound; then DrainFit vs SlackFit on 1, 4 and 8 workers.
 
 Two profiles:
 - `ofa-like`: synthetic, OFA-ResNet's accuracy range (73.8%-80.2%), GPU-like batching (tailor.serve.profile).
@@ -49,6 +50,7 @@ from tailor.serve.traces import Trace
 from tailor.train import TrainConfig, Trainer, evaluate
 
 POLICIES: dict[str, tuple[str, dict[str, Any]]] = {
+    "drainfit": ("drainfit", {}),
     "slackfit": ("slackfit", {}),
     "slackfit-serve": ("slackfit", {"below": "serve"}),
     "maxacc": ("maxacc", {}),
@@ -292,6 +294,70 @@ def summarise(outs: list[dict[str, Any]]) -> dict[str, Any]:
     return summary
 
 
+def policy_table(p: ServingProfile, slo: float, requests: int, quick: bool, seed: int) -> dict[str, Any]:
+    """DrainFit (the default) against SlackFit and the upper bound: the 12 bursty/ramp/Azure-like workloads plus a
+    low-load Poisson one (a quarter of what the most accurate subnet sustains), on 1, 4 and 8 workers (rates
+    scaled with the workers). Gains are DrainFit's accuracy minus SlackFit's; the gap is the bound's accuracy at
+    SlackFit's on-time count minus SlackFit's accuracy; "closed" is their ratio."""
+    rows: list[dict[str, Any]] = []
+    largest = capacity_per_ms(p, len(p) - 1, slo) * 1000
+    for workers in (1, 4, 8):
+        works = workloads(p, slo, requests, quick, seed)
+        works.append({"name": "poisson low", "kind": "low", "trace": traces.poisson(0.25 * largest,
+                                                                                   requests / (0.25 * largest), seed=3)})
+        for work in works:
+            trace = work["trace"] if workers == 1 else work["trace"].scaled(workers)
+            sf = simulate(p, trace, policy="slackfit", slo_ms=slo, workers=workers)
+            df = simulate(p, trace, policy="drainfit", slo_ms=slo, workers=workers)
+            bound = upper_bound(p, trace, slo_ms=slo, workers=workers)
+            gap = bound.mean_accuracy_bound(sf.outcomes["on_time"]) - (sf.mean_accuracy or 0.0)
+            gain = (df.mean_accuracy or 0.0) - (sf.mean_accuracy or 0.0)
+            rows.append({
+                "workers": workers, "workload": work["name"], "kind": work["kind"], "requests": len(trace),
+                "slackfit": {"attainment": sf.attainment, "accuracy": sf.mean_accuracy},
+                "drainfit": {"attainment": df.attainment, "accuracy": df.mean_accuracy},
+                "bound": {"attainment": bound.max_on_time / len(trace),
+                          "accuracy_at_slackfit": bound.mean_accuracy_bound(sf.outcomes["on_time"]),
+                          "accuracy_at_drainfit": bound.mean_accuracy_bound(df.outcomes["on_time"])},
+                "gain_pt": 100 * gain, "gap_pt": 100 * gap, "closed": gain / gap if gap > 5e-4 else None,
+                "attainment_delta": df.attainment - sf.attainment,
+                "to_most_accurate_pt": 100 * (p.acc[-1] - (df.mean_accuracy or 0.0)) if work["kind"] == "low" else None,
+            })
+    gaps = [r["gap_pt"] for r in rows]
+    closed = [r["closed"] for r in rows if r["closed"] is not None]
+    summary = {
+        "workloads": len(rows),
+        "min_attainment_delta": min(r["attainment_delta"] for r in rows),
+        "median_gain_pt": statistics.median(r["gain_pt"] for r in rows),
+        "mean_gain_pt": statistics.fmean(r["gain_pt"] for r in rows),
+        "median_slackfit_gap_pt": statistics.median(gaps),
+        "median_gap_closed": statistics.median(closed) if closed else None,
+        "gap_closed_of_median_gap": (statistics.median(r["gain_pt"] for r in rows) / statistics.median(gaps)
+                                     if statistics.median(gaps) > 0 else None),
+        "low_load_to_most_accurate_pt": max(r["to_most_accurate_pt"] for r in rows if r["kind"] == "low"),
+        "mean_attainment_gain": statistics.fmean(r["attainment_delta"] for r in rows),
+    }
+    return {"rows": rows, "summary": summary}
+
+
+def print_policy_table(label: str, table: dict[str, Any]) -> None:
+    print(f"\n== {label}: DrainFit (default) vs SlackFit vs the upper bound (attainment / accuracy %)")
+    print(f"{'W':>2} {'workload':<22} {'SlackFit':>16} {'DrainFit':>16} {'bound':>16} {'gain pt':>8} {'gap pt':>7} "
+          f"{'closed':>7} {'d att':>8}")
+    for r in table["rows"]:
+        sf, df, b = r["slackfit"], r["drainfit"], r["bound"]
+        print(f"{r['workers']:>2} {r['workload']:<22} {sf['attainment']:.4f} / {_fmt(sf['accuracy'], 100):>5} "
+              f"{df['attainment']:.4f} / {_fmt(df['accuracy'], 100):>5} {b['attainment']:.4f} / "
+              f"{_fmt(b['accuracy_at_slackfit'], 100):>5} {r['gain_pt']:>+8.2f} {r['gap_pt']:>7.2f} "
+              f"{_fmt(r['closed'], digits=2):>7} {r['attainment_delta']:>+8.4f}")
+    s = table["summary"]
+    print(f"  {s['workloads']} runs: DrainFit attainment - SlackFit's: min {s['min_attainment_delta']:+.4f}, mean "
+          f"{s['mean_attainment_gain']:+.4f}; accuracy gain median {s['median_gain_pt']:+.2f} pt (mean "
+          f"{s['mean_gain_pt']:+.2f}); SlackFit's median gap to the bound {s['median_slackfit_gap_pt']:.2f} pt, of which "
+          f"DrainFit closes (median per run) {_fmt(s['median_gap_closed'], digits=2)}; low load: "
+          f"{s['low_load_to_most_accurate_pt']:.3f} pt below the most accurate subnet")
+
+
 def bucket_sweep(p: ServingProfile, slo: float, trace: Trace) -> list[dict[str, Any]]:
     rows = []
     for buckets in (4, 8, 16, 32):
@@ -309,7 +375,7 @@ def speed(p: ServingProfile, slo: float, requests: int, repeats: int) -> dict[st
     generate = time.perf_counter() - start
     out: dict[str, Any] = {"requests": len(trace), "trace_generation_s": generate}
     for engine in ("fast", "reference"):
-        for policy in ("slackfit", "maxacc"):
+        for policy in ("drainfit", "slackfit", "maxacc"):
             walls = []
             for _ in range(repeats if engine == "fast" else 1):
                 walls.append(simulate(p, trace, policy=policy, slo_ms=slo, engine=engine).wall_s)
@@ -450,6 +516,8 @@ def main() -> None:
                 f"bound: attainment {s['median_gap_attainment']:.5f}, accuracy {s['median_gap_accuracy_pt']:.2f} pt"
             )
         print(f"  SlackFit at >= 0.9999 attainment vs the best fixed subnet there: {summary['slackfit_at_0.9999']}")
+        table = policy_table(p, slo, args.requests, args.quick, args.seed)
+        print_policy_table(label, table)
         mid = next(o for o in outs if o["kind"] == "bursty" and o["cv2"] == 4)
         sweep = bucket_sweep(p, slo, mid["_trace"])
         print(
@@ -468,6 +536,7 @@ def main() -> None:
             "workloads": [{k: v for k, v in o.items() if not k.startswith("_")} for o in outs],
             "summary": summary,
             "bucket_sweep": sweep,
+            "policy_table": table,
         }
     p = profiles["ofa-like"]
     slo = float(math.ceil(p.max_latency_ms))
