@@ -215,3 +215,25 @@ def test_fp16_inputs_and_the_classification_extension(live: ServerThread, artifa
         order = np.argsort(-expected, axis=1)[:, :3]
         for row, ranks in zip(classes, order):
             assert [int(item.decode().split(":")[1]) for item in row] == list(ranks)
+
+
+def test_the_open_loop_load_generator_records_one_answer_per_request(live: ServerThread) -> None:
+    from tailor.serve.server.loadgen import LoadResult, infer_requests, run_open_loop, summary
+
+    inputs = np.random.default_rng(0).standard_normal((4, 3, 32, 32)).astype(np.float32)
+    schedule = np.linspace(0.0, 0.5, 60)
+    result = run_open_loop(f"http://{live.url}", infer_requests(MODEL, inputs), schedule, max_connections=64)
+    assert (result.status == 200).all() and np.isfinite(result.done_s).all()
+    assert (result.sent_s >= result.scheduled_s - 1e-3).all() and (result.done_s >= result.sent_s).all()
+    assert (result.server_on_time == 1).all() and set(result.subnets) <= {"small", "half", "full"}
+    line = summary(result, slo_ms=2000.0)
+    assert line["requests"] == 60 and line["on_time"] == 60 and line["status"] == {"200": 60}
+    assert line["unsent"] == 0 and result.cpu_s > 0
+    late = summary(result, slo_ms=1e-6)  # judged at the client: nothing is answered within a microsecond
+    assert late["on_time"] == 0
+    few = run_open_loop(f"http://{live.url}", infer_requests(MODEL, inputs), np.zeros(5), max_connections=2,
+                        warm_connections=0)
+    assert sorted(few.status.tolist()).count(-1) == 3  # two connections: three requests could not be sent
+    path = result.save(Path(live.server.config.checkpoint).parent / "load.npz")
+    again = LoadResult.load(path)
+    assert np.array_equal(again.status, result.status) and again.subnets == result.subnets

@@ -1,0 +1,250 @@
+"""Goodput under overload: `tailor serve` against an open-loop client at 3x and 10x its capacity.
+
+1. A resnet20 supernet trained on `digits` at 32x32 (as `serving_live.py` does; reused from `--workdir`), its
+   8 subnets profiled right before the run with the runtime the workers use (`--runtimes`: torch, onnxruntime).
+2. `tailor serve` (1 worker + 1 spare, DrainFit, SLO `--slo-ms`) is pinned to the last core and the load
+   generator (`tailor.serve.server.loadgen`, its own process) to the first, so that the client's CPU does not
+   compete with the server's; both shares are reported.
+3. Capacity C: the highest Poisson rate whose attainment measured at the client (answered 200 within the
+   SLO, from the scheduled send time) is >= 0.99 over `--probe-s` seconds (bisection).
+4. Bursts: `--warm-s` at 0.5 C, `--burst-s` at 3 C (then 10 C), `--after-s` at 0.5 C. Reported per burst:
+   goodput (on-time answers per second for the requests sent during the burst), outcome counts, p99 client
+   latency of 200 answers, whether every request got exactly one answer, and the recovery time (from the
+   end of the burst until every later 0.5 s window of requests has attainment >= 0.99); and the server's own
+   counts (rejections by reason) from /metrics.
+
+Targets (issue "serving that holds under bursts"): goodput >= 0.9 C at 3x and >= 0.8 C at 10x; one answer
+per request; p99 of on-time answers <= SLO; recovery <= 2 s.
+
+    python benchmarks/overload.py                      # ~10 min on 2 cores; JSON in benchmarks/results
+    python benchmarks/overload.py --quick              # a minute: checks the script, not the claims
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from serving_live import measure_profile, train
+from tailor.data import load_dataset
+from tailor.serve import traces
+from tailor.serve.server.loadgen import LoadResult
+from tailor.serve.server.loadgen import summary as load_summary
+
+
+def cores() -> tuple[int, set[int]]:
+    """(client core, server cores): the first core for the client, the rest for the server."""
+    available = sorted(os.sched_getaffinity(0))
+    if len(available) < 2:
+        return available[0], set(available)
+    return available[0], set(available[1:])
+
+
+def start_server(args: argparse.Namespace, checkpoint: Path, profile: Path, runtime: str) -> tuple[subprocess.Popen,
+                                                                                                   dict]:
+    command = [sys.executable, "-m", "tailor.cli", "serve", "--checkpoint", str(checkpoint), "--profile", str(profile),
+               "--port", "0", "--workers", "1", "--spare-workers", "1", "--slo-ms", str(args.slo_ms),
+               "--runtime", runtime, "--threads", "1", "--log-level", "error", "--percentile", args.percentile]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    _, server_cores = cores()
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, env=env,
+                               preexec_fn=lambda: os.sched_setaffinity(0, server_cores))
+    line = process.stdout.readline()
+    if not line:
+        process.wait()
+        raise SystemExit(f"tailor serve failed to start (exit {process.returncode})")
+    return process, json.loads(line)
+
+
+def stop_server(process: subprocess.Popen) -> dict[str, Any]:
+    process.send_signal(signal.SIGTERM)
+    out, _ = process.communicate(timeout=120)
+    lines = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+    return lines[-1] if lines else {}
+
+
+def process_cpu_s(pid: int) -> float:
+    """CPU seconds of a process and its children (workers), from /proc."""
+    total = 0.0
+    ticks = os.sysconf("SC_CLK_TCK")
+    pids = [pid] + [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    for p in pids:
+        fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+        total += (int(fields[11]) + int(fields[12])) / ticks
+    return total
+
+
+def metrics(url: str) -> dict[str, float]:
+    with urllib.request.urlopen(f"{url}/metrics", timeout=10) as response:
+        lines = response.read().decode().splitlines()
+    return {line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1]) for line in lines if line and not line.startswith("#")}
+
+
+def run_load(args: argparse.Namespace, url: str, model: str, schedule: np.ndarray, workdir: Path, tag: str) -> LoadResult:
+    """Run the load generator in its own process (pinned to the client core) on `schedule` (seconds)."""
+    csv = workdir / f"{tag}.csv"
+    traces.Trace(schedule).save_csv(csv)
+    out = workdir / f"{tag}.npz"
+    client_core, _ = cores()
+    command = [sys.executable, "-m", "tailor.serve.server.loadgen", "--url", url, "--model", model,
+               "--input-shape", ",".join(map(str, args.input_shape)), "--trace", "arrivals", "--csv", str(csv),
+               "--slo-ms", str(args.slo_ms), "--out", str(out), "--max-connections", str(args.max_connections)]
+    subprocess.run(command, check=True, stdout=subprocess.DEVNULL, preexec_fn=lambda: os.sched_setaffinity(0, {client_core}))
+    return LoadResult.load(out)
+
+
+def capacity(args: argparse.Namespace, url: str, model: str, workdir: Path, runtime: str) -> tuple[float, list]:
+    """The highest Poisson rate with client-side attainment >= 0.99: halve from `--max-rate` until one passes,
+    then bisect between it and the lowest failing rate with the remaining probes."""
+    passed, failed = 0.0, None
+    probes = []
+    rate = args.max_rate
+    for step in range(args.probes):
+        schedule = traces.poisson(rate, args.probe_s, seed=step).arrivals_s
+        result = run_load(args, url, model, schedule, workdir, f"{runtime}-probe{step}")
+        line = load_summary(result, args.slo_ms)
+        probes.append({"rate": rate, "attainment": line["attainment"], "p99_ms_200": line["p99_ms_200"]})
+        print(f"  probe {rate:8.1f} req/s: attainment {line['attainment']:.4f}, p99 {line['p99_ms_200'] or 0:.1f} ms",
+              flush=True)
+        if line["attainment"] >= 0.99:
+            passed = rate
+        else:
+            failed = rate
+        if failed is None:
+            break  # the first probe passed: --max-rate is too low to find the capacity
+        rate = failed / 2 if passed == 0.0 else (passed + failed) / 2
+        time.sleep(1.0)
+    return passed, probes
+
+
+def recovery_s(result: LoadResult, slo_ms: float, end_s: float, window_s: float = 0.5) -> float | None:
+    """Seconds after `end_s` until every later `window_s` window of scheduled requests has attainment >= 0.99."""
+    on_time = result.on_time(slo_ms)
+    edges = np.arange(end_s, float(result.scheduled_s.max()) + window_s, window_s / 5)
+    last_bad = None
+    for start in edges:
+        mask = (result.scheduled_s >= start) & (result.scheduled_s < start + window_s)
+        if mask.sum() >= 5 and on_time[mask].mean() < 0.99:
+            last_bad = start
+    return 0.0 if last_bad is None else float(last_bad + window_s - end_s)
+
+
+def burst(args: argparse.Namespace, url: str, model: str, workdir: Path, runtime: str, cap: float, factor: float,
+          server_pid: int) -> dict[str, Any]:
+    warm, length, after = args.warm_s, args.burst_s, args.after_s
+    schedule = np.concatenate([
+        traces.poisson(0.5 * cap, warm, seed=11).arrivals_s,
+        warm + traces.poisson(factor * cap, length, seed=12).arrivals_s,
+        warm + length + traces.poisson(0.5 * cap, after, seed=13).arrivals_s,
+    ])
+    before = metrics(url)
+    server_cpu = process_cpu_s(server_pid)
+    result = run_load(args, url, model, schedule, workdir, f"{runtime}-x{factor:g}")
+    server_cpu = process_cpu_s(server_pid) - server_cpu
+    after_metrics = metrics(url)
+    during = load_summary(result, args.slo_ms, (warm, warm + length))
+    answered = int((result.status >= 0).sum())
+    rejections = {key.split('"')[1]: after_metrics[key] - before.get(key, 0.0)
+                  for key in after_metrics if key.startswith("tailor_rejections_total")}
+    outcomes = {key.split('"')[1]: after_metrics[key] - before.get(key, 0.0)
+                for key in after_metrics if key.startswith("tailor_requests_total")}
+    out = {
+        "factor": factor,
+        "offered_per_s": during["offered_per_s"],
+        "goodput_per_s": during["goodput_per_s"],
+        "goodput_over_capacity": during["goodput_per_s"] / cap if cap else None,
+        "burst": during,
+        "whole_run": load_summary(result, args.slo_ms),
+        "requests": len(schedule),
+        "answered_once": answered == len(schedule) and not (result.status == -2).any(),
+        "unsent": int((result.status == -1).sum()),
+        "recovery_s": recovery_s(result, args.slo_ms, warm + length),
+        "client_cpu_share": result.cpu_s / result.wall_s,
+        "server_cpu_share": server_cpu / result.wall_s,
+        "server_outcomes": outcomes,
+        "server_rejections": rejections,
+        "connections": result.connections,
+    }
+    print(f"  {factor:g}x C: offered {during['offered_per_s']:.0f}/s, goodput {during['goodput_per_s']:.0f}/s "
+          f"({out['goodput_over_capacity']:.2f} C), statuses {during['status']}, p99 of 200s "
+          f"{during['p99_ms_200'] or 0:.1f} ms, recovery {out['recovery_s']:.2f} s, one answer each: "
+          f"{out['answered_once']}, client CPU {out['client_cpu_share']:.2f} core, server {out['server_cpu_share']:.2f}",
+          flush=True)
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--workdir", default=".cache/overload", help="checkpoint and profiles (reused)")
+    parser.add_argument("--runtimes", default="torch,onnxruntime")
+    parser.add_argument("--slo-ms", type=float, default=50.0)
+    parser.add_argument("--percentile", default="p99", choices=("p50", "p90", "p99"))
+    parser.add_argument("--image-size", type=int, default=32)
+    parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--repeats", type=int, default=100)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--max-rate", type=float, default=4000.0, help="the first capacity probe (req/s)")
+    parser.add_argument("--probes", type=int, default=7)
+    parser.add_argument("--probe-s", type=float, default=4.0)
+    parser.add_argument("--warm-s", type=float, default=3.0)
+    parser.add_argument("--burst-s", type=float, default=10.0)
+    parser.add_argument("--after-s", type=float, default=5.0)
+    parser.add_argument("--factors", default="3,10")
+    parser.add_argument("--max-connections", type=int, default=2048)
+    parser.add_argument("--out", default="benchmarks/results/overload.json")
+    parser.add_argument("--quick", action="store_true", help="small sizes: checks the script, not the claims")
+    args = parser.parse_args()
+    if args.quick:
+        args.epochs, args.repeats, args.probes, args.probe_s, args.max_rate = 1, 10, 4, 1.5, 800.0
+        args.warm_s, args.burst_s, args.after_s, args.image_size = 0.5, 2.0, 1.0, 8
+        args.workdir = tempfile.mkdtemp(prefix="overload_quick_")
+        args.out = str(Path(args.workdir) / "overload.json")
+    args.pin = False
+    workdir = Path(args.workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    args.input_shape = tuple(load_dataset("digits", "test", image_size=args.image_size).input_size)
+    checkpoint = train(args, workdir)
+    load_avg = os.getloadavg()
+    report: dict[str, Any] = {"args": {k: v for k, v in vars(args).items() if k != "input_shape"},
+                              "load_average_before": load_avg, "runtimes": {}}
+    client_core, server_cores = cores()
+    print(f"client on core {client_core}, server (front end + workers) on cores {sorted(server_cores)}; "
+          f"load average {load_avg[0]:.2f} {load_avg[1]:.2f} {load_avg[2]:.2f}")
+    for runtime in args.runtimes.split(","):
+        args.backend = runtime
+        profile = measure_profile(args, workdir, checkpoint)
+        (workdir / f"profile-{runtime}.json").write_text(profile.read_text())
+        process, ready = start_server(args, checkpoint, profile, runtime)
+        try:
+            url, model = ready["url"], ready["serving"]
+            print(f"\n== {runtime}: {url}, {ready['policy']}, SLO {args.slo_ms:g} ms")
+            cap, probes = capacity(args, url, model, workdir, runtime)
+            print(f"  capacity C = {cap:.0f} req/s (attainment >= 0.99 at the client)")
+            if cap <= 0:
+                raise SystemExit(f"no probe down to {probes[-1]['rate']:.0f} req/s reached 0.99: lower --max-rate")
+            bursts = [burst(args, url, model, workdir, runtime, cap, float(f), process.pid)
+                      for f in args.factors.split(",")]
+        finally:
+            final = stop_server(process)
+        report["runtimes"][runtime] = {"capacity_per_s": cap, "probes": probes, "bursts": bursts, "server": final}
+    report["load_average_after"] = os.getloadavg()
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(report, indent=1) + "\n")
+    print(f"\nload average after: {report['load_average_after']}; results: {args.out}")
+
+
+if __name__ == "__main__":
+    main()
