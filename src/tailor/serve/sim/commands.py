@@ -1,7 +1,7 @@
 """`tailor replay --sim`: replay a workload against a profile in the discrete-event simulator.
 
     tailor replay --sim --profile prof.json --trace bursty --base-rate 500 --burst-rate 1500 --cv2 4 \
-        --duration 60 --slo-ms 36 --policy slackfit,maxacc,maxbatch,infaas,fixed:all,upper_bound
+        --duration 60 --slo-ms 36 --policy drainfit,slackfit,maxacc,maxbatch,infaas,fixed:all,upper_bound
 
 `--profile` is a profile JSON (`tailor profile`, schema tailor.profile/1) or `ofa-like` (a synthetic
 profile with OFA-ResNet's accuracy range). Workloads: `poisson`, `bursty`, `ramp`, `azure` (synthetic,
@@ -52,8 +52,9 @@ def add_commands(commands: Any) -> None:
     replay.add_argument("--buckets", type=int, default=None, help="slackfit: number of latency buckets")
     replay.add_argument(
         "--policy",
-        default="slackfit,maxacc,maxbatch,infaas,fixed:all,upper_bound",
-        help="comma-separated: slackfit, maxacc, maxbatch, infaas, fixed:<id>, fixed:all, upper_bound",
+        default="drainfit,slackfit,maxacc,maxbatch,infaas,fixed:all,upper_bound",
+        help="comma-separated: drainfit (the default policy), slackfit, maxacc, maxbatch, infaas, fixed:<id>, "
+             "fixed:all, upper_bound",
     )
     replay.add_argument("--json", action="store_true", help="print JSON instead of a table")
     replay.add_argument("--out", help="also write the JSON here")
