@@ -96,6 +96,10 @@ class ServerConfig:
     warmup_batch_sizes: tuple[int, ...] = (1,)
     runtime: str | None = None  # None: what the profile measured ("torch" -> in place; "onnxruntime" -> sessions)
     log_level: str = "warning"
+    cluster: str | None = None  # None: local worker processes; "ray" (local or RAY_ADDRESS), "ray://HOST:PORT"
+    min_workers: int | None = None  # cluster: the autoscaler's bounds (default: `workers`, i.e. no scaling)
+    max_workers: int | None = None
+    actor_options: dict[str, Any] = field(default_factory=dict)  # cluster: extra ray.remote options per worker
 
     def check(self) -> None:
         """Raise ValueError naming the first bad setting."""
@@ -116,6 +120,9 @@ class ServerConfig:
         for name in ("poll_ms", "drain_timeout_s", "compute_timeout_s", "read_timeout_s", "watchdog_slo_factor"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)!r}")
+        if self.cluster is not None and not (self.cluster in ("ray", "auto") or self.cluster.startswith("ray://")):
+            raise ValueError(f"cluster {self.cluster!r}: expected 'ray' (local, or the cluster in RAY_ADDRESS), "
+                             "'auto' or 'ray://HOST:PORT'")
 
 
 def served_subnets(profile: ServingProfile, checkpoint: str | os.PathLike[str]) -> dict[str, Subnet]:
@@ -176,16 +183,8 @@ class InferenceServer:
         self.policy = make_policy(config.policy, self.profile, slo_ms=config.slo_ms, workers=config.workers,
                                   **config.policy_options)
         self.scheduler = Scheduler(self.profile, self.policy, config.queue_limit, config.expire_hopeless)
-        self.pool = WorkerPool(
-            config.checkpoint,
-            self.subnets,
-            workers=config.workers,
-            threads=config.threads,
-            warmup_batch_sizes=config.warmup_batch_sizes,
-            input_shape=tuple(self.profile.profile.input_shape),
-            runtime=self.runtime,
-            spares=config.spare_workers,
-        )
+        self.pool: Any = self._executor(config)
+        self.autoscaler: Any = None
         self.server_state: Any = None  # uvicorn's ServerState (open connections), set when served by uvicorn
         self.metrics = ServingMetrics(
             self.scheduler.max_batch_size,
@@ -204,10 +203,29 @@ class InferenceServer:
         self.statistics = protocol.ModelStatistics()
         self.app = self._build_app()
 
+    def _executor(self, config: ServerConfig) -> Any:
+        """Local worker processes, or Ray actors when `config.cluster` names a cluster."""
+        common = {"threads": config.threads, "warmup_batch_sizes": config.warmup_batch_sizes,
+                  "input_shape": tuple(self.profile.profile.input_shape), "runtime": self.runtime}
+        if config.cluster is None:
+            return WorkerPool(config.checkpoint, self.subnets, workers=config.workers, spares=config.spare_workers,
+                              **common)
+        from tailor.serve.cluster import RayExecutor
+
+        address = None if config.cluster == "ray" else config.cluster
+        return RayExecutor(config.checkpoint, self.subnets, workers=config.workers, address=address,
+                           min_workers=config.min_workers, max_workers=config.max_workers,
+                           actor_options=config.actor_options, **common)
+
     # -- lifecycle ------------------------------------------------------------------------------------------
     async def start(self) -> None:
         """Start the workers (they load the checkpoint) and the scheduler; the model spec is known after."""
         await self.engine.start()
+        if self.config.cluster is not None and self.pool.min_workers < self.pool.max_workers:
+            from tailor.serve.cluster import Autoscaler
+
+            self.autoscaler = Autoscaler(self.engine, self.pool)
+            self.autoscaler.start()
         assert self.pool.output_shape is not None
         input_shape = tuple(self.profile.profile.input_shape)
         self.spec = ModelSpec(
@@ -216,7 +234,7 @@ class InferenceServer:
             output=TensorSpec("logits", "FP32", (-1, *self.pool.output_shape)),
             max_batch_size=self.scheduler.max_batch_size,
             parameters={"policy": self.policy.describe(), "slo_ms": self.config.slo_ms, "runtime": self.runtime,
-                        "subnets": ",".join(self.profile.subnet_ids)},
+                        "subnets": ",".join(self.profile.subnet_ids), "cluster": self.config.cluster or "local"},
         )
         if self.pool.uncalibrated:
             logger.warning("subnets without their own SubnetNorm statistics (accuracy suffers): %s",
@@ -224,6 +242,8 @@ class InferenceServer:
 
     async def stop(self) -> None:
         """Drain: answer what is queued or running (bounded by the drain timeout), then stop the workers."""
+        if self.autoscaler is not None:
+            self.autoscaler.stop()
         await self.engine.close(self.config.drain_timeout_s)
 
     def connections(self) -> int:

@@ -71,6 +71,10 @@ def add_commands(commands: Any) -> None:
     serve.add_argument("--no-expire-hopeless", action="store_true",
                        help="compute requests with less time left than the fastest subnet needs (late) instead of "
                             "answering them 'deadline exceeded' at once")
+    serve.add_argument("--cluster", help="run the workers as Ray actors: 'ray' (a local Ray started on demand, or the "
+                       "cluster in RAY_ADDRESS), 'auto', or 'ray://HOST:PORT'; needs pip install 'tailor[ray]'")
+    serve.add_argument("--min-workers", type=int, help="--cluster: fewest workers the autoscaler keeps")
+    serve.add_argument("--max-workers", type=int, help="--cluster: most workers the autoscaler starts")
     serve.add_argument("--log-level", default="warning", choices=("critical", "error", "warning", "info", "debug"))
     serve.set_defaults(run=cmd_serve)
 
@@ -105,6 +109,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         read_timeout_s=args.read_timeout_s,
         max_header_bytes=args.max_header_bytes,
         admission=not args.no_admission,
+        cluster=args.cluster,
+        min_workers=args.min_workers,
+        max_workers=args.max_workers,
         overhead_margin_ms=args.overhead_margin_ms,
         expire_hopeless=not args.no_expire_hopeless,
         log_level=args.log_level,
@@ -113,6 +120,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     def ready(server: Any, url: str) -> None:
         line = {"serving": server.name, "url": url, "workers": args.workers, "runtime": server.runtime,
+                "cluster": args.cluster or "local",
                 "policy": server.policy.describe(),
                 "slo_ms": args.slo_ms, "subnets": list(server.subnets)}
         print(json.dumps(line), flush=True)
