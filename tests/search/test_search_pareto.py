@@ -109,14 +109,14 @@ def test_front_json_round_trip(tmp_path: Path) -> None:
     ("edit", "message"),
     [
         (lambda d: d.update(schema="tailor.pareto/0"), "schema"),
-        (lambda d: d.update(extra=1), "unknown field"),
+        (lambda d: d.update(extra=1), "unknown key 'extra'; known keys: constraints, evaluated, front, info, objectives, schema"),
         (lambda d: d["front"][0]["metrics"].update(accuracy=1.5), r"front\[0\]\.metrics\.accuracy"),
-        (lambda d: d["front"][0]["metrics"].update(latency="fast"), r"front\[0\]\.metrics\.latency"),
-        (lambda d: d["front"][0]["metrics"].update(speed=1), "unknown metric 'speed'"),
+        (lambda d: d["front"][0]["metrics"].update(latency="fast"), r"front\[0\]\.metrics\.latency: expected a number"),
+        (lambda d: d["front"][0]["metrics"].update(speed=1), r"front\[0\]\.metrics: unknown key 'speed'; input should be 'accuracy'"),
         (lambda d: d["front"][1].update(id="sn-000000000000"), r"front\[1\]\.id"),
         (lambda d: d["evaluated"][2]["subnet"].update(widths={"a": 2.0}), r"evaluated\[2\]\.subnet"),
-        (lambda d: d.update(objectives=["accuracy", "speed"]), "unknown metric 'speed'"),
-        (lambda d: d.pop("front"), "front: missing"),
+        (lambda d: d.update(objectives=["accuracy", "speed"]), r"objectives\[1\]: input should be 'accuracy'.*got 'speed'"),
+        (lambda d: d.pop("front"), "missing key 'front'"),
     ],
 )
 def test_malformed_front_files_name_the_field(tmp_path: Path, edit, message: str) -> None:

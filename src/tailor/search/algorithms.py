@@ -207,8 +207,8 @@ def _exhaustive(run: _Run) -> None:
     ranges = [range(int(c)) for c in run.encoding.cardinalities]
     chunk: list[Subnet] = []
     for indices in itertools.product(*ranges):
-        sub = run.encoding.from_indices(indices)
-        if sub not in run.known:
+        sub = run.encoding.from_indices(indices)  # canonical: the widths of skipped blocks repeat a network
+        if sub not in run.known and sub not in chunk:
             chunk.append(sub)
         if len(chunk) == 64:
             _enqueue_and_run(run, chunk)
@@ -360,6 +360,7 @@ def search(
     front_metrics: Sequence[str] = FRONT_METRICS,
     calibrate_front: bool = True,
     max_trials: int | None = None,
+    include: Sequence[Subnet] = (),
 ) -> ParetoFront:
     """Search `model`'s subnets for the Pareto front of `objectives` under `constraints`.
 
@@ -369,7 +370,8 @@ def search(
     None (memory), a SQLite path, a database URL or an Optuna storage; `study_name` defaults to a hash of
     the evaluator and settings, so rerunning the same search resumes it; workers sharing a study pass the
     same `seed` and distinct `worker` numbers (their samplers draw differently). Front entries get every metric
-    in `front_metrics`; with `calibrate_front` the model keeps their SubnetNorm statistics.
+    in `front_metrics`; with `calibrate_front` the model keeps their SubnetNorm statistics. `include`: subnets
+    evaluated first, after the largest and the smallest (e.g. a previous front), within the budget.
     """
     if not isinstance(evaluator, BaseEvaluator):
         raise SearchError(f"search: evaluator must be a BaseEvaluator, got {type(evaluator).__name__}")
@@ -434,8 +436,9 @@ def search(
             else:
                 space = evaluator.space
                 anchors = [evaluator.canonical(space.largest()), evaluator.canonical(space.smallest())]
-                if not study.get_trials(deepcopy=False):
-                    _enqueue_and_run(run, list(dict.fromkeys(anchors))[:budget])
+                first = [] if study.get_trials(deepcopy=False) else anchors
+                first += [evaluator.canonical(s) for s in include]
+                _enqueue_and_run(run, list(dict.fromkeys(first))[:budget])
                 if algorithm == "evolution":
                     extra = _evolution(run, np.random.default_rng([seed, worker]), predictor, seed, batch)
                 else:
@@ -453,7 +456,7 @@ def search(
             stacklevel=2,
         )
     candidates = [Candidate(sub, m) for sub, m in run.known.items() if all(n in m for n in run.needed)]
-    front = ParetoFront.from_candidates(candidates, objectives, constraints)
+    front = ParetoFront.from_candidates(candidates, objectives, constraints, space=evaluator.space)
     complete_start = time.perf_counter()
     entries = [Candidate(e.subnet, evaluator.metrics(e.subnet, front_metrics)) for e in front.entries]
     if calibrate_front:
