@@ -324,12 +324,15 @@ def test_resume_after_kill_replays_the_uninterrupted_run(tmp_path: Path) -> None
     assert crashed.returncode == -9
     state = json.loads((killed / "train_state.json").read_text())
     assert (state["epoch"], state["step_in_epoch"], state["global_step"]) == (1, 2, 8)
+    assert state["epoch_loss_steps"] == 2 and set(state["epoch_loss_sums"]) >= {"largest"}
     subprocess.run([sys.executable, str(SCRIPT), str(killed), "-1"], check=True, env=_env(), timeout=300)
     a, b = load_file(str(straight / WEIGHTS_FILE)), load_file(str(killed / WEIGHTS_FILE))
     assert same_tensors(a, b) == []
     history_a = json.loads((straight / "train_state.json").read_text())["history"]
     history_b = json.loads((killed / "train_state.json").read_text())["history"]
     assert [h["accuracy"] for h in history_a] == [h["accuracy"] for h in history_b]
+    # the epoch loss after the mid-epoch resume averages all 6 steps of the epoch, as the straight run's does
+    assert [h["loss"] for h in history_a] == [h["loss"] for h in history_b]
 
 
 def test_resume_with_another_recipe_is_refused(tmp_path: Path) -> None:

@@ -24,6 +24,7 @@ from tailor.ops import ElasticModel
 from tailor.space import SUBNET_NOTATION, SearchSpace, Subnet
 from tailor.space import parse_subnets as parse_space_subnets
 from tailor.train import calibrate, check_data_fits, load_checkpoint
+from tailor.train.checkpoint import recorded_data
 from tailor.train.trainer import BatchSource
 
 SUBNET_SPEC_HELP = SUBNET_NOTATION
@@ -93,13 +94,8 @@ def load_source(source: str, num_classes: int | None = None, in_chans: int | Non
         if num_classes is not None:
             raise ProfileError("--num-classes applies to registry models; a checkpoint knows its classes")
         loaded = load_checkpoint(path)
-        recipe = loaded.config.get("metadata", {}).get("recipe", {})
-        data = recipe.get("data", {}) if isinstance(recipe, dict) else {}
-        ref = None
-        if isinstance(data, dict) and data.get("name"):
-            ref = DataRef(
-                data["name"], data.get("root") or None, dict(data.get("train", {})), dict(data.get("test", {}))
-            )
+        data = recorded_data(loaded.config, f"checkpoint {str(path)!r}")
+        ref = DataRef(data.name, data.root or None, dict(data.train), dict(data.test)) if data.name else None
         arch = getattr(loaded.model, "architecture", None)
         name = (arch.get("name") if isinstance(arch, dict) else None) or type(loaded.model).__name__
         return Source(loaded.model.eval(), str(name), True, ref)

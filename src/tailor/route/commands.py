@@ -20,7 +20,7 @@ from typing import Any
 
 import torch
 
-from tailor.data import default_augmentation, list_datasets, load_dataset
+from tailor.data import default_augmentation, list_datasets
 from tailor.errors import TailorError
 from tailor.ops import ElasticModel
 from tailor.route.calibration import ece, fit_temperature
@@ -37,7 +37,8 @@ from tailor.route.exits import FINAL, add_early_exits, load_exits, save_exits, t
 from tailor.route.png import line_plot_png
 from tailor.route.policies import POLICIES, Confidence, LearnedRouter, Policy, StageOutput, fit_router, make_policy
 from tailor.space import SUBNET_NOTATION, SearchSpace, parse_subnets
-from tailor.train import BatchSource, calibrate, check_data_fits, load_checkpoint
+from tailor.train import BatchSource, Checkpoint, calibrate, load_checkpoint
+from tailor.train.fit import checkpoint_data
 
 
 def add_commands(commands: Any) -> None:
@@ -106,21 +107,12 @@ def _check_args(args: argparse.Namespace) -> list[str]:
     return policies
 
 
-def _data(args: argparse.Namespace, config: dict[str, Any], model: ElasticModel) -> tuple[Any, Any, Any]:
-    recipe = config.get("metadata", {}).get("recipe", {})
-    recorded = recipe.get("data", {}) if isinstance(recipe.get("data"), dict) else {}
-    name = args.data or recorded.get("name")
-    if not name:
-        raise TailorError("this checkpoint does not record its data: pass --data")
-    root = args.data_root or recorded.get("root") or None
-    same = name == recorded.get("name")
-    train = load_dataset(name, "train", root, **(recorded.get("train", {}) if same else {}))
-    test_all = load_dataset(name, "test", root, **(recorded.get("test", {}) if same else {}))
-    check_data_fits(model, test_all, f"--data {name}", recorded.get("name"))
+def _data(args: argparse.Namespace, loaded: Checkpoint) -> tuple[Any, Any, Any, str]:
+    train, test_all, name = checkpoint_data(loaded, args.data, args.data_root)
     half = len(test_all) // 2
     if half < 2:
         raise TailorError(f"the {name} test split has {len(test_all)} samples: too few to split into held-out and test")
-    return train, test_all.subset(range(half)), test_all.subset(range(half, len(test_all)))
+    return train, test_all.subset(range(half)), test_all.subset(range(half, len(test_all))), name
 
 
 def _exits_model(
@@ -181,8 +173,7 @@ def cmd_route(args: argparse.Namespace) -> int:
         stages = parse_stages(args.stages_json, model.space, what="--stages-json")
     else:
         stages = parse_stages(args.stages, model.space)
-    train, holdout, test = _data(args, loaded.config, model)
-    data_name = args.data or loaded.config.get("metadata", {}).get("recipe", {}).get("data", {}).get("name", "")
+    train, holdout, test, data_name = _data(args, loaded)
     for stage in stages:
         model.space.validate(stage.subnet)
     model.default_input_size = tuple(train.input_size)  # costs and exit heads at the size the data has

@@ -23,9 +23,10 @@ import sys
 import time
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
 
 from tailor.search.encoding import SpaceEncoding
 from tailor.search.evaluator import BaseEvaluator
@@ -42,14 +43,24 @@ from tailor.search.metrics import (
     needed,
     violations,
 )
-from tailor.search.pareto import Candidate, ParetoFront, pareto_mask
+from tailor.search.pareto import Candidate, MetricName, ParetoFront, pareto_mask
 from tailor.search.predictor import KINDS, SurrogateModel
 from tailor.search.study import open_storage
 from tailor.space import Subnet
+from tailor.space.notation import SubnetSchema
+from tailor.validation import validate
 
 ALGORITHMS = ("nsga2", "tpe", "random", "evolution", "exhaustive")
 ATTR = "tailor"
 STUDY_ATTR = "tailor.search"
+
+
+class TrialRecord(BaseModel):
+    """What a trial stores in its user attribute `tailor` (read back from a shared study by every worker)."""
+
+    model_config = ConfigDict(extra="allow")
+    subnet: SubnetSchema
+    metrics: dict[MetricName, Annotated[float, Field(strict=True, allow_inf_nan=False)]]
 
 
 class _Progress:
@@ -131,8 +142,9 @@ class _Run:
             record = trial.user_attrs.get(ATTR)
             if not isinstance(record, Mapping):
                 continue
-            sub = Subnet.from_dict(record["subnet"])
-            metrics = {k: float(v) for k, v in record["metrics"].items()}
+            parsed = validate(TrialRecord, record, SearchError, f"study trial {trial.number} ({ATTR!r})")
+            sub = Subnet(parsed.subnet.widths, parsed.subnet.depths)
+            metrics = dict(parsed.metrics)
             self.evaluator.record(sub, metrics)
             self.known.setdefault(self.evaluator.canonical(sub), {}).update(metrics)
 

@@ -19,14 +19,15 @@ from typing import Any
 import torch
 
 from tailor.cost import LatencyPredictor, Profile, latency
-from tailor.data import list_datasets, load_dataset
+from tailor.data import list_datasets
 from tailor.search.algorithms import ALGORITHMS, search
 from tailor.search.costs import CostSource, MeasuredCost, PredictedCost, ProfileCost
 from tailor.search.evaluator import Evaluator
 from tailor.search.metrics import METRICS, SearchError
 from tailor.search.pair import pair_search
 from tailor.space import SUBNET_NOTATION, parse_subnets
-from tailor.train import check_data_fits, load_checkpoint
+from tailor.train import load_checkpoint
+from tailor.train.fit import checkpoint_data
 
 
 def add_commands(commands: Any) -> None:
@@ -81,15 +82,7 @@ def _constraints(items: list[str]) -> dict[str, float]:
 
 
 def _datasets(loaded: Any, args: argparse.Namespace) -> tuple[Any, Any]:
-    recipe = loaded.config.get("metadata", {}).get("recipe", {}).get("data", {})
-    name = args.data or recipe.get("name")
-    if not name:
-        raise SearchError("this checkpoint does not record its data: pass --data")
-    root = args.data_root or recipe.get("root") or None
-    same = name == recipe.get("name")
-    train = load_dataset(name, "train", root, **(recipe.get("train", {}) if same else {}))
-    test = load_dataset(name, "test", root, **(recipe.get("test", {}) if same else {}))
-    check_data_fits(loaded.model, test, f"--data {name}", recipe.get("name"))
+    train, test, _ = checkpoint_data(loaded, args.data, args.data_root)
     return train, test
 
 

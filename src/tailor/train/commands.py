@@ -24,7 +24,7 @@ from tailor.ops import ElasticModel
 from tailor.space import SUBNET_NOTATION, Subnet, parse_subnets, uniform_width
 from tailor.train.calibrate import calibrate
 from tailor.train.checkpoint import load_checkpoint, save
-from tailor.train.fit import check_data_fits
+from tailor.train.fit import checkpoint_data
 from tailor.train.recipe import Recipe, read_toml
 from tailor.train.trainer import BatchSource, TrainConfig, Trainer, calibration_inputs, evaluate
 
@@ -250,15 +250,18 @@ def _calibration_subnets(model: ElasticModel, args: argparse.Namespace) -> tuple
 
 def _calibration_config(config: dict[str, Any], data_name: str, args: argparse.Namespace) -> TrainConfig | None:
     """The augmentation to calibrate with (None: plain batches): --augment, else the recipe's calib_augment."""
-    trained = config.get("metadata", {}).get("recipe", {}).get("train") or {}
-    augment = args.augment if args.augment is not None else bool(trained.get("calib_augment", False))
+    metadata = config.get("metadata") or {}
+    recipe = metadata.get("recipe") if isinstance(metadata, dict) else None
+    trained = (recipe.get("train") if isinstance(recipe, dict) else None) or {}
+    recorded = TrainConfig.from_dict(trained) if trained else None  # type-checked: a RecipeError names the key
+    augment = args.augment if args.augment is not None else bool(recorded and recorded.calib_augment)
     if not augment:
         return None
     default = default_augmentation(data_name)
     return TrainConfig(
         calib_augment=True,
-        crop_padding=int(trained.get("crop_padding", default.crop_padding)),
-        flip=bool(trained.get("flip", default.flip)),
+        crop_padding=recorded.crop_padding if recorded else default.crop_padding,
+        flip=recorded.flip if recorded else default.flip,
         seed=args.seed,
     )
 
@@ -270,15 +273,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     device = _setup_torch(args)
     loaded = load_checkpoint(args.checkpoint, map_location=device)
     model = loaded.model
-    recipe = loaded.config.get("metadata", {}).get("recipe", {}).get("data", {})
-    name = args.data or recipe.get("name")
-    if not name:
-        raise InvalidSubnetError("this checkpoint does not record its data: pass --data")
-    root = args.data_root or recipe.get("root") or None
-    train_split = recipe.get("train", {}) if name == recipe.get("name") else {}
-    test_split = recipe.get("test", {}) if name == recipe.get("name") else {}
-    train_data = load_dataset(name, "train", root, **train_split)
-    check_data_fits(model, train_data, f"--data {name}", recipe.get("name"))
+    train_data, test_data, name = checkpoint_data(loaded, args.data, args.data_root)
     subs, kept = _calibration_subnets(model, args)
     source = BatchSource(train_data, min(args.batch_size, len(train_data)), args.seed)
     cached = calibration_inputs(source.batches(0), args.batches, _calibration_config(loaded.config, name, args))
@@ -303,7 +298,6 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     if kept:
         print(f"kept the statistics of {len(kept)} subnets calibrated before (--recalibrate to redo them)")
     if args.eval:
-        test_data = load_dataset(name, "test", root, **test_split)
         accuracy = evaluate(model, kept + subs, test_data, device=device)
         _print_accuracy(model, accuracy, kept + subs)
     return 0

@@ -28,7 +28,7 @@ from typing import Annotated, Any, Literal
 
 import torch
 import torch.nn.functional as F
-from pydantic import ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from pydantic.dataclasses import dataclass as pydantic_dataclass
 from torch.utils.data import DataLoader, Dataset
 
@@ -39,7 +39,7 @@ from tailor.train import distributed as distr
 from tailor.train.calibrate import calibrate
 from tailor.train.checkpoint import load_checkpoint, save
 from tailor.train.samplers import SubnetSampler, make_sampler
-from tailor.validation import reraise
+from tailor.validation import reraise, validate
 
 #: the samplers `TrainConfig.sampler` names (see `tailor.train.samplers`)
 SAMPLERS = ("sandwich", "random_min_max", "uniform", "fixed")
@@ -431,6 +431,19 @@ class _Progress:
 StepCallback = Callable[["Trainer", dict[str, Any]], None]
 
 
+class TrainStateSchema(BaseModel):
+    """`train_state.json` as the Trainer writes it and reads it back to resume (other keys are kept, unchecked)."""
+
+    model_config = ConfigDict(extra="allow")
+    epoch: Annotated[int, Field(strict=True, ge=0)]
+    step_in_epoch: Annotated[int, Field(strict=True, ge=0)]
+    global_step: Annotated[int, Field(strict=True, ge=0)]
+    history: list[dict[str, Any]]
+    config: dict[str, Any]
+    epoch_loss_sums: dict[str, Annotated[float, Field(strict=True)]] = {}
+    epoch_loss_steps: Annotated[int, Field(strict=True, ge=0)] = 0
+
+
 @dataclass
 class TrainState:
     """Where training stands: the next (epoch, step within it) to run and the global step count."""
@@ -439,6 +452,10 @@ class TrainState:
     step_in_epoch: int = 0
     global_step: int = 0
     history: list[dict[str, Any]] = field(default_factory=list)
+    # the running sums of this epoch's step losses and how many steps they hold, so that the epoch loss logged
+    # after a mid-epoch resume averages every step of the epoch, not only those after the checkpoint
+    epoch_loss_sums: dict[str, float] = field(default_factory=dict)
+    epoch_loss_steps: int = 0
 
 
 class Trainer:
@@ -554,7 +571,8 @@ class Trainer:
         state = loaded.train_state
         if state is None or loaded.optimizer_state is None:
             raise CheckpointError(f"checkpoint {str(path)!r} has no training state to resume from")
-        saved = state.get("config", {})
+        parsed = validate(TrainStateSchema, state, CheckpointError, f"{str(path / 'train_state.json')!r}")
+        saved = parsed.config
         for name in ("seed", "batch_size", "sampler", "num_random", "epochs"):
             if saved.get(name) != getattr(self.config, name):
                 raise CheckpointError(
@@ -562,8 +580,13 @@ class Trainer:
                     f"this run has {getattr(self.config, name)!r}; resume with the same recipe"
                 )
         self.optimizer.load_state_dict(loaded.optimizer_state)
-        self.state = TrainState(
-            int(state["epoch"]), int(state["step_in_epoch"]), int(state["global_step"]), list(state["history"])
+        self.state = TrainState(  # the loss sums are absent (empty) in checkpoints written before they were kept
+            parsed.epoch,
+            parsed.step_in_epoch,
+            parsed.global_step,
+            list(parsed.history),
+            dict(parsed.epoch_loss_sums),
+            parsed.epoch_loss_steps,
         )
         self.model.set_in_place_grad(self.config.in_place_grad)
 
@@ -631,8 +654,7 @@ class Trainer:
                 epoch = self.state.epoch
                 progress = _Progress(self.progress, self.steps_per_epoch, f"epoch {epoch + 1}/{cfg.epochs}")
                 start = time.perf_counter()
-                totals: dict[str, float] = {}
-                count = 0
+                totals = self.state.epoch_loss_sums  # carried over from the checkpoint when resumed mid-epoch
                 for x, y in self.train_source.batches(epoch, self.state.step_in_epoch):
                     step = self.state.step_in_epoch
                     step_seed = _seed("step", cfg.seed, epoch, step)
@@ -656,7 +678,7 @@ class Trainer:
                     self.state.global_step += 1
                     for key, value in losses.items():
                         totals[key] = totals.get(key, 0.0) + value
-                    count += 1
+                    self.state.epoch_loss_steps += 1
                     record = {"event": "step", "epoch": epoch, "step": step, "global_step": self.state.global_step}
                     record.update(lr=lr, loss=losses, subnets=[s.id for s in subs])
                     self._log(record)
@@ -675,7 +697,7 @@ class Trainer:
                 summary: dict[str, Any] = {
                     "event": "epoch",
                     "epoch": epoch,
-                    "loss": {k: v / max(1, count) for k, v in totals.items()},
+                    "loss": {k: v / max(1, self.state.epoch_loss_steps) for k, v in totals.items()},
                     "seconds": time.perf_counter() - start,
                 }
                 if self.eval_data is not None:
@@ -684,6 +706,7 @@ class Trainer:
                 self._log(summary)
                 self.state.epoch += 1
                 self.state.step_in_epoch = 0
+                self.state.epoch_loss_sums, self.state.epoch_loss_steps = {}, 0
                 self.save_checkpoint()
         finally:
             distr.barrier(self.ctx)
@@ -715,6 +738,8 @@ class Trainer:
                 "step_in_epoch": self.state.step_in_epoch,
                 "global_step": self.state.global_step,
                 "history": self.state.history,
+                "epoch_loss_sums": self.state.epoch_loss_sums,
+                "epoch_loss_steps": self.state.epoch_loss_steps,
                 "config": self.config.to_dict(),
                 "sampler": self.sampler.describe(),
                 "world_size": self.ctx.world_size,
