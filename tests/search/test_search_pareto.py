@@ -145,3 +145,18 @@ def test_plot_draws_every_evaluated_subnet(tmp_path: Path) -> None:
     assert "<polyline" in svg, "the front is joined by a line"
     with pytest.raises(SearchError, match="cost metric"):
         front.plot(tmp_path / "x.svg", x="accuracy")
+
+
+def test_printing_a_front_shows_a_readable_summary() -> None:
+    front = ParetoFront.from_candidates(_candidates(), ("accuracy", "macs"), {"macs": 1e12}, info={"algorithm": "tpe"})
+    text = str(front)
+    lines = text.splitlines()
+    assert lines[0].startswith(f"ParetoFront({len(front)} subnets of {len(front.evaluated)} evaluated; objectives: ")
+    assert "constraints: macs<=1e+12" in lines[0] and "found by tpe" in lines[0]
+    assert "object at 0x" not in text and "accuracy %" in lines[1] and "MMACs" in lines[1]
+    assert [line.split()[0] for line in lines[2:]] == [e.subnet.id for e in front]
+    first = lines[2].split()
+    assert float(first[1]) == pytest.approx(100 * front[0].accuracy, abs=0.01)
+    assert repr(front) == lines[0].removesuffix(", found by tpe")
+    empty = ParetoFront([], ("accuracy", "macs"))
+    assert "empty" in str(empty)
