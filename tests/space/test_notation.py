@@ -148,3 +148,16 @@ def test_reader_without_a_space_checks_types_only(tmp_path: Path) -> None:
     assert named.subnet.widths == {"x": 0.5} and named.name == named.subnet.id
     with pytest.raises(InvalidSubnetError, match="lacks width dimension|not in the space"):
         read_subnets(path, SearchSpace(RESNET.widths, RESNET.depths))
+
+
+def test_a_position_picks_an_entry_when_no_id_matches(tmp_path: Path) -> None:
+    subs = [RESNET.smallest(), RESNET.uniform(0.5), RESNET.largest()]
+    path = tmp_path / "list.json"
+    path.write_text(json.dumps([s.to_dict() for s in subs]))
+    assert parse_subnets(f"{path}#0", RESNET)[0].subnet == subs[0]
+    assert parse_subnets(f"{path}#-1", RESNET)[0].subnet == subs[2]
+    with pytest.raises(InvalidSubnetError, match="has 3 entries; #3 is not one of them"):
+        parse_subnets(f"{path}#3", RESNET)
+    named = tmp_path / "named.json"
+    named.write_text(json.dumps([{"id": "1", "subnet": subs[2].to_dict()}, {"id": "0", "subnet": subs[0].to_dict()}]))
+    assert parse_subnets(f"{named}#1", RESNET)[0].subnet == subs[2], "an id wins over a position"

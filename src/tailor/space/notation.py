@@ -9,7 +9,8 @@ list of
   without W among its choices (an expand ratio of 1/2, 2/3, 1) takes its smallest choice above W; W must be
   a choice of at least one dimension, so that a typo is an error;
 - a JSON file (`front.json`, `prof.json`, `subs.json`): every subnet in it, or `FILE#ID` the one whose id
-  (the file's `id`, or the subnet's `sn-…` id) is ID. `read_subnets` reads a list of subnets
+  (the file's `id`, or the subnet's `sn-…` id) is ID, or `FILE#N` the N-th entry (0 the first, -1 the last: a
+  front's most accurate, as fronts run cheapest first). `read_subnets` reads a list of subnets
   (`Subnet.to_dict()` or `{"id", "subnet"}` objects), a profile (`{"subnets": [{"id", "subnet", ...}]}`)
   and a search front (`{"front": [{"id", "subnet", "metrics"}]}`);
 - each optionally `@EXIT` (e.g. `largest@stage2`): the subnet's early exit, where a command takes exits
@@ -24,6 +25,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated
@@ -38,7 +40,8 @@ from tailor.validation import validate
 
 SUBNET_NOTATION = (
     "comma-separated: largest, smallest, w<W> (every width at W, full depth; w<W>:min at minimum depth), "
-    "or a JSON file of subnets, a profile or a search front (FILE#ID picks one entry); uniform:W[:min] = w<W>[:min]"
+    "or a JSON file of subnets, a profile or a search front (FILE#ID or FILE#N picks one entry, -1 the last); "
+    "uniform:W[:min] = w<W>[:min]"
 )
 
 
@@ -85,7 +88,8 @@ def read_subnets(
 ) -> list[NamedSubnet]:
     """The subnets in the JSON file at `path` (a list, a profile or a front), checked against `space`.
 
-    `pick`: only the entry whose id (the file's, or the subnet's `sn-…` id) equals it.
+    `pick`: only the entry whose id (the file's, or the subnet's `sn-…` id) equals it, else the entry at that
+    position when it is an integer (0 the first, -1 the last).
     """
     where = f"subnet file {str(path)!r}"
     data = read_json(path, "subnet file", InvalidSubnetError)
@@ -120,6 +124,11 @@ def read_subnets(
         out.append(NamedSubnet(sub, name or sub.id, exit_name))
     if pick is not None:
         chosen = [n for n in out if pick in (n.name, n.subnet.id)]
+        if not chosen and re.fullmatch(r"-?\d+", pick):  # a position: 0 the first entry, -1 the last
+            index = int(pick)
+            if not -len(out) <= index < len(out):
+                raise InvalidSubnetError(f"{where} has {len(out)} entries; #{pick} is not one of them")
+            chosen = [out[index]]
         if not chosen:
             raise InvalidSubnetError(f"{where} has no entry with id {pick!r} (ids: {', '.join(n.name for n in out)})")
         out = chosen[:1]
