@@ -45,3 +45,13 @@ def test_exhaustive_search_evaluates_each_network_once_and_fronts_canonical_subn
     assert all(count == 1 for count in evaluator.calls.values()) and len(evaluator.calls) == 39
     assert all(SPACE.canonical(e.subnet) == e.subnet for e in (*front.entries, *front.evaluated))
     assert len({e.subnet.id for e in front.evaluated}) == len(front.evaluated) == 39
+
+
+def test_included_subnets_are_evaluated_first() -> None:
+    evaluator = AnalyticEvaluator(SPACE)
+    include = [Subnet({"out": 0.25, "s1.b2": 0.5, "s1.b3": 1.0}, {"s1": 3}), Subnet({"out": 0.5, "s1.b2": 1.0, "s1.b3": 1.0}, {"s1": 1})]
+    front = tailor.search(None, evaluator, ("accuracy", "macs"), algorithm="random", budget=5, include=include)
+    evaluated = {c.subnet for c in front.evaluated}
+    assert {SPACE.canonical(s) for s in include} <= evaluated
+    assert {SPACE.canonical(SPACE.largest()), SPACE.canonical(SPACE.smallest())} <= evaluated
+    assert len(evaluated) == 5

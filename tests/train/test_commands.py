@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tailor import InvalidSubnetError, RecipeError
+from tailor import InvalidSubnetError, RecipeError, create_model
 from tailor.cli import main
 from tailor.train import load_checkpoint, read_config
 from tailor.train.recipe import Recipe
@@ -142,3 +142,23 @@ def test_calibrate_augments_as_the_recipe_says_unless_told(recipe_says: bool | N
         assert config.calib_augment and config.seed == 3
         expected = (2, False) if train else (4, True)  # the recipe's augmentation, else the data's default
         assert (config.crop_padding, config.flip) == expected
+
+
+def test_train_subnets_trains_exactly_those_with_the_fixed_sampler(tmp_path: Path,
+                                                                   capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+    out = tmp_path / "ck"
+    args = ["train", "--data", "digits", "--model", "small_cnn", "--epochs", "1", "--batch-size", "128", "--threads", "1"]
+    assert main([*args, "--subnets", "smallest,w0.5", "--out", str(out), "--no-progress"]) == 0
+    space = create_model("small_cnn").space
+    wanted = {space.smallest().id, space.canonical(space.uniform(0.5)).id}
+    steps = [json.loads(line) for line in (tmp_path / "ck.metrics.jsonl").read_text().splitlines()]
+    steps = [s for s in steps if s["event"] == "step"]
+    assert steps and all(set(s["subnets"]) == wanted for s in steps)
+    assert read_config(out)["metadata"]["recipe"]["train"]["sampler"] == "fixed"
+    capsys.readouterr()
+    assert main([*args, "--sampler", "sandwich", "--subnets", "smallest", "--out", str(tmp_path / "x")]) == 2
+    assert "contradicts sampler 'sandwich'" in capsys.readouterr().err
+    assert main([*args, "--sampler", "fixed", "--out", str(tmp_path / "x")]) == 2
+    assert "give it with --subnets" in capsys.readouterr().err
+    assert main([*args, "--subnets", "w0.3", "--out", str(tmp_path / "x")]) == 2
+    assert "--subnets: subnet 'w0.3': no width dimension allows 0.3" in capsys.readouterr().err
