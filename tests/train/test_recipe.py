@@ -68,3 +68,16 @@ def test_default_recipe_trains_the_largest_alone_first_then_ramps_the_students(t
     assert all(len(s["subnets"]) == 3 and s["subnets"][0] == largest for s in steps[4:])
     ramp = weights[4:8]
     assert ramp == sorted(ramp) and 0 < ramp[0] < ramp[-1] == pytest.approx(1.0) and weights[8:] == [1.0] * 8
+
+
+def test_assigning_a_field_is_checked_and_a_bad_value_changes_nothing() -> None:
+    from tailor import RecipeError
+
+    config = TrainConfig(epochs=4, largest_only_epochs=2.0)
+    config.lr = 1
+    assert config.lr == 1.0 and isinstance(config.lr, float)
+    with pytest.raises(RecipeError, match=r"train config: augment: expected true or false"):
+        config.augment = "no"
+    with pytest.raises(RecipeError, match=r"largest_only_epochs=2.0 is more than epochs=1"):
+        config.epochs = 1
+    assert (config.augment, config.epochs) == (True, 4)

@@ -189,20 +189,28 @@ class TrainConfig:
         return cls(**dict(data))
 
 
-def _checked_init(init: Callable[..., None]) -> Callable[..., None]:
-    """`init` with pydantic's `ValidationError` turned into a one-line `RecipeError` naming the key."""
+def _checked(method: Callable[..., None]) -> Callable[..., None]:
+    """`method` (creation, assignment) with pydantic's `ValidationError` turned into a one-line `RecipeError`."""
 
-    @functools.wraps(init)
+    @functools.wraps(method)
     def checked(self: TrainConfig, *args: Any, **kwargs: Any) -> None:
         try:
-            init(self, *args, **kwargs)
+            method(self, *args, **kwargs)
         except ValidationError as exc:
             raise reraise(exc, RecipeError, "train config", TrainConfig) from None
 
     return checked
 
 
-TrainConfig.__init__ = _checked_init(TrainConfig.__init__)  # type: ignore[method-assign]
+def _checked_setattr(self: TrainConfig, name: str, value: Any) -> None:
+    """Assigning a field checks the whole config with the new value first; a bad value changes nothing."""
+    if name in self.__dict__ and name in TrainConfig.__pydantic_fields__:
+        value = getattr(dataclasses.replace(self, **{name: value}), name)  # raises RecipeError naming the key
+    object.__setattr__(self, name, value)
+
+
+TrainConfig.__init__ = _checked(TrainConfig.__init__)  # type: ignore[method-assign]
+TrainConfig.__setattr__ = _checked_setattr  # type: ignore[method-assign]
 
 
 def _seed(*parts: object) -> int:
