@@ -131,11 +131,13 @@ def supernet(bench: Bench, train: Any) -> tuple[Any, dict[str, Any]]:
                          widths=cfg["widths"])  # fmt: skip
     if bench.data == "digits":
         config = TrainConfig(epochs=cfg["epochs"], batch_size=64, lr=0.1, crop_padding=1, flip=False,
-                             warmup_epochs=1.0 if cfg["epochs"] > 2 else 0.0, seed=0)  # fmt: skip
+                             warmup_epochs=1.0 if cfg["epochs"] > 2 else 0.0, seed=0,
+                             largest_only_epochs=0.0, student_ramp_epochs=0.0)  # fmt: skip
     else:
         augmentation = default_augmentation("synthetic", image_size=cfg["image_size"])
         config = TrainConfig(epochs=cfg["epochs"], batch_size=128, lr=0.1, crop_padding=augmentation.crop_padding,
-                             flip=augmentation.flip, largest_only_epochs=min(1.0, cfg["epochs"] / 4), seed=0)  # fmt: skip
+                             flip=augmentation.flip, largest_only_epochs=min(1.0, cfg["epochs"] / 4), seed=0,
+                             student_ramp_epochs=0.0)  # fmt: skip
     print(f"training the supernet ({cfg['epochs']} epochs, sandwich rule) ...", file=sys.stderr)
     start = time.perf_counter()
     Trainer(model, train, config, device="cpu").fit()

@@ -80,6 +80,8 @@ def measured_profile(args: argparse.Namespace) -> Profile:
         crop_padding=augmentation.crop_padding,
         flip=augmentation.flip,
         seed=args.seed,
+        largest_only_epochs=0.0,  # the plain sandwich rule, the recipe the quoted figures were measured with
+        student_ramp_epochs=0.0,
     )
     trainer = Trainer(model, train, config, device="cpu", progress=False)
     trainer.fit()

@@ -58,6 +58,7 @@ def train_one(overrides: dict[str, Any], args: argparse.Namespace) -> dict[str, 
     test = load_dataset("synthetic", "test", n=args.test_size)
     augmentation = default_augmentation("synthetic")
     fraction = overrides.pop("largest_only_fraction", 0.25)
+    overrides.setdefault("student_ramp_epochs", 0.0)  # `baseline` has no ramp (TrainConfig's default has one now)
     ramp_fraction = overrides.pop("student_ramp_fraction", None)
     if ramp_fraction is not None:
         overrides["student_ramp_epochs"] = ramp_fraction * args.epochs

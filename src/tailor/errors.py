@@ -31,5 +31,9 @@ class DataError(TailorError, ValueError):
     """A data set file or argument is wrong (missing field, bad shape, forbidden pickle global, ...)."""
 
 
+class RecipeError(TailorError, ValueError):
+    """A training recipe (TOML file or `TrainConfig`) has an unknown key, a value of the wrong type or out of range."""
+
+
 class SubnetNormFallbackWarning(UserWarning):
     """An evaluated subnet has no SubnetNorm statistics of its own and uses the shared ones."""

@@ -95,7 +95,7 @@ BAD = [
     (["--batch-sizes", "-4"], "--batch-sizes must be positive"),
     (["--batch-sizes", "1,x"], "'x' is not an integer"),
     (["--batch-sizes", "8,8"], "must not repeat"),
-    (["--subnets", "uniform:0.3"], "stage1.out' = 0.3 is outside"),
+    (["--subnets", "uniform:0.3"], "subnet 'uniform:0.3': no width dimension allows 0.3 (allowed: 0.25, 0.5, 0.75, 1)"),
     (["--subnets", "uniform:big"], "'big' is not a number"),
     (["--subnets", "medium"], "unknown subnet 'medium'"),
     (["--subnets", "missing.json"], "missing.json"),

@@ -234,7 +234,7 @@ def test_nas_and_net_parameters_partition_the_parameters() -> None:
     model = TwoStage()
     net = SuperNet(model, input_shape=(3, 8, 8))
     nas = list(net.named_nas_parameters())
-    assert [n for n, _ in nas] == ["seed.blocks.0.alpha", "seed.blocks.2.alpha"]
+    assert [n for n, _ in nas] == ["seed.blocks.0.sn_combiner.alpha", "seed.blocks.2.sn_combiner.alpha"]  # PLiNIO's names
     nas_ids = {id(p) for p in net.nas_parameters()}
     net_ids = {id(p) for p in net.net_parameters()}
     assert nas_ids.isdisjoint(net_ids)

@@ -173,6 +173,13 @@ def test_save_and_load_exits_round_trip(tmp_path: object, resnet_exits: EarlyExi
     (path / "exits.json").write_text(json.dumps({"schema": "other"}))
     with pytest.raises(CheckpointError, match="not a tailor.exits/1"):
         load_exits(resnet_exits.backbone, path)
+    meta = {"schema": "tailor.exits/1", "after_stages": ["stage1", 2], "hidden": 0, "sha256": "0" * 64}
+    (path / "exits.json").write_text(json.dumps(meta))
+    with pytest.raises(CheckpointError, match=r"exits.json'?: after_stages\[1\]: expected a string, got 2"):
+        load_exits(resnet_exits.backbone, path)
+    (path / "exits.json").write_text(json.dumps({**meta, "after_stages": ["stage1"], "hidden": "64"}))
+    with pytest.raises(CheckpointError, match=r"hidden: expected an integer"):
+        load_exits(resnet_exits.backbone, path)
 
 
 def test_stage_costs_charge_resumed_exits_only_their_increment(

@@ -80,8 +80,9 @@ def test_route_trains_saves_and_reuses_exit_heads(
     ("extra", "message"),
     [
         (["--stages", "largest"], "at least two stages"),
-        (["--stages", "huge,largest"], "'huge' is not smallest"),
-        (["--stages", "w1.5,largest"], "must lie in"),
+        (["--stages", "huge,largest"], "--stages: unknown subnet 'huge'"),
+        (["--stages", "w1.5,largest"], "width 1.5 is not in (0, 1]"),
+        (["--stages", "largest@,smallest"], "empty exit name"),
         (["--policies", "oracle"], "--policies"),
         (["--thresholds", "1"], "--thresholds must be >= 2"),
         (["--stages", "smallest@stage9,largest"], "stage9"),

@@ -109,14 +109,14 @@ def test_front_json_round_trip(tmp_path: Path) -> None:
     ("edit", "message"),
     [
         (lambda d: d.update(schema="tailor.pareto/0"), "schema"),
-        (lambda d: d.update(extra=1), "unknown field"),
+        (lambda d: d.update(extra=1), "unknown key 'extra'; known keys: constraints, evaluated, front, info, objectives, schema"),
         (lambda d: d["front"][0]["metrics"].update(accuracy=1.5), r"front\[0\]\.metrics\.accuracy"),
-        (lambda d: d["front"][0]["metrics"].update(latency="fast"), r"front\[0\]\.metrics\.latency"),
-        (lambda d: d["front"][0]["metrics"].update(speed=1), "unknown metric 'speed'"),
+        (lambda d: d["front"][0]["metrics"].update(latency="fast"), r"front\[0\]\.metrics\.latency: expected a number"),
+        (lambda d: d["front"][0]["metrics"].update(speed=1), r"front\[0\]\.metrics: unknown key 'speed'; input should be 'accuracy'"),
         (lambda d: d["front"][1].update(id="sn-000000000000"), r"front\[1\]\.id"),
         (lambda d: d["evaluated"][2]["subnet"].update(widths={"a": 2.0}), r"evaluated\[2\]\.subnet"),
-        (lambda d: d.update(objectives=["accuracy", "speed"]), "unknown metric 'speed'"),
-        (lambda d: d.pop("front"), "front: missing"),
+        (lambda d: d.update(objectives=["accuracy", "speed"]), r"objectives\[1\]: input should be 'accuracy'.*got 'speed'"),
+        (lambda d: d.pop("front"), "missing key 'front'"),
     ],
 )
 def test_malformed_front_files_name_the_field(tmp_path: Path, edit, message: str) -> None:
@@ -145,3 +145,18 @@ def test_plot_draws_every_evaluated_subnet(tmp_path: Path) -> None:
     assert "<polyline" in svg, "the front is joined by a line"
     with pytest.raises(SearchError, match="cost metric"):
         front.plot(tmp_path / "x.svg", x="accuracy")
+
+
+def test_printing_a_front_shows_a_readable_summary() -> None:
+    front = ParetoFront.from_candidates(_candidates(), ("accuracy", "macs"), {"macs": 1e12}, info={"algorithm": "tpe"})
+    text = str(front)
+    lines = text.splitlines()
+    assert lines[0].startswith(f"ParetoFront({len(front)} subnets of {len(front.evaluated)} evaluated; objectives: ")
+    assert "constraints: macs<=1e+12" in lines[0] and "found by tpe" in lines[0]
+    assert "object at 0x" not in text and "accuracy %" in lines[1] and "MMACs" in lines[1]
+    assert [line.split()[0] for line in lines[2:]] == [e.subnet.id for e in front]
+    first = lines[2].split()
+    assert float(first[1]) == pytest.approx(100 * front[0].accuracy, abs=0.01)
+    assert repr(front) == lines[0].removesuffix(", found by tpe")
+    empty = ParetoFront([], ("accuracy", "macs"))
+    assert "empty" in str(empty)

@@ -162,3 +162,57 @@ def test_tailor_exports_save_and_load() -> None:
     import tailor
 
     assert tailor.save is save and tailor.load is load
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (lambda c: c["files"][WEIGHTS_FILE].update(bytes="12"), r"files.model.safetensors.bytes: expected an integer"),
+        (lambda c: c["files"][WEIGHTS_FILE].update(sha256="nothex"), r"files.model.safetensors.sha256: string should match"),
+        (lambda c: c["model"].update(architecture={"name": 3}), r"model.architecture.name: expected a string"),
+        (lambda c: c.update(calibrated_subnets="all"), r"calibrated_subnets: expected a list"),
+        (lambda c: c.pop("space"), r"missing key 'space'"),
+        (lambda c: c["files"].update({"../x": c["files"][WEIGHTS_FILE]}), r"file name '../x' must not contain a path"),
+    ],
+)
+def test_malformed_checkpoint_metadata_names_the_key(tmp_path: Path, edit, message: str) -> None:
+    save(create_model("small_cnn", num_classes=10), tmp_path / "ck")
+    path = tmp_path / "ck" / CONFIG_FILE
+    config = json.loads(path.read_text())
+    edit(config)
+    path.write_text(json.dumps(config))
+    with pytest.raises(CheckpointError, match=message) as caught:
+        load(tmp_path / "ck")
+    assert "\n" not in str(caught.value) and CONFIG_FILE in str(caught.value)
+
+
+def test_recorded_data_is_type_checked(tmp_path: Path) -> None:
+    from tailor.train.checkpoint import recorded_data
+
+    assert recorded_data({"metadata": {}}).name is None
+    data = recorded_data({"metadata": {"recipe": {"data": {"name": "digits", "root": "", "train": {"n": 3}}}}})
+    assert (data.name, data.train) == ("digits", {"n": 3})
+    with pytest.raises(CheckpointError, match=r"metadata.recipe.data: train: expected a table"):
+        recorded_data({"metadata": {"recipe": {"data": {"name": "digits", "train": [1]}}}})
+
+
+def test_a_malformed_train_state_is_refused_on_resume(tmp_path: Path) -> None:
+    from tailor.train import TrainConfig, Trainer
+    from train_helpers import BlobImages
+
+    config = TrainConfig(epochs=1, batch_size=32, augment=False)
+    Trainer(NormFreeNet(), BlobImages(64, seed=1), config, checkpoint_dir=tmp_path / "ck", device="cpu").fit()
+    state_path = tmp_path / "ck" / "train_state.json"
+    state = json.loads(state_path.read_text())
+    state["step_in_epoch"] = "2"
+    state_path.write_text(json.dumps(state))
+    config_path = tmp_path / "ck" / CONFIG_FILE  # keep the recorded hash right: only the content is wrong
+    files = json.loads(config_path.read_text())
+    import hashlib
+
+    files["files"]["train_state.json"] = {"bytes": state_path.stat().st_size,
+                                          "sha256": hashlib.sha256(state_path.read_bytes()).hexdigest()}  # fmt: skip
+    config_path.write_text(json.dumps(files))
+    with pytest.raises(CheckpointError, match=r"train_state.json'?: step_in_epoch: expected an integer, got '2'"):
+        Trainer(NormFreeNet(), BlobImages(64, seed=1), config, checkpoint_dir=tmp_path / "ck", resume=True,
+                device="cpu")  # fmt: skip

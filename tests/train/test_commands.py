@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tailor import InvalidSubnetError
+from tailor import InvalidSubnetError, RecipeError, create_model
 from tailor.cli import main
 from tailor.train import load_checkpoint, read_config
 from tailor.train.recipe import Recipe
@@ -68,19 +68,51 @@ def test_recipe_file_and_flag_overrides(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("text", "message"),
     [
-        ("[train]\nepoch = 3\n", "unknown field"),
-        ("[data]\nnmae = 'digits'\n", "unknown field"),
-        ("[train]\nepochs = 0\n", "epochs"),
-        ("[model]\nname = 3\n", "name must be a non-empty string"),
-        ("model = 'resnet20'\n", "must be a table"),
+        ("[train]\nepoch = 3\n", r"train: unknown key 'epoch'; known keys: .*epochs"),
+        ("[data]\nnmae = 'digits'\n", r"data: unknown key 'nmae'; known keys: name, root, test, train"),
+        ("[train]\nepochs = 0\n", r"train.epochs: input should be greater than or equal to 1"),
+        ("[model]\nname = 3\n", r"model.name: expected a string, got 3"),
+        ("[model]\nname = 'resnet21'\n", r"model.name: unknown model 'resnet21'; registered: .*resnet20"),
+        ("[data]\nname = 'mnist'\n", r"data.name: unknown data set 'mnist'"),
+        ("model = 'resnet20'\n", r"model: expected a table \(an object\), got 'resnet20'"),
         ("[train\n", "not valid TOML"),
+        # types, not only ranges: each of these used to be accepted or to fail with a raw TypeError
+        ("[train]\naugment = 'no'\n", r"train.augment: expected true or false \(a boolean\), got 'no' \(a string\)"),
+        ("[train]\ndistill = 'False'\n", r"train.distill: expected true or false \(a boolean\), got 'False'"),
+        ("[train]\namp = 'false'\n", r"train.amp: expected true or false \(a boolean\), got 'false'"),
+        ("[train]\nseed = 'x'\n", r"train.seed: expected an integer, got 'x' \(a string\)"),
+        ("[train]\nflip = 0\n", r"train.flip: expected true or false \(a boolean\), got 0 \(an integer\)"),
+        ("[train]\nlr = '0.1'\n", r"train.lr: expected a number, got '0.1' \(a string\)"),
+        ("[train]\nepochs = 2.0\n", r"train.epochs: expected an integer, got 2.0 \(a number\)"),
+        ("[train]\nsampler = 'sandwitch'\n", r"train.sampler: input should be 'sandwich', 'random_min_max'"),
+        ("[train]\nepochs = 2\nlargest_only_epochs = 3\n", r"train: largest_only_epochs=3.0 is more than epochs=2"),
+        ("[data]\ntrain = [1]\n", r"data.train: expected a table"),
     ],
 )
-def test_bad_recipes_name_the_problem(tmp_path: Path, text: str, message: str) -> None:
+def test_bad_recipes_name_the_key_and_the_expected_type(tmp_path: Path, text: str, message: str) -> None:
     path = tmp_path / "bad.toml"
     path.write_text(text)
-    with pytest.raises(InvalidSubnetError, match=message):
+    with pytest.raises(RecipeError, match=message) as caught:
         Recipe.load(path)
+    assert str(path) in str(caught.value) and "\n" not in str(caught.value), "one line that names the file"
+    assert isinstance(caught.value, ValueError) and not isinstance(caught.value, InvalidSubnetError)
+
+
+def test_a_bad_recipe_is_one_line_and_exit_2_at_the_command_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "bad.toml"
+    path.write_text("[train]\naugment = 'no'\n")
+    assert main(["train", "--config", str(path), "--out", str(tmp_path / "ck")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "train.augment: expected true or false" in err
+    assert not (tmp_path / "ck").exists()
+
+
+def test_valid_recipe_types_are_kept_exactly(tmp_path: Path) -> None:
+    path = tmp_path / "ok.toml"
+    path.write_text("[train]\naugment = false\nlr = 1\ngrad_clip = 2\nwarmup_epochs = 1\n")
+    config = Recipe.load(path).train
+    assert config.augment is False and config.lr == 1.0 and isinstance(config.lr, float)
+    assert config.grad_clip == 2.0 and config.warmup_epochs == 1.0
 
 
 def test_cli_reports_bad_input_without_traceback(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -110,3 +142,23 @@ def test_calibrate_augments_as_the_recipe_says_unless_told(recipe_says: bool | N
         assert config.calib_augment and config.seed == 3
         expected = (2, False) if train else (4, True)  # the recipe's augmentation, else the data's default
         assert (config.crop_padding, config.flip) == expected
+
+
+def test_train_subnets_trains_exactly_those_with_the_fixed_sampler(tmp_path: Path,
+                                                                   capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+    out = tmp_path / "ck"
+    args = ["train", "--data", "digits", "--model", "small_cnn", "--epochs", "1", "--batch-size", "128", "--threads", "1"]
+    assert main([*args, "--subnets", "smallest,w0.5", "--out", str(out), "--no-progress"]) == 0
+    space = create_model("small_cnn").space
+    wanted = {space.smallest().id, space.canonical(space.uniform(0.5)).id}
+    steps = [json.loads(line) for line in (tmp_path / "ck.metrics.jsonl").read_text().splitlines()]
+    steps = [s for s in steps if s["event"] == "step"]
+    assert steps and all(set(s["subnets"]) == wanted for s in steps)
+    assert read_config(out)["metadata"]["recipe"]["train"]["sampler"] == "fixed"
+    capsys.readouterr()
+    assert main([*args, "--sampler", "sandwich", "--subnets", "smallest", "--out", str(tmp_path / "x")]) == 2
+    assert "contradicts sampler 'sandwich'" in capsys.readouterr().err
+    assert main([*args, "--sampler", "fixed", "--out", str(tmp_path / "x")]) == 2
+    assert "give it with --subnets" in capsys.readouterr().err
+    assert main([*args, "--subnets", "w0.3", "--out", str(tmp_path / "x")]) == 2
+    assert "--subnets: subnet 'w0.3': no width dimension allows 0.3" in capsys.readouterr().err

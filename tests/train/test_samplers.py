@@ -34,17 +34,24 @@ def test_random_min_max_uses_one_rate_for_every_width(seed: int) -> None:
         assert largest == space.largest() and smallest == space.smallest()
         space.validate(middle)
         # one rate r snapped up per dimension: every width is the smallest choice >= r, so some r lies
-        # above each dimension's next-lower choice and at or below every chosen width
-        below = [max((c for c in dim.choices if c < middle.widths[dim.name]), default=0.0) for dim in space.widths]
-        assert max(below) < min(middle.widths.values())
+        # above each dimension's next-lower choice and at or below every chosen width; the widths of blocks the
+        # depths skip are don't-cares, named by their minimum (canonical form)
+        skipped = set(space.skipped(middle))
+        assert all(middle.widths[name] == space.width_dim(name).min for name in skipped)
+        active = [dim for dim in space.widths if dim.name not in skipped]
+        below = [max((c for c in dim.choices if c < middle.widths[dim.name]), default=0.0) for dim in active]
+        assert max(below) < min(middle.widths[dim.name] for dim in active)
 
 
 def test_uniform_rate_subnet_snaps_every_dimension_to_the_same_rate() -> None:
     rng = random.Random(3)
     for _ in range(50):
         sub = uniform_rate_subnet(SPACE, rng)
-        # resnet20 dims share the choices (0.25, 0.5, 0.75, 1.0): one rate means one width everywhere
-        assert len(set(sub.widths.values())) == 1
+        # resnet20 dims share the choices (0.25, 0.5, 0.75, 1.0): one rate means one width on every dimension
+        # the subnet runs (those of blocks its depths skip are don't-cares, at their minimum)
+        skipped = set(SPACE.skipped(sub))
+        assert len({w for name, w in sub.widths.items() if name not in skipped}) == 1
+        assert {sub.widths[name] for name in skipped} <= {0.25}
 
 
 def test_uniform_sampler_draws_varied_subnets() -> None:

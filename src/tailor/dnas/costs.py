@@ -240,7 +240,12 @@ def _resolve_one(spec: object) -> CostModel:
         return spec
     if isinstance(spec, str):
         if spec not in _BY_NAME:
-            raise SuperNetError(f"unknown cost model {spec!r}; expected one of {sorted(_BY_NAME)} or a CostModel")
+            from tailor.dnas.cost_specs import PLINIO_COSTS  # PLiNIO's names (ops, params_no_bias, ...)
+
+            if spec in PLINIO_COSTS:
+                return PLINIO_COSTS[spec]
+            known = sorted({*_BY_NAME, *PLINIO_COSTS})
+            raise SuperNetError(f"unknown cost model {spec!r}; expected one of {known} or a CostModel")
         return _BY_NAME[spec]()
     # PLiNIO passes the cost function itself (cost=params): accept tailor.cost's functions the same way
     if spec is tailor_cost.params:

@@ -6,7 +6,6 @@ raises a `TailorError` naming it, which the CLI prints as one line with exit sta
 
 from __future__ import annotations
 
-import json
 import random
 import sys
 import time
@@ -22,14 +21,13 @@ from tailor.data import list_datasets, load_dataset
 from tailor.errors import DataError, InvalidSubnetError, ProfileError
 from tailor.models import create_model, list_models
 from tailor.ops import ElasticModel
-from tailor.space import SearchSpace, Subnet
-from tailor.train import calibrate, load_checkpoint
+from tailor.space import SUBNET_NOTATION, SearchSpace, Subnet
+from tailor.space import parse_subnets as parse_space_subnets
+from tailor.train import calibrate, check_data_fits, load_checkpoint
+from tailor.train.checkpoint import recorded_data
 from tailor.train.trainer import BatchSource
 
-SUBNET_SPEC_HELP = (
-    "comma-separated: smallest, largest, uniform:W (every width W, full depth; uniform:W:min for minimum depth), "
-    "or a JSON file holding a list of subnets (Subnet.to_dict(), or objects with 'id' and 'subnet', or a profile)"
-)
+SUBNET_SPEC_HELP = SUBNET_NOTATION
 
 
 class Progress:
@@ -96,13 +94,8 @@ def load_source(source: str, num_classes: int | None = None, in_chans: int | Non
         if num_classes is not None:
             raise ProfileError("--num-classes applies to registry models; a checkpoint knows its classes")
         loaded = load_checkpoint(path)
-        recipe = loaded.config.get("metadata", {}).get("recipe", {})
-        data = recipe.get("data", {}) if isinstance(recipe, dict) else {}
-        ref = None
-        if isinstance(data, dict) and data.get("name"):
-            ref = DataRef(
-                data["name"], data.get("root") or None, dict(data.get("train", {})), dict(data.get("test", {}))
-            )
+        data = recorded_data(loaded.config, f"checkpoint {str(path)!r}")
+        ref = DataRef(data.name, data.root or None, dict(data.train), dict(data.test)) if data.name else None
         arch = getattr(loaded.model, "architecture", None)
         name = (arch.get("name") if isinstance(arch, dict) else None) or type(loaded.model).__name__
         return Source(loaded.model.eval(), str(name), True, ref)
@@ -127,7 +120,11 @@ def resolve(
     """
     if Path(source).is_dir() or source not in list_models():
         loaded = load_source(source, num_classes)
-        return loaded, data_ref(data, data_root, loaded.recipe_data)
+        ref = data_ref(data, data_root, loaded.recipe_data)
+        if data is not None and ref is not None:  # another data set than the recorded one must fit the model
+            trained_on = loaded.recipe_data.name if loaded.recipe_data is not None else None
+            check_data_fits(loaded.model, ref.load("test"), f"--data {data}", trained_on)
+        return loaded, ref
     ref = data_ref(data, data_root, None)
     if ref is None:
         return load_source(source, num_classes), None
@@ -166,63 +163,10 @@ def parse_ints(text: str, what: str) -> list[int]:
     return values
 
 
-def _subnets_from_json(path: Path, space: SearchSpace) -> list[tuple[str | None, Subnet]]:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise InvalidSubnetError(f"subnet file {str(path)!r}: cannot read JSON: {exc}") from None
-    if isinstance(data, dict) and isinstance(data.get("subnets"), list):
-        data = data["subnets"]  # a profile or a search result
-    if not isinstance(data, list) or not data:
-        raise InvalidSubnetError(f"subnet file {str(path)!r}: expected a non-empty JSON list of subnets")
-    out: list[tuple[str | None, Subnet]] = []
-    for i, entry in enumerate(data):
-        where = f"subnet file {str(path)!r} entry {i}"
-        ident = None
-        if isinstance(entry, dict) and "subnet" in entry:
-            ident = entry.get("id")
-            if ident is not None and (not isinstance(ident, str) or not ident):
-                raise InvalidSubnetError(f"{where}: 'id' must be a non-empty string, got {ident!r}")
-            entry = entry["subnet"]
-            if entry is None:
-                raise InvalidSubnetError(f"{where}: has no 'subnet' (profile entries without one cannot be run)")
-        try:
-            sub = Subnet.from_dict(entry)
-            space.validate(sub)
-        except (InvalidSubnetError, TypeError, ValueError, AttributeError) as exc:
-            raise InvalidSubnetError(f"{where}: {exc}") from None
-        out.append((ident, sub))
-    return out
-
-
-def parse_subnets(space: SearchSpace, spec: str) -> list[tuple[str | None, Subnet]]:
-    """Subnets named by `spec` (see `SUBNET_SPEC_HELP`), each checked against `space`; (given id or None, subnet)."""
-    out: list[tuple[str | None, Subnet]] = []
-    for token in (t.strip() for t in str(spec).split(",")):
-        if not token:
-            raise InvalidSubnetError(f"empty entry in subnet list {spec!r}")
-        if token == "smallest":
-            out.append((None, space.smallest()))
-        elif token == "largest":
-            out.append((None, space.largest()))
-        elif token.startswith("uniform:"):
-            parts = token.split(":")
-            depth = parts[2] if len(parts) == 3 else "max"
-            try:
-                width = float(parts[1])
-            except ValueError:
-                raise InvalidSubnetError(f"subnet {token!r}: width {parts[1]!r} is not a number") from None
-            if len(parts) > 3 or depth not in ("max", "min"):
-                raise InvalidSubnetError(f"subnet {token!r}: expected uniform:W or uniform:W:min|max")
-            try:
-                out.append((None, space.uniform(width, depth)))
-            except InvalidSubnetError as exc:
-                raise InvalidSubnetError(f"subnet {token!r} is outside the search space: {exc}") from None
-        elif token.endswith(".json") or Path(token).is_file():
-            out.extend(_subnets_from_json(Path(token), space))
-        else:
-            raise InvalidSubnetError(f"unknown subnet {token!r}; {SUBNET_SPEC_HELP}")
-    return out
+def parse_subnets(space: SearchSpace, spec: str, what: str = "--subnets") -> list[tuple[str | None, Subnet]]:
+    """Subnets named by `spec` in tailor's one notation (`tailor.space.parse_subnets`), in canonical form;
+    (the id a file gave it or None, subnet)."""
+    return [(n.name if n.name != n.subnet.id else None, n.subnet) for n in parse_space_subnets(spec, space, what=what)]
 
 
 def random_subnets(space: SearchSpace, count: int, seed: int) -> list[Subnet]:

@@ -74,7 +74,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     torch.set_num_threads(args.threads)
     source, ref = resolve(args.source, args.data, args.data_root, args.num_classes)
     model = source.model
-    subs = parse_subnets(model.space, args.subnet)
+    subs = parse_subnets(model.space, args.subnet, "--subnet")
     if len(subs) != 1:
         raise InvalidSubnetError(f"--subnet {args.subnet!r} names {len(subs)} subnets; export takes exactly one")
     sub = subs[0][1]

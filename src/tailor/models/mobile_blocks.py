@@ -214,7 +214,11 @@ class ElasticMobileBackbone(ElasticModel):
             dims.append(width_dim(f"stage{k}.out", blocks[0].out, widths, min_width))
             for j, spec in enumerate(blocks):
                 if spec.hidden != in_ch:
-                    dims.append(WidthDim(f"stage{k}.block{j}.expand", spec.hidden, choices=spec.hidden_choices))
+                    dims.append(
+                        WidthDim(
+                            f"stage{k}.block{j}.expand", spec.hidden, choices=spec.hidden_choices, block=(f"stage{k}", j + 1)
+                        )
+                    )
                 in_ch = spec.out
         dims.append(width_dim("head", head_channels, widths, min_width))
         dims.extend(width_dim(name, channels, widths, min_width) for name, channels in head_dims)

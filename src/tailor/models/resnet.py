@@ -27,13 +27,21 @@ from tailor.space import DepthDim, SearchSpace, WidthDim
 DEFAULT_WIDTHS = (0.25, 0.5, 0.75, 1.0)
 
 
-def width_dim(name: str, channels: int, widths: Sequence[float] | None, min_width: float | None) -> WidthDim:
-    """A width dimension with the given choices, or the range [min_width, 1] when that is set."""
+def width_dim(
+    name: str,
+    channels: int,
+    widths: Sequence[float] | None,
+    min_width: float | None,
+    block: tuple[str, int] | None = None,
+) -> WidthDim:
+    """A width dimension with the given choices, or the range [min_width, 1] when that is set.
+
+    `block = (stage, k)`: only block k (1-based) of that stage uses it (see `WidthDim.block`)."""
     if min_width is not None:
-        return WidthDim(name, channels, low=min_width)
+        return WidthDim(name, channels, low=min_width, block=block)
     if widths is None:
         raise InvalidSubnetError("give widths (choices) or min_width (a range [min_width, 1])")
-    return WidthDim(name, channels, choices=tuple(widths))
+    return WidthDim(name, channels, choices=tuple(widths), block=block)
 
 
 class ElasticResNet(PooledClassifierModel):
@@ -67,7 +75,7 @@ class ElasticResNet(PooledClassifierModel):
             dims.append(width_dim(f"stage{k}.out", mid * block.expansion, widths, min_width))
             for j in range(count):
                 for hidden in self._hidden_names(block, k, j):
-                    dims.append(width_dim(hidden, mid, widths, min_width))
+                    dims.append(width_dim(hidden, mid, widths, min_width, block=(f"stage{k}", j + 1)))
         depth_dims = [
             DepthDim(f"stage{k}", tuple(range(max(1, lo), count + 1)))
             for k, (count, lo) in enumerate(zip(layers, min_depths), start=1)

@@ -20,7 +20,7 @@ from typing import Any
 
 import torch
 
-from tailor.data import default_augmentation, list_datasets, load_dataset
+from tailor.data import default_augmentation, list_datasets
 from tailor.errors import TailorError
 from tailor.ops import ElasticModel
 from tailor.route.calibration import ece, fit_temperature
@@ -36,8 +36,9 @@ from tailor.route.evaluate import (
 from tailor.route.exits import FINAL, add_early_exits, load_exits, save_exits, train_exits
 from tailor.route.png import line_plot_png
 from tailor.route.policies import POLICIES, Confidence, LearnedRouter, Policy, StageOutput, fit_router, make_policy
-from tailor.space import SearchSpace
-from tailor.train import BatchSource, calibrate, load_checkpoint
+from tailor.space import SUBNET_NOTATION, SearchSpace, parse_subnets
+from tailor.train import BatchSource, Checkpoint, calibrate, load_checkpoint
+from tailor.train.fit import checkpoint_data
 
 
 def add_commands(commands: Any) -> None:
@@ -47,10 +48,11 @@ def add_commands(commands: Any) -> None:
     route.add_argument(
         "--stages",
         default="smallest,largest",
-        help="comma-separated stages: smallest | largest | w<width> (uniform, full depth), each optionally "
-        "@<exit> (e.g. largest@stage1); at least two",
+        help=f"at least two stages, each a subnet optionally @<exit> (e.g. largest@stage1); {SUBNET_NOTATION}",
     )
-    route.add_argument("--stages-json", help="JSON list of stages ({'subnet': Subnet.to_dict(), 'exit': ...}) instead")
+    route.add_argument(
+        "--stages-json", help="a JSON list of stages ({'subnet': Subnet.to_dict(), 'exit': ...}); same as --stages FILE"
+    )
     route.add_argument("--policies", default="confidence,entropy,margin,learned", help=f"any of {', '.join(POLICIES)}")
     route.add_argument("--thresholds", type=int, default=41, help="quantile thresholds per transition (>= 2)")
     route.add_argument(
@@ -76,41 +78,16 @@ def add_commands(commands: Any) -> None:
     route.set_defaults(run=cmd_route)
 
 
-def parse_stages(text: str, space: SearchSpace) -> list[Stage]:
-    """`smallest,w0.5@stage2,largest` -> stages; unknown names and widths raise `TailorError` naming them."""
-    stages = []
-    for item in (part.strip() for part in text.split(",")):
-        if not item:
-            continue
-        name, _, exit_name = item.partition("@")
-        if name == "smallest":
-            sub = space.smallest()
-        elif name == "largest":
-            sub = space.largest()
-        elif name.startswith("w"):
-            try:
-                width = float(name[1:])
-            except ValueError:
-                raise TailorError(f"--stages: {item!r} is not smallest, largest or w<width>") from None
-            if not 0 < width <= 1:
-                raise TailorError(f"--stages: width {width} in {item!r} must lie in (0, 1]")
-            sub = space.from_wm([width] * space.search_dim)
-        else:
-            raise TailorError(f"--stages: {item!r} is not smallest, largest or w<width> (optionally @exit)")
-        stages.append(Stage(sub, exit_name or FINAL))
+def parse_stages(text: str, space: SearchSpace, what: str = "--stages") -> list[Stage]:
+    """`smallest,w0.5@stage2,largest` (tailor's subnet notation, `@EXIT` for an early exit) -> stages.
+
+    A JSON file of stages (`[{"subnet": ..., "exit": ...}]`), subnets, a profile or a front also works; an
+    item the notation does not know, or a width outside the space, raises `InvalidSubnetError` naming it.
+    """
+    stages = [Stage(n.subnet, n.exit or FINAL) for n in parse_subnets(text, space, exits=True, what=what)]
     if len(stages) < 2:
-        raise TailorError(f"--stages: a cascade needs at least two stages, got {text!r}")
+        raise TailorError(f"{what}: a cascade needs at least two stages, got {text!r}")
     return stages
-
-
-def _stages_from_json(path: str) -> list[Stage]:
-    try:
-        entries = json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as exc:
-        raise TailorError(f"--stages-json {path!r}: cannot read a JSON list: {exc}") from None
-    if not isinstance(entries, list) or len(entries) < 2:
-        raise TailorError(f"--stages-json {path!r}: expected a JSON list of at least two stages")
-    return [Stage.from_dict(entry) for entry in entries]
 
 
 def _progress(args: argparse.Namespace, message: str) -> None:
@@ -130,20 +107,12 @@ def _check_args(args: argparse.Namespace) -> list[str]:
     return policies
 
 
-def _data(args: argparse.Namespace, config: dict[str, Any]) -> tuple[Any, Any, Any]:
-    recipe = config.get("metadata", {}).get("recipe", {})
-    recorded = recipe.get("data", {}) if isinstance(recipe.get("data"), dict) else {}
-    name = args.data or recorded.get("name")
-    if not name:
-        raise TailorError("this checkpoint does not record its data: pass --data")
-    root = args.data_root or recorded.get("root") or None
-    same = name == recorded.get("name")
-    train = load_dataset(name, "train", root, **(recorded.get("train", {}) if same else {}))
-    test_all = load_dataset(name, "test", root, **(recorded.get("test", {}) if same else {}))
+def _data(args: argparse.Namespace, loaded: Checkpoint) -> tuple[Any, Any, Any, str]:
+    train, test_all, name = checkpoint_data(loaded, args.data, args.data_root)
     half = len(test_all) // 2
     if half < 2:
         raise TailorError(f"the {name} test split has {len(test_all)} samples: too few to split into held-out and test")
-    return train, test_all.subset(range(half)), test_all.subset(range(half, len(test_all)))
+    return train, test_all.subset(range(half)), test_all.subset(range(half, len(test_all))), name
 
 
 def _exits_model(
@@ -200,9 +169,11 @@ def cmd_route(args: argparse.Namespace) -> int:
     torch.set_num_threads(args.threads)
     loaded = load_checkpoint(args.checkpoint)
     model = loaded.model.eval()
-    stages = _stages_from_json(args.stages_json) if args.stages_json else parse_stages(args.stages, model.space)
-    train, holdout, test = _data(args, loaded.config)
-    data_name = args.data or loaded.config.get("metadata", {}).get("recipe", {}).get("data", {}).get("name", "")
+    if args.stages_json:  # the older spelling of --stages FILE
+        stages = parse_stages(args.stages_json, model.space, what="--stages-json")
+    else:
+        stages = parse_stages(args.stages, model.space)
+    train, holdout, test, data_name = _data(args, loaded)
     for stage in stages:
         model.space.validate(stage.subnet)
     model.default_input_size = tuple(train.input_size)  # costs and exit heads at the size the data has

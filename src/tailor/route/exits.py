@@ -31,10 +31,11 @@ import time
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import torch
 import torch.nn.functional as F
+from pydantic import BaseModel, ConfigDict, Field
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import fx, nn
@@ -44,6 +45,7 @@ from tailor.ops import ElasticBatchNorm2d, ElasticConv2d, ElasticLinear, Elastic
 from tailor.ops.base import ElasticOp
 from tailor.space import Subnet
 from tailor.train import BatchSource, calibrate
+from tailor.validation import validate
 
 FINAL = "final"
 EXITS_SCHEMA = "tailor.exits/1"
@@ -525,6 +527,17 @@ def _exit_losses(
     return losses
 
 
+class ExitsSchema(BaseModel):
+    """`exits.json` (`save_exits`): where the exits sit, their hidden width, classes, and the weights' SHA-256."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    schema_: Annotated[Literal["tailor.exits/1"], Field(alias="schema")]
+    after_stages: Annotated[list[Annotated[str, Field(strict=True, min_length=1)]], Field(min_length=1)]
+    hidden: Annotated[int, Field(strict=True, ge=0)]
+    num_classes: Annotated[int | None, Field(strict=True, ge=1)] = None
+    sha256: Annotated[str, Field(strict=True, pattern=r"^[0-9a-f]{64}$")]
+
+
 def save_exits(model: EarlyExitModel, path: str | os.PathLike[str]) -> Path:
     """Write the exit heads to `path/` (`exits.safetensors` + `exits.json`: stages, hidden width, sizes, hash)."""
     import hashlib
@@ -560,9 +573,7 @@ def load_exits(model: ElasticModel, path: str | os.PathLike[str]) -> EarlyExitMo
         raise CheckpointError(f"{str(meta_path)!r}: cannot read exit metadata: {exc}") from None
     if not isinstance(meta, dict) or meta.get("schema") != EXITS_SCHEMA:
         raise CheckpointError(f"{str(meta_path)!r}: not a {EXITS_SCHEMA} file")
-    for key, kind in (("after_stages", list), ("hidden", int), ("sha256", str)):
-        if not isinstance(meta.get(key), kind):
-            raise CheckpointError(f"{str(meta_path)!r}: field {key!r} is missing or not a {kind.__name__}")
+    meta = validate(ExitsSchema, meta, CheckpointError, repr(str(meta_path))).model_dump(by_alias=True)
     try:
         digest = hashlib.sha256(weights.read_bytes()).hexdigest()
     except OSError as exc:

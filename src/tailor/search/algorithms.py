@@ -23,9 +23,10 @@ import sys
 import time
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
 
 from tailor.search.encoding import SpaceEncoding
 from tailor.search.evaluator import BaseEvaluator
@@ -42,14 +43,24 @@ from tailor.search.metrics import (
     needed,
     violations,
 )
-from tailor.search.pareto import Candidate, ParetoFront, pareto_mask
+from tailor.search.pareto import Candidate, MetricName, ParetoFront, pareto_mask
 from tailor.search.predictor import KINDS, SurrogateModel
 from tailor.search.study import open_storage
 from tailor.space import Subnet
+from tailor.space.notation import SubnetSchema
+from tailor.validation import validate
 
 ALGORITHMS = ("nsga2", "tpe", "random", "evolution", "exhaustive")
 ATTR = "tailor"
 STUDY_ATTR = "tailor.search"
+
+
+class TrialRecord(BaseModel):
+    """What a trial stores in its user attribute `tailor` (read back from a shared study by every worker)."""
+
+    model_config = ConfigDict(extra="allow")
+    subnet: SubnetSchema
+    metrics: dict[MetricName, Annotated[float, Field(strict=True, allow_inf_nan=False)]]
 
 
 class _Progress:
@@ -131,8 +142,9 @@ class _Run:
             record = trial.user_attrs.get(ATTR)
             if not isinstance(record, Mapping):
                 continue
-            sub = Subnet.from_dict(record["subnet"])
-            metrics = {k: float(v) for k, v in record["metrics"].items()}
+            parsed = validate(TrialRecord, record, SearchError, f"study trial {trial.number} ({ATTR!r})")
+            sub = Subnet(parsed.subnet.widths, parsed.subnet.depths)
+            metrics = dict(parsed.metrics)
             self.evaluator.record(sub, metrics)
             self.known.setdefault(self.evaluator.canonical(sub), {}).update(metrics)
 
@@ -207,8 +219,8 @@ def _exhaustive(run: _Run) -> None:
     ranges = [range(int(c)) for c in run.encoding.cardinalities]
     chunk: list[Subnet] = []
     for indices in itertools.product(*ranges):
-        sub = run.encoding.from_indices(indices)
-        if sub not in run.known:
+        sub = run.encoding.from_indices(indices)  # canonical: the widths of skipped blocks repeat a network
+        if sub not in run.known and sub not in chunk:
             chunk.append(sub)
         if len(chunk) == 64:
             _enqueue_and_run(run, chunk)
@@ -360,6 +372,7 @@ def search(
     front_metrics: Sequence[str] = FRONT_METRICS,
     calibrate_front: bool = True,
     max_trials: int | None = None,
+    include: Sequence[Subnet] = (),
 ) -> ParetoFront:
     """Search `model`'s subnets for the Pareto front of `objectives` under `constraints`.
 
@@ -369,7 +382,8 @@ def search(
     None (memory), a SQLite path, a database URL or an Optuna storage; `study_name` defaults to a hash of
     the evaluator and settings, so rerunning the same search resumes it; workers sharing a study pass the
     same `seed` and distinct `worker` numbers (their samplers draw differently). Front entries get every metric
-    in `front_metrics`; with `calibrate_front` the model keeps their SubnetNorm statistics.
+    in `front_metrics`; with `calibrate_front` the model keeps their SubnetNorm statistics. `include`: subnets
+    evaluated first, after the largest and the smallest (e.g. a previous front), within the budget.
     """
     if not isinstance(evaluator, BaseEvaluator):
         raise SearchError(f"search: evaluator must be a BaseEvaluator, got {type(evaluator).__name__}")
@@ -434,8 +448,9 @@ def search(
             else:
                 space = evaluator.space
                 anchors = [evaluator.canonical(space.largest()), evaluator.canonical(space.smallest())]
-                if not study.get_trials(deepcopy=False):
-                    _enqueue_and_run(run, list(dict.fromkeys(anchors))[:budget])
+                first = [] if study.get_trials(deepcopy=False) else anchors
+                first += [evaluator.canonical(s) for s in include]
+                _enqueue_and_run(run, list(dict.fromkeys(first))[:budget])
                 if algorithm == "evolution":
                     extra = _evolution(run, np.random.default_rng([seed, worker]), predictor, seed, batch)
                 else:
@@ -453,7 +468,7 @@ def search(
             stacklevel=2,
         )
     candidates = [Candidate(sub, m) for sub, m in run.known.items() if all(n in m for n in run.needed)]
-    front = ParetoFront.from_candidates(candidates, objectives, constraints)
+    front = ParetoFront.from_candidates(candidates, objectives, constraints, space=evaluator.space)
     complete_start = time.perf_counter()
     entries = [Candidate(e.subnet, evaluator.metrics(e.subnet, front_metrics)) for e in front.entries]
     if calibrate_front:

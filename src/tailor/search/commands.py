@@ -19,13 +19,15 @@ from typing import Any
 import torch
 
 from tailor.cost import LatencyPredictor, Profile, latency
-from tailor.data import list_datasets, load_dataset
+from tailor.data import list_datasets
 from tailor.search.algorithms import ALGORITHMS, search
 from tailor.search.costs import CostSource, MeasuredCost, PredictedCost, ProfileCost
 from tailor.search.evaluator import Evaluator
 from tailor.search.metrics import METRICS, SearchError
 from tailor.search.pair import pair_search
+from tailor.space import SUBNET_NOTATION, parse_subnets
 from tailor.train import load_checkpoint
+from tailor.train.fit import checkpoint_data
 
 
 def add_commands(commands: Any) -> None:
@@ -57,6 +59,8 @@ def add_commands(commands: Any) -> None:
     cmd.add_argument("--calib-batches", type=int, default=8)
     cmd.add_argument("--batch-size", type=int, default=128, help="calibration batch size")
     cmd.add_argument("--plot", help="SVG of accuracy against the first cost objective")
+    cmd.add_argument("--include", metavar="SUBNETS",
+                     help=f"also evaluate these first (e.g. a previous front.json): {SUBNET_NOTATION}")  # fmt: skip
     cmd.add_argument("--pair-budget", type=float, help="also choose a (little, big, threshold) cascade within MS")
     cmd.add_argument("--device")
     cmd.add_argument("--threads", type=int)
@@ -78,14 +82,7 @@ def _constraints(items: list[str]) -> dict[str, float]:
 
 
 def _datasets(loaded: Any, args: argparse.Namespace) -> tuple[Any, Any]:
-    recipe = loaded.config.get("metadata", {}).get("recipe", {}).get("data", {})
-    name = args.data or recipe.get("name")
-    if not name:
-        raise SearchError("this checkpoint does not record its data: pass --data")
-    root = args.data_root or recipe.get("root") or None
-    same = name == recipe.get("name")
-    train = load_dataset(name, "train", root, **(recipe.get("train", {}) if same else {}))
-    test = load_dataset(name, "test", root, **(recipe.get("test", {}) if same else {}))
+    train, test, _ = checkpoint_data(loaded, args.data, args.data_root)
     return train, test
 
 
@@ -119,6 +116,7 @@ def cmd_search(args: argparse.Namespace) -> int:
     loaded = load_checkpoint(args.checkpoint, map_location=device)
     model = loaded.model
     train, test = _datasets(loaded, args)
+    include = [n.subnet for n in parse_subnets(args.include, model.space, what="--include")] if args.include else []
     shape = tuple(test[0][0].shape)
     measured = MeasuredCost(model, shape, backend=args.backend, batch_size=args.batch, threads=args.latency_threads,
                             repeats=args.repeats, memory=args.memory)  # fmt: skip
@@ -136,7 +134,7 @@ def cmd_search(args: argparse.Namespace) -> int:
     front = search(model, evaluator, objectives, constraints, args.algorithm,
                    None if args.algorithm == "exhaustive" else args.budget, storage=storage,
                    study_name=args.study_name, seed=args.seed, progress=not args.no_progress,
-                   predictor=args.predictor)  # fmt: skip
+                   predictor=args.predictor, include=include)  # fmt: skip
     front.save(out)
     summary: dict[str, Any] = {
         "out": str(out),

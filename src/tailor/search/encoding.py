@@ -8,6 +8,7 @@ integers (`width:<dim>`, `depth:<dim>`), evolution mutates them, and predictors 
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -61,8 +62,21 @@ class SpaceEncoding:
 
     @property
     def size(self) -> int:
-        """Number of distinct architectures (canonical subnets)."""
-        return int(np.prod(self.cardinalities, dtype=object))
+        """Number of distinct architectures (canonical subnets: the widths of blocks a depth skips do not count)."""
+        blocked = [d for d in self.dims if d.kind == "width" and self.space.width_dim(d.name).block is not None]
+        if not blocked:
+            return int(np.prod(self.cardinalities, dtype=object))
+        free = int(np.prod([len(d.values) for d in self.dims if d.kind == "width" and d not in blocked], dtype=object))
+        depth_dims = [d for d in self.space.depths]
+        total = 0
+        for depths in itertools.product(*(d.choices for d in depth_dims)):
+            chosen = dict(zip((d.name for d in depth_dims), depths))
+            count = 1
+            for dim in blocked:
+                stage, number = self.space.width_dim(dim.name).block  # type: ignore[misc]
+                count *= len(dim.values) if chosen[stage] >= number else 1
+            total += count
+        return free * total
 
     def __len__(self) -> int:
         return len(self.dims)
@@ -100,7 +114,7 @@ class SpaceEncoding:
                 widths[dim.name] = float(dim.values[i])
             else:
                 depths[dim.name] = int(dim.values[i])
-        return Subnet(widths, depths)
+        return self.space.canonical(Subnet(widths, depths))
 
     # -- Optuna ------------------------------------------------------------------------------------------
     def suggest(self, trial: Any) -> Subnet:

@@ -12,9 +12,10 @@ import os
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
 
 from tailor.errors import InvalidSubnetError
 from tailor.jsonio import read_json, write_json_atomic
@@ -28,10 +29,41 @@ from tailor.search.metrics import (
     feasible,
     maximize,
 )
-from tailor.space import Subnet
+from tailor.space import SearchSpace, Subnet
+from tailor.space.notation import SubnetSchema
+from tailor.validation import validate
 
 SCHEMA = "tailor.pareto/1"
 _INTEGER_METRICS = frozenset({"macs", "memory", "params"})
+
+MetricName = Literal["accuracy", "latency", "macs", "memory", "params"]
+_Number = Annotated[float, Field(strict=True, ge=0, allow_inf_nan=False)]
+
+
+class CandidateSchema(BaseModel):
+    """One evaluated subnet in a front file: its id, the subnet, and its metrics."""
+
+    model_config = ConfigDict(extra="forbid")
+    id: Annotated[
+        str | None, Field(strict=True, description="the subnet's id (sn-...), checked against the subnet")
+    ] = None
+    subnet: SubnetSchema
+    metrics: Annotated[
+        dict[MetricName, _Number],
+        Field(description="accuracy (fraction), latency (ms), macs, memory (bytes), params; each >= 0"),
+    ]
+
+
+class FrontSchema(BaseModel):
+    """A search front file (`ParetoFront.save`, `tailor search --out`): schema "tailor.pareto/1"."""
+
+    model_config = ConfigDict(extra="forbid", title="tailor Pareto front", populate_by_name=True)
+    schema_: Annotated[Literal["tailor.pareto/1"], Field(alias="schema")]
+    objectives: Annotated[list[MetricName], Field(min_length=1, description="what the search optimised")]
+    constraints: Annotated[dict[MetricName, _Number], Field(description="upper bounds (lower for accuracy)")] = {}
+    info: Annotated[dict[str, Any], Field(description="how the search ran (algorithm, budget, study, timings)")] = {}
+    front: Annotated[list[CandidateSchema], Field(description="the non-dominated feasible subnets, cheapest first")]
+    evaluated: Annotated[list[CandidateSchema], Field(description="every distinct subnet the search evaluated")] = []
 
 
 # -- dominance and hypervolume ---------------------------------------------------------------------------
@@ -206,12 +238,19 @@ class ParetoFront:
         objectives: Sequence[str],
         constraints: Mapping[str, float] | None = None,
         info: Mapping[str, Any] | None = None,
+        space: SearchSpace | None = None,
     ) -> ParetoFront:
-        """The front of the feasible `candidates` (one per subnet; the first occurrence wins)."""
+        """The front of the feasible `candidates` (one per network; the first occurrence wins).
+
+        With `space`, subnets are put in canonical form first (`SearchSpace.canonical`), so that two names of
+        one network (e.g. differing only in the widths of blocks their depths skip) count once.
+        """
         objectives = check_objectives(objectives)
         constraints = check_constraints(constraints)
         unique: dict[Subnet, Candidate] = {}
         for cand in candidates:
+            if space is not None:
+                cand = Candidate(space.canonical(cand.subnet), cand.metrics)
             unique.setdefault(cand.subnet, cand)
         pool = [c for c in unique.values() if feasible(c.metrics, constraints)]
         if pool:
@@ -230,6 +269,39 @@ class ParetoFront:
         return (primary, -cand.metrics.get(ACCURACY, 0.0), cand.subnet.id)
 
     # -- access ------------------------------------------------------------------------------------------
+    def __repr__(self) -> str:
+        constraints = ", ".join(f"{k}<={v:g}" if k != ACCURACY else f"{k}>={v:g}" for k, v in self.constraints.items())
+        return (
+            f"ParetoFront({len(self.entries)} subnets of {len(self.evaluated)} evaluated; "
+            f"objectives: {', '.join(self.objectives)}" + (f"; constraints: {constraints})" if constraints else ")")
+        )
+
+    def __str__(self) -> str:
+        """A readable summary: how it was found, then one row per front subnet, cheapest first."""
+        algorithm = self.info.get("algorithm")
+        lines = [repr(self) + (f", found by {algorithm}" if algorithm else "")]
+        columns = [m for m in METRICS if any(m in e.metrics for e in self.entries)]
+        headers = {
+            "accuracy": "accuracy %",
+            "latency": "latency ms",
+            "macs": "MMACs",
+            "memory": "memory MB",
+            "params": "params k",
+        }
+        scale = {"accuracy": 100.0, "latency": 1.0, "macs": 1e-6, "memory": 1e-6, "params": 1e-3}
+        lines.append("  " + f"{'id':<16}" + "".join(f"{headers[c]:>12}" for c in columns))
+        for entry in self.entries:
+            cells = "".join(
+                f"{entry.metrics[c] * scale[c]:>12.{2 if c != 'latency' else 3}f}"
+                if c in entry.metrics
+                else f"{'-':>12}"
+                for c in columns
+            )
+            lines.append(f"  {entry.subnet.id:<16}{cells}")
+        if not self.entries:
+            lines.append("  (empty: no evaluated subnet met the constraints)")
+        return "\n".join(lines)
+
     def __len__(self) -> int:
         return len(self.entries)
 
@@ -274,18 +346,12 @@ class ParetoFront:
 
     @classmethod
     def from_dict(cls, data: Any) -> ParetoFront:
-        """Validate and rebuild; a `SearchError` names the first offending field."""
+        """Validate (types by `FrontSchema`, then ids and constraints) and rebuild; a `SearchError` names the field."""
         if not isinstance(data, Mapping):
             raise SearchError(f"pareto front: expected a JSON object, got {type(data).__name__}")
-        allowed = {"schema", "objectives", "constraints", "info", "front", "evaluated"}
-        unknown = set(data) - allowed
-        if unknown:
-            raise SearchError(f"pareto front: unknown field(s) {sorted(map(str, unknown))}")
         if data.get("schema") != SCHEMA:
-            raise SearchError(f"schema: expected {SCHEMA!r}, got {data.get('schema')!r:.100}")
-        for key in ("objectives", "front"):
-            if key not in data:
-                raise SearchError(f"{key}: missing")
+            raise SearchError(f"pareto front: schema: expected {SCHEMA!r}, got {data.get('schema')!r:.100}")
+        validate(FrontSchema, data, SearchError, "pareto front")
         info = data.get("info", {})
         if not isinstance(info, Mapping):
             raise SearchError(f"info: expected an object, got {type(info).__name__}")

@@ -37,6 +37,9 @@ class WidthDim:
     """One independent width choice: `channels` at full width, and `choices` or a range [low, 1].
 
     `step` forces active channel counts to multiples of it (grouped convolutions keep whole groups).
+    `block = (depth dimension, k)` says that only block k (1-based) of that stage uses these channels, so the
+    width is a don't-care in subnets that run fewer than k blocks there (`SearchSpace.canonical` then
+    names it by its minimum); None: the channels are used at every depth.
     """
 
     name: str
@@ -44,6 +47,7 @@ class WidthDim:
     choices: tuple[float, ...] | None = None
     low: float | None = None
     step: int = 1
+    block: tuple[str, int] | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name:
@@ -72,6 +76,22 @@ class WidthDim:
             if isinstance(low, bool) or not isinstance(low, (int, float)) or not 0 < low <= 1:
                 raise InvalidSubnetError(f"width dimension {self.name!r}: low {low!r} is not in (0, 1]")
             object.__setattr__(self, "low", float(low))
+        if self.block is not None:
+            block = tuple(self.block) if isinstance(self.block, (tuple, list)) else None
+            if (
+                block is None
+                or len(block) != 2
+                or not isinstance(block[0], str)
+                or not block[0]
+                or isinstance(block[1], bool)
+                or not isinstance(block[1], int)
+                or block[1] < 1
+            ):
+                raise InvalidSubnetError(
+                    f"width dimension {self.name!r}: block must be (depth dimension name, block number >= 1), "
+                    f"got {self.block!r}"
+                )
+            object.__setattr__(self, "block", block)
 
     @property
     def min(self) -> float:
@@ -125,6 +145,8 @@ class WidthDim:
             out["low"] = self.low
         if self.step != 1:
             out["step"] = self.step
+        if self.block is not None:
+            out["block"] = list(self.block)
         return out
 
 
@@ -179,6 +201,17 @@ class SearchSpace:
                 seen.add(dim.name)
         self._width_by_name = {d.name: d for d in self.widths}
         self._depth_by_name = {d.name: d for d in self.depths}
+        for dim in self.widths:
+            if dim.block is None:
+                continue
+            stage, number = dim.block
+            if stage not in self._depth_by_name:
+                raise InvalidSubnetError(f"width dimension {dim.name!r}: block names no depth dimension {stage!r}")
+            if number > self._depth_by_name[stage].max:
+                raise InvalidSubnetError(
+                    f"width dimension {dim.name!r}: block {number} of {stage!r}, which has at most "
+                    f"{self._depth_by_name[stage].max} blocks"
+                )
 
     # -- shape -----------------------------------------------------------------------------------
     @property
@@ -235,7 +268,7 @@ class SearchSpace:
             raise InvalidSubnetError(f"uniform: depth must be 'max' or 'min', got {depth!r}")
         sub = Subnet({d.name: width for d in self.widths}, self._depths_at(depth))
         self.validate(sub)
-        return sub
+        return self._dont_cares_at_min(sub)
 
     def sample(self, rng: random.Random | int | None = None) -> Subnet:
         """A subnet drawn uniformly per dimension (choices uniformly, ranges on the channel grid)."""
@@ -250,7 +283,7 @@ class SearchSpace:
                 counts = range(lo, dim.channels + 1, dim.step)
                 widths[dim.name] = dim.width_for(rng.choice(counts))
         depths = {d.name: rng.choice(d.choices) for d in self.depths}
-        return Subnet(widths, depths)
+        return self._dont_cares_at_min(Subnet(widths, depths))
 
     def from_wm(self, wm: Sequence[float], depths: Mapping[str, int] | None = None) -> Subnet:
         """Subnet from a flat vector of width multipliers (one per `search_dim`, in `widths` order).
@@ -275,7 +308,7 @@ class SearchSpace:
         chosen = {**self._depths_at("max"), **(depths or {})}
         sub = Subnet(widths, chosen)
         self.validate(sub)
-        return sub
+        return self._dont_cares_at_min(sub)
 
     def to_wm(self, sub: Subnet) -> list[float]:
         """The flat width vector of `sub` (inverse of `from_wm` on valid subnets)."""
@@ -333,14 +366,28 @@ class SearchSpace:
         return isinstance(sub, Subnet) and self.contains(sub)
 
     def canonical(self, sub: Subnet) -> Subnet:
-        """`sub` with range widths snapped to the channel count they select; same architecture, one name.
+        """One name per network: each width as the smallest multiplier selecting its channel count, and the
+        widths of blocks the depths skip (`WidthDim.block`) at their minimum.
 
-        Two subnets that run the same channels have the same canonical form (and so share SubnetNorm
-        statistics and cache entries).
+        Two subnets that compute the same network have the same canonical form, hence one id (and so share
+        SubnetNorm statistics, cache entries, and one row in a search front).
         """
         self.validate(sub)
         widths = {d.name: d.canonical(sub.width(d.name)) for d in self.widths}
-        return Subnet(widths, sub.depths)
+        return self._dont_cares_at_min(Subnet(widths, sub.depths))
+
+    def skipped(self, sub: Subnet) -> list[str]:
+        """The width dimensions `sub` does not use: those of blocks beyond its depth (don't-cares)."""
+        depths = sub.depths
+        return [
+            d.name for d in self.widths if d.block is not None and depths.get(d.block[0], d.block[1]) < d.block[1]
+        ]
+
+    def _dont_cares_at_min(self, sub: Subnet) -> Subnet:
+        skipped = self.skipped(sub)
+        if not skipped:
+            return sub
+        return sub.replace(widths={name: self.width_dim(name).canonical(self.width_dim(name).min) for name in skipped})
 
     def channels(self, sub: Subnet) -> dict[str, int]:
         """Active channel count of every width dimension under `sub`."""
@@ -371,7 +418,7 @@ class SearchSpace:
             raise InvalidSubnetError(f"search space has unknown field(s) {sorted(unknown)}")
         widths = []
         for item in _entries(data, "widths"):
-            extra = set(item) - {"name", "channels", "choices", "low", "step"}
+            extra = set(item) - {"name", "channels", "choices", "low", "step", "block"}
             if extra:
                 raise InvalidSubnetError(f"width dimension {item.get('name')!r} has unknown field(s) {sorted(extra)}")
             choices = item.get("choices")
@@ -386,6 +433,7 @@ class SearchSpace:
                     choices=tuple(choices) if choices is not None else None,
                     low=item.get("low"),
                     step=item.get("step", 1),
+                    block=tuple(item["block"]) if isinstance(item.get("block"), list) else item.get("block"),
                 )
             )
         depths = []

@@ -2,6 +2,7 @@
 
 from tailor.train.calibrate import calibrate
 from tailor.train.checkpoint import Checkpoint, load, load_checkpoint, read_config, save
+from tailor.train.fit import check_data_fits
 from tailor.train.samplers import (
     FixedSampler,
     RandomMinMaxSampler,
@@ -32,6 +33,7 @@ __all__ = [
     "UniformSampler",
     "calibrate",
     "calibration_inputs",
+    "check_data_fits",
     "distillation_loss",
     "evaluate",
     "load",

@@ -26,9 +26,10 @@ import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import torch
+from pydantic import BaseModel, ConfigDict, Field
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
@@ -36,12 +37,66 @@ from tailor.errors import CheckpointError, TailorError
 from tailor.models import create_model
 from tailor.ops import ElasticModel
 from tailor.space import SearchSpace
+from tailor.validation import validate
 
 CHECKPOINT_SCHEMA = "tailor.checkpoint/1"
 CONFIG_FILE = "tailor.json"
 WEIGHTS_FILE = "model.safetensors"
 OPTIMIZER_FILE = "optimizer.safetensors"
 TRAIN_STATE_FILE = "train_state.json"
+
+_Str = Annotated[str, Field(strict=True)]
+_Int = Annotated[int, Field(strict=True)]
+
+
+class _FileEntry(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    bytes: Annotated[int, Field(strict=True, ge=0)]
+    sha256: Annotated[str, Field(strict=True, pattern=r"^[0-9a-f]{64}$")]
+
+
+class _Architecture(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: Annotated[str, Field(strict=True, min_length=1)]
+    kwargs: dict[str, Any] = {}
+
+
+class _ModelRecord(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    architecture: _Architecture | None = None
+    default_input_size: list[_Int] | None = None
+
+
+class CheckpointSchema(BaseModel):
+    """`tailor.json`: how to rebuild the model, its space, the calibrated subnets, the files and their hashes."""
+
+    model_config = ConfigDict(extra="allow", populate_by_name=True)
+    schema_: Annotated[Literal["tailor.checkpoint/1"], Field(alias="schema")]
+    model: _ModelRecord
+    space: dict[str, Any]
+    calibrated_subnets: list[_Str] = []
+    files: dict[str, _FileEntry]
+    metadata: dict[str, Any] = {}
+
+
+class RecordedData(BaseModel):
+    """The data set a checkpoint records (`metadata.recipe.data`, written by `tailor train`)."""
+
+    model_config = ConfigDict(extra="allow")
+    name: _Str | None = None
+    root: _Str | None = None
+    train: dict[str, Any] = {}
+    test: dict[str, Any] = {}
+
+
+def recorded_data(config: Mapping[str, Any], where: str = "checkpoint") -> RecordedData:
+    """The data set recorded in a checkpoint's `tailor.json` (all fields empty when it records none), type-checked."""
+    metadata = config.get("metadata") or {}
+    recipe = metadata.get("recipe") if isinstance(metadata, Mapping) else None
+    data = recipe.get("data") if isinstance(recipe, Mapping) else None
+    if data is None:
+        return RecordedData()
+    return validate(RecordedData, data, CheckpointError, f"{where}: metadata.recipe.data")
 
 
 @dataclass
@@ -218,15 +273,18 @@ def read_config(path: str | os.PathLike[str]) -> dict[str, Any]:
     if not isinstance(config, dict) or config.get("schema") != CHECKPOINT_SCHEMA:
         found = config.get("schema") if isinstance(config, dict) else type(config).__name__
         raise CheckpointError(f"{str(config_path)!r}: schema is {found!r}, expected {CHECKPOINT_SCHEMA!r}")
-    files = config.get("files")
-    if not isinstance(files, dict) or WEIGHTS_FILE not in files:
+    validate(CheckpointSchema, config, CheckpointError, repr(str(config_path)))
+    files = config["files"]
+    if WEIGHTS_FILE not in files:
         raise CheckpointError(f"{str(config_path)!r}: field 'files' must list {WEIGHTS_FILE}")
     for name, info in files.items():
         file = root / name
+        if Path(name).name != name:
+            raise CheckpointError(f"{str(config_path)!r}: file name {name!r} must not contain a path")
         if not file.is_file():
             raise CheckpointError(f"checkpoint {str(root)!r}: file {name!r} is missing")
         size = file.stat().st_size
-        if not isinstance(info, dict) or size != info.get("bytes"):
+        if size != info.get("bytes"):
             raise CheckpointError(
                 f"checkpoint {str(root)!r}: {name!r} has {size} bytes, {CONFIG_FILE} says {info.get('bytes')!r} "
                 "(truncated or replaced)"
@@ -289,6 +347,8 @@ def load_checkpoint(
             train_state = json.loads((root / TRAIN_STATE_FILE).read_text(encoding="utf-8"))
         except json.JSONDecodeError as exc:
             raise CheckpointError(f"{str(root / TRAIN_STATE_FILE)!r} is not valid JSON: {exc}") from None
+        if not isinstance(train_state, dict):
+            raise CheckpointError(f"{str(root / TRAIN_STATE_FILE)!r}: expected a JSON object")
         if OPTIMIZER_FILE in config["files"]:
             meta = train_state.pop("optimizer", None)
             if not isinstance(meta, dict):

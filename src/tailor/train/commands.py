@@ -9,7 +9,6 @@ a checkpoint (keeping its training state) and can evaluate them.
 from __future__ import annotations
 
 import argparse
-import json
 import random
 import sys
 import time
@@ -19,13 +18,14 @@ from typing import Any
 import torch
 
 from tailor.data import default_augmentation, list_datasets, load_dataset
-from tailor.errors import InvalidSubnetError
+from tailor.errors import InvalidSubnetError, RecipeError
 from tailor.models import create_model, list_models
 from tailor.ops import ElasticModel
-from tailor.space import Subnet
+from tailor.space import SUBNET_NOTATION, Subnet, parse_subnets, uniform_width
 from tailor.train.calibrate import calibrate
 from tailor.train.checkpoint import load_checkpoint, save
-from tailor.train.recipe import Recipe
+from tailor.train.fit import checkpoint_data
+from tailor.train.recipe import Recipe, read_toml
 from tailor.train.trainer import BatchSource, TrainConfig, Trainer, calibration_inputs, evaluate
 
 _TRAIN_FLAGS = {
@@ -57,6 +57,9 @@ def add_commands(commands: Any) -> None:
     train.add_argument("--test-size", type=int, help="synthetic: test images")
     for name, kind in _TRAIN_FLAGS.items():
         train.add_argument(f"--{name.replace('_', '-')}", type=kind, dest=name)
+    train.add_argument(
+        "--subnets", help=f"train exactly these subnets (the fixed sampler; implies --sampler fixed): {SUBNET_NOTATION}"
+    )
     train.add_argument("--no-distill", action="store_true", help="students learn from labels only")
     train.add_argument(
         "--project-conflicts", action="store_true", help="drop the students' gradient component against the largest's"
@@ -76,9 +79,12 @@ def add_commands(commands: Any) -> None:
     cal.add_argument("checkpoint", help="checkpoint directory written by `tailor train` or tailor.save")
     cal.add_argument("--data", choices=list_datasets(), help="data source (default: the one it was trained on)")
     cal.add_argument("--data-root")
-    cal.add_argument("--random", type=int, default=8, help="random subnets to calibrate besides the fixed ones")
+    cal.add_argument("--random", type=int, default=8, help="new random subnets (not yet calibrated) to calibrate")
     cal.add_argument("--widths", default="0.25,0.5,0.75", help="uniform widths to calibrate (comma-separated)")
-    cal.add_argument("--subnets", help="JSON file with a list of subnets (Subnet.to_dict()) to calibrate instead")
+    cal.add_argument("--subnets", help=f"the subnets to calibrate instead of largest, smallest, --widths: {SUBNET_NOTATION}")
+    cal.add_argument(
+        "--recalibrate", action="store_true", help="also calibrate again the subnets that already have statistics"
+    )
     cal.add_argument("--batches", type=int, default=8)
     cal.add_argument("--batch-size", type=int, default=128)
     cal.add_argument(
@@ -99,11 +105,7 @@ def add_commands(commands: Any) -> None:
 def _recipe_from_args(args: argparse.Namespace) -> tuple[Recipe, set[str]]:
     """The recipe file (or defaults) with flags applied; also the [train] fields set explicitly."""
     recipe = Recipe.load(args.config) if args.config else Recipe()
-    explicit: set[str] = set()
-    if args.config:
-        import tomllib
-
-        explicit = set(tomllib.loads(Path(args.config).read_text(encoding="utf-8")).get("train", {}))
+    explicit: set[str] = set(read_toml(args.config).get("train", {})) if args.config else set()
     if args.model:
         recipe.model = args.model
     if args.data:
@@ -114,7 +116,7 @@ def _recipe_from_args(args: argparse.Namespace) -> tuple[Recipe, set[str]]:
         value = getattr(args, flag)
         if value is not None:
             if recipe.data != "synthetic":
-                raise InvalidSubnetError(f"--{flag.replace('_', '-')} applies to synthetic data, not {recipe.data!r}")
+                raise RecipeError(f"--{flag.replace('_', '-')} applies to synthetic data, not {recipe.data!r}")
             split["n"] = value
     config = recipe.train.to_dict()
     for name in _TRAIN_FLAGS:
@@ -122,6 +124,10 @@ def _recipe_from_args(args: argparse.Namespace) -> tuple[Recipe, set[str]]:
         if value is not None:
             config[name] = value
             explicit.add(name)
+    if getattr(args, "subnets", None):
+        if "sampler" in explicit and config["sampler"] != "fixed":
+            raise RecipeError(f"--subnets trains a fixed list of subnets; it contradicts sampler {config['sampler']!r}")
+        config["sampler"] = "fixed"
     if args.no_distill:
         config["distill"] = False
     if args.project_conflicts:
@@ -174,12 +180,18 @@ def cmd_train(args: argparse.Namespace) -> int:
     out = Path(args.out)
     log = Path(args.log) if args.log else out.with_name(out.name + ".metrics.jsonl")
     subs = _report_subnets(model.space)
+    fixed = None
+    if recipe.train.sampler == "fixed":
+        if not args.subnets:
+            raise RecipeError("sampler 'fixed' trains a list of subnets: give it with --subnets")
+        fixed = [n.subnet for n in parse_subnets(args.subnets, model.space)]
     trainer = Trainer(
         model,
         train_data,
         recipe.train,
         eval_data=test_data,
         eval_subnets=subs,
+        subnets=fixed,
         device=device,
         checkpoint_dir=out,
         resume=args.resume,
@@ -199,44 +211,57 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _calibration_subnets(model: ElasticModel, args: argparse.Namespace) -> list[Subnet]:
+def _calibration_subnets(model: ElasticModel, args: argparse.Namespace) -> tuple[list[Subnet], list[Subnet]]:
+    """(subnets to calibrate, subnets kept as they are because they already have statistics).
+
+    `--subnets` names them in tailor's notation; otherwise the largest, the smallest, `--widths` and `--random`
+    new random ones (drawn until that many not yet calibrated are found). A subnet that already holds
+    statistics is kept unless `--recalibrate`: calibrating again on other batches would change it.
+    """
     space = model.space
     if args.subnets:
+        named = [n.subnet for n in parse_subnets(args.subnets, space)]
+    else:
         try:
-            entries = json.loads(Path(args.subnets).read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError) as exc:
-            raise InvalidSubnetError(f"--subnets {args.subnets!r}: cannot read a JSON list: {exc}") from None
-        if not isinstance(entries, list):
-            raise InvalidSubnetError(f"--subnets {args.subnets!r}: expected a JSON list of subnets")
-        subs = [Subnet.from_dict(entry) for entry in entries]
-        for sub in subs:
-            space.validate(sub)
-        return subs
-    try:
-        widths = [float(w) for w in args.widths.split(",") if w.strip()]
-    except ValueError:
-        raise InvalidSubnetError(f"--widths {args.widths!r}: expected comma-separated numbers") from None
-    subs = [space.largest(), space.smallest()] + [space.from_wm([w] * space.search_dim) for w in widths]
+            widths = [float(w) for w in args.widths.split(",") if w.strip()]
+        except ValueError:
+            raise InvalidSubnetError(f"--widths {args.widths!r}: expected comma-separated numbers") from None
+        named = [space.largest(), space.smallest()] + [uniform_width(space, w, item=f"--widths {w:g}") for w in widths]
+    named = list(dict.fromkeys(space.canonical(s) for s in named))
+    done = set() if args.recalibrate else model.calibrated_subnet_keys()
+    todo = [s for s in named if model.stats_key(s) not in done]
+    kept = [s for s in named if model.stats_key(s) in done]
     rng = random.Random(args.seed)
-    subs += [space.sample(rng) for _ in range(args.random)]
-    unique: list[Subnet] = []
-    for sub in subs:
-        if sub not in unique:
-            unique.append(sub)
-    return unique
+    chosen = set(named)
+    drawn = 0
+    for _ in range(max(100, 100 * args.random)):  # a small space may hold fewer new subnets than asked for
+        if drawn >= args.random:
+            break
+        sub = space.canonical(space.sample(rng))
+        if sub in chosen or model.stats_key(sub) in done:
+            continue
+        chosen.add(sub)
+        todo.append(sub)
+        drawn += 1
+    if drawn < args.random:
+        print(f"note: found only {drawn} random subnets without statistics (asked for {args.random})", file=sys.stderr)
+    return todo, kept
 
 
 def _calibration_config(config: dict[str, Any], data_name: str, args: argparse.Namespace) -> TrainConfig | None:
     """The augmentation to calibrate with (None: plain batches): --augment, else the recipe's calib_augment."""
-    trained = config.get("metadata", {}).get("recipe", {}).get("train") or {}
-    augment = args.augment if args.augment is not None else bool(trained.get("calib_augment", False))
+    metadata = config.get("metadata") or {}
+    recipe = metadata.get("recipe") if isinstance(metadata, dict) else None
+    trained = (recipe.get("train") if isinstance(recipe, dict) else None) or {}
+    recorded = TrainConfig.from_dict(trained) if trained else None  # type-checked: a RecipeError names the key
+    augment = args.augment if args.augment is not None else bool(recorded and recorded.calib_augment)
     if not augment:
         return None
     default = default_augmentation(data_name)
     return TrainConfig(
         calib_augment=True,
-        crop_padding=int(trained.get("crop_padding", default.crop_padding)),
-        flip=bool(trained.get("flip", default.flip)),
+        crop_padding=recorded.crop_padding if recorded else default.crop_padding,
+        flip=recorded.flip if recorded else default.flip,
         seed=args.seed,
     )
 
@@ -248,15 +273,8 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     device = _setup_torch(args)
     loaded = load_checkpoint(args.checkpoint, map_location=device)
     model = loaded.model
-    recipe = loaded.config.get("metadata", {}).get("recipe", {}).get("data", {})
-    name = args.data or recipe.get("name")
-    if not name:
-        raise InvalidSubnetError("this checkpoint does not record its data: pass --data")
-    root = args.data_root or recipe.get("root") or None
-    train_split = recipe.get("train", {}) if name == recipe.get("name") else {}
-    test_split = recipe.get("test", {}) if name == recipe.get("name") else {}
-    train_data = load_dataset(name, "train", root, **train_split)
-    subs = _calibration_subnets(model, args)
+    train_data, test_data, name = checkpoint_data(loaded, args.data, args.data_root)
+    subs, kept = _calibration_subnets(model, args)
     source = BatchSource(train_data, min(args.batch_size, len(train_data)), args.seed)
     cached = calibration_inputs(source.batches(0), args.batches, _calibration_config(loaded.config, name, args))
     start = time.perf_counter()
@@ -277,8 +295,9 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
         metadata=loaded.config.get("metadata", {}),
     )
     print(f"calibrated {len(subs)} subnets on {len(cached)} batches in {seconds:.2f} s -> {target}")
+    if kept:
+        print(f"kept the statistics of {len(kept)} subnets calibrated before (--recalibrate to redo them)")
     if args.eval:
-        test_data = load_dataset(name, "test", root, **test_split)
-        accuracy = evaluate(model, subs, test_data, device=device)
-        _print_accuracy(model, accuracy, subs)
+        accuracy = evaluate(model, kept + subs, test_data, device=device)
+        _print_accuracy(model, accuracy, kept + subs)
     return 0

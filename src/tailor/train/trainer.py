@@ -11,6 +11,7 @@ mid-epoch replays exactly what the uninterrupted run would have done.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import math
@@ -23,113 +24,193 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import torch
 import torch.nn.functional as F
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic.dataclasses import dataclass as pydantic_dataclass
 from torch.utils.data import DataLoader, Dataset
 
-from tailor.errors import CheckpointError, InvalidSubnetError, SubnetNormFallbackWarning
+from tailor.errors import CheckpointError, InvalidSubnetError, RecipeError, SubnetNormFallbackWarning
 from tailor.ops import ElasticModel
 from tailor.space import Subnet
 from tailor.train import distributed as distr
 from tailor.train.calibrate import calibrate
 from tailor.train.checkpoint import load_checkpoint, save
 from tailor.train.samplers import SubnetSampler, make_sampler
+from tailor.validation import reraise, validate
+
+#: the samplers `TrainConfig.sampler` names (see `tailor.train.samplers`)
+SAMPLERS = ("sandwich", "random_min_max", "uniform", "fixed")
+#: samplers that train the largest subnet and teach the others: the default largest-only phase and student ramp
+#: (a quarter of the epochs each) apply to these; `uniform` and `fixed` train their subnets from the first step
+TEACHER_SAMPLERS = ("sandwich", "random_min_max")
+#: the share of the epochs the default largest-only phase and student ramp take (benchmarks/supernet_vs_independent.py)
+DEFAULT_PHASE_FRACTION = 0.25
 
 
-@dataclass
+# strict per field (not for the whole class, which would then refuse a table in place of a TrainConfig)
+@pydantic_dataclass(config=ConfigDict(extra="forbid"))
 class TrainConfig:
-    """The training recipe (JSON/TOML-serialisable; stored in checkpoints and validated on load)."""
+    """The training recipe (JSON/TOML-serialisable; stored in checkpoints), type- and range-checked on creation.
 
-    epochs: int = 10
-    batch_size: int = 128  # global: split evenly across distributed ranks
-    lr: float = 0.1
-    momentum: float = 0.9
-    nesterov: bool = True
-    weight_decay: float = 5e-4
-    warmup_epochs: float = 0.0
-    # Once-for-All's first phase: only the largest subnet trains for this many epochs, then the sampler's
-    # subnets. Summed gradients of several subnets from a random start can stall at chance on hard data.
-    largest_only_epochs: float = 0.0
-    # a closing phase: only the largest subnet trains in the last this-many epochs (the low-learning-rate end
-    # of the schedule, where a network trained alone gains most), after the sampler's subnets
-    largest_only_final_epochs: float = 0.0
-    label_smoothing: float = 0.1
-    sampler: str = "sandwich"
-    num_random: int = 2
-    distill: bool = True
-    temperature: float = 1.0
-    distill_weight: float = 1.0  # students: w * KL(teacher) + (1 - w) * cross-entropy
-    # scale of each non-teacher subnet's loss in a multi-subnet step (every subnet's when the sampler has no
-    # teacher): < 1 lets the largest subnet's gradient weigh more on the shared weights
-    student_loss_weight: float = 1.0
-    # after the largest-only phase, the students' loss weight rises linearly from ~0 to student_loss_weight
-    # over this many epochs, so that untrained students do not jolt the shared weights all at once
-    student_ramp_epochs: float = 0.0
-    # NASViT's conflict-aware step: where the students' summed gradient points against the largest subnet's
-    # (negative dot product), remove that component, so that no step trades the largest's loss for theirs
-    project_conflicts: bool = False
-    augment: bool = True
-    crop_padding: int = 4
-    flip: bool = True
-    amp: bool = True  # bfloat16 autocast on CUDA; ignored on CPU
-    in_place_grad: bool = True
-    grad_clip: float | None = None
-    seed: int = 0
-    checkpoint_every: int = 0  # steps between mid-epoch checkpoints (0: end of epoch only)
-    calib_batches: int = 8
-    # calibrate on training batches with the training augmentation (seeded crop/flip), the inputs the weights
-    # were fitted to, as Once-for-All recalibrates BatchNorm with its training transforms; off: plain images
-    calib_augment: bool = False
-    eval_batch_size: int = 256
+    Strict types: a boolean is `true`/`false` (not `"no"` or `0`), a number is not a string. A wrong key, type
+    or range raises `tailor.RecipeError` naming the key. Each field's meaning is its `description` (and the
+    table in `tailor/train/README.md`; `recipe.schema.json` publishes both).
+    """
 
-    def __post_init__(self) -> None:
-        positive = ("epochs", "batch_size", "calib_batches", "eval_batch_size")
-        for name in positive:
+    epochs: Annotated[int, Field(strict=True, ge=1, description="passes over the training data")] = 10
+    batch_size: Annotated[
+        int, Field(strict=True, ge=1, description="global batch size, split evenly across distributed ranks")
+    ] = 128
+    lr: Annotated[
+        float, Field(strict=True, gt=0, description="peak learning rate (SGD), reached after the warm-up")
+    ] = 0.1
+    momentum: Annotated[float, Field(strict=True, ge=0, lt=1, description="SGD momentum")] = 0.9
+    nesterov: Annotated[bool, Field(strict=True, description="Nesterov momentum")] = True
+    weight_decay: Annotated[
+        float, Field(strict=True, ge=0, description="L2 penalty on weights (not on norms and biases)")
+    ] = 5e-4
+    warmup_epochs: Annotated[
+        float, Field(strict=True, ge=0, description="epochs of linear learning-rate warm-up before the cosine decay")
+    ] = 0.0
+    largest_only_epochs: Annotated[
+        float | None,
+        Field(
+            strict=True,
+            ge=0,
+            description="epochs at the start in which only the largest subnet trains (Once-for-All's first phase); "
+            "null: a quarter of `epochs` with the sandwich and random_min_max samplers, 0 with the others. "
+            "Several subnets' summed gradients from random weights can stay at chance",
+        ),
+    ] = None
+    largest_only_final_epochs: Annotated[
+        float, Field(strict=True, ge=0, description="epochs at the end in which only the largest subnet trains again")
+    ] = 0.0
+    label_smoothing: Annotated[
+        float, Field(strict=True, ge=0, lt=1, description="label smoothing of the cross-entropy")
+    ] = 0.1
+    sampler: Annotated[
+        Literal["sandwich", "random_min_max", "uniform", "fixed"],
+        Field(description="which subnets train in a step: sandwich, random_min_max, uniform or fixed (a list)"),
+    ] = "sandwich"
+    num_random: Annotated[
+        int, Field(strict=True, ge=0, description="random subnets per step besides the largest and smallest")
+    ] = 2
+    distill: Annotated[
+        bool, Field(strict=True, description="students learn from the largest subnet's outputs (in-place distillation)")
+    ] = True
+    temperature: Annotated[float, Field(strict=True, gt=0, description="softmax temperature of the distillation")] = 1.0
+    distill_weight: Annotated[
+        float, Field(strict=True, ge=0, le=1, description="students' loss: w * KL(teacher) + (1 - w) * cross-entropy")
+    ] = 1.0
+    student_loss_weight: Annotated[
+        float,
+        Field(
+            strict=True,
+            gt=0,
+            le=1,
+            description="scale of every non-largest subnet's loss in a step (every subnet's without a teacher)",
+        ),
+    ] = 1.0
+    student_ramp_epochs: Annotated[
+        float | None,
+        Field(
+            strict=True,
+            ge=0,
+            description="after the largest-only phase, the students' loss weight rises linearly from ~0 over this "
+            "many epochs; null: a quarter of `epochs` with the sandwich and random_min_max samplers, 0 with the others",
+        ),
+    ] = None
+    project_conflicts: Annotated[
+        bool, Field(strict=True, description="drop the students' gradient component against the largest's (NASViT)")
+    ] = False
+    augment: Annotated[bool, Field(strict=True, description="random crop and flip of training batches")] = True
+    crop_padding: Annotated[int, Field(strict=True, ge=0, description="pixels of padding of the random crop")] = 4
+    flip: Annotated[bool, Field(strict=True, description="random horizontal flip (off for digits)")] = True
+    amp: Annotated[bool, Field(strict=True, description="bfloat16 autocast on CUDA (ignored on CPU)")] = True
+    in_place_grad: Annotated[bool, Field(strict=True, description="add sliced gradients into .grad in place")] = True
+    grad_clip: Annotated[
+        float | None, Field(strict=True, gt=0, description="clip the gradient norm to this (null: no clipping)")
+    ] = None
+    seed: Annotated[int, Field(strict=True, description="seed of data order, subnets, augmentation and dropout")] = 0
+    checkpoint_every: Annotated[
+        int, Field(strict=True, ge=0, description="steps between mid-epoch checkpoints (0: end of epoch only)")
+    ] = 0
+    calib_batches: Annotated[
+        int, Field(strict=True, ge=1, description="training batches for SubnetNorm calibration")
+    ] = 8
+    calib_augment: Annotated[
+        bool,
+        Field(
+            strict=True,
+            description="calibrate on training-augmented batches (seeded), the inputs the weights were fitted to",
+        ),
+    ] = False
+    eval_batch_size: Annotated[int, Field(strict=True, ge=1, description="batch size of evaluation")] = 256
+
+    @model_validator(mode="after")
+    def _phases_fit(self) -> TrainConfig:
+        for name in ("warmup_epochs", "largest_only_epochs", "student_ramp_epochs"):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise InvalidSubnetError(f"train config: {name} must be a positive int, got {value!r}")
-        for name in ("lr", "temperature"):
-            if not getattr(self, name) > 0:
-                raise InvalidSubnetError(f"train config: {name} must be > 0, got {getattr(self, name)!r}")
-        checks = {
-            "momentum": 0 <= self.momentum < 1,
-            "weight_decay": self.weight_decay >= 0,
-            "warmup_epochs": 0 <= self.warmup_epochs <= self.epochs,
-            "largest_only_epochs": 0 <= self.largest_only_epochs <= self.epochs,
-            "largest_only_final_epochs": 0 <= self.largest_only_final_epochs
-            <= self.epochs - self.largest_only_epochs,
-            "student_ramp_epochs": 0 <= self.student_ramp_epochs <= self.epochs,
-            "project_conflicts": isinstance(self.project_conflicts, bool),
-            "calib_augment": isinstance(self.calib_augment, bool),
-            "label_smoothing": 0 <= self.label_smoothing < 1,
-            "distill_weight": 0 <= self.distill_weight <= 1,
-            "student_loss_weight": 0 < self.student_loss_weight <= 1,
-            "num_random": self.num_random >= 0,
-            "crop_padding": self.crop_padding >= 0,
-            "checkpoint_every": self.checkpoint_every >= 0,
-            "grad_clip": self.grad_clip is None or self.grad_clip > 0,
-        }
-        for name, ok in checks.items():
-            if not ok:
-                raise InvalidSubnetError(f"train config: {name}={getattr(self, name)!r} is out of range")
-        if self.sampler not in ("sandwich", "random_min_max", "uniform", "fixed"):
-            raise InvalidSubnetError(
-                f"train config: sampler {self.sampler!r} is not one of sandwich, random_min_max, uniform, fixed"
+            if value is not None and value > self.epochs:
+                raise ValueError(f"{name}={value!r} is more than epochs={self.epochs}")
+        if self.largest_only_final_epochs > self.epochs - self.effective_largest_only_epochs:
+            raise ValueError(
+                f"largest_only_final_epochs={self.largest_only_final_epochs!r} does not fit after "
+                f"largest_only_epochs={self.effective_largest_only_epochs!r} in epochs={self.epochs}"
             )
+        return self
+
+    @property
+    def effective_largest_only_epochs(self) -> float:
+        """`largest_only_epochs`, or its default when null: a quarter of the epochs for teacher samplers, else 0."""
+        return self._phase(self.largest_only_epochs)
+
+    @property
+    def effective_student_ramp_epochs(self) -> float:
+        """`student_ramp_epochs`, or its default when null: a quarter of the epochs for teacher samplers, else 0."""
+        return self._phase(self.student_ramp_epochs)
+
+    def _phase(self, value: float | None) -> float:
+        if value is not None:
+            return float(value)
+        return DEFAULT_PHASE_FRACTION * self.epochs if self.sampler in TEACHER_SAMPLERS else 0.0
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> TrainConfig:
-        """Build from a mapping, naming any unknown field (typos must not be ignored)."""
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise InvalidSubnetError(f"train config: unknown field(s) {unknown}; known: {sorted(known)}")
+        """Build from a mapping; an unknown key, a wrong type or a value out of range raises `RecipeError`."""
+        if not isinstance(data, Mapping):
+            raise RecipeError(f"train config: expected a table, got {type(data).__name__}")
         return cls(**dict(data))
+
+
+def _checked(method: Callable[..., None]) -> Callable[..., None]:
+    """`method` (creation, assignment) with pydantic's `ValidationError` turned into a one-line `RecipeError`."""
+
+    @functools.wraps(method)
+    def checked(self: TrainConfig, *args: Any, **kwargs: Any) -> None:
+        try:
+            method(self, *args, **kwargs)
+        except ValidationError as exc:
+            raise reraise(exc, RecipeError, "train config", TrainConfig) from None
+
+    return checked
+
+
+def _checked_setattr(self: TrainConfig, name: str, value: Any) -> None:
+    """Assigning a field checks the whole config with the new value first; a bad value changes nothing."""
+    if name in self.__dict__ and name in TrainConfig.__pydantic_fields__:
+        value = getattr(dataclasses.replace(self, **{name: value}), name)  # raises RecipeError naming the key
+    object.__setattr__(self, name, value)
+
+
+TrainConfig.__init__ = _checked(TrainConfig.__init__)  # type: ignore[method-assign]
+TrainConfig.__setattr__ = _checked_setattr  # type: ignore[method-assign]
 
 
 def _seed(*parts: object) -> int:
@@ -245,7 +326,9 @@ def calibration_inputs(
         if index >= count:
             break
         if config is not None and config.calib_augment and config.augment:
-            x = _augment(x, config, torch.Generator(device=x.device).manual_seed(_seed("calibrate", config.seed, index)))
+            x = _augment(
+                x, config, torch.Generator(device=x.device).manual_seed(_seed("calibrate", config.seed, index))
+            )
         inputs.append(x)
     return inputs
 
@@ -356,6 +439,19 @@ class _Progress:
 StepCallback = Callable[["Trainer", dict[str, Any]], None]
 
 
+class TrainStateSchema(BaseModel):
+    """`train_state.json` as the Trainer writes it and reads it back to resume (other keys are kept, unchecked)."""
+
+    model_config = ConfigDict(extra="allow")
+    epoch: Annotated[int, Field(strict=True, ge=0)]
+    step_in_epoch: Annotated[int, Field(strict=True, ge=0)]
+    global_step: Annotated[int, Field(strict=True, ge=0)]
+    history: list[dict[str, Any]]
+    config: dict[str, Any]
+    epoch_loss_sums: dict[str, Annotated[float, Field(strict=True)]] = {}
+    epoch_loss_steps: Annotated[int, Field(strict=True, ge=0)] = 0
+
+
 @dataclass
 class TrainState:
     """Where training stands: the next (epoch, step within it) to run and the global step count."""
@@ -364,6 +460,10 @@ class TrainState:
     step_in_epoch: int = 0
     global_step: int = 0
     history: list[dict[str, Any]] = field(default_factory=list)
+    # the running sums of this epoch's step losses and how many steps they hold, so that the epoch loss logged
+    # after a mid-epoch resume averages every step of the epoch, not only those after the checkpoint
+    epoch_loss_sums: dict[str, float] = field(default_factory=dict)
+    epoch_loss_steps: int = 0
 
 
 class Trainer:
@@ -450,7 +550,7 @@ class Trainer:
     @property
     def largest_only_steps(self) -> int:
         """Global steps at the start of training in which only the largest subnet is trained."""
-        return int(self.config.largest_only_epochs * self.steps_per_epoch)
+        return int(self.config.effective_largest_only_epochs * self.steps_per_epoch)
 
     @property
     def largest_only_final_steps(self) -> int:
@@ -464,7 +564,7 @@ class Trainer:
     def student_weight_at(self, global_step: int) -> float:
         """Scale of the students' losses at `global_step`: `student_loss_weight`, ramped after the largest-only phase."""
         cfg = self.config
-        ramp = int(cfg.student_ramp_epochs * self.steps_per_epoch)
+        ramp = int(cfg.effective_student_ramp_epochs * self.steps_per_epoch)
         into = global_step - self.largest_only_steps
         if ramp <= 0 or into >= ramp:
             return cfg.student_loss_weight
@@ -479,7 +579,8 @@ class Trainer:
         state = loaded.train_state
         if state is None or loaded.optimizer_state is None:
             raise CheckpointError(f"checkpoint {str(path)!r} has no training state to resume from")
-        saved = state.get("config", {})
+        parsed = validate(TrainStateSchema, state, CheckpointError, f"{str(path / 'train_state.json')!r}")
+        saved = parsed.config
         for name in ("seed", "batch_size", "sampler", "num_random", "epochs"):
             if saved.get(name) != getattr(self.config, name):
                 raise CheckpointError(
@@ -487,8 +588,13 @@ class Trainer:
                     f"this run has {getattr(self.config, name)!r}; resume with the same recipe"
                 )
         self.optimizer.load_state_dict(loaded.optimizer_state)
-        self.state = TrainState(
-            int(state["epoch"]), int(state["step_in_epoch"]), int(state["global_step"]), list(state["history"])
+        self.state = TrainState(  # the loss sums are absent (empty) in checkpoints written before they were kept
+            parsed.epoch,
+            parsed.step_in_epoch,
+            parsed.global_step,
+            list(parsed.history),
+            dict(parsed.epoch_loss_sums),
+            parsed.epoch_loss_steps,
         )
         self.model.set_in_place_grad(self.config.in_place_grad)
 
@@ -556,8 +662,7 @@ class Trainer:
                 epoch = self.state.epoch
                 progress = _Progress(self.progress, self.steps_per_epoch, f"epoch {epoch + 1}/{cfg.epochs}")
                 start = time.perf_counter()
-                totals: dict[str, float] = {}
-                count = 0
+                totals = self.state.epoch_loss_sums  # carried over from the checkpoint when resumed mid-epoch
                 for x, y in self.train_source.batches(epoch, self.state.step_in_epoch):
                     step = self.state.step_in_epoch
                     step_seed = _seed("step", cfg.seed, epoch, step)
@@ -581,7 +686,7 @@ class Trainer:
                     self.state.global_step += 1
                     for key, value in losses.items():
                         totals[key] = totals.get(key, 0.0) + value
-                    count += 1
+                    self.state.epoch_loss_steps += 1
                     record = {"event": "step", "epoch": epoch, "step": step, "global_step": self.state.global_step}
                     record.update(lr=lr, loss=losses, subnets=[s.id for s in subs])
                     self._log(record)
@@ -600,7 +705,7 @@ class Trainer:
                 summary: dict[str, Any] = {
                     "event": "epoch",
                     "epoch": epoch,
-                    "loss": {k: v / max(1, count) for k, v in totals.items()},
+                    "loss": {k: v / max(1, self.state.epoch_loss_steps) for k, v in totals.items()},
                     "seconds": time.perf_counter() - start,
                 }
                 if self.eval_data is not None:
@@ -609,6 +714,7 @@ class Trainer:
                 self._log(summary)
                 self.state.epoch += 1
                 self.state.step_in_epoch = 0
+                self.state.epoch_loss_sums, self.state.epoch_loss_steps = {}, 0
                 self.save_checkpoint()
         finally:
             distr.barrier(self.ctx)
@@ -640,6 +746,8 @@ class Trainer:
                 "step_in_epoch": self.state.step_in_epoch,
                 "global_step": self.state.global_step,
                 "history": self.state.history,
+                "epoch_loss_sums": self.state.epoch_loss_sums,
+                "epoch_loss_steps": self.state.epoch_loss_steps,
                 "config": self.config.to_dict(),
                 "sampler": self.sampler.describe(),
                 "world_size": self.ctx.world_size,
