@@ -26,7 +26,6 @@ import json
 import math
 import os
 import random
-import sys
 import time
 import warnings
 from collections.abc import Callable, Sequence
@@ -42,6 +41,7 @@ from torch import fx, nn
 from tailor.errors import CheckpointError, SubnetNormFallbackWarning, TailorError, UnsupportedModelError
 from tailor.ops import ElasticBatchNorm2d, ElasticConv2d, ElasticLinear, ElasticModel, ElasticStage
 from tailor.ops.base import ElasticOp
+from tailor.progress import Progress
 from tailor.space import Subnet
 from tailor.train import BatchSource, calibrate
 
@@ -452,6 +452,7 @@ def train_exits(
     requires = [p.requires_grad for p in backbone_params]
     was_training, previous = model.training, model.active_subnet
     total = epochs * len(source)
+    bar = Progress("exit heads", total, progress, unit="step")
     history = []
     step = 0
     try:
@@ -481,15 +482,12 @@ def train_exits(
                 optimizer.step()
                 step += 1
                 count += 1
-                if progress:
-                    sys.stderr.write(f"\rexit heads: epoch {epoch + 1}/{epochs} step {count}/{len(source)}")
-                    sys.stderr.flush()
+                bar(step, info=f"epoch {epoch + 1}/{epochs}")
             record = {"epoch": epoch, "loss": {k: v / max(1, count) for k, v in sums.items()}}
             record["seconds"] = time.perf_counter() - start
             history.append(record)
-        if progress:
-            sys.stderr.write("\n")
     finally:
+        bar.close()
         for p, flag in zip(backbone_params, requires):
             p.requires_grad_(flag)
         with warnings.catch_warnings():
