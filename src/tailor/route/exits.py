@@ -39,6 +39,7 @@ from safetensors.torch import load_file, save_file
 from torch import fx, nn
 
 from tailor.errors import CheckpointError, SubnetNormFallbackWarning, TailorError, UnsupportedModelError
+from tailor.jsonio import default_file_mode
 from tailor.ops import ElasticBatchNorm2d, ElasticConv2d, ElasticLinear, ElasticModel, ElasticStage
 from tailor.ops.base import ElasticOp
 from tailor.progress import Progress
@@ -534,6 +535,7 @@ def save_exits(model: EarlyExitModel, path: str | os.PathLike[str]) -> Path:
     weights = target / "exits.safetensors"
     tmp = target / f".exits.{os.getpid()}.tmp"
     save_file(model.head_state_dict(), str(tmp))
+    os.chmod(tmp, default_file_mode())  # safetensors creates files private to the owner
     os.replace(tmp, weights)
     meta = {
         "schema": EXITS_SCHEMA,
