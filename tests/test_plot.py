@@ -9,6 +9,7 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import matplotlib
+import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -141,6 +142,9 @@ def test_bad_input_raises_plot_error(tmp_path: Path) -> None:
         xy_figure({"a": [(1.0, None)]})
     with pytest.raises(PlotError, match=r"series 'a' has a non-finite x"):
         xy_figure({"a": [(math.nan, 1.0)]})
+    with pytest.raises(PlotError, match=r"series 'a' has a non-numeric y value '0.5'"):
+        xy_figure({"a": [(1.0, "0.5")]})  # type: ignore[list-item]
+    assert xy_figure({"a": [(np.int64(1), np.float32(0.5)), (np.int64(2), np.float64(0.7))]}).axes[0].get_lines()
     with pytest.raises(PlotError, match=r"series 'b' has x = 0.*log axis"):
         xy_figure({"a": [(1.0, 1.0)], "b": [(0.0, 1.0)]}, x=Axis(log=True))
     with pytest.raises(PlotError, match=r"\.txt"):
@@ -212,3 +216,13 @@ def test_the_view_holds_every_point(points: list[tuple[float, float]], percent: 
     assert all(x0 <= x <= x1 and y0 <= y <= y1 for x, y in points)
     if percent:
         assert all(label.endswith("%") for label in tick_labels(ax.yaxis))
+
+
+def test_a_tall_legend_gets_room_of_its_own() -> None:
+    few = xy_figure({"a": [(0, 0.1), (1, 0.2)]})
+    many = xy_figure({f"cascade {i}: a policy with a long descriptive name": [(0, 0.1 * i), (1, 0.2)] for i in range(14)})
+    for fig in (few, many):
+        fig.draw_without_rendering()
+    axes_height = [fig.axes[0].get_window_extent().height / fig.dpi for fig in (few, many)]
+    assert axes_height[1] >= 0.8 * axes_height[0], "the axes keep their height; the figure grows"
+    assert many.get_size_inches()[1] > few.get_size_inches()[1]

@@ -12,6 +12,7 @@ The file type follows the path's suffix.
 from __future__ import annotations
 
 import math
+import numbers
 import os
 import textwrap
 from collections.abc import Iterator, Mapping, Sequence
@@ -115,7 +116,7 @@ def _colours(labels: Sequence[str], fixed: Mapping[str, Any] | None = None) -> d
     and its colours are not handed to other labels."""
     fixed = dict(fixed or {})
     free = [label for label in labels if label not in fixed]
-    cmap = matplotlib.colormaps["tab10" if len(free) + len(fixed) <= 10 else "tab20"]
+    cmap = matplotlib.colormaps["tab10" if len(labels) <= 10 else "tab20"]
     taken = {matplotlib.colors.to_hex(c) for c in fixed.values()}
     palette = [c for c in (cmap(i) for i in range(cmap.N)) if matplotlib.colors.to_hex(c) not in taken] or [cmap(0)]
     return {**{label: palette[i % len(palette)] for i, label in enumerate(free)}, **fixed}
@@ -128,10 +129,11 @@ def _check(series: Series, x: Axis, y: Axis, where: str) -> int:
     """The number of drawable points; PlotError names a series with a point the axes cannot show."""
     finite = 0
     for label, points in series.items():
-        for point in points:
-            px, py = point
-            if not isinstance(px, (int, float)) or not math.isfinite(px):
+        for px, py in points:
+            if not isinstance(px, numbers.Real) or not math.isfinite(px):
                 raise PlotError(f"{where}: series {label!r} has a non-finite x value {px!r}")
+            if py is not None and not isinstance(py, numbers.Real):
+                raise PlotError(f"{where}: series {label!r} has a non-numeric y value {py!r}")
             if py is None or not math.isfinite(py):
                 continue
             finite += 1
@@ -173,7 +175,7 @@ def _draw(
     xs = [float(p[0]) for p in ordered]
     ys = [math.nan if p[1] is None else float(p[1]) for p in ordered]
     if not line:  # markers only: a shape per series, later ones smaller, so points that coincide all show
-        shape, size = _MARKERS[index % len(_MARKERS)], max(4.5, 10.0 - 1.2 * index)
+        shape, size = _MARKERS[index % len(_MARKERS)], max(5.5, 9.5 - 0.8 * index)
         ax.plot(xs, ys, linestyle="none", marker=shape, markersize=size, alpha=0.85, color=colour, label=label,
                 markeredgecolor="white", markeredgewidth=0.6)  # fmt: skip
         return
@@ -182,12 +184,24 @@ def _draw(
             marker="o" if (marker or lone) else None, markersize=6 if lone else 3.5)  # fmt: skip
 
 
+def _figure(size: tuple[float, float]) -> Figure:
+    """A figure whose layout keeps every label, title and legend inside it, with a margin (0.08 in) to spare
+    for a browser whose font runs a little wider than matplotlib's."""
+    fig = Figure(figsize=size, layout="constrained")
+    fig.get_layout_engine().set(w_pad=0.08, h_pad=0.08)
+    return fig
+
+
 def _legend(fig: Figure, handles: list[Any], labels: list[str]) -> None:
     """One legend below the axes (outside them): never over the data, never cut off (constrained layout)."""
     if not labels:
         return
     longest = max(len(label) for label in labels)
     columns = max(1, min(len(labels), 96 // (longest + 8)))
+    rows = math.ceil(len(labels) / columns)
+    if rows > 2:  # a tall legend gets its own room instead of squeezing the axes
+        width, height = fig.get_size_inches()
+        fig.set_size_inches(width, height + 0.22 * (rows - 2))
     fig.legend(handles, labels, loc="outside lower center", ncols=columns)
 
 
@@ -222,7 +236,7 @@ def xy_figure(
     if not _check(series, x, y, "plot"):
         raise PlotError("plot: no points to plot")
     with _style():
-        fig = Figure(figsize=size, layout="constrained")
+        fig = _figure(size)
         ax = fig.add_subplot()
         palette = _colours(list(series), colours)
         for index, (label, points) in enumerate(series.items()):
@@ -262,7 +276,7 @@ def panels_figure(
         order.extend(label for label in panel.series if label not in order)
     palette = _colours(order, colours)
     with _style():
-        fig = Figure(figsize=(width, 1.4 + panel_height * len(panels)), layout="constrained")
+        fig = _figure((width, 1.4 + panel_height * len(panels)))
         axes = fig.subplots(len(panels), 1, sharex=True, squeeze=False)[:, 0]
         seen: dict[str, Any] = {}
         for ax, panel in zip(axes, panels):

@@ -226,8 +226,8 @@ def _banner(figures: dict[str, Any]) -> str:
         f"A small data set ({html.escape(training['data'])}: {training['train_size']:,} training and "
         f"{training['test_size']:,} test images of {size} pixels), {training['epochs']} epochs, "
         f"{figures['search']['budget']} subnets searched and a {config['trace_seconds']:g}-second trace: it checks "
-        "that every step works end to end in about a minute. Its numbers show that the pipeline runs and learns; "
-        "they are not findings about tailor. <code>tailor demo</code> is the full run.</p>"
+        "that every step works end to end, at a size CI can afford. Its numbers show that the pipeline runs and "
+        "learns; they are not findings about tailor. <code>tailor demo</code> is the full run.</p>"
     )
 
 
