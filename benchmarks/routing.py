@@ -45,6 +45,7 @@ import torch
 import tailor
 from tailor.data import default_augmentation, synthetic
 from tailor.errors import SubnetNormFallbackWarning
+from tailor.plot import Axis, xy_plot
 from tailor.route import (
     FINAL,
     Cascade,
@@ -64,7 +65,6 @@ from tailor.route import (
     escalation_by_bins,
     fit_router,
     fit_temperature,
-    line_plot_png,
     load_exits,
     multi_threshold_grid,
     pareto_front,
@@ -777,35 +777,34 @@ def make_plots(
     out = Path(args.out) / "routing"  # the figures the issue names, kept apart from other benchmarks' files
     ref = largest["cost_ms"]
     series: dict[str, list[tuple[float, float]]] = {
-        "static subnets": [(r["cost_ms"] / ref, 100 * r["test_accuracy"]) for r in static_rows if r not in front],
-        "static Pareto front": [(r["cost_ms"] / ref, 100 * r["test_accuracy"]) for r in front],
-        "exit x width grid": [(r["cost_ms"] / ref, 100 * r["test_accuracy"]) for r in grid_rows],
+        "static subnets": [(r["cost_ms"] / ref, r["test_accuracy"]) for r in static_rows if r not in front],
+        "static Pareto front": [(r["cost_ms"] / ref, r["test_accuracy"]) for r in front],
+        "exit x width grid": [(r["cost_ms"] / ref, r["test_accuracy"]) for r in grid_rows],
     }
     lines = ["static Pareto front"]
     main = cascades[0]
     for label, curve in main["curves"].items():  # every policy of the main cascade, held-out-chosen thresholds
         key = f"{main['name']}: {label}"
-        series[key] = [(t.cost / ref, 100 * t.accuracy) for _, t in front_on_holdout(curve)]
+        series[key] = [(t.cost / ref, t.accuracy) for _, t in front_on_holdout(curve)]
         lines.append(key)
     for c in cascades[1:]:
         for label in ("confidence", "learned"):
             key = f"{c['name']}: {label}"
-            series[key] = [(t.cost / ref, 100 * t.accuracy) for _, t in front_on_holdout(c["curves"][label])]
+            series[key] = [(t.cost / ref, t.accuracy) for _, t in front_on_holdout(c["curves"][label])]
             lines.append(key)
-    floor = min(100 * r["test_accuracy"] for r in front) - 2
+    floor = min(r["test_accuracy"] for r in front) - 0.02  # 2 pt below the worst front subnet
     series = {k: [(x, y) for x, y in v if y >= floor] for k, v in series.items()}
     series = {k: v for k, v in series.items() if v}
-    target = 100 * largest["test_accuracy"] - TARGET_GAP_PT
-    series[f"largest - {TARGET_GAP_PT} pt"] = [(0.1, target), (1.0, target)]
-    lines.append(f"largest - {TARGET_GAP_PT} pt")
-    acc_plot = line_plot_png(
+    target = largest["test_accuracy"] - TARGET_GAP_PT / 100
+    acc_plot = xy_plot(
         series,
         out / "acc_vs_latency.png",
         title=f"{args.model} on synthetic: test accuracy vs expected latency (1.0 = largest, {ref:.3f} ms/img)",
-        xlabel=f"expected latency / largest subnet's (batch {args.latency_batch}, {args.threads} thread(s))",
-        ylabel="test accuracy (%)",
+        x=Axis(f"expected latency / largest subnet's (batch {args.latency_batch}, {args.threads} thread(s))"),
+        y=Axis("test accuracy", percent=True),
         lines=lines,
-        vlines={"0.6x": 0.6},
+        hlines={f"largest - {TARGET_GAP_PT} pt": target},
+        vlines={"0.6x the largest's latency": 0.6},
     )
     esc: dict[str, list[tuple[float, float]]] = {}
     uniform = [i / 50 for i in range(51)]  # evenly spaced thresholds, so each policy's scale shows
@@ -813,13 +812,13 @@ def make_plots(
         points = sweep(
             main["outputs_test"], main["labels_test"], curve["policy"], main["costs"], uniform, curve["temperatures"]
         )
-        esc[label] = [(p.thresholds[0], 100 * p.escalation) for p in points]
-    esc_plot = line_plot_png(
+        esc[label] = [(p.thresholds[0], p.escalation) for p in points]
+    esc_plot = xy_plot(
         esc,
         out / "escalation_vs_threshold.png",
         title=f"{main['name']}: inputs escalated to the largest subnet vs threshold (test)",
-        xlabel="threshold on the policy's score (escalate if score < threshold)",
-        ylabel="escalated (%)",
+        x=Axis("threshold on the policy's score (escalate if score < threshold)"),
+        y=Axis("escalated", percent=True),
         lines=list(esc),
     )
     return [acc_plot, esc_plot]

@@ -44,7 +44,7 @@ from tailor import SubnetNormFallbackWarning, create_model, load, save
 from tailor.cost import LatencyPredictor, latency
 from tailor.data import default_augmentation, load_dataset
 from tailor.data.base import TensorImageDataset
-from tailor.plot import scatter_svg
+from tailor.plot import Axis, xy_plot
 from tailor.search import (
     Evaluator,
     MeasuredCost,
@@ -376,9 +376,9 @@ def plot(part: dict[str, Any], full: ParetoFront, path: Path) -> Path:
     series = {"exhaustive front": [(e.macs / 1e3, e.accuracy) for e in full]}
     for label, front in part["fronts"].items():
         series[label] = [(e.macs / 1e3, e.accuracy) for e in front]
-    return scatter_svg(series, path, title=f"Fronts after {part['budget']} of {full.info['space_size']} subnets "
-                       "(seed 0) vs exhaustive", xlabel="kMACs per image", ylabel="held-out accuracy",
-                       lines=list(series))  # fmt: skip
+    return xy_plot(series, path, title=f"Fronts after {part['budget']} of {full.info['space_size']} subnets "
+                   "(seed 0) vs exhaustive", x=Axis("kMACs per image"), y=Axis("held-out accuracy", percent=True),
+                   lines=list(series))  # fmt: skip
 
 
 def main() -> None:

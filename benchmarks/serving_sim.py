@@ -42,9 +42,10 @@ from tailor import SubnetNormFallbackWarning, create_model
 from tailor.cost import build_profile
 from tailor.cost.profile import Profile
 from tailor.data import default_augmentation, load_dataset
+from tailor.plot import Axis, timeline_plot, xy_plot
 from tailor.serve import ServingProfile, simulate, traces, upper_bound
 from tailor.serve.profile import ofa_like_profile
-from tailor.serve.sim.plots import line_svg, timeline_svg
+from tailor.plot import Axis, timeline_plot, xy_plot
 from tailor.serve.sim.simulate import SimResult
 from tailor.serve.traces import Trace
 from tailor.train import TrainConfig, Trainer, evaluate
@@ -399,12 +400,13 @@ def plots(label: str, p: ServingProfile, outs: list[dict[str, Any]], out_dir: Pa
             series["upper bound"] = [(o["x_largest"], o["upper_bound"]["attainment"]) for o in group]
             series["best fixed"] = [(o["x_largest"], o["best_fixed_attainment"]["attainment"]) for o in group]
             written.append(
-                line_svg(
+                xy_plot(
                     series,
                     out_dir / f"serving_sim_{label}_attainment_cv2_{cv2}.svg",
                     title=f"{label}: SLO attainment vs load, bursty CV²={cv2}",
-                    xlabel="load (x what the largest subnet sustains)",
-                    ylabel="SLO attainment",
+                    x=Axis("load (x what the largest subnet sustains)"),
+                    y=Axis("SLO attainment", percent=True),
+                    lines=True,
                 )
             )
         middle = group[len(group) // 2]
@@ -413,36 +415,36 @@ def plots(label: str, p: ServingProfile, outs: list[dict[str, Any]], out_dir: Pa
             return max(1.0 - attainment, 1e-6)
 
         series = {
-            n: [(miss(middle["policies"][n]["attainment"]), 100 * (middle["policies"][n]["accuracy"] or math.nan))]
+            n: [(miss(middle["policies"][n]["attainment"]), middle["policies"][n]["accuracy"])]
             for n in ONLINE
         }
         series["fixed subnets"] = [
-            (miss(r["attainment"]), 100 * r["accuracy"]) for r in middle["fixed"].values() if r["accuracy"] is not None
+            (miss(r["attainment"]), r["accuracy"]) for r in middle["fixed"].values() if r["accuracy"] is not None
         ]
         ub = upper_bound(p, middle["_trace"], slo_ms=middle["_slo"])
         series["upper bound"] = [
-            (miss(m / ub.requests), 100 * ub.mean_accuracy_bound(m))
+            (miss(m / ub.requests), ub.mean_accuracy_bound(m))
             for m in sorted({round(ub.max_on_time * (1 - 10**-k / 2)) for k in range(0, 7)} | {ub.max_on_time})
             if m > 0
         ]
         written.append(
-            line_svg(
+            xy_plot(
                 series,
                 out_dir / f"serving_sim_{label}_accuracy_vs_attainment_cv2_{cv2}.svg",
                 title=f"{label}: accuracy vs SLO misses, {middle['name']}",
-                xlabel="fraction of requests not on time (1 - attainment; 1e-6 = none)",
-                ylabel="mean accuracy of on-time responses (%)",
-                log_x=True,
-                points_only=["fixed subnets", *ONLINE],
+                x=Axis("requests not on time (1 - attainment; 0.0001% = none)", log=True, percent=True),
+                y=Axis("mean accuracy of on-time responses", percent=True),
+                lines=["upper bound"],
             )
         )
     ramp = next((o for o in outs if o["kind"] == "ramp"), None)
     if ramp is not None:
         written.append(
-            timeline_svg(
+            timeline_plot(
                 {n: ramp["_results"][n] for n in ONLINE},
                 out_dir / f"serving_sim_{label}_timeline_ramp.svg",
                 title=f"{label}: {ramp['name']}",
+                subnet_ids=p.subnet_ids,
             )
         )
     return written

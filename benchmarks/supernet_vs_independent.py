@@ -35,7 +35,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from tailor import SubnetNormFallbackWarning, create_model, save
 from tailor.data import default_augmentation, load_dataset
 from tailor.ops import ElasticModel
-from tailor.plot import scatter_svg
+from tailor.plot import Axis, xy_plot
 from tailor.space import SearchSpace, Subnet
 from tailor.train import TrainConfig, Trainer, evaluate
 from tailor.train.recipe import Recipe
@@ -248,18 +248,17 @@ def run_dataset(name: str, args: argparse.Namespace, out_dir: Path, seed: int, f
     print("training seconds: " + ", ".join(f"{k} {v:.0f}" for k, v in timings.items()))
 
     series = {
-        "supernet subnets": [(sub_macs[sub_id] / 1e6, 100 * accuracy[sub_id]) for sub_id in accuracy],
-        "trained alone": [(alone_macs[w] / 1e6, 100 * alone[w]) for w in ("smallest", "largest")],
-        "random subnet, uncalibrated": [(sub_macs[probe.id] / 1e6, 100 * before)],
+        "supernet subnets": [(sub_macs[sub_id] / 1e6, accuracy[sub_id]) for sub_id in accuracy],
+        "trained alone": [(alone_macs[w] / 1e6, alone[w]) for w in ("smallest", "largest")],
+        "random subnet, uncalibrated": [(sub_macs[probe.id] / 1e6, before)],
     }
     if first:  # the plot shows the first seed's run
-        plot = scatter_svg(
+        plot = xy_plot(
             series,
             out_dir / f"supernet_vs_independent_{name}.svg",
             title=f"{args.model} on {name}: one supernet vs networks trained alone ({epochs} epochs)",
-            xlabel="MMACs per image",
-            ylabel="test accuracy (%)",
-            log_x=True,
+            x=Axis("MMACs per image", log=True),
+            y=Axis("test accuracy", percent=True),
         )
         print(f"plot: {plot}")
     return {

@@ -33,3 +33,12 @@ def test_bad_arguments_are_reported(capsys: pytest.CaptureFixture[str]) -> None:
     assert "--subnets must be >= 1" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["actuate", "--model", "nope"])
+
+
+def test_version_prints_the_package_version(capsys: pytest.CaptureFixture[str]) -> None:
+    import tailor
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--version"])
+    assert exit_info.value.code == 0
+    assert capsys.readouterr().out.strip() == f"tailor {tailor.__version__}"

@@ -6,10 +6,15 @@ profile subnets on ONNX Runtime and fit a latency predictor, search the accuracy
 at several batch sizes (the serving profile), build a little/big cascade and sweep its threshold, simulate
 serving a bursty trace with SlackFit against every fixed front subnet, and write `report/index.html` with a
 JSON of every figure. Every number in the report is computed in this run; nothing is quoted from elsewhere.
+`--quick` is a smoke run of the same steps on `digits` (small 8x8 images on which the resnet20 supernet
+passes 90% within its 10 epochs), sized for CI; its report says so at the top.
 """
 
 from __future__ import annotations
 
+import datetime
+import os
+import platform
 import random
 import sys
 import time
@@ -23,10 +28,11 @@ import torch
 
 from tailor.cost import build_profile, macs
 from tailor.cost.predict import LatencyPredictor
-from tailor.data import synthetic
+from tailor.data import default_augmentation, load_dataset
 from tailor.errors import SubnetNormFallbackWarning, TailorError
 from tailor.models import create_model
 from tailor.ops import ElasticModel
+from tailor.progress import Progress
 from tailor.route.evaluate import sweep, threshold_grid
 from tailor.route.policies import Confidence, StageOutput, softmax_confidence
 from tailor.search import Evaluator, search
@@ -41,11 +47,15 @@ HELD_OUT_SUBNETS = 4  # measured but not fitted: the latency predictor's error i
 
 @dataclass(frozen=True)
 class DemoConfig:
-    """Sizes of one demo run; `quick()` is the CI-sized run (well under 2 minutes on 2 cores; the full run about 6)."""
+    """Sizes of one demo run; `quick()` is the CI-sized smoke run (about a minute on 2 cores; the full run about 6).
+
+    `data` is `synthetic` or `digits`; `train_size`/`test_size` None take the data set's whole split.
+    """
 
     model: str = "resnet20"
-    train_size: int = 10000
-    test_size: int = 2000
+    data: str = "synthetic"
+    train_size: int | None = 10000
+    test_size: int | None = 2000
     epochs: int = 7
     batch_size: int = 128
     calib_batches: int = 4
@@ -57,13 +67,16 @@ class DemoConfig:
     trace_seconds: float = 60.0
     seed: int = 0
     threads: int = 2
+    smoke: bool = False  # a smoke run: its numbers check the pipeline, they are not findings
 
     @classmethod
     def quick(cls, **overrides: Any) -> DemoConfig:
+        """The smoke run: digits (1,438 / 359 images of 8x8), 10 epochs, a small search and a 10 s trace."""
         values: dict[str, Any] = dict(
-            train_size=1536,
-            test_size=512,
-            epochs=2,
+            data="digits",
+            train_size=None,
+            test_size=None,
+            epochs=10,
             batch_size=64,
             calib_batches=2,
             profile_subnets=10,
@@ -72,6 +85,7 @@ class DemoConfig:
             batch_sizes=(1, 4, 16),
             repeats=8,
             trace_seconds=10.0,
+            smoke=True,
         )
         values.update(overrides)
         return cls(**values)
@@ -96,17 +110,52 @@ class _Steps:
         return result
 
 
-def _bar(label: str, enabled: bool) -> Callable[[int, int], None] | None:
-    """A `progress(done, total)` callback drawing a one-line bar on stderr."""
-    if not enabled:
+def _load_average() -> float | None:
+    """The 1-minute load average, or None where the system does not report one."""
+    try:
+        return os.getloadavg()[0]
+    except (OSError, AttributeError):
         return None
 
-    def update(done: int, total: int) -> None:
-        filled = 24 * done // max(1, total)
-        end = "\n" if done >= total else ""
-        print(f"\r{label} [{'#' * filled}{'.' * (24 - filled)}] {done}/{total}", end=end, file=sys.stderr, flush=True)
 
-    return update
+def _run_info(config: DemoConfig) -> dict[str, Any]:
+    """What a reader needs to weigh the numbers: mode, seed, versions, threads, machine, date, load."""
+    import numpy
+    import onnxruntime
+    import optuna
+
+    import tailor
+
+    return {
+        "mode": "quick (smoke run)" if config.smoke else "full",
+        "data": config.data,
+        "model": config.model,
+        "seed": config.seed,
+        "threads": config.threads,
+        "started_utc": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M:%S UTC"),
+        "cpu_count": os.cpu_count(),
+        "load_average_start": _load_average(),
+        "tailor_version": tailor.__version__,
+        "torch_version": torch.__version__,
+        "onnxruntime_version": onnxruntime.__version__,
+        "numpy_version": numpy.__version__,
+        "optuna_version": optuna.__version__,
+        "python_version": platform.python_version(),
+        "platform": platform.platform(),
+    }
+
+
+def _history(history: list[dict[str, Any]], largest: Subnet, smallest: Subnet) -> list[dict[str, Any]]:
+    """Per epoch: mean training losses by role, held-out accuracy of the largest and smallest subnets, seconds."""
+    return [
+        {
+            "epoch": index + 1,
+            "loss": dict(entry["loss"]),
+            "accuracy": {"largest": entry["accuracy"][largest.id], "smallest": entry["accuracy"][smallest.id]},
+            "seconds": entry["seconds"],
+        }
+        for index, entry in enumerate(history)
+    ]
 
 
 def _logits(model: ElasticModel, sub: Subnet, images: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
@@ -134,22 +183,31 @@ def run_demo(out_dir: str | Path, config: DemoConfig | None = None, progress: bo
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(config.seed)
     torch.set_num_threads(config.threads)
+    run_start = time.perf_counter()
     steps = _Steps(6, progress)
-    figures: dict[str, Any] = {"config": {k: getattr(config, k) for k in config.__dataclass_fields__}}
+    figures: dict[str, Any] = {"run": _run_info(config)}
+    figures["config"] = {k: getattr(config, k) for k in config.__dataclass_fields__}
     figures["config"]["batch_sizes"] = list(config.batch_sizes)
     timings: dict[str, float] = {}
 
-    train = synthetic(n=config.train_size, split="train", seed=config.seed)
-    test = synthetic(n=config.test_size, split="test", seed=config.seed)
-    model = create_model(config.model, num_classes=train.num_classes)
+    def split(name: str, size: int | None) -> Any:
+        sizes = {} if size is None else {"n": size}
+        return load_dataset(config.data, name, seed=config.seed, **sizes)
+
+    train, test = split("train", config.train_size), split("test", config.test_size)
+    model = create_model(config.model, num_classes=train.num_classes, in_chans=train.input_size[0])
+    model.default_input_size = tuple(train.input_size)  # costs are measured at the size the data has
     space = model.space
 
     # 1. train the supernet (largest first, then the sandwich rule with in-place distillation)
+    augmentation = default_augmentation(config.data)
     train_config = TrainConfig(
         epochs=config.epochs,
         batch_size=config.batch_size,
         largest_only_epochs=config.epochs / 4,
         calib_batches=config.calib_batches,
+        crop_padding=augmentation.crop_padding,
+        flip=augmentation.flip,
         seed=config.seed,
     )
     trainer = Trainer(
@@ -160,12 +218,15 @@ def run_demo(out_dir: str | Path, config: DemoConfig | None = None, progress: bo
     history = steps.run("train the supernet", trainer.fit)
     timings["train_s"] = time.perf_counter() - start
     figures["training"] = {
+        "data": config.data,
+        "input_size": list(train.input_size),
         "epochs": config.epochs,
+        "largest_only_epochs": train_config.largest_only_epochs,
         "train_size": len(train),
         "test_size": len(test),
         "largest_accuracy": history[-1]["accuracy"][space.largest().id],
         "smallest_accuracy": history[-1]["accuracy"][space.smallest().id],
-        "loss_by_epoch": [h["loss"] for h in history],
+        "history": _history(history, space.largest(), space.smallest()),
     }
 
     # 2. profile subnets on ONNX Runtime and fit a latency predictor (batch 1), checked on held-out subnets
@@ -179,7 +240,7 @@ def run_demo(out_dir: str | Path, config: DemoConfig | None = None, progress: bo
     def measure_probe() -> Any:
         return build_profile(model, probe, batch_sizes=(1,), backend="onnxruntime", threads=1,
                              warmup=3, repeats=config.repeats, model_name=config.model,
-                             progress=_bar("timing", progress))  # fmt: skip
+                             progress=Progress("timing", enabled=progress, unit="run"))  # fmt: skip
 
     start = time.perf_counter()
     probe_profile = steps.run("profile subnets on ONNX Runtime", measure_probe)
@@ -226,7 +287,7 @@ def run_demo(out_dir: str | Path, config: DemoConfig | None = None, progress: bo
     def measure_front() -> Any:
         return build_profile(model, [c.subnet for c in served], batch_sizes=config.batch_sizes,
                              backend="onnxruntime", threads=1, warmup=3, repeats=config.repeats,
-                             accuracy=accuracy, model_name=config.model, progress=_bar("timing", progress))  # fmt: skip
+                             accuracy=accuracy, model_name=config.model, progress=Progress("timing", enabled=progress, unit="run"))  # fmt: skip
 
     start = time.perf_counter()
     profile = steps.run("measure the front at every batch size", measure_front)
@@ -277,6 +338,8 @@ def run_demo(out_dir: str | Path, config: DemoConfig | None = None, progress: bo
         policies = ["slackfit", "maxacc", "infaas"] + [f"fixed:{sid}" for sid in view.subnet_ids] + ["upper_bound"]
         results = {name: simulate(view, trace, policy=name, slo_ms=slo_ms, workers=1) for name in policies}
         return {
+            "percentile": view.percentile,
+            "subnet_ids": list(view.subnet_ids),
             "slo_ms": slo_ms,
             "requests": len(trace),
             "mean_rate": len(trace) / config.trace_seconds,
@@ -290,6 +353,8 @@ def run_demo(out_dir: str | Path, config: DemoConfig | None = None, progress: bo
     figures["serving"] = steps.run("simulate serving a bursty trace", serving)
     timings["serving_s"] = time.perf_counter() - start
     figures["timings"] = timings
+    figures["run"]["duration_s"] = time.perf_counter() - run_start
+    figures["run"]["load_average_end"] = _load_average()
     if not figures["search"]["front"]:
         raise TailorError("demo: the search returned an empty front")
     write_report(figures, out)

@@ -1,4 +1,4 @@
-"""tailor.route.evaluate: Pareto fronts, the mixing hull, budgets, threshold grids and sweeps; the PNG plotter."""
+"""tailor.route.evaluate: Pareto fronts, the mixing hull, budgets, threshold grids and sweeps."""
 
 from __future__ import annotations
 
@@ -8,7 +8,6 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from PIL import Image
 
 from tailor.errors import TailorError
 from tailor.route import (
@@ -16,14 +15,12 @@ from tailor.route import (
     StageOutput,
     accuracy_at_cost,
     ensemble_outputs,
-    line_plot_png,
     pareto_front,
     simulate,
     sweep,
     threshold_grid,
     upper_hull,
 )
-from tailor.route.png import PALETTE, nice_ticks
 
 points_strategy = st.lists(
     st.tuples(st.floats(0.01, 100.0), st.floats(0.0, 1.0)).map(lambda p: (round(p[0], 3), round(p[1], 3))),
@@ -123,35 +120,3 @@ def test_sweeping_the_mean_combination_reads_the_running_ensemble() -> None:
     assert mean[-1].accuracy == float((both.argmax(1) == labels).double().mean())  # all escalated: the ensemble
     with pytest.raises(TailorError, match="combine"):
         simulate(outputs, policy, [1.0, 3.0], combine="max")
-
-
-def test_line_plot_png_draws_every_series(tmp_path: object) -> None:
-    path = line_plot_png(
-        {"front": [(0.1, 80.0), (0.5, 90.0), (1.0, 91.0)], "cascade": [(0.3, 88.0), (0.6, 91.5)]},
-        tmp_path / "plot.png",  # type: ignore[operator]
-        title="t",
-        xlabel="x",
-        ylabel="y",
-        lines=["front"],
-        vlines={"0.6x": 0.6},
-        width=500,
-        height=320,
-    )
-    image = Image.open(path)
-    assert image.format == "PNG" and image.size == (500, 320)
-    colours = {colour for _, colour in image.convert("RGB").getcolors(maxcolors=1 << 20)}
-    assert PALETTE[0] in colours and PALETTE[1] in colours
-    with pytest.raises(ValueError, match="no points"):
-        line_plot_png({}, tmp_path / "empty.png")  # type: ignore[operator]
-    with pytest.raises(ValueError, match="finite"):
-        line_plot_png({"a": [(float("nan"), 1.0)]}, tmp_path / "nan.png")  # type: ignore[operator]
-
-
-@settings(max_examples=40, deadline=None)
-@given(low=st.floats(-1e4, 1e4), span=st.floats(1e-3, 1e4))
-def test_nice_ticks_cover_the_range_in_round_steps(low: float, span: float) -> None:
-    ticks = nice_ticks(low, low + span)
-    assert 2 <= len(ticks) <= 12
-    step = ticks[1] - ticks[0]
-    assert ticks[0] >= low - 1e-9 * span and ticks[-1] <= low + span + 1e-6 * span
-    assert ticks[0] - low < step + 1e-9 and low + span - ticks[-1] < step + 1e-6 * span

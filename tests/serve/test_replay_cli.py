@@ -1,4 +1,4 @@
-"""`tailor replay --sim` and the serving plots."""
+"""`tailor replay --sim`: tables, JSON, errors and the `--plot` timeline."""
 
 from __future__ import annotations
 
@@ -11,7 +11,6 @@ from serving_helpers import small_profile
 
 from tailor.cli import main
 from tailor.serve import simulate, traces
-from tailor.serve.sim.plots import line_svg, timeline_svg
 
 
 def test_replay_prints_json_for_each_policy(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -42,7 +41,10 @@ def test_replay_reads_a_rates_csv_and_prints_a_table(tmp_path: Path, capsys: pyt
     assert code == 0
     out = capsys.readouterr().out
     assert out.splitlines()[2].startswith("maxacc ")
-    assert (tmp_path / "replay_timeline.svg").exists()
+    svg = ET.parse(tmp_path / "replay_timeline.svg").getroot()
+    texts = {"".join(t.itertext()) for t in svg.iter("{http://www.w3.org/2000/svg}text")}
+    assert {"maxacc", "subnet serving most", "time (s)"} <= texts
+    assert any(text.startswith("ofa-") for text in texts), "the subnet axis is labelled with the profile's ids"
 
 
 def test_replay_errors_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -54,27 +56,3 @@ def test_replay_errors_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     assert "unknown policy 'magic'" in capsys.readouterr().err
     assert main(["replay", "--sim", "--profile", "ofa-like", "--trace", "rates"]) == 2
     assert "needs --csv" in capsys.readouterr().err
-
-
-def test_line_and_timeline_svgs_are_well_formed(tmp_path: Path) -> None:
-    path = line_svg(
-        {"a": [(1, 0.5), (2, None), (3, 0.7), (4, 0.8)], "b": [(1, 0.2), (10, 0.9)]},
-        tmp_path / "line.svg",
-        title="t <&>",
-        log_x=True,
-    )
-    root = ET.parse(path).getroot()
-    polylines = root.findall("{http://www.w3.org/2000/svg}polyline")
-    assert len(polylines) == 2  # 'a' is broken at the missing point: (1) alone, then (3, 4); 'b' one line
-    scatter = line_svg({"a": [(1, 0.5), (3, 0.7)], "b": [(1, 0.2), (2, 0.9)]}, tmp_path / "s.svg", points_only=["a"])
-    root = ET.parse(scatter).getroot()
-    assert len(root.findall("{http://www.w3.org/2000/svg}polyline")) == 1  # only 'b' is joined
-    assert len(root.findall("{http://www.w3.org/2000/svg}circle")) == 4
-    with pytest.raises(ValueError, match="no finite points"):
-        line_svg({"a": [(1, None)]}, tmp_path / "empty.svg")
-    p = small_profile()
-    trace = traces.bursty(200, 600, 4, 5, seed=0)
-    results = {name: simulate(p, trace, policy=name, slo_ms=30) for name in ("slackfit", "maxacc")}
-    root = ET.parse(timeline_svg(results, tmp_path / "timeline.svg", title="x")).getroot()
-    texts = [t.text for t in root.iter("{http://www.w3.org/2000/svg}text")]
-    assert "max queue length" in texts and "slackfit" in texts

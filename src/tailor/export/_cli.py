@@ -1,4 +1,4 @@
-"""What `tailor export` and `tailor profile` share: the model source, subnet specs, data, progress bars.
+"""What `tailor export` and `tailor profile` share: the model source, subnet specs, data (progress: `tailor.progress`).
 
 Kept in `tailor.export` because `tailor.cost` builds on export (never the reverse). Every bad argument
 raises a `TailorError` naming it, which the CLI prints as one line with exit status 2.
@@ -7,8 +7,6 @@ raises a `TailorError` naming it, which the CLI prints as one line with exit sta
 from __future__ import annotations
 
 import random
-import sys
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +19,7 @@ from tailor.data import list_datasets, load_dataset
 from tailor.errors import DataError, InvalidSubnetError, ProfileError
 from tailor.models import create_model, list_models
 from tailor.ops import ElasticModel
+from tailor.progress import Progress
 from tailor.space import SUBNET_NOTATION, SearchSpace, Subnet
 from tailor.space import parse_subnets as parse_space_subnets
 from tailor.train import calibrate, check_data_fits, load_checkpoint
@@ -28,35 +27,6 @@ from tailor.train.checkpoint import recorded_data
 from tailor.train.trainer import BatchSource
 
 SUBNET_SPEC_HELP = SUBNET_NOTATION
-
-
-class Progress:
-    """A one-line progress bar on stderr, redrawn at most 4 times a second; silent when disabled or not a tty."""
-
-    def __init__(self, label: str, total: int, enabled: bool = True) -> None:
-        self.label, self.total = label, total
-        self.enabled = enabled and sys.stderr.isatty()
-        self.start = self.last = time.perf_counter()
-
-    def __call__(self, done: int, total: int | None = None, info: str = "") -> None:
-        if total is not None:
-            self.total = total
-        if not self.enabled:
-            return
-        now = time.perf_counter()
-        if done < self.total and now - self.last < 0.25:
-            return
-        self.last = now
-        filled = int(24 * done / max(1, self.total))
-        elapsed = now - self.start
-        eta = elapsed / done * (self.total - done) if done else 0.0
-        sys.stderr.write(
-            f"\r{self.label} [{'#' * filled}{'.' * (24 - filled)}] {done}/{self.total} "
-            f"{elapsed:.0f}s elapsed, {eta:.0f}s left {info}\033[K"
-        )
-        if done >= self.total:
-            sys.stderr.write("\n")
-        sys.stderr.flush()
 
 
 @dataclass

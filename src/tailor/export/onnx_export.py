@@ -9,7 +9,6 @@ TorchScript exporter handles fully.
 from __future__ import annotations
 
 import os
-import tempfile
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -22,6 +21,7 @@ import torch
 from tailor.errors import ProfileError, UnsupportedModelError
 from tailor.export._common import example_input, input_shape_of, static_subnet
 from tailor.export.fold import fold_batchnorm
+from tailor.jsonio import temporary_sibling
 from tailor.ops import ElasticModel
 from tailor.space import Subnet
 
@@ -113,8 +113,7 @@ def to_onnx(
         raise UnsupportedModelError(f"BatchNorm folding changed subnet {sub.id}'s output by {fold_diff:.3g} (> 1e-4)")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(suffix=".onnx", dir=path.parent)
-    os.close(fd)
+    tmp = str(temporary_sibling(path, suffix=".onnx"))  # not mkstemp: its 0600 would stay on the export
     try:
         export_module(folded, tmp, shape, opset)
         onnx_diff = None

@@ -22,7 +22,6 @@ from tailor.route.evaluate import (
     upper_hull,
 )
 from tailor.route.exits import FINAL, EarlyExitModel, ExitHead, add_early_exits, load_exits, save_exits, train_exits
-from tailor.route.png import line_plot_png
 from tailor.route.policies import (
     POLICIES,
     Confidence,
@@ -62,7 +61,6 @@ __all__ = [
     "escalation_by_bins",
     "fit_router",
     "fit_temperature",
-    "line_plot_png",
     "load_exits",
     "make_policy",
     "multi_threshold_grid",

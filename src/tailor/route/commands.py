@@ -34,7 +34,6 @@ from tailor.route.evaluate import (
     threshold_grid,
 )
 from tailor.route.exits import FINAL, add_early_exits, load_exits, save_exits, train_exits
-from tailor.route.png import line_plot_png
 from tailor.route.policies import POLICIES, Confidence, LearnedRouter, Policy, StageOutput, fit_router, make_policy
 from tailor.space import SUBNET_NOTATION, SearchSpace, parse_subnets
 from tailor.train import BatchSource, Checkpoint, calibrate, load_checkpoint
@@ -142,7 +141,7 @@ def _exits_model(
         batch_size=args.batch_size,
         augment=default_augmentation(data_name),
         seed=args.seed,
-        progress=not args.no_progress and sys.stderr.isatty(),
+        progress=not args.no_progress,
     )
     if args.exits_dir:
         save_exits(exits, args.exits_dir)
@@ -250,32 +249,23 @@ def cmd_route(args: argparse.Namespace) -> int:
 
 
 def _write_outputs(out: Path, results: dict[str, Any], stage_rows: list[dict[str, Any]], unit: str) -> None:
+    from tailor.plot import Axis, xy_plot  # matplotlib loads only when figures are written
+
     out.mkdir(parents=True, exist_ok=True)
     (out / "route.json").write_text(json.dumps(results, indent=1) + "\n", encoding="utf-8")
+
     series: dict[str, list[tuple[float, float]]] = {
-        "stages alone": [(r["cost"], 100 * r["test_accuracy"]) for r in stage_rows]
+        "stages alone": [(r["cost"], r["test_accuracy"]) for r in stage_rows]
     }
     escalation: dict[str, list[tuple[float, float]]] = {}
     for name, entry in results["policies"].items():
-        series[name] = [(p["test"]["cost"], 100 * p["test"]["accuracy"]) for p in entry["holdout_front"]]
-        escalation[name] = [(p["thresholds"][0], 100 * p["reached"][1]) for p in entry["test"]]
+        series[name] = [(p["test"]["cost"], p["test"]["accuracy"]) for p in entry["holdout_front"]]
+        escalation[name] = [(p["thresholds"][0], p["reached"][1]) for p in entry["test"]]
     policies = list(results["policies"])
-    line_plot_png(
-        series,
-        out / "acc_vs_latency.png",
-        title="test accuracy vs expected cost",
-        xlabel=f"expected cost ({unit})",
-        ylabel="test accuracy (%)",
-        lines=policies,
-    )
-    line_plot_png(
-        escalation,
-        out / "escalation_vs_threshold.png",
-        title="escalated past stage 1 vs threshold (test)",
-        xlabel="threshold (first transition)",
-        ylabel="escalated (%)",
-        lines=policies,
-    )
+    xy_plot(series, out / "acc_vs_latency.png", title="test accuracy vs expected cost",
+            x=Axis(f"expected cost ({unit})"), y=Axis("test accuracy", percent=True), lines=policies)  # fmt: skip
+    xy_plot(escalation, out / "escalation_vs_threshold.png", title="escalated past stage 1 vs threshold (test)",
+            x=Axis("threshold (first transition)"), y=Axis("escalated", percent=True), lines=policies)  # fmt: skip
 
 
 __all__ = ["add_commands", "cmd_route", "parse_stages"]

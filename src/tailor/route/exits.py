@@ -26,7 +26,6 @@ import json
 import math
 import os
 import random
-import sys
 import time
 import warnings
 from collections.abc import Callable, Sequence
@@ -41,8 +40,10 @@ from safetensors.torch import load_file, save_file
 from torch import fx, nn
 
 from tailor.errors import CheckpointError, SubnetNormFallbackWarning, TailorError, UnsupportedModelError
+from tailor.jsonio import default_file_mode
 from tailor.ops import ElasticBatchNorm2d, ElasticConv2d, ElasticLinear, ElasticModel, ElasticStage
 from tailor.ops.base import ElasticOp
+from tailor.progress import Progress
 from tailor.space import Subnet
 from tailor.train import BatchSource, calibrate
 from tailor.validation import validate
@@ -454,6 +455,7 @@ def train_exits(
     requires = [p.requires_grad for p in backbone_params]
     was_training, previous = model.training, model.active_subnet
     total = epochs * len(source)
+    bar = Progress("exit heads", total, progress, unit="step")
     history = []
     step = 0
     try:
@@ -483,15 +485,12 @@ def train_exits(
                 optimizer.step()
                 step += 1
                 count += 1
-                if progress:
-                    sys.stderr.write(f"\rexit heads: epoch {epoch + 1}/{epochs} step {count}/{len(source)}")
-                    sys.stderr.flush()
+                bar(step, info=f"epoch {epoch + 1}/{epochs}")
             record = {"epoch": epoch, "loss": {k: v / max(1, count) for k, v in sums.items()}}
             record["seconds"] = time.perf_counter() - start
             history.append(record)
-        if progress:
-            sys.stderr.write("\n")
     finally:
+        bar.close()
         for p, flag in zip(backbone_params, requires):
             p.requires_grad_(flag)
         with warnings.catch_warnings():
@@ -549,6 +548,7 @@ def save_exits(model: EarlyExitModel, path: str | os.PathLike[str]) -> Path:
     weights = target / "exits.safetensors"
     tmp = target / f".exits.{os.getpid()}.tmp"
     save_file(model.head_state_dict(), str(tmp))
+    os.chmod(tmp, default_file_mode())  # safetensors creates files private to the owner
     os.replace(tmp, weights)
     meta = {
         "schema": EXITS_SCHEMA,

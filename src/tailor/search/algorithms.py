@@ -19,7 +19,6 @@ import itertools
 import json
 import os
 import socket
-import sys
 import time
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
@@ -28,6 +27,7 @@ from typing import Annotated, Any
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
+from tailor.progress import Progress
 from tailor.search.encoding import SpaceEncoding
 from tailor.search.evaluator import BaseEvaluator
 from tailor.search.evolution import _select, evolve
@@ -63,34 +63,6 @@ class TrialRecord(BaseModel):
     metrics: dict[MetricName, Annotated[float, Field(strict=True, allow_inf_nan=False)]]
 
 
-class _Progress:
-    """One progress line on stderr: redrawn on a terminal, every tenth of the budget otherwise."""
-
-    def __init__(self, enabled: bool, total: int, label: str) -> None:
-        self.enabled, self.total, self.label = enabled, total, label
-        self.tty = sys.stderr.isatty()
-        self.start = time.perf_counter()
-        self.last_shown = -1
-
-    def update(self, done: int, info: str) -> None:
-        if not self.enabled:
-            return
-        step = max(1, self.total // 10)
-        if not self.tty and done // step == self.last_shown // step and done < self.total:
-            return
-        self.last_shown = done
-        filled = int(24 * min(done, self.total) / max(1, self.total))
-        rate = done / max(1e-9, time.perf_counter() - self.start)
-        line = f"{self.label} [{'#' * filled}{'.' * (24 - filled)}] {done}/{self.total} subnets {rate:.1f}/s {info}"
-        sys.stderr.write(("\r" + line) if self.tty else (line + "\n"))
-        sys.stderr.flush()
-
-    def close(self) -> None:
-        if self.enabled and self.tty:
-            sys.stderr.write("\n")
-            sys.stderr.flush()
-
-
 @contextlib.contextmanager
 def _quiet_optuna() -> Iterator[None]:
     """Optuna without its per-trial INFO lines and experimental-feature warnings (restored afterwards)."""
@@ -117,7 +89,7 @@ class _Run:
         constraints: dict[str, float],
         budget: int,
         study: Any,
-        progress: _Progress,
+        progress: Progress,
     ) -> None:
         self.evaluator, self.encoding = evaluator, encoding
         self.objectives, self.constraints = objectives, constraints
@@ -174,7 +146,7 @@ class _Run:
     def _show(self) -> None:
         fitting = [m for m in self.known.values() if ACCURACY in m and feasible(m, self.constraints)]
         best = max((m[ACCURACY] for m in fitting), default=float("nan"))
-        self.progress.update(min(len(self.known), self.budget), f"best feasible accuracy {best:.4f}")
+        self.progress(min(len(self.known), self.budget), info=f"best feasible accuracy {best:.4f}")
 
     def stop_when_done(self, study: Any, _trial: Any) -> None:
         if len(self.known) >= self.target:
@@ -425,7 +397,7 @@ def search(
     expected = {**settings, "fingerprint": fingerprint, "evaluator": description}
     name = study_name or _study_name(fingerprint, settings)
     started = time.perf_counter()
-    bar = _Progress(progress, budget, f"search {algorithm}")
+    bar = Progress(f"search {algorithm}", budget, progress, unit="subnet")
     with _quiet_optuna():
         store, where = open_storage(storage)
         sampler = _make_sampler(algorithm, seed + 7919 * worker, budget, population)

@@ -374,8 +374,11 @@ class ParetoFront:
 
     # -- figure ------------------------------------------------------------------------------------------
     def plot(self, path: str | os.PathLike[str], x: str | None = None, title: str = "") -> Path:
-        """SVG of accuracy against cost `x` (default: the first cost objective): evaluated points and the front."""
-        from tailor.plot import scatter_svg
+        """Figure of accuracy against cost `x` (default: the first cost objective): evaluated points and the front.
+
+        PNG, SVG or PDF by the path's suffix (`tailor.plot`).
+        """
+        from tailor.plot import Axis, xy_plot
 
         if x is None:
             costs = [m for m in self.objectives if not maximize(m)]
@@ -402,4 +405,5 @@ class ParetoFront:
             raise SearchError("plot: nothing to plot (no evaluated subnet has accuracy and the cost)")
         title = title or f"{self.info.get('algorithm', 'search')}: accuracy vs {x}"
         xlabel = f"{x} ({UNITS[x]})"
-        return scatter_svg(series, path, title=title, xlabel=xlabel, ylabel="held-out accuracy", lines=["Pareto front"])
+        return xy_plot(series, path, title=title, x=Axis(xlabel), y=Axis("held-out accuracy", percent=True),
+                       lines=["Pareto front"])  # fmt: skip

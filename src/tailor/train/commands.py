@@ -21,6 +21,7 @@ from tailor.data import default_augmentation, list_datasets, load_dataset
 from tailor.errors import InvalidSubnetError, RecipeError
 from tailor.models import create_model, list_models
 from tailor.ops import ElasticModel
+from tailor.progress import Progress
 from tailor.space import SUBNET_NOTATION, Subnet, parse_subnets, uniform_width
 from tailor.train.calibrate import calibrate
 from tailor.train.checkpoint import load_checkpoint, save
@@ -278,13 +279,10 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     source = BatchSource(train_data, min(args.batch_size, len(train_data)), args.seed)
     cached = calibration_inputs(source.batches(0), args.batches, _calibration_config(loaded.config, name, args))
     start = time.perf_counter()
-    for index, sub in enumerate(subs, start=1):
-        calibrate(model, [sub], cached, batches=len(cached), device=device)
-        if not args.no_progress and sys.stderr.isatty():
-            sys.stderr.write(f"\rcalibrated {index}/{len(subs)} subnets")
-            sys.stderr.flush()
-    if not args.no_progress and sys.stderr.isatty():
-        sys.stderr.write("\n")
+    with Progress("calibrate", len(subs), not args.no_progress, unit="subnet") as progress:
+        for index, sub in enumerate(subs, start=1):
+            calibrate(model, [sub], cached, batches=len(cached), device=device)
+            progress(index)
     seconds = time.perf_counter() - start
     target = Path(args.out) if args.out else Path(args.checkpoint)
     save(

@@ -17,7 +17,6 @@ import json
 import math
 import os
 import random
-import sys
 import time
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -34,6 +33,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from tailor.errors import CheckpointError, InvalidSubnetError, RecipeError, SubnetNormFallbackWarning
 from tailor.ops import ElasticModel
+from tailor.progress import Progress
 from tailor.space import Subnet
 from tailor.train import distributed as distr
 from tailor.train.calibrate import calibrate
@@ -407,35 +407,6 @@ def evaluate(
     return results
 
 
-class _Progress:
-    """A one-line progress bar on stderr (only when asked for, only on rank 0)."""
-
-    def __init__(self, enabled: bool, total: int, label: str) -> None:
-        self.enabled, self.total, self.label, self.start = enabled, total, label, time.perf_counter()
-        self.last = 0.0
-        self.tty = sys.stderr.isatty()  # redirected: one line per epoch instead of a redrawn bar
-
-    def update(self, done: int, info: str) -> None:
-        if not self.enabled:
-            return
-        now = time.perf_counter()
-        if done < self.total and (not self.tty or now - self.last < 0.25):
-            return
-        self.last = now
-        width = 24
-        filled = int(width * done / max(1, self.total))
-        rate = done / max(1e-9, time.perf_counter() - self.start)
-        sys.stderr.write(
-            f"\r{self.label} [{'#' * filled}{'.' * (width - filled)}] {done}/{self.total} {rate:.1f} it/s {info}"
-        )
-        sys.stderr.flush()
-
-    def close(self) -> None:
-        if self.enabled:
-            sys.stderr.write("\n")
-            sys.stderr.flush()
-
-
 StepCallback = Callable[["Trainer", dict[str, Any]], None]
 
 
@@ -660,7 +631,8 @@ class Trainer:
         try:
             while self.state.epoch < cfg.epochs:
                 epoch = self.state.epoch
-                progress = _Progress(self.progress, self.steps_per_epoch, f"epoch {epoch + 1}/{cfg.epochs}")
+                progress = Progress(f"epoch {epoch + 1}/{cfg.epochs}", self.steps_per_epoch, self.progress, unit="step",
+                                    initial=self.state.step_in_epoch)  # fmt: skip
                 start = time.perf_counter()
                 totals = self.state.epoch_loss_sums  # carried over from the checkpoint when resumed mid-epoch
                 for x, y in self.train_source.batches(epoch, self.state.step_in_epoch):
@@ -690,7 +662,7 @@ class Trainer:
                     record = {"event": "step", "epoch": epoch, "step": step, "global_step": self.state.global_step}
                     record.update(lr=lr, loss=losses, subnets=[s.id for s in subs])
                     self._log(record)
-                    progress.update(step + 1, " ".join(f"{k}={v:.3f}" for k, v in losses.items()))
+                    progress(step + 1, info=" ".join(f"{k}={v:.3f}" for k, v in losses.items()))
                     for callback in self.callbacks:
                         callback(self, record)
                     every = cfg.checkpoint_every

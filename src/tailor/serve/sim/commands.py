@@ -18,6 +18,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from tailor.progress import Progress
 from tailor.serve import traces
 from tailor.serve.policies import PolicyError
 from tailor.serve.profile import ServingProfile, load_profile, ofa_like_profile
@@ -120,12 +121,10 @@ def cmd_replay(args: argparse.Namespace) -> int:
     profile = _profile(args)
     trace = _trace(args)
     names = _policies(args.policy, profile)
-    progress = not args.no_progress and sys.stderr.isatty()
+    progress = Progress("simulate", len(names), not args.no_progress, unit="policy")
     results: dict[str, SimResult] = {}
-    for index, name in enumerate(names, start=1):
-        if progress:
-            sys.stderr.write(f"\rsimulating {index}/{len(names)}: {name:<30}")
-            sys.stderr.flush()
+    for index, name in enumerate(names):
+        progress(index, info=name)
         options: dict[str, Any] = {}
         if name == "slackfit" and args.buckets is not None:
             options["buckets"] = args.buckets
@@ -140,8 +139,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
             queue_capacity=args.queue_capacity,
             **options,
         )
-    if progress:
-        sys.stderr.write("\n")
+    progress(len(names))
     report = {
         "profile": args.profile,
         "subnets": [{"id": s, "accuracy": a} for s, a in zip(profile.subnet_ids, profile.acc)],
@@ -154,13 +152,12 @@ def cmd_replay(args: argparse.Namespace) -> int:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
     if args.plot:
-        from tailor.serve.sim.plots import timeline_svg
+        from tailor.plot import timeline_plot
 
         online = {n: r for n, r in results.items() if not r.bound and not n.startswith("fixed:")}
         if online:
-            path = timeline_svg(
-                online, Path(args.plot) / "replay_timeline.svg", title=f"{trace.name}, SLO {args.slo_ms:g} ms"
-            )
+            path = timeline_plot(online, Path(args.plot) / "replay_timeline.svg",
+                                 title=f"{trace.name}, SLO {args.slo_ms:g} ms", subnet_ids=profile.subnet_ids)  # fmt: skip
             print(f"plot: {path}", file=sys.stderr)
     if args.json:
         print(json.dumps(report, indent=1))
