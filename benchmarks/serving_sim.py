@@ -45,7 +45,6 @@ from tailor.data import default_augmentation, load_dataset
 from tailor.plot import Axis, timeline_plot, xy_plot
 from tailor.serve import ServingProfile, simulate, traces, upper_bound
 from tailor.serve.profile import ofa_like_profile
-from tailor.plot import Axis, timeline_plot, xy_plot
 from tailor.serve.sim.simulate import SimResult
 from tailor.serve.traces import Trace
 from tailor.train import TrainConfig, Trainer, evaluate

@@ -10,7 +10,6 @@ import pytest
 from serving_helpers import small_profile
 
 from tailor.cli import main
-from tailor.serve import simulate, traces
 
 
 def test_replay_prints_json_for_each_policy(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
