@@ -291,20 +291,23 @@ class RayExecutor:
             await asyncio.sleep(self.watch_s)
             try:
                 nodes = await asyncio.get_running_loop().run_in_executor(None, ray.nodes)
-            except Exception:
-                continue
-            alive = {n["NodeID"] for n in nodes if n.get("Alive")}
-            for actor in list(self.actors):
-                if actor.node is not None and actor.node not in alive and actor.state == "idle":
-                    self._replace(actor)  # busy ones fail their batch and are replaced then
-            used = {a.node for a in self.live()}
-            for node in sorted(alive - used):
-                if len(self.live()) >= self.max_workers:
-                    break
-                resources = next((n.get("Resources", {}) for n in nodes if n["NodeID"] == node), {})
-                if resources.get("CPU", 0) >= self.actor_options.get("num_cpus", 1):
-                    self.target = min(self.max_workers, max(self.target, len(self.live()) + 1))
-                    self._start_actor(node)
+                self._reconcile(nodes)
+            except Exception:  # a hiccup of the cluster's state API must not stop the watching
+                logger.exception("watching the Ray cluster's nodes failed; trying again in %.1f s", self.watch_s)
+
+    def _reconcile(self, nodes: list[dict[str, Any]]) -> None:
+        alive = {n["NodeID"] for n in nodes if n.get("Alive")}
+        for actor in list(self.actors):
+            if actor.node is not None and actor.node not in alive and actor.state == "idle":
+                self._replace(actor)  # busy ones fail their batch and are replaced then
+        used = {a.node for a in self.live()}
+        for node in sorted(alive - used):
+            if len(self.live()) >= self.max_workers:
+                break
+            resources = next((n.get("Resources", {}) for n in nodes if n["NodeID"] == node), {})
+            if resources.get("CPU", 0) >= self.actor_options.get("num_cpus", 1):
+                self.target = min(self.max_workers, max(self.target, len(self.live()) + 1))
+                self._start_actor(node)
 
     def scale_to(self, workers: int) -> int:
         """Grow or shrink to `workers` actors (clipped to [min_workers, max_workers]); idle ones are removed first,

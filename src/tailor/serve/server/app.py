@@ -100,6 +100,7 @@ class ServerConfig:
     min_workers: int | None = None  # cluster: the autoscaler's bounds (default: `workers`, i.e. no scaling)
     max_workers: int | None = None
     actor_options: dict[str, Any] = field(default_factory=dict)  # cluster: extra ray.remote options per worker
+    simulated_compute: bool = False  # cluster: workers sleep the profiled latency instead of computing (scaling studies)
 
     def check(self) -> None:
         """Raise ValueError naming the first bad setting."""
@@ -213,9 +214,13 @@ class InferenceServer:
         from tailor.serve.cluster import RayExecutor
 
         address = None if config.cluster == "ray" else config.cluster
+        delay = None
+        if config.simulated_compute:
+            p = self.profile
+            delay = {"batch_sizes": list(p.batch_sizes), **{sid: list(row) for sid, row in zip(p.subnet_ids, p.lat)}}
         return RayExecutor(config.checkpoint, self.subnets, workers=config.workers, address=address,
                            min_workers=config.min_workers, max_workers=config.max_workers,
-                           actor_options=config.actor_options, **common)
+                           actor_options=config.actor_options, delay_ms=delay, **common)
 
     # -- lifecycle ------------------------------------------------------------------------------------------
     async def start(self) -> None:
