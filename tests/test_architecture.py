@@ -15,7 +15,7 @@ DOC = Path(__file__).resolve().parents[1] / "docs" / "architecture.md"
 # bottom to top; a unit may import its own package and any unit of a lower layer
 LAYERS: list[set[str]] = [
     {"errors"},
-    {"jsonio", "progress", "plot"},
+    {"jsonio", "progress", "plot", "validation"},
     {"space", "data"},
     {"ops"},
     {"models", "convert"},
@@ -26,7 +26,7 @@ LAYERS: list[set[str]] = [
     {"__init__"},
     {"report"},
     {"demo"},
-    {"cli"},
+    {"cli", "schemas"},
 ]
 LEVEL = {unit: level for level, units in enumerate(LAYERS) for unit in units}
 

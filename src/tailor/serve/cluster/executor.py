@@ -170,6 +170,7 @@ class RayExecutor:
         self._watcher: asyncio.Task[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._actor_class: Any = None
+        self._known_nodes: set[str] = set()
 
     # -- state (the Executor protocol) -------------------------------------------------------------------
     def idle_workers(self) -> int:
@@ -206,6 +207,7 @@ class RayExecutor:
             self._started_ray = True
         self._actor_class = ray.remote(WorkerActorBody)
         self._files_ref = ray.put(checkpoint_files(self.checkpoint))
+        self._known_nodes = {n["NodeID"] for n in ray.nodes() if n.get("Alive")}
         for _ in range(self.target):
             self._start_actor()
         deadline = time.monotonic() + self.start_timeout_s
@@ -296,18 +298,22 @@ class RayExecutor:
                 logger.exception("watching the Ray cluster's nodes failed; trying again in %.1f s", self.watch_s)
 
     def _reconcile(self, nodes: list[dict[str, Any]]) -> None:
+        """Replace idle actors of dead nodes; give each node that joined an actor (raising the target, up to
+        `max_workers`); start actors while fewer than the target are alive."""
         alive = {n["NodeID"] for n in nodes if n.get("Alive")}
         for actor in list(self.actors):
             if actor.node is not None and actor.node not in alive and actor.state == "idle":
                 self._replace(actor)  # busy ones fail their batch and are replaced then
-        used = {a.node for a in self.live()}
-        for node in sorted(alive - used):
+        joined, self._known_nodes = alive - self._known_nodes, self._known_nodes | alive
+        for node in sorted(joined):
             if len(self.live()) >= self.max_workers:
                 break
             resources = next((n.get("Resources", {}) for n in nodes if n["NodeID"] == node), {})
             if resources.get("CPU", 0) >= self.actor_options.get("num_cpus", 1):
                 self.target = min(self.max_workers, max(self.target, len(self.live()) + 1))
                 self._start_actor(node)
+        while len(self.live()) < self.target:
+            self._start_actor()
 
     def scale_to(self, workers: int) -> int:
         """Grow or shrink to `workers` actors (clipped to [min_workers, max_workers]); idle ones are removed first,
