@@ -177,4 +177,10 @@ def test_a_device_without_its_runtime_or_gpu_exits_2_before_measuring(
     assert "torch sees no CUDA GPU" in capsys.readouterr().err
     assert main(["profile", "small_cnn", "--runtimes", "openvino", "--device", "cuda", "--out", str(out)]) == 2
     assert "runs on ['cpu'], not on 'cuda'" in capsys.readouterr().err
+    import onnxruntime
+
+    monkeypatch.setattr(onnxruntime, "get_available_providers", lambda: ["CPUExecutionProvider"])
+    assert main(["profile", "small_cnn", "--runtimes", "onnxruntime", "--device", "cuda", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "tailor[cuda]" in err and err.count("\n") == 1
     assert not out.exists()

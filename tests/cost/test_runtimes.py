@@ -93,7 +93,8 @@ def test_openvino_is_pinned_to_fp32_unless_asked_and_records_it(model: tailor.El
     prepared = get_runtime("openvino").prepare(model, model.space.smallest())
     assert prepared.compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name() == "f32"
     assert prepared.info.precision == "fp32" and prepared.info.options["performance_hint"] == "LATENCY"
-    assert not prepared.computes_on_calling_thread
+    assert prepared.computes_on_calling_thread  # one thread: OpenVINO infers on the caller's thread
+    assert not get_runtime("openvino").prepare(model, model.space.smallest(), threads=2).computes_on_calling_thread
     with pytest.raises(ProfileError, match="supports precision"):
         get_runtime("openvino").prepare(model, model.space.smallest(), precision="int8")
 
@@ -169,6 +170,11 @@ def test_a_cuda_device_without_a_gpu_is_a_clear_error(model: tailor.ElasticModel
             get_runtime(name).prepare(model, model.space.smallest(), device="cuda")
     with pytest.raises(ProfileError, match="runs on \\['cpu'\\], not on 'cuda:0'"):
         get_runtime("openvino").prepare(model, model.space.smallest(), device="cuda:0")
+    import onnxruntime
+
+    monkeypatch.setattr(onnxruntime, "get_available_providers", lambda: ["CPUExecutionProvider"])
+    with pytest.raises(RuntimeUnavailableError, match=r"'onnxruntime'.*onnxruntime-gpu"):
+        get_runtime("onnxruntime").prepare(model, model.space.smallest(), device="cuda")
     with pytest.raises(ProfileError, match="unknown device 'tpu'"):
         get_runtime("torch").prepare(model, model.space.smallest(), device="tpu")
 

@@ -329,8 +329,7 @@ class Runtime(ABC):
         parsed = check_device(device)
         if parsed.type not in self.devices:
             raise ProfileError(f"runtime {self.name!r} runs on {list(self.devices)}, not on {str(device)!r}")
-        if parsed.type == "cuda" and not torch.cuda.is_available() and self.name.startswith("torch"):
-            raise RuntimeUnavailableError(f"runtime {self.name!r}: device {str(device)!r} asked, but torch sees no CUDA GPU")
+        self.check_device(parsed)
         precision = self.precisions[0] if precision is None else precision
         if precision not in self.precisions:
             raise ProfileError(
@@ -338,6 +337,9 @@ class Runtime(ABC):
                 + ("" if precision in PRECISIONS else f" (known precisions: {list(PRECISIONS)})")
             )
         return parsed, check_threads(threads), precision
+
+    def check_device(self, device: torch.device) -> None:  # noqa: B027 - an optional hook
+        """Raise `RuntimeUnavailableError` when this machine cannot run the runtime on `device` (a GPU missing, ...)."""
 
     def info(self, device: torch.device, threads: int | None, precision: str, **extra: Any) -> RuntimeInfo:
         """The `RuntimeInfo` of a model prepared with these settings (`extra`: options found at prepare time)."""

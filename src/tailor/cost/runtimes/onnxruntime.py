@@ -19,6 +19,7 @@ from tailor.cost.runtimes.base import (
     OnnxFileRuntime,
     PreparedModel,
     RuntimeInfo,
+    RuntimeUnavailableError,
     check_onnx_file,
     register_runtime,
 )
@@ -61,6 +62,15 @@ class OnnxRuntimeRuntime(OnnxFileRuntime):
             if isinstance(providers, str) or not isinstance(providers, (list, tuple)) or not providers:
                 raise ProfileError(f"runtime {self.name!r}: providers must be a list of names, got {providers!r}")
             self.options["providers"] = list(providers)
+
+    def check_device(self, device: torch.device) -> None:
+        """The execution providers for `device` exist in this onnxruntime build (else the message names onnxruntime-gpu)."""
+        from tailor.export.ort import providers_for
+
+        try:
+            providers_for(device, self.options["providers"])
+        except ProfileError as exc:
+            raise RuntimeUnavailableError(f"runtime {self.name!r}: {exc}") from None
 
     def session(self, path: Any, device: torch.device, threads: int | None) -> Any:
         """An ONNX Runtime session of `path` with this runtime's options."""

@@ -3,8 +3,9 @@
 OpenVINO picks its own inference precision per CPU (bf16 where the CPU has AMX/AVX512-BF16), which changes
 results: the precision is pinned to what was asked (`precision="fp32"` by default; "bf16"/"fp16" when asked)
 with `INFERENCE_PRECISION_HINT`, and the precision the compiled model reports is what `RuntimeInfo` records.
-Threads: `INFERENCE_NUM_THREADS`, one stream, `PERFORMANCE_HINT=LATENCY`. Inference runs on OpenVINO's own
-worker threads, so the thread-CPU clock cannot time it (wall clock only). Needs `pip install 'tailor[openvino]'`.
+Threads: `INFERENCE_NUM_THREADS`, one stream, `PERFORMANCE_HINT=LATENCY`. With one thread the inference runs on
+the calling thread (its thread CPU time equals the process's), so the thread-CPU clock can time it; with more,
+OpenVINO's own worker threads do the work (wall clock only). Needs `pip install 'tailor[openvino]'`.
 """
 
 from __future__ import annotations
@@ -31,10 +32,9 @@ _NAMES = {"f32": "fp32", "float32": "fp32", "bf16": "bf16", "bfloat16": "bf16", 
 class OpenVinoPrepared(PreparedModel):
     """An OpenVINO compiled model and one infer request (one batch at a time, as a serving worker runs it)."""
 
-    computes_on_calling_thread = False
-
     def __init__(self, compiled: Any, info: RuntimeInfo, input_shape: Sequence[int]) -> None:
         super().__init__(info, input_shape)
+        self.computes_on_calling_thread = info.threads == 1
         self.compiled = compiled
         self._request = compiled.create_infer_request()
 

@@ -36,6 +36,7 @@ from tailor.cost.runtimes.base import (
     PreparedModel,
     Runtime,
     RuntimeInfo,
+    RuntimeUnavailableError,
     register_runtime,
     torch_threads,
 )
@@ -90,6 +91,10 @@ class _TorchRuntimeBase(Runtime):
             raise ProfileError(
                 f"runtime {self.name!r}: allocator {self.options['allocator']!r}: expected one of {list(ALLOCATORS)}"
             )
+
+    def check_device(self, device: torch.device) -> None:
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise RuntimeUnavailableError(f"runtime {self.name!r}: device {str(device)!r} asked, but torch sees no CUDA GPU")
 
     def info(self, device: torch.device, threads: int | None, precision: str, **extra: Any) -> RuntimeInfo:
         state = allocator_state(self.options["allocator"]) if device.type == "cpu" else "device"
