@@ -163,6 +163,7 @@ def main() -> None:
     parser.add_argument("--mobilenet-size", type=int, default=None, help="mobilenet_v2 input size (default 224)")
     parser.add_argument("--no-cache-column", action="store_true", help="also time the supernet without its cache")
     parser.add_argument("--quick", action="store_true", help="a smoke run: 3 rounds, mobilenet_v2 at 64x64")
+    parser.add_argument("--sections", default="forward,switch,norm", help="which of forward, switch, norm to run")
     parser.add_argument("--allocator", default="keep", choices=("keep", "system"),
                         help="the torch runtimes' malloc setting (system: glibc as it comes; for the A/B)")
     args = parser.parse_args()
@@ -173,13 +174,16 @@ def main() -> None:
     print(f"torch {torch.__version__}, device {args.device}, threads {torch.get_num_threads()}, rounds {rounds}, "
           f"allocator {args.allocator}, load average {load:.2f}")  # fmt: skip
     started = time.perf_counter()
+    sections = set(args.sections.split(","))
     worst = {}
-    for name in args.models.split(","):
+    for name in args.models.split(",") if "forward" in sections else []:
         worst[name] = forward_table(name, size if name == "mobilenet_v2" else None, rounds, args.device, args.threads,
                                     args.no_cache_column, args.allocator)  # fmt: skip
-    print("worst ratios: " + ", ".join(f"{k} {v:.3f}" for k, v in worst.items()) + " (target <= 1.05)")
-    if not args.quick:
+    if worst:
+        print("worst ratios: " + ", ".join(f"{k} {v:.3f}" for k, v in worst.items()) + " (target <= 1.05)")
+    if not args.quick and "switch" in sections:
         switch_table(args.rounds)
+    if not args.quick and "norm" in sections:
         norm_bytes()
     print(f"\n{time.perf_counter() - started:.0f} s; load average {load:.2f} before, {os.getloadavg()[0]:.2f} after")
 

@@ -179,6 +179,10 @@ def _broken(edit: str) -> tuple[dict[str, Any], str]:
             d["runtimes"] = {"onnxruntime": {"precision": "fp32"}}
             s["alternatives"] = {"openvino": copy.deepcopy(lat)}
             return d, r"subnets\[0\]: runtime 'openvino' is not described"
+        case "bad alternative":
+            s["alternatives"] = {"openvino": copy.deepcopy(lat)}
+            s["alternatives"]["openvino"]["8"]["p50"] = 0.0
+            return d, r"subnets\[0\]\.alternatives\['openvino'\]\['8'\]\.p50"
         case "own runtime as alternative":
             s["alternatives"] = {"onnxruntime": copy.deepcopy(lat)}
             return d, r"subnets\[0\]\.alternatives: lists 'onnxruntime'"
@@ -248,7 +252,7 @@ def _broken(edit: str) -> tuple[dict[str, Any], str]:
 
 EDITS = [
     "schema", "text latency", "boolean repeats", "negative spread", "runtime and backend", "undescribed runtime",
-    "own runtime as alternative", "bad precision", "bad check", "duplicate id", "negative latency", "zero latency", "unordered", "batch zero", "batch text",
+    "own runtime as alternative", "bad alternative", "bad precision", "bad check", "duplicate id", "negative latency", "zero latency", "unordered", "batch zero", "batch text",
     "batch padded", "missing percentile", "empty latency", "missing macs", "negative params",
     "accuracy above one", "unknown field", "bad subnet", "threads", "input shape", "no subnets", "missing model",
 ]  # fmt: skip

@@ -4,10 +4,13 @@
 `PreparedModel` with `run(batch) -> numpy` and `timings(batch_size, warmup, repeats)`. Registered here:
 `torch` (eager, extracted subnet), `torch-inplace` (eager, the supernet switched in place),
 `torch-compile`, `onnxruntime`, `onnxruntime-int8`, `openvino` (the `openvino` extra). A new runtime is one
-file in this package with a `@register_runtime` class, imported below, plus its test.
+file in this package with a `@register_runtime` class, plus its test: every module of the package is imported
+with it (below), so nothing else needs editing.
 """
 
-from tailor.cost.runtimes import onnxruntime, onnxruntime_int8, openvino, torch_compile, torch_eager
+import importlib
+import pkgutil
+
 from tailor.cost.runtimes.base import (
     CLOCKS,
     PRECISIONS,
@@ -26,6 +29,16 @@ from tailor.cost.runtimes.base import (
     run_batched,
 )
 
+
+def _import_runtime_modules() -> None:
+    """Import every module of this package, so that each runtime file registers its runtime."""
+    for info in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
+        if info.name != "base":
+            importlib.import_module(f"{__name__}.{info.name}")
+
+
+_import_runtime_modules()
+
 __all__ = [
     "CLOCKS",
     "PRECISIONS",
@@ -40,11 +53,6 @@ __all__ = [
     "compare_outputs",
     "get_runtime",
     "list_runtimes",
-    "onnxruntime",
-    "onnxruntime_int8",
-    "openvino",
     "register_runtime",
     "run_batched",
-    "torch_compile",
-    "torch_eager",
 ]

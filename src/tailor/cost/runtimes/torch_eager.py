@@ -9,11 +9,13 @@ The allocator: eager PyTorch on CPU allocates every activation with `malloc` and
 returns freed memory at the top of its heap to the OS (and serves blocks above its mmap threshold with fresh
 mappings), so the next forward pass faults the same pages in again: profiled on resnet20 and mobilenet_v2 at
 batch 32, that page-fault churn was the largest cost outside the kernels and moved from run to run with the
-heap's layout, putting the supernet and its extraction 5-10% apart either way for no reason in their code.
+heap's layout, putting the supernet and its extraction several percent apart either way for no reason in
+their code.
 With `allocator="keep"` (the default) preparing a torch runtime calls glibc's `mallopt` once for the process
 (`keep_freed_memory`): no trimming, no mmap for blocks below 1 GiB, 64 MiB of top padding, so a worker keeps
 the memory of its largest batch resident and reuses it (what jemalloc/tcmalloc do, which PyTorch's CPU
-performance guide recommends). `allocator="system"` leaves malloc alone. `RuntimeInfo.options["allocator"]`
+performance guide recommends; they replace malloc only when preloaded at process start, which a library
+cannot do, hence the two `mallopt` calls by hand through ctypes). `allocator="system"` leaves malloc alone. `RuntimeInfo.options["allocator"]`
 records the process's state; on a libc without `mallopt` it says so and nothing changes.
 """
 
