@@ -135,10 +135,8 @@ def _notes(profile: Profile, repeats: int) -> None:
 
 
 def _runtimes(args: argparse.Namespace) -> list[str]:
-    if args.backend is not None:
-        if args.runtimes is not None:
-            raise ProfileError("--backend is the deprecated name of --runtimes; give only --runtimes")
-        print("note: --backend is deprecated; use --runtimes", file=sys.stderr)
+    if args.backend is not None and args.runtimes is not None:
+        raise ProfileError("--backend is the deprecated name of --runtimes; give only --runtimes")
     names = [n.strip() for n in (args.runtimes or args.backend or "onnxruntime").split(",")]
     if any(not n for n in names):
         raise ProfileError(f"--runtimes: expected comma-separated runtime names, got {args.runtimes!r}")
@@ -146,6 +144,8 @@ def _runtimes(args: argparse.Namespace) -> list[str]:
         raise ProfileError(f"--runtimes must not repeat, got {names}")
     for name in names:
         get_runtime(name).resolve(args.device, args.threads, args.precision)  # unknown, missing, wrong device
+    if args.backend is not None:
+        print("note: --backend is deprecated; use --runtimes", file=sys.stderr)
     return names
 
 

@@ -63,6 +63,11 @@ class OnnxRuntimeRuntime(OnnxFileRuntime):
                 raise ProfileError(f"runtime {self.name!r}: providers must be a list of names, got {providers!r}")
             self.options["providers"] = list(providers)
 
+    def version(self) -> str:
+        import onnxruntime
+
+        return str(onnxruntime.__version__)  # the module's: onnxruntime-gpu installs it under another distribution
+
     def check_device(self, device: torch.device) -> None:
         """The execution providers for `device` exist in this onnxruntime build (else the message names onnxruntime-gpu)."""
         from tailor.export.ort import providers_for
