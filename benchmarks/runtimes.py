@@ -1,13 +1,12 @@
-"""Extracted subnets on real runtimes: ONNX Runtime vs PyTorch eager, int8 vs fp32, latency predictor error.
+"""Subnets on every runtime: the fastest runtime per subnet, and what it changes for the front, serving, cascades.
 
 All figures come from one run on one machine, side by side. Every comparison is measured interleaved
 (`tailor.cost.interleaved_timings`: round-robin passes over everything compared, so load drift on a shared
-machine hits all of it alike); latencies are p50 over many calls of wall time. Each call is also timed on
-the calling thread's CPU clock, which leaves out time spent preempted by other processes (with one thread
-both runtimes compute on the calling thread), and ratios are printed on both clocks: where they disagree,
-the machine was busy and the CPU-clock figure is the one to trust.
-1. p50 latency (ms) of uniform-width subnets (smallest ... largest) on eager PyTorch and on ONNX Runtime
-   (BN-folded export) at batch 1/8/32, and the ratio torch/ORT;
+machine hits all of it alike); latencies are p50 over many calls of wall time. With one thread each call is
+also timed on the calling thread's CPU clock (where the runtime computes on that thread), which
+leaves out preemption by other processes; where wall and CPU ratios disagree the machine was busy.
+1. p50 latency (ms) of uniform-width subnets (smallest ... largest) on every runtime (`--runtimes`) at batch
+   1/8/32, and each runtime's ratio to the fastest one at that batch size;
 2. ONNX Runtime int8 vs fp32 at full width: static QDQ (calibrated on training images) and dynamic; p50
    latency ratio at each batch size, and top-1 accuracy on held-out images of a model trained here
    (ResNet-20 at full width on scikit-learn's digits at 32x32 RGB, the same input shape as section 1;
@@ -16,14 +15,32 @@ the machine was busy and the CPU-clock figure is the one to trust.
    held-out random subnets measured end to end, at each batch size; beside it the Once-for-All-style block
    table alone, a fit without the table, MACs alone, and the measurement's own noise (the p50 of the first
    half of the interleaved rounds vs the second half);
-4. latency vs MACs across the space: the same subnets' MACs ratio and latency ratio to the smallest.
+4. latency vs MACs across the space: the same subnets' MACs ratio and latency ratio to the smallest;
+5. the runtime-aware profile of a trained supernet (`--checkpoint`, else a resnet20 supernet trained here on
+   digits at 32x32 RGB with the sandwich rule): candidate subnets profiled on every fp32 runtime with their
+   outputs checked against PyTorch fp32 on held-out images; for the accuracy-latency front, each runtime's
+   p50 / the fastest's at batch 1/8/32, and the front's hypervolume with the best runtime per subnet against
+   each single runtime;
+6. served vs alone: the front's subnets loaded on their chosen runtimes in one process, as a serving worker
+   holds them (`get_runtime(name).prepare(...)`), called in random order with a switch before every call,
+   against each one called alone; target: served p50 <= 1.05x alone;
+7. serving simulation (`tailor.serve.simulate`, SlackFit, bursty traces at several loads): the runtime-aware
+   profile against the ORT-only view of the same profile (`ServingProfile(..., runtimes=["onnxruntime"])`):
+   attainment, and accuracy of the on-time answers at equal attainment;
+8. cascades (`tailor.search.pair_search`, thresholds chosen on one half of the held-out images, accuracy on
+   the other) under latency budgets, with the runtime-aware profile's latencies against ORT-only's: the chosen
+   subnets, their runtimes, thresholds, accuracy and expected latency.
 
-    python benchmarks/runtimes.py            # full: writes benchmarks/results/runtimes.json (about 10 min)
-    python benchmarks/runtimes.py --quick    # smoke run, well under a minute on an idle machine; noisy
-    python benchmarks/runtimes.py --checkpoint ck/   # section 2 on a trained supernet
+    python benchmarks/runtimes.py            # full: writes benchmarks/results/runtimes.json (25-35 min on 2 cores)
+    python benchmarks/runtimes.py --quick    # smoke run: a few minutes; noisy, figures meaningless
+    python benchmarks/runtimes.py --checkpoint ck/   # sections 2 and 5-8 on a trained supernet (its recipe's data)
+    python benchmarks/runtimes.py --runtimes torch,torch-inplace,torch-compile,onnxruntime,openvino  # + Inductor
 
-Threads are fixed (`--threads`, default 1) for both runtimes. Wall-clock figures are only meaningful on an
-otherwise idle machine; the JSON records the load average before and after.
+Threads are fixed (`--threads`, default 1) for every runtime; `--device cuda` runs the torch runtimes and
+ONNX Runtime's CUDA/TensorRT providers on a GPU (OpenVINO is CPU only; not yet run on a GPU). torch-compile
+is left out by default: Inductor takes 30-50 s to compile each subnet at each batch size on a small CPU.
+Wall-clock figures are only meaningful on an otherwise idle machine; the JSON records the load average
+before and after.
 """
 
 from __future__ import annotations
@@ -47,18 +64,25 @@ from tailor.cost import (
     CLOCKS,
     LatencyPredictor,
     LatencyTable,
+    Profile,
     Timings,
+    build_profile,
+    get_runtime,
     interleaved_timings,
     macs,
     params,
     prepare,
     prepare_onnx,
+    release_all,
 )
 from tailor.cost.predict import FEATURES
 from tailor.cost.profile import device_name
 from tailor.data import load_dataset
 from tailor.export import compare_accuracy, quantize_int8, to_onnx
-from tailor.train import calibrate, load_checkpoint
+from tailor.search import Evaluator, ProfileCost, pair_search
+from tailor.search.pareto import front_hypervolume, pareto_mask
+from tailor.serve import ServingProfile, simulate, traces
+from tailor.train import TrainConfig, Trainer, calibrate, load_checkpoint
 from tailor.train.trainer import BatchSource
 
 RESULTS = Path(__file__).resolve().parent / "results" / "runtimes.json"
@@ -111,31 +135,44 @@ def _distinct_random_subnets(space: tailor.SearchSpace, count: int, seed: int) -
 # -- 1 -------------------------------------------------------------------------------------------------
 
 
-def section_runtimes(model, subs, batches, threads, warmup, repeats, rounds) -> dict[str, Any]:
+def _can_time_cpu(runner: Any) -> bool:
+    try:
+        runner.check_clock("cpu")
+    except Exception:
+        return False
+    return True
+
+
+def section_runtimes(model, subs, runtimes, batches, threads, warmup, repeats, rounds, device) -> dict[str, Any]:
     runners = {
-        (name, backend): prepare(model, sub, backend, threads)
-        for name, sub in subs.items()
-        for backend in ("torch", "onnxruntime")
+        (name, rt): prepare(model, sub, rt, threads, device=device) for name, sub in subs.items() for rt in runtimes
     }
-    timings = interleaved_timings(runners, batches, warmup, repeats, rounds, _progress("torch vs ORT"))
-    print("\n## 1. eager PyTorch vs ONNX Runtime (p50 ms of wall time, interleaved; ratio on wall and CPU clock)")
-    print(f"{'subnet':<9} {'MMACs':>7} {'batch':>5} {'torch':>9} {'ORT':>9} {'torch/ORT':>9} {'(cpu)':>6}")
+    try:
+        timings = interleaved_timings(runners, batches, warmup, repeats, rounds, _progress("runtimes"))
+    finally:
+        release_all(runners.values())
+    print("\n## 1. every runtime on uniform subnets (p50 ms of wall time, interleaved; / = ratio to the fastest)")
+    print(f"{'subnet':<9} {'MMACs':>7} {'batch':>5} " + " ".join(f"{rt:>22}" for rt in runtimes))
     rows = []
     for name, sub in subs.items():
         m = macs(model, sub)
         for b in batches:
-            t, o = timings[(name, "torch")][b], timings[(name, "onnxruntime")][b]
+            p50 = {rt: _p50(timings[(name, rt)][b], "wall") for rt in runtimes}
+            best = min(p50.values())
             row: dict[str, Any] = {"subnet": name, "id": sub.id, "macs": m, "params": params(model, sub), "batch": b}
-            for clock in CLOCKS:
-                row[f"torch_p50_ms_{clock}"] = _p50(t, clock)
-                row[f"ort_p50_ms_{clock}"] = _p50(o, clock)
-                row[f"torch_over_ort_{clock}"] = _p50(t, clock) / _p50(o, clock)
+            for rt in runtimes:
+                row[f"{rt}_p50_ms_wall"] = p50[rt]
+                row[f"{rt}_over_best_wall"] = p50[rt] / best
+                if _can_time_cpu(runners[(name, rt)]):
+                    row[f"{rt}_p50_ms_cpu"] = _p50(timings[(name, rt)][b], "cpu")
+            if "torch" in runtimes and "onnxruntime" in runtimes:
+                for clock in CLOCKS:
+                    if f"torch_p50_ms_{clock}" in row and f"onnxruntime_p50_ms_{clock}" in row:
+                        row[f"torch_over_ort_{clock}"] = row[f"torch_p50_ms_{clock}"] / row[f"onnxruntime_p50_ms_{clock}"]
             rows.append(row)
-            print(
-                f"{name:<9} {m / 1e6:>7.2f} {b:>5} {row['torch_p50_ms_wall']:>9.3f} {row['ort_p50_ms_wall']:>9.3f} "
-                f"{row['torch_over_ort_wall']:>9.2f} {row['torch_over_ort_cpu']:>6.2f}"
-            )
-    return {"rows": rows}
+            cells = " ".join(f"{p50[rt]:>12.3f} / {p50[rt] / best:>6.2f}" for rt in runtimes)
+            print(f"{name:<9} {m / 1e6:>7.2f} {b:>5} {cells}")
+    return {"runtimes": list(runtimes), "rows": rows}
 
 
 # -- 2 -------------------------------------------------------------------------------------------------
@@ -252,7 +289,7 @@ def _split_half_noise(values: list[list[float]]) -> float:
 def section_predictor(model, batches, threads, warmup, repeats, rounds, n_train, n_test) -> dict[str, Any]:
     subs = _distinct_random_subnets(model.space, n_train + n_test, seed=1000)
     train, test = subs[:n_train], subs[n_train:]
-    tables = {stat: LatencyTable(threads, backend="onnxruntime") for stat in STATISTICS}
+    tables = {stat: LatencyTable(threads, runtime="onnxruntime") for stat in STATISTICS}
     started = time.perf_counter()
     runners: dict[Any, Any] = {("subnet", s): prepare(model, s, "onnxruntime", threads) for s in subs}
     block_runners = tables[STATISTICS[0]].runners(model, subs, batches)
@@ -312,10 +349,10 @@ def section_predictor(model, batches, threads, warmup, repeats, rounds, n_train,
 # -- 4 -------------------------------------------------------------------------------------------------
 
 
-def section_scaling(subs, rows, batches) -> dict[str, Any]:
-    print("\n## 4. latency vs MACs across the space (ratios to the smallest subnet; p50 from section 1)")
+def section_scaling(subs, rows, batches, runtimes) -> dict[str, Any]:
+    print("\n## 4. latency vs MACs across the space (ratios to the smallest subnet; p50 of wall time from section 1)")
     base = {r["batch"]: r for r in rows if r["subnet"] == "smallest"}
-    head = " ".join(f"{'ORT b' + str(b):>7} {'(cpu)':>6} {'torch b' + str(b):>9}" for b in batches)
+    head = " ".join(f"{rt[:10] + ' b' + str(b):>15}" for b in batches for rt in runtimes)
     print(f"{'subnet':<9} {'MMACs':>7} {'MACs x':>7} {head}")
     out = []
     for name in subs:
@@ -326,25 +363,272 @@ def section_scaling(subs, rows, batches) -> dict[str, Any]:
         cells = []
         for b in batches:
             ratio = {
-                f"{backend}_{clock}": mine[b][f"{key}_p50_ms_{clock}"] / base[b][f"{key}_p50_ms_{clock}"]
-                for backend, key in (("onnxruntime", "ort"), ("torch", "torch"))
+                f"{rt}_{clock}": mine[b][f"{rt}_p50_ms_{clock}"] / base[b][f"{rt}_p50_ms_{clock}"]
+                for rt in runtimes
                 for clock in CLOCKS
+                if f"{rt}_p50_ms_{clock}" in mine[b]
             }
             entry["latency_ratio"][str(b)] = ratio
-            cells.append(
-                f"{ratio['onnxruntime_wall']:>7.1f} {ratio['onnxruntime_cpu']:>6.1f} {ratio['torch_wall']:>9.1f}"
-            )
+            cells += [f"{ratio[rt + '_wall']:>15.1f}" for rt in runtimes]
         out.append(entry)
         print(f"{name:<9} {mine[batches[0]]['macs'] / 1e6:>7.2f} {ratio_macs:>7.1f} " + " ".join(cells))
     return {"rows": out}
+
+
+# -- 5-8: a trained supernet, its runtime-aware profile, front, serving and cascades ------------------------
+
+
+def _supernet(args: argparse.Namespace, quick: bool) -> tuple[tailor.ElasticModel, Any, Any, Any, str]:
+    """(model, train, held-out A, held-out B, description): `--checkpoint`, else a supernet trained here on digits."""
+    if args.checkpoint:
+        loaded = load_checkpoint(args.checkpoint)
+        recipe = loaded.config.get("metadata", {}).get("recipe", {}).get("data", {})
+        if not recipe.get("name"):
+            raise SystemExit("--checkpoint: it does not record its data set (train it with `tailor train`)")
+        root = recipe.get("root") or None
+        train = load_dataset(recipe["name"], "train", root, **recipe.get("train", {}))
+        test = load_dataset(recipe["name"], "test", root, **recipe.get("test", {}))
+        model, what = loaded.model.eval(), f"checkpoint {args.checkpoint} ({recipe['name']})"
+    else:
+        train = load_dataset("digits", "train", image_size=32, channels=3)
+        test = load_dataset("digits", "test", image_size=32, channels=3)
+        torch.manual_seed(0)
+        model = tailor.create_model(args.model, num_classes=10)
+        epochs = 1 if quick else 16
+        config = TrainConfig(epochs=epochs, batch_size=64, lr=0.1, largest_only_epochs=epochs / 4,
+                             student_ramp_epochs=epochs / 4, crop_padding=2, flip=False, seed=0)  # fmt: skip
+        start = time.perf_counter()
+        Trainer(model, train, config, device="cpu").fit()
+        model.eval()
+        what = f"{args.model} supernet trained here: {epochs} epoch(s), sandwich rule, digits at 32x32 RGB " \
+               f"({time.perf_counter() - start:.0f} s)"  # fmt: skip
+    order = torch.randperm(len(test), generator=torch.Generator().manual_seed(0))
+    half = len(test) // 2
+    return model, train, test.subset(order[:half]), test.subset(order[half:]), what
+
+
+def _candidates(space: tailor.SearchSpace, count: int) -> list[tailor.Subnet]:
+    subs = list(_uniform_subnets(space).values())
+    for sub in _distinct_random_subnets(space, count, seed=7):
+        if sub not in subs:
+            subs.append(sub)
+    return subs
+
+
+def _hypervolume(points: list[tuple[float, float]], reference: tuple[float, float]) -> float:
+    """(latency, accuracy) points -> hypervolume below `reference` latency and above its accuracy."""
+    return front_hypervolume([a for _, a in points], [lat for lat, _ in points], reference)
+
+
+def section_front(args, quick, runtimes, batches, threads, warmup, repeats, rounds, device) -> dict[str, Any]:
+    model, train, held_a, held_b, what = _supernet(args, quick)
+    subs = _candidates(model.space, 6 if quick else 24)
+    started = time.perf_counter()
+    accuracy_eval = Evaluator(model, train, held_a, calib_batches=4 if quick else 8, batch_size=64)
+    accuracy = {s: accuracy_eval.metrics(s, ("accuracy",))["accuracy"] for s in subs}
+    calibrate(model, subs, BatchSource(train, 64, 0).batches(0), batches=4 if quick else 8)
+    check_x = torch.cat([x for x, _ in BatchSource(held_a, 64, 0, drop_last=False).batches(None)])[:256]
+    profile = build_profile(
+        model, subs, batches, runtime=runtimes, threads=threads, warmup=warmup, repeats=repeats, rounds=rounds,
+        accuracy=accuracy, device=device, check_inputs=check_x, check_inputs_label=f"{len(check_x)} held-out images",
+        progress=_progress("runtime-aware profile"),
+    )  # fmt: skip
+    seconds = time.perf_counter() - started
+    print(f"\n## 5. the runtime-aware profile and front ({what}; {len(subs)} candidates; {seconds:.0f} s)")
+    served = {e.id: profile.runtime_of(e.id) for e in profile.subnets}
+    counts = {rt: sum(1 for r in served.values() if r == rt) for rt in runtimes}
+    print("subnets served per runtime (fastest within tolerance): " + ", ".join(f"{k} {v}" for k, v in counts.items()))
+    views = {"best runtime per subnet": profile}
+    for rt in runtimes:
+        views[rt] = profile.with_runtimes([rt])
+    b0 = batches[0]
+    points = np.array([[profile[s.id].latency_ms[b0].p50, accuracy[s]] for s in subs])
+    front = [s for s, keep in zip(subs, pareto_mask(points, [False, True])) if keep]
+    front.sort(key=lambda s: accuracy[s])
+    print(f"front ({len(front)} subnets; batch {b0}, best runtime per subnet): p50 ms / ratio to the fastest runtime")
+    rows = []
+    for sub in front:
+        entry = profile[sub.id]
+        tables = entry.measurements(profile.runtime)
+        for b in batches:
+            best = min(t[b].p50 for t in tables.values())
+            cells = " ".join(f"{rt}:{tables[rt][b].p50:.3f}/{tables[rt][b].p50 / best:.2f}" for rt in runtimes)
+            print(f"  {sub.id} acc {accuracy[sub]:.4f} served on {entry.runtime:<14} b{b:<3} {cells}")
+            rows.append({"id": sub.id, "accuracy": accuracy[sub], "batch": b, "served_on": entry.runtime,
+                         "p50_ms": {rt: tables[rt][b].p50 for rt in runtimes},
+                         "over_best": {rt: tables[rt][b].p50 / best for rt in runtimes}})  # fmt: skip
+    hv: dict[str, dict[str, float]] = {}
+    print("hypervolume of the accuracy-latency front (candidates' Pareto set under each view; reference: the "
+          "slowest p50 of any view x1.05, the lowest accuracy - 0.01); ratio to the best-runtime view")  # fmt: skip
+    for b in batches:
+        ref = (1.05 * max(v[s.id].latency_ms[b].p50 for v in views.values() for s in subs),
+               min(accuracy.values()) - 0.01)  # fmt: skip
+        hv[str(b)] = {
+            name: _hypervolume([(v[s.id].latency_ms[b].p50, accuracy[s]) for s in subs], ref)
+            for name, v in views.items()
+        }
+        base = hv[str(b)]["best runtime per subnet"]
+        print(f"  batch {b}: " + ", ".join(f"{k} {val / base:.3f}" for k, val in hv[str(b)].items()))
+    return {
+        "model": what, "candidates": len(subs), "profile": profile.to_dict(), "served_on": served,
+        "front": [s.id for s in front], "front_rows": rows, "hypervolume": hv, "seconds": seconds,
+        "_model": model, "_profile": profile, "_front": front, "_train": train, "_held": (held_a, held_b),
+    }  # fmt: skip
+
+
+def _served_and_alone(prepared: dict[str, Any], batches, repeats: int, shape) -> dict[tuple[str, int], dict]:
+    """Per (subnet, batch): p50 ms of calls in random order (a switch before each) and of the same call repeated."""
+    x = {b: np.random.default_rng(b).standard_normal((b, *shape)).astype(np.float32) for b in batches}
+    keys = [(i, b) for i in prepared for b in batches]
+    samples: dict[tuple[str, int], dict[str, list[float]]] = {
+        k: {"served_wall": [], "served_cpu": [], "alone_wall": [], "alone_cpu": []} for k in keys
+    }
+    rng = random.Random(0)
+
+    def timed(key: tuple[str, int], kind: str) -> None:
+        cpu, wall = time.thread_time_ns(), time.perf_counter_ns()
+        prepared[key[0]].run(x[key[1]])
+        samples[key][f"{kind}_wall"].append((time.perf_counter_ns() - wall) / 1e6)
+        samples[key][f"{kind}_cpu"].append((time.thread_time_ns() - cpu) / 1e6)
+
+    for key in keys:
+        prepared[key[0]].run(x[key[1]])  # first calls allocate
+    for _ in range(repeats):
+        rng.shuffle(keys)
+        for key in keys:  # served: another subnet (or batch size) ran just before
+            timed(key, "served")
+        for key in keys:  # alone: the same call again, right after itself
+            prepared[key[0]].run(x[key[1]])
+            timed(key, "alone")
+    return {k: {name: float(np.median(v)) for name, v in per.items()} for k, per in samples.items()}
+
+
+def section_served(model, profile, front, batches, threads, repeats, device) -> dict[str, Any]:
+    """The front in one process as a worker holds it (each subnet on its runtime), against an ORT-only worker."""
+    workers = {
+        "runtime-aware": {s.id: profile.runtime_of(s.id) for s in front},
+        "ORT-only": {s.id: "onnxruntime" for s in front},
+    }
+    measured = {}
+    for name, runtimes_of in workers.items():
+        prepared = {i: get_runtime(rt).prepare(model, s, device=device, threads=threads)
+                    for s, (i, rt) in zip(front, runtimes_of.items())}  # fmt: skip
+        try:
+            measured[name] = _served_and_alone(prepared, batches, repeats, profile.input_shape)
+        finally:
+            release_all(prepared.values())
+    print("\n## 6. served vs alone: the front loaded in one process as a worker holds it, a switch before every call")
+    print("  (served = p50 of calls in random order; alone = p50 of the same call repeated; ratios on wall ; CPU clock)")
+    print(f"  {'subnet':<16} {'b':>3} {'runtime':<14} {'served ms':>9} {'/ alone':>13}   {'ORT-only served':>15} "
+          f"{'/ alone':>13}   {'aware / ORT served':>18}")  # fmt: skip
+    rows, worst = [], 0.0
+    for (i, b), aware in measured["runtime-aware"].items():
+        ort = measured["ORT-only"][(i, b)]
+        ratio = aware["served_wall"] / aware["alone_wall"]
+        worst = max(worst, ratio)
+        row = {"id": i, "batch": b, "runtime": workers["runtime-aware"][i], "runtime_aware": aware, "ort_only": ort,
+               "served_over_alone_wall": ratio, "served_over_alone_cpu": aware["served_cpu"] / aware["alone_cpu"],
+               "aware_over_ort_served_wall": aware["served_wall"] / ort["served_wall"]}  # fmt: skip
+        rows.append(row)
+        print(f"  {i:<16} {b:>3} {row['runtime']:<14} {aware['served_wall']:>9.3f} "
+              f"{ratio:>6.3f} ; {row['served_over_alone_cpu']:>4.2f}   {ort['served_wall']:>15.3f} "
+              f"{ort['served_wall'] / ort['alone_wall']:>6.3f} ; {ort['served_cpu'] / ort['alone_cpu']:>4.2f}   "
+              f"{row['aware_over_ort_served_wall']:>18.3f}")  # fmt: skip
+    print(f"  worst served / alone, runtime-aware worker: {worst:.3f} (target <= 1.05: "
+          f"{'met' if worst <= 1.05 else 'MISSED'}); the ORT-only columns show what switching alone costs")  # fmt: skip
+    return {"rows": rows, "worst": worst}
+
+
+def section_serving(profile: Profile, quick: bool) -> dict[str, Any]:
+    views = {"runtime-aware": ServingProfile(profile, "auto"),
+             "ORT-only": ServingProfile(profile, "auto", runtimes=["onnxruntime"])}  # fmt: skip
+    ort = views["ORT-only"]
+    top = len(ort) - 1
+
+    def capacity_of(position: int) -> float:  # requests per second of one subnet on one worker, best batch size
+        return 1000.0 * max(b / ort.lat[position][j] for j, b in enumerate(ort.batch_sizes))
+
+    capacity, fastest = capacity_of(top), capacity_of(0)
+    slo_ms = 4 * ort.lat[top][ort.batch_position(min(8, ort.max_batch))]
+    duration = 10.0 if quick else 60.0
+    loads = np.geomspace(0.5, 1.2 * fastest / capacity, 6)
+    print(f"\n## 7. serving simulation (SlackFit, bursty CV^2 4, {duration:.0f} s per trace, SLO {slo_ms:.2f} ms, "
+          f"1 worker); load = x the ORT-only capacity of its most accurate subnet ({capacity:.0f} req/s; its fastest "
+          f"subnet's: {fastest:.0f} req/s)")  # fmt: skip
+    for name, view in views.items():
+        print(f"  {name}: {len(view)} Pareto subnets, {view.percentile_reason}; runtimes "
+              + ", ".join(sorted(set(view.runtimes.values()))))
+    print(f"  {'load':>5} " + " ".join(f"{n + ' attain':>22} {n + ' acc':>20}" for n in views))
+    rows = []
+    for load in (float(v) for v in loads):
+        # half Poisson, half gamma bursts (CV^2 4): mean rate = load x capacity
+        trace = traces.bursty(load * capacity / 2, load * capacity / 2, 4.0, duration, seed=len(rows))
+        row: dict[str, Any] = {"load": load}
+        for name, view in views.items():
+            result = simulate(view, trace, policy="slackfit", slo_ms=slo_ms, percentile=view.percentile)
+            row[name] = {"attainment": result.attainment, "accuracy": result.mean_accuracy or 0.0}
+        rows.append(row)
+        print(f"  {load:>5.2f} " + " ".join(f"{row[n]['attainment']:>22.4f} {row[n]['accuracy']:>20.4f}" for n in views))
+    equal = [r for r in rows if min(r[n]["attainment"] for n in views) >= 0.99]
+    verdict = {
+        "loads_where_both_attain_0.99": [r["load"] for r in equal],
+        "accuracy_gain_pt": [100 * (r["runtime-aware"]["accuracy"] - r["ORT-only"]["accuracy"]) for r in equal],
+    }
+    print("  at equal attainment (both >= 0.99): " + (", ".join(
+        f"load {r['load']:.2f}: {100 * (r['runtime-aware']['accuracy'] - r['ORT-only']['accuracy']):+.2f} pt"
+        for r in equal) or "no load"))  # fmt: skip
+    return {"slo_ms": slo_ms, "capacity_req_s": capacity, "rows": rows, **verdict}
+
+
+def section_cascade(model, profile: Profile, front, train, held: tuple[Any, Any], quick: bool) -> dict[str, Any]:
+    """pair_search on the front with latencies of the runtime-aware profile vs ORT-only; thresholds on A, accuracy on B."""
+    views = {"runtime-aware": profile, "ORT-only": profile.with_runtimes(["onnxruntime"])}
+    slowest = max(views["ORT-only"][s.id].latency_ms[1].p50 for s in front)
+    print("\n## 8. cascades (pair_search over the front; latency = expected batch-1 p50; thresholds chosen on held-out "
+          "half A, accuracy on half B)")  # fmt: skip
+    rows = []
+    for fraction in (0.3, 0.5, 0.7, 1.0):
+        budget = fraction * slowest
+        row: dict[str, Any] = {"budget_ms": budget, "fraction_of_slowest_ort": fraction}
+        for name, view in views.items():
+            cost = ProfileCost(view, batch_size=1, space=model.space)
+            kwargs = {"calib_batches": 4 if quick else 8, "batch_size": 64, "cost": cost}
+            val, test = Evaluator(model, train, held[0], **kwargs), Evaluator(model, train, held[1], **kwargs)
+            try:
+                choice = pair_search(val, front, budget, test_evaluator=test)
+            except Exception as exc:  # no cascade fits the budget
+                row[name] = {"error": str(exc)}
+                continue
+            row[name] = {
+                "little": choice.little.id, "little_runtime": view.runtime_of(choice.little.id),
+                "big": None if choice.big is None else choice.big.id,
+                "big_runtime": None if choice.big is None else view.runtime_of(choice.big.id),
+                "threshold": choice.threshold, "expected_latency_ms": choice.expected_latency_ms,
+                "accuracy_A": choice.accuracy, "accuracy_B": (choice.test or {}).get("accuracy"),
+            }  # fmt: skip
+        rows.append(row)
+        print(f"  budget {budget:.3f} ms ({fraction:.0%} of the slowest front subnet on ORT):")
+        for name in views:
+            r = row[name]
+            if "error" in r:
+                print(f"    {name:<13} none fits")
+                continue
+            big = f" -> {r['big']} ({r['big_runtime']}) below confidence {r['threshold']:.3f}" if r["big"] else " alone"
+            print(f"    {name:<13} {r['little']} ({r['little_runtime']}){big}; expected {r['expected_latency_ms']:.3f} ms; "
+                  f"accuracy A {r['accuracy_A']:.4f}, B {r['accuracy_B']:.4f}")  # fmt: skip
+    return {"rows": rows}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="few repeats/subnets/steps: a smoke run")
     parser.add_argument("--model", default="resnet20")
-    parser.add_argument("--checkpoint", help="a tailor checkpoint (trained with `tailor train`) for section 2")
+    parser.add_argument("--checkpoint", help="a tailor checkpoint (trained with `tailor train`) for sections 2, 5-8")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--device", default="cpu", help="cpu or cuda")
+    parser.add_argument("--runtimes", default="torch,torch-inplace,onnxruntime,openvino",
+                        help="fp32 runtimes compared in sections 1 and 5-8 (add torch-compile for Inductor)")
+    parser.add_argument("--sections", default="1,2,3,4,5,6,7,8", help="which sections to run (4 needs 1, 6-8 need 5)")
     parser.add_argument(
         "--out", help="JSON results (default: benchmarks/results/runtimes.json in full mode, none in quick)"
     )
@@ -352,6 +636,10 @@ def main() -> None:
     quick = args.quick
     if args.threads < 1:
         raise SystemExit("--threads must be >= 1")
+    runtimes = [r.strip() for r in args.runtimes.split(",") if r.strip()]
+    for name in runtimes:
+        get_runtime(name).resolve(args.device, args.threads, None)  # a missing package or device: fail now
+    sections = {int(x) for x in args.sections.split(",")}
     torch.manual_seed(0)
     torch.set_num_threads(args.threads)
     started, load_before = time.perf_counter(), os.getloadavg()[0]
@@ -362,22 +650,42 @@ def main() -> None:
     model = tailor.create_model(args.model, num_classes=10).eval()
     subs = _uniform_subnets(model.space)
     print(
-        f"# {args.model}, threads={args.threads}, p50 of {repeats} calls in {rounds} interleaved rounds"
-        f"{' (quick: noisy)' if quick else ''}; {device_name()}; load average {load_before:.2f}"
+        f"# {args.model}, threads={args.threads}, device {args.device}, runtimes {runtimes}, p50 of {repeats} calls in "
+        f"{rounds} interleaved rounds{' (quick: noisy)' if quick else ''}; {device_name()}; load average {load_before:.2f}"
     )
     results: dict[str, Any] = {
         "command": " ".join(["python", *sys.argv]),
-        "device": device_name(),
+        "device": device_name(args.device),
         "threads": args.threads,
+        "runtimes": runtimes,
         "quick": quick,
         "repeats": repeats,
         "rounds": rounds,
         "load_average_before": load_before,
     }
-    results["runtimes"] = section_runtimes(model, subs, batches, args.threads, warmup, repeats, rounds)
-    results["int8"] = section_int8(args, model, batches, args.threads, warmup, repeats, rounds, quick)
-    results["predictor"] = section_predictor(model, batches, args.threads, warmup, repeats, rounds, n_train, n_test)
-    results["scaling"] = section_scaling(subs, results["runtimes"]["rows"], batches)
+    if 1 in sections:
+        results["runtimes_uniform"] = section_runtimes(
+            model, subs, runtimes, batches, args.threads, warmup, repeats, rounds, args.device
+        )
+    if 2 in sections:
+        results["int8"] = section_int8(args, model, batches, args.threads, warmup, repeats, rounds, quick)
+    if 3 in sections:
+        results["predictor"] = section_predictor(model, batches, args.threads, warmup, repeats, rounds, n_train, n_test)
+    if 4 in sections and 1 in sections:
+        shown = [rt for rt in ("onnxruntime", "torch") if rt in runtimes]
+        results["scaling"] = section_scaling(subs, results["runtimes_uniform"]["rows"], batches, shown)
+    if 5 in sections:
+        front = section_front(args, quick, runtimes, batches, args.threads, warmup, repeats, rounds, args.device)
+        trained, profile, subnets = front.pop("_model"), front.pop("_profile"), front.pop("_front")
+        train, held = front.pop("_train"), front.pop("_held")
+        results["front"] = front
+        if 6 in sections:
+            results["served"] = section_served(trained, profile, subnets, batches, args.threads, 10 if quick else 60,
+                                               args.device)  # fmt: skip
+        if 7 in sections and "onnxruntime" in runtimes:
+            results["serving"] = section_serving(profile, quick)
+        if 8 in sections and "onnxruntime" in runtimes:
+            results["cascade"] = section_cascade(trained, profile, subnets, train, held, quick)
     results["load_average_after"] = os.getloadavg()[0]
     results["seconds"] = time.perf_counter() - started
     print(

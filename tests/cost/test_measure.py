@@ -1,9 +1,10 @@
-"""tailor.cost: params, MACs, latency (three backends), peak memory, energy, and their error messages."""
+"""tailor.cost: params, MACs, latency (on each runtime), peak memory, energy, and their error messages."""
 
 from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 from hypothesis import given, settings
@@ -11,7 +12,6 @@ from hypothesis import strategies as st
 
 import tailor
 from tailor.cost import (
-    BACKENDS,
     LatencyStats,
     energy,
     energy_source,
@@ -59,12 +59,25 @@ def test_cost_functions_leave_the_model_as_it_was(model: tailor.ElasticModel) ->
     model.eval()
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
-def test_latency_reports_ordered_positive_percentiles(model: tailor.ElasticModel, backend: str) -> None:
-    stats = latency(model, model.space.smallest(), batch_size=2, backend=backend, threads=1, warmup=1, repeats=5)
+# torch-compile has its own test (tests/cost/test_runtimes.py): Inductor takes tens of seconds per subnet
+@pytest.mark.parametrize("runtime", ["torch", "torch-inplace", "onnxruntime", "onnxruntime-int8", "openvino"])
+def test_latency_reports_ordered_positive_percentiles(model: tailor.ElasticModel, runtime: str) -> None:
+    stats = latency(model, model.space.smallest(), batch_size=2, runtime=runtime, threads=1, warmup=1, repeats=5)
     assert 0 < stats.p50 <= stats.p90 <= stats.p99
-    assert stats.repeats == 5
-    assert set(stats.to_dict()) == {"p50", "p90", "p99"}
+    assert stats.repeats == 5 and stats.mean is not None and stats.std is not None and stats.std >= 0
+    assert set(stats.to_dict()) == {"p50", "p90", "p99", "mean", "std", "repeats"}
+
+
+def test_backend_is_a_deprecated_spelling_of_runtime(model: tailor.ElasticModel) -> None:
+    sub = model.space.smallest()
+    with pytest.warns(DeprecationWarning, match="backend= is deprecated"):
+        stats = latency(model, sub, 1, backend="torch", warmup=0, repeats=2)
+    assert stats.repeats == 2
+    assert latency(model, sub, 1, "torch", warmup=0, repeats=2).repeats == 2  # the fourth argument is the runtime
+    with pytest.raises(ProfileError, match="disagree"), pytest.warns(DeprecationWarning):
+        latency(model, sub, runtime="onnxruntime", backend="torch")
+    with pytest.warns(DeprecationWarning, match="list_runtimes"):
+        assert "onnxruntime" in tailor.cost.BACKENDS
 
 
 def test_latency_restores_the_torch_thread_count(model: tailor.ElasticModel) -> None:
@@ -79,12 +92,17 @@ def test_latency_stats_percentiles_are_ordered_and_within_the_samples(samples: l
     stats = LatencyStats.from_samples(samples)
     assert min(samples) - 1e-9 <= stats.p50 <= stats.p90 <= stats.p99 <= max(samples) + 1e-9
     assert stats.repeats == len(samples)
+    assert stats.mean == pytest.approx(np.mean(samples)) and stats.std == pytest.approx(np.std(samples), abs=1e-9)
 
 
 def test_bad_arguments_name_the_value(model: tailor.ElasticModel) -> None:
     sub = model.space.smallest()
-    with pytest.raises(ProfileError, match="tensorrt"):
-        latency(model, sub, backend="tensorrt")
+    with pytest.raises(ProfileError, match="unknown runtime 'tensorrt'"):
+        latency(model, sub, runtime="tensorrt")
+    with pytest.raises(ProfileError, match="unknown device 'tpu'"):
+        latency(model, sub, device="tpu")
+    with pytest.raises(ProfileError, match="precision"):
+        latency(model, sub, runtime="onnxruntime", precision="fp16")
     for bad in (0, -3, 1.5, True):
         with pytest.raises(ProfileError, match="batch_size"):
             latency(model, sub, batch_size=bad)
@@ -126,6 +144,17 @@ def test_peak_memory_is_measured_and_grows_with_batch_and_width(model: tailor.El
     assert large.device == "cpu" and "RSS" in large.method
 
 
+def test_peak_memory_takes_batch_size_third_as_latency_does(model: tailor.ElasticModel) -> None:
+    sub = model.space.smallest()
+    third = peak_memory(model, sub, 8)
+    assert third.activation_bytes > peak_memory(model, sub, 1).activation_bytes  # 8 inputs: more memory than 1
+    with pytest.warns(DeprecationWarning, match="third argument is batch_size"):
+        old = peak_memory(model, sub, (3, 16, 16))  # the earlier order: input_shape third
+    assert old.weight_bytes == third.weight_bytes and old.activation_bytes > 0
+    with pytest.raises(ProfileError, match="given twice"), pytest.warns(DeprecationWarning):
+        peak_memory(model, sub, (3, 16, 16), input_shape=(3, 16, 16))
+
+
 def test_energy_is_a_measurement_or_unavailable(model: tailor.ElasticModel) -> None:
     result = energy(model, model.space.smallest(), repeats=2)
     if energy_source() == "unavailable":
@@ -135,7 +164,7 @@ def test_energy_is_a_measurement_or_unavailable(model: tailor.ElasticModel) -> N
 
 
 def test_latency_table_measures_each_batch_size_from_one_export(model: tailor.ElasticModel) -> None:
-    table = latency_table(model, model.space.smallest(), [1, 3], backend="onnxruntime", warmup=0, repeats=3)
+    table = latency_table(model, model.space.smallest(), [1, 3], runtime="onnxruntime", warmup=0, repeats=3)
     assert sorted(table) == [1, 3]
     assert all(0 < s.p50 <= s.p90 <= s.p99 and s.repeats == 3 for s in table.values())
     with pytest.raises(ProfileError, match="batch_size must be a positive integer, got 0"):
@@ -167,23 +196,24 @@ def test_interleaved_measurement_takes_exactly_repeats_samples_in_rounds() -> No
         runners["a"].samples(-1)
 
 
-def test_prepared_onnx_files_and_modules_run_on_their_backend(model: tailor.ElasticModel, tmp_path) -> None:
+def test_prepared_onnx_files_and_modules_run_on_their_runtime(model: tailor.ElasticModel, tmp_path) -> None:
     from tailor.export import to_onnx
 
     sub = model.space.smallest()
     path = to_onnx(model, sub, tmp_path / "m.onnx").path
     runner = prepare_onnx(path, (3, 32, 32))
-    assert runner.backend == "onnxruntime" and len(runner.samples(2, warmup=0, repeats=3)) == 3
+    assert runner.runtime == "onnxruntime" and len(runner.samples(2, warmup=0, repeats=3)) == 3
+    assert prepare_onnx(path, (3, 32, 32), runtime="openvino").runtime == "openvino"
     int8 = prepare_module(model.extract(sub).eval(), (3, 32, 32), "onnxruntime-int8")
-    assert len(int8.samples(1, warmup=0, repeats=2)) == 2
+    assert len(int8.samples(1, warmup=0, repeats=2)) == 2 and int8.info.precision == "int8"
     with pytest.raises(ProfileError, match="no ONNX model"):
         prepare_onnx(tmp_path / "missing.onnx", (3, 32, 32))
-    with pytest.raises(ProfileError, match="must be 'onnxruntime'"):
-        prepare_onnx(path, (3, 32, 32), backend="torch")
-    with pytest.raises(ProfileError, match="unknown backend 'cuda'"):
-        prepare(model, sub, backend="cuda")
-    with pytest.raises(ProfileError, match="unknown backend 'tvm'"):
-        prepare_module(model.extract(sub), (3, 32, 32), backend="tvm")
+    with pytest.raises(ProfileError, match="'torch' does not run ONNX files"):
+        prepare_onnx(path, (3, 32, 32), runtime="torch")
+    with pytest.raises(ProfileError, match="unknown runtime 'cuda'"):
+        prepare(model, sub, runtime="cuda")
+    with pytest.raises(ProfileError, match="unknown runtime 'tvm'"):
+        prepare_module(model.extract(sub), (3, 32, 32), runtime="tvm")
     with pytest.raises(InvalidSubnetError, match=r"stage1\.out"):
         prepare(model, sub.replace(widths={"stage1.out": 0.3}))
 
@@ -203,3 +233,7 @@ def test_each_call_is_timed_on_the_wall_and_the_thread_cpu_clock() -> None:
     pooled = prepare(small, small.space.largest(), "onnxruntime", threads=2)
     with pytest.raises(ProfileError, match="needs threads=1"):
         interleaved_samples({"y": pooled}, [1], repeats=1, rounds=1, clock="cpu")
+    elsewhere = prepare(small, small.space.largest(), "openvino", threads=1)
+    elsewhere.computes_on_calling_thread = False  # as a runtime computing on threads of its own
+    with pytest.raises(ProfileError, match="does not run on the calling thread"):
+        interleaved_samples({"z": elsewhere}, [1], repeats=1, rounds=1, clock="cpu")

@@ -75,7 +75,7 @@ def test_identical_blocks_share_a_key_and_different_ones_do_not() -> None:
 
 def test_latency_table_measures_each_distinct_block_once_per_batch_size() -> None:
     model = tailor.create_model("small_cnn", num_classes=10).eval()
-    table = LatencyTable(repeats=2, warmup=0, backend="onnxruntime")
+    table = LatencyTable(repeats=2, warmup=0, runtime="onnxruntime")
     sub = model.space.largest()
     first = table.estimate(model, sub)
     size = len(table)
@@ -88,11 +88,11 @@ def test_latency_table_measures_each_distinct_block_once_per_batch_size() -> Non
 
 def test_runners_cover_the_blocks_missing_from_the_table() -> None:
     model = tailor.create_model("small_cnn", num_classes=10).eval()
-    table = LatencyTable(backend="onnxruntime")
+    table = LatencyTable(runtime="onnxruntime")
     sub = model.space.largest()
     runners = table.runners(model, [sub, sub], batch_sizes=[1, 8])
     assert set(runners) == {b.key for b in subnet_blocks(model, sub)}
-    assert all(isinstance(r, Runner) and r.backend == "onnxruntime" for r in runners.values())
+    assert all(isinstance(r, Runner) and r.runtime == "onnxruntime" for r in runners.values())
     assert len(next(iter(runners.values())).samples(2, warmup=0, repeats=3)) == 3
     for key in runners:
         table.record(key, 1, 0.1)
@@ -104,7 +104,7 @@ def test_runners_cover_the_blocks_missing_from_the_table() -> None:
 
 def test_recorded_entries_are_used_and_a_linear_latency_in_table_features_is_recovered() -> None:
     model = tailor.create_model("resnet20", num_classes=10).eval()
-    table = LatencyTable(backend="onnxruntime")
+    table = LatencyTable(runtime="onnxruntime")
     subs = [model.space.sample(i) for i in range(11)]
     blocks = {s: table.blocks(model, s) for s in subs}
     keys = list(dict.fromkeys(b.key for s in subs for b in blocks[s]))
@@ -159,8 +159,8 @@ def test_predictor_errors(model: tailor.ElasticModel) -> None:
         LatencyPredictor(model).fit(subs, {subs[0]: 1.0})
     with pytest.raises(ProfileError, match="LatencyTable"):
         LatencyPredictor(model, table="table")  # type: ignore[arg-type]
-    with pytest.raises(ProfileError, match="unknown backend 'tvm'"):
-        LatencyTable(backend="tvm")
+    with pytest.raises(ProfileError, match="unknown runtime 'tvm'"):
+        LatencyTable(runtime="tvm")
     with pytest.raises(ProfileError, match="batch_size"):
         LatencyTable().estimate(model, subs[0], batch_size=0)
     foreign = tailor.create_model("small_cnn").space.largest()
@@ -172,7 +172,7 @@ def test_predictor_errors(model: tailor.ElasticModel) -> None:
 def test_a_predictor_refits_against_another_table_without_extracting_again() -> None:
     model = tailor.create_model("small_cnn", num_classes=10).eval()
     subs = list(dict.fromkeys(model.space.sample(i) for i in range(12)))
-    tables = [LatencyTable(backend="onnxruntime"), LatencyTable(backend="onnxruntime")]
+    tables = [LatencyTable(runtime="onnxruntime"), LatencyTable(runtime="onnxruntime")]
     keys = {b.key for s in subs for b in tables[0].blocks(model, s)}
     for scale, table in zip((1.0, 3.0), tables):
         for i, key in enumerate(sorted(keys, key=repr)):

@@ -46,7 +46,7 @@ def test_profile_of_a_checkpoint_with_accuracy(
     rng = random.Random(3)
     expected = [space.smallest(), space.largest(), space.uniform(0.5), space.sample(rng), space.sample(rng)]
     assert [e.subnet for e in profile.subnets] == expected
-    assert profile.model == "small_cnn" and profile.backend == "onnxruntime" and profile.threads == 1
+    assert profile.model == "small_cnn" and profile.runtime == "onnxruntime" and profile.threads == 1
     assert profile.input_shape == (1, 8, 8)  # the data's image size, not the model's default (1, 32, 32)
     assert profile.batch_sizes == [1, 4]
     smallest, largest = profile.subnets[0], profile.subnets[1]
@@ -67,12 +67,12 @@ def test_profile_reads_subnets_from_a_file_keeps_their_ids_and_alternates(
     ]
     (tmp_path / "subs.json").write_text(json.dumps(entries))
     out = tmp_path / "p.json"
-    args = ["profile", "small_cnn", "--subnets", f"{tmp_path / 'subs.json'},largest", "--backend", "torch"]
+    args = ["profile", "small_cnn", "--subnets", f"{tmp_path / 'subs.json'},largest", "--runtimes", "torch"]
     assert main([*args, "--rounds", "2", "--repeats", "4", "--warmup", "0", "--out", str(out), "--no-progress"]) == 0
     profile = Profile.load(out)
     assert profile.ids == ["tiny", "full"], "the repeated 'largest' is measured once"
     assert "1 repeated subnet" in capsys.readouterr().err
-    assert profile.backend == "torch" and profile.input_shape == (3, 32, 32) and profile.batch_sizes == [1, 8]
+    assert profile.runtime == "torch" and profile.input_shape == (3, 32, 32) and profile.batch_sizes == [1, 8]
     assert all(e.accuracy is None for e in profile.subnets)
     # a profile is itself a valid subnet file
     again = tmp_path / "again.json"
@@ -90,7 +90,14 @@ def test_default_subnets_are_smallest_uniform_widths_and_largest(tmp_path: Path)
 
 
 BAD = [
-    (["--backend", "tensorrt"], "unknown backend 'tensorrt'"),
+    (["--runtimes", "tensorrt"], "unknown runtime 'tensorrt'"),
+    (["--runtimes", "torch,torch"], "--runtimes must not repeat"),
+    (["--runtimes", "torch,"], "expected comma-separated runtime names"),
+    (["--device", "tpu"], "unknown device 'tpu'"),
+    (["--precision", "fp16"], "runtime 'onnxruntime' supports precision ['fp32'], not 'fp16'"),
+    (["--runtimes", "torch", "--min-agreement", "2"], "min_top1_agreement must be in [0, 1]"),
+    (["--check-samples", "0"], "--check-samples must be >= 1"),
+    (["--threads", "0"], "--threads must be >= 1"),
     (["--batch-sizes", "1,0"], "--batch-sizes must be positive"),
     (["--batch-sizes", "-4"], "--batch-sizes must be positive"),
     (["--batch-sizes", "1,x"], "'x' is not an integer"),
@@ -129,3 +136,51 @@ def test_a_subnet_file_outside_the_space_or_an_unknown_source_is_refused(
     assert "entry 0" in err and err.count("\n") == 1
     assert main(["profile", "no_such_model", "--out", str(tmp_path / "p")]) == 2
     assert "neither a checkpoint directory nor a registered model" in capsys.readouterr().err
+
+
+def test_profile_on_several_runtimes_checks_outputs_on_held_out_images(
+    checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "p.json"
+    args = ["profile", str(checkpoint), "--subnets", "smallest,largest", "--runtimes", "torch,torch-inplace,onnxruntime"]
+    args += ["--batch-sizes", "1,2", "--repeats", "4", "--warmup", "0", "--check-samples", "40", "--out", str(out)]
+    assert main([*args, "--no-progress"]) == 0
+    profile = Profile.load(out)
+    assert list(profile.runtimes) == ["torch", "torch-inplace", "onnxruntime"]
+    for entry in profile.subnets:
+        assert set(entry.checks) == {"torch", "torch-inplace", "onnxruntime"}
+        check = entry.checks["onnxruntime"]
+        assert check.samples == 40 and check.inputs == "40 held-out test images" and check.within_tolerance
+        assert entry.checks["torch-inplace"].max_abs_diff < 1e-5  # the supernet computes what its extraction does
+        assert profile.runtime_of(entry.id) in profile.runtimes
+    captured = capsys.readouterr()
+    assert "per runtime (p50 ms" in captured.out and "* " in captured.out
+    assert "p99 rests on 4 repeats" in captured.err and "plans with p50" in captured.err
+
+
+def test_the_deprecated_backend_flag_still_profiles_one_runtime(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "p.json"
+    assert main(["profile", "small_cnn", "--subnets", "smallest", "--backend", "torch", "--repeats", "2",
+                 "--out", str(out), "--no-progress"]) == 0  # fmt: skip
+    assert Profile.load(out).runtime == "torch"
+    assert "--backend is deprecated; use --runtimes" in capsys.readouterr().err
+
+
+def test_a_device_without_its_runtime_or_gpu_exits_2_before_measuring(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # as on a machine without a GPU
+    out = tmp_path / "p.json"
+    assert main(["profile", "small_cnn", "--runtimes", "torch", "--device", "cuda", "--out", str(out)]) == 2
+    assert "torch sees no CUDA GPU" in capsys.readouterr().err
+    assert main(["profile", "small_cnn", "--runtimes", "openvino", "--device", "cuda", "--out", str(out)]) == 2
+    assert "runs on ['cpu'], not on 'cuda'" in capsys.readouterr().err
+    import onnxruntime
+
+    monkeypatch.setattr(onnxruntime, "get_available_providers", lambda: ["CPUExecutionProvider"])
+    assert main(["profile", "small_cnn", "--runtimes", "onnxruntime", "--device", "cuda", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "tailor[cuda]" in err and err.count("\n") == 1
+    assert not out.exists()

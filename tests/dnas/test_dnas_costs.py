@@ -93,3 +93,25 @@ def test_a_user_cost_returning_nan_is_refused() -> None:
 
     with pytest.raises(SuperNetError, match="'broken' returned nan"):
         SuperNet(Toy(), cost=broken, input_shape=TOY_INPUT)
+
+
+def test_latency_is_measured_on_the_runtime_asked_for() -> None:
+    ort = LatencyCost(warmup=0, repeats=2, runtime="onnxruntime")
+    net = SuperNet(TwoStage(), cost=ort, input_shape=(3, 8, 8))
+    assert ort.runtime == "onnxruntime" and ort.measurements == 8
+    assert all(c > 0 for costs in net.branch_costs("latency").values() for c in costs)
+    assert all(key[-1] == "onnxruntime" for key in ort.table)
+    eager = LatencyCost(warmup=0, repeats=2)
+    SuperNet(TwoStage(), cost=eager, input_shape=(3, 8, 8))
+    assert eager.runtime == "torch" and set(eager.table).isdisjoint(ort.table), "entries are kept per runtime"
+
+
+def test_latency_runtime_must_agree_with_its_table() -> None:
+    table = LayerTable(threads=1, warmup=0, repeats=2, runtime="onnxruntime")
+    assert LatencyCost(table=table).runtime == "onnxruntime"
+    with pytest.raises(SuperNetError, match="conflicts with the LatencyTable's runtime 'onnxruntime'"):
+        LatencyCost(table=table, runtime="torch")
+    with pytest.raises(SuperNetError, match="unknown runtime 'tvm'"):
+        LatencyCost(runtime="tvm")
+    with pytest.raises(SuperNetError, match="takes 2"):
+        LatencyCost(warmup=0, repeats=1).measure(torch.nn.Identity(), torch.zeros(1, 2), torch.zeros(1, 2))

@@ -11,8 +11,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import tailor
-from tailor.errors import InvalidSubnetError, ProfileError
-from tailor.export import compare_accuracy, fold_batchnorm, quantize_int8, run_onnx, to_onnx
+from tailor.errors import InvalidSubnetError, ProfileError, UnsupportedModelError
+from tailor.export import compare_accuracy, export_module, fold_batchnorm, quantize_int8, run_onnx, to_onnx
+from tailor.export.ort import GRAPH_OPTIMIZATION_LEVELS, providers_for, session
 
 
 def _model(name: str = "resnet20") -> tailor.ElasticModel:
@@ -137,3 +138,64 @@ def test_quantize_rejects_bad_arguments(exported: tuple, tmp_path: Path) -> None
         quantize_int8(tmp_path / "missing.onnx", tmp_path / "q.onnx", mode="dynamic")
     with pytest.raises(ProfileError, match="empty"):
         compare_accuracy(path, path, [])
+
+
+class _PoolsBySize(torch.nn.Module):
+    """CBAM-style channel attention: a max pool whose kernel size is read from `x.size()` at run time."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 8, 3, padding=1)
+        self.bn = torch.nn.BatchNorm2d(8)
+        self.fc = torch.nn.Linear(8, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = torch.relu(self.bn(self.conv(x)))
+        attention = torch.nn.functional.max_pool2d(x, (x.size(2), x.size(3)))
+        x = x * torch.sigmoid(attention)
+        return self.fc(torch.flatten(torch.nn.functional.adaptive_avg_pool2d(x, 1), 1))
+
+
+def test_a_subnet_torch_cannot_export_raises_unsupported_model_naming_the_node(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    net = tailor.elasticize(_PoolsBySize().eval(), example_inputs=(torch.randn(2, 3, 16, 16),))
+    sub = net.space.largest()
+    with pytest.raises(UnsupportedModelError) as raised:
+        to_onnx(net, sub, tmp_path / "cbam.onnx", input_shape=(3, 16, 16))
+    message = str(raised.value)
+    assert sub.id in message and "SymbolicValueError" in message and "not constant" in message
+    assert "`size = relu.size(2)`" in message, "the extracted graph's line the exporter stopped at"
+    assert len(message) < 1200 and "[Caused by" not in message
+    assert "Torch IR graph" not in capfd.readouterr().out, "the exporter's graph dump is not printed"
+    assert list(tmp_path.iterdir()) == []
+    with pytest.raises(UnsupportedModelError, match=r"ONNX export of \w+ failed: .*`size = relu.size\(2\)`"):
+        export_module(net.extract(sub), tmp_path / "m.onnx", (3, 16, 16))
+
+
+def test_sessions_take_their_settings_from_the_caller(exported: tuple) -> None:
+    model, sub, path = exported
+    x = torch.randn(3, 3, 32, 32)
+    with torch.inference_mode():
+        expected = model.extract(sub).eval()(x).numpy()
+    for level in GRAPH_OPTIMIZATION_LEVELS:
+        got = run_onnx(path, x, graph_optimization=level, providers=["CPUExecutionProvider"])
+        np.testing.assert_allclose(got, expected, atol=1e-4, rtol=0)
+    assert session(path, 1, graph_optimization="basic").get_providers() == ["CPUExecutionProvider"]
+    with pytest.raises(ProfileError, match="graph_optimization 'max'"):
+        run_onnx(path, x, graph_optimization="max")
+    with pytest.raises(ProfileError, match="not in this onnxruntime build"):
+        run_onnx(path, x, providers=["NoSuchExecutionProvider"])
+
+
+def test_a_gpu_provider_missing_from_this_build_names_the_package(monkeypatch: pytest.MonkeyPatch) -> None:
+    import onnxruntime as ort
+
+    monkeypatch.setattr(ort, "get_available_providers", lambda: ["CPUExecutionProvider"])
+    with pytest.raises(ProfileError, match=r"onnxruntime-gpu .*tailor\[cuda\]"):
+        providers_for("cuda")
+    monkeypatch.setattr(ort, "get_available_providers", lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"])
+    assert providers_for("cuda:1") == ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    both = ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]
+    monkeypatch.setattr(ort, "get_available_providers", lambda: both)
+    assert providers_for("cuda") == both and providers_for("cpu") == ["CPUExecutionProvider"]

@@ -159,7 +159,8 @@ def test_scaling_up_and_down_within_bounds(live: ServerThread) -> None:
     # the autoscaler, on tailor's signals: an idle server with an empty queue sheds a worker per quiet period
     autoscaler.policy = ScalingPolicy(down_after_s=1.0)
     autoscaler.start()
-    live.wait_for(lambda: executor.ready_workers() == 1, timeout_s=60, what="the autoscaler to scale down to one")
+    live.wait_for(lambda: executor.ready_workers() == 1 and autoscaler.history and autoscaler.history[-1][1] == 1,
+                  timeout_s=60, what="the autoscaler to scale down to one")
     assert [count for _, count in autoscaler.history][-2:] == [2, 1]
 
 

@@ -39,7 +39,8 @@ def test_replay_reads_a_rates_csv_and_prints_a_table(tmp_path: Path, capsys: pyt
     )  # fmt: skip
     assert code == 0
     out = capsys.readouterr().out
-    assert out.splitlines()[2].startswith("maxacc ")
+    assert out.splitlines()[1].startswith("latency p50: ")  # the percentile the profile supports, and why
+    assert out.splitlines()[3].startswith("maxacc ")
     svg = ET.parse(tmp_path / "replay_timeline.svg").getroot()
     texts = {"".join(t.itertext()) for t in svg.iter("{http://www.w3.org/2000/svg}text")}
     assert {"maxacc", "subnet serving most", "time (s)"} <= texts

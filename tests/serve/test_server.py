@@ -20,6 +20,7 @@ from test_server_support import (
     MODEL,
     QUEUE_LIMIT,
     ServerThread,
+    patient_watchdog,
     post,
     reference_outputs,
     shared_artifacts,
@@ -212,7 +213,16 @@ def _fire(url: str, count: int, deadline_ms: float) -> tuple[list[tuple[int, dic
     return answers, threads
 
 
-def test_overload_is_a_503_with_retry_after_and_nothing_is_lost(live: ServerThread) -> None:
+@pytest.fixture()
+def frozen_ok(live: ServerThread) -> ServerThread:
+    """The live server with a watchdog patient enough for tests that freeze its workers."""
+    with patient_watchdog(live):
+        yield live
+
+
+def test_overload_is_a_503_with_retry_after_and_nothing_is_lost(frozen_ok: ServerThread) -> None:
+    live = frozen_ok
+    live.settle()
     rejected = live.metric("tailor_requests_total", 'outcome="rejected"')
     pids = live.worker_pids()
     signal_all(pids, signal.SIGSTOP)  # workers frozen: the queue can only grow
@@ -234,7 +244,9 @@ def test_overload_is_a_503_with_retry_after_and_nothing_is_lost(live: ServerThre
     assert statuses.count(200) >= QUEUE_LIMIT
 
 
-def test_deadline_passing_in_the_queue_is_a_504_and_not_computed(live: ServerThread) -> None:
+def test_deadline_passing_in_the_queue_is_a_504_and_not_computed(frozen_ok: ServerThread) -> None:
+    live = frozen_ok
+    live.settle()
     pids = live.worker_pids()
     before = {o: live.metric("tailor_requests_total", f'outcome="{o}"') for o in ("expired", "late", "on_time")}
     signal_all(pids, signal.SIGSTOP)

@@ -116,11 +116,37 @@ class ServerThread:
     def worker_pids(self) -> list[int | None]:
         return self.server.pool.pids()
 
+    def settle(self, timeout_s: float = 120.0) -> None:
+        """Wait until no worker process is starting or dead (a previous test may have killed some)."""
+        def settled() -> bool:
+            states = self.server.pool.states()
+            return states["starting"] == 0 and states["dead"] == 0 and states["busy"] == 0
+        self.wait_for(settled, timeout_s, what=f"workers settled ({self.server.pool.states()})")
+
 
 def signal_all(pids: list[int | None], sig: signal.Signals) -> None:
+    """Send `sig` to each live pid (one the watchdog has killed meanwhile is skipped)."""
     for pid in pids:
         if pid is not None:
-            os.kill(pid, sig)
+            try:
+                os.kill(pid, sig)
+            except ProcessLookupError:
+                pass
+
+
+class patient_watchdog:
+    """Within the block, a batch may run 60 s before its worker is declared hung (tests that freeze workers for
+    longer than the server's 2-SLO watchdog)."""
+
+    def __init__(self, live: ServerThread) -> None:
+        self.engine = live.server.engine
+
+    def __enter__(self) -> None:
+        self.saved = (self.engine.watchdog_slo_factor, self.engine.max_timeout_s)
+        self.engine.watchdog_slo_factor, self.engine.max_timeout_s = 1000.0, 60.0
+
+    def __exit__(self, *exc: object) -> None:
+        self.engine.watchdog_slo_factor, self.engine.max_timeout_s = self.saved
 
 
 def post(url: str, body: bytes, headers: dict[str, str] | None = None, timeout: float = 30.0) -> tuple[int, dict, bytes]:

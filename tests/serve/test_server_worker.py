@@ -1,4 +1,5 @@
-"""The worker side without HTTP: `ModelRunner` on both runtimes, and a worker pool that cannot load its model."""
+"""The worker side without HTTP: `ModelRunner` on the registry's runtimes (one each, or mixed per subnet), the
+runtime each subnet is served on, and a worker pool that cannot load its model."""
 
 from __future__ import annotations
 
@@ -10,8 +11,10 @@ import numpy as np
 import pytest
 from test_server_support import reference_outputs, shared_artifacts
 
-from tailor.errors import InvalidSubnetError, ProfileError
-from tailor.serve.server.app import resolve_runtime
+from tailor.cost.profile import Profile
+from tailor.errors import InvalidSubnetError
+from tailor.serve.profile import ServingProfile
+from tailor.serve.server.app import serving_runtimes
 from tailor.serve.server.worker import ModelRunner, WorkerPool, WorkerStartError
 
 
@@ -20,11 +23,16 @@ def artifacts(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, dic
     return shared_artifacts(tmp_path_factory)
 
 
-def test_both_runtimes_compute_what_the_supernet_computes(artifacts: tuple[Path, Path, dict]) -> None:
+def test_every_runtime_computes_what_the_supernet_computes(artifacts: tuple[Path, Path, dict]) -> None:
     checkpoint, _, subnets = artifacts
     x = np.random.default_rng(0).standard_normal((5, 3, 32, 32)).astype(np.float32)
-    in_place = ModelRunner(checkpoint, subnets, runtime="torch")
+    in_place = ModelRunner(checkpoint, subnets, runtime="torch-inplace")
     sessions = ModelRunner(checkpoint, subnets, runtime="onnxruntime")
+    mixed = ModelRunner(checkpoint, subnets, runtime={"small": "onnxruntime", "half": "torch", "full": "openvino"})
+    assert {sid: p.info.runtime for sid, p in mixed.prepared.items()} == mixed.runtimes
+    for subnet_id, sub in subnets.items():
+        np.testing.assert_allclose(mixed.run(subnet_id, x)[0], reference_outputs(checkpoint, sub, x), rtol=1e-4,
+                                   atol=1e-4)
     for subnet_id, sub in subnets.items():
         expected = reference_outputs(checkpoint, sub, x)
         torch_out, torch_ms = in_place.run(subnet_id, x)
@@ -43,17 +51,22 @@ def test_a_subnet_outside_the_space_is_refused_at_load(artifacts: tuple[Path, Pa
     wrong = subnets["full"].replace(widths={"stage1.out": 0.3})
     with pytest.raises(InvalidSubnetError, match="subnet 'odd' does not fit the checkpoint's space"):
         ModelRunner(checkpoint, {"odd": wrong})
-    with pytest.raises(ValueError, match="runtime 'tensorrt'"):
+    with pytest.raises(ValueError, match="runtime 'tensorrt' is not one of"):
         ModelRunner(checkpoint, subnets, runtime="tensorrt")
+    with pytest.raises(ValueError, match="needs calibration data"):
+        ModelRunner(checkpoint, subnets, runtime="onnxruntime-int8")
+    with pytest.raises(ValueError, match=r"no runtime given for subnets \['full'\]"):
+        ModelRunner(checkpoint, subnets, runtime={"small": "torch", "half": "torch"})
 
 
-def test_the_runtime_follows_the_profile_unless_told(caplog: pytest.LogCaptureFixture) -> None:
-    assert resolve_runtime(None, "torch") == "torch"
-    assert resolve_runtime(None, "onnxruntime") == "onnxruntime"
-    with pytest.raises(ProfileError, match="backend 'onnxruntime-int8', which the server cannot run"):
-        resolve_runtime(None, "onnxruntime-int8")
+def test_each_subnet_runs_on_the_runtime_the_profile_chose_unless_told(
+    artifacts: tuple[Path, Path, dict], caplog: pytest.LogCaptureFixture
+) -> None:
+    _, profile_path, _ = artifacts
+    view = ServingProfile(Profile.load(profile_path))
+    assert serving_runtimes(view, None) == view.runtimes == dict.fromkeys(view.subnet_ids, "torch")
     with caplog.at_level(logging.WARNING, logger="tailor.serve"):
-        assert resolve_runtime("onnxruntime", "torch") == "onnxruntime"
+        assert serving_runtimes(view, "onnxruntime") == dict.fromkeys(view.subnet_ids, "onnxruntime")
     assert "plans with latencies of another runtime" in caplog.text
 
 

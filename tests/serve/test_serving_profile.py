@@ -135,3 +135,56 @@ def test_ofa_like_profile_spans_the_published_accuracy_range() -> None:
     assert p.acc[0] == pytest.approx(0.738) and p.acc[-1] == pytest.approx(0.802)
     assert len(p) == 7 and p.check_monotonic() == []
     assert p.latency_ms(p.subnet_ids[-1], 32) == pytest.approx(35.5)
+
+
+def _counted(sid: str, acc: float, repeats: int | None, ms: float = 1.0) -> SubnetProfile:
+    stats = {b: LatencyStats(ms * b, ms * b * 1.1, ms * b * 1.2, ms * b, 0.01, repeats) for b in (1, 4)}
+    return SubnetProfile(id=sid, macs=1, params=1, latency_ms=stats, accuracy=acc)
+
+
+@pytest.mark.parametrize(
+    ("repeats", "chosen"), [((100, 250), "p99"), ((99, 250), "p90"), ((20, 30), "p90"), ((19, 500), "p50")]
+)
+def test_auto_percentile_is_the_highest_the_fewest_repeats_support(repeats: tuple[int, int], chosen: str) -> None:
+    p = ServingProfile(profile_of(_counted("a", 0.6, repeats[0]), _counted("b", 0.7, repeats[1], 2.0)), "auto")
+    assert p.percentile == chosen and p.percentile_requested == "auto"
+    assert p.percentile_reason.startswith(f"{chosen}: the fewest timed calls behind a latency entry is {min(repeats)}")
+    assert p.latency_ms("b", 4) == getattr(p.profile["b"].latency_ms[4], chosen)
+    assert p.summary()[0] == f"latency: {p.percentile_reason}"
+    fixed = ServingProfile(profile_of(_counted("a", 0.6, 5)), "p99")
+    assert fixed.percentile == "p99" and [i.kind for i in fixed.issues()] == ["thin tail", "thin tail"]
+
+
+def test_auto_percentile_without_recorded_repeats_plans_with_the_median() -> None:
+    p = ServingProfile(profile_of(entry("a", 0.6, {1: 1.0}), _counted("b", 0.7, 500)), percentile="auto")
+    assert p.percentile == "p50" and "does not record" in p.percentile_reason
+    with pytest.raises(ProfileError, match="'p75'"):
+        ServingProfile(profile_of(entry("a", 0.6, {1: 1.0})), percentile="p75")
+
+
+def test_the_serving_view_says_which_runtime_each_subnet_runs_on() -> None:
+    from tailor.cost.runtimes import OutputCheck, RuntimeInfo
+
+    def stats(ms: float) -> dict[int, LatencyStats]:
+        return {1: LatencyStats(ms, ms, ms, ms, 0.0, 100), 8: LatencyStats(4 * ms, 4 * ms, 4 * ms, 4 * ms, 0.0, 100)}
+
+    ok = OutputCheck(1.0, 1e-6, 1.0, 64, "random", True)
+    entries = (
+        SubnetProfile(id="small", macs=1, params=1, accuracy=0.6, runtime="openvino", latency_ms=stats(1.0),
+                      alternatives={"onnxruntime": stats(1.5)}, checks={"openvino": ok, "onnxruntime": ok}),
+        SubnetProfile(id="big", macs=1, params=1, accuracy=0.8, runtime="onnxruntime", latency_ms=stats(3.0),
+                      alternatives={"openvino": stats(3.5)}, checks={"openvino": ok, "onnxruntime": ok}),
+    )  # fmt: skip
+    infos = {"onnxruntime": RuntimeInfo("onnxruntime", "1.0", "fp32", "cpu", 1),
+             "openvino": RuntimeInfo("openvino", "2025", "fp32", "cpu", 1)}  # fmt: skip
+    profile = Profile("m", (3, 8, 8), "cpu", "onnxruntime", 1, entries, infos)
+    view = ServingProfile(profile, "auto")
+    assert view.runtimes == {"small": "openvino", "big": "onnxruntime"} and view.runtime("small") == "openvino"
+    assert view.runtime_info("small").precision == "fp32" and view.latency_ms("small", 1) == 1.0
+    ort = ServingProfile(profile, "p50", runtimes=["onnxruntime"])
+    assert ort.runtimes == {"small": "onnxruntime", "big": "onnxruntime"} and ort.latency_ms("small", 8) == 6.0
+    assert "openvino" in " ".join(view.summary()) and "openvino" not in " ".join(ort.summary())
+    with pytest.raises(ProfileError, match="no subnet 'medium'"):
+        view.runtime("medium")
+    with pytest.raises(ProfileError, match="string"):
+        ServingProfile(profile, runtimes="onnxruntime")  # type: ignore[arg-type]

@@ -1,21 +1,25 @@
 """`tailor profile`: measure chosen subnets of a checkpoint (or registry model) into a profile JSON.
 
 The profile (`tailor.cost.Profile`, schema "tailor.profile/1") holds, per subnet, MACs, params, latency
-percentiles at each batch size on one backend and, with `--accuracy`/`--data`, held-out accuracy after
-calibrating the subnet's SubnetNorm statistics. Search and serving read it. Progress goes to stderr, a
-summary table to stdout. Bad arguments exit with status 2 and one line, before anything is measured.
+percentiles at each batch size on each runtime of `--runtimes` (the subnet served on the fastest one whose
+outputs match PyTorch fp32) and, with `--accuracy`/`--data`, held-out accuracy after calibrating the subnet's
+SubnetNorm statistics. Search and serving read it. Progress goes to stderr, a summary table to stdout, and
+notes on what makes the profile unreliable (too few repeats for p99, latency falling with batch size) to
+stderr. Bad arguments exit with status 2 and one line, before anything is measured.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+from collections import Counter
 from typing import Any
 
 import torch
 
-from tailor.cost.measure import check_backend
-from tailor.cost.profile import build_profile
+from tailor.cost.measure import supported_percentile
+from tailor.cost.profile import Profile, build_profile
+from tailor.cost.runtimes.base import Tolerance, check_device, get_runtime, list_runtimes
 from tailor.errors import DataError, ProfileError
 from tailor.export._cli import (
     SUBNET_SPEC_HELP,
@@ -31,7 +35,7 @@ from tailor.export._cli import (
     unique,
 )
 from tailor.space import SearchSpace, Subnet
-from tailor.train.trainer import evaluate
+from tailor.train.trainer import BatchSource, evaluate
 
 
 def add_commands(commands: Any) -> None:
@@ -46,8 +50,22 @@ def add_commands(commands: Any) -> None:
     p.add_argument("--random", type=int, default=0, help="also this many random subnets (space.sample)")
     p.add_argument("--seed", type=int, default=0, help="seed of --random")
     p.add_argument("--batch-sizes", default="1,8", help="comma-separated positive integers (default 1,8)")
-    p.add_argument("--backend", default="onnxruntime", help="torch, onnxruntime or onnxruntime-int8")
+    p.add_argument(
+        "--runtimes",
+        help="comma-separated runtimes, each subnet measured on each side by side and served on the fastest whose "
+        f"outputs match PyTorch fp32 (default onnxruntime; registered: {', '.join(list_runtimes())})",
+    )
+    p.add_argument("--backend", help=argparse.SUPPRESS)  # deprecated: one runtime
+    p.add_argument("--device", default="cpu", help="cpu or cuda[:i] (every call synchronised; default cpu)")
+    p.add_argument("--precision", help="fp32, fp16, bf16 or int8 for every runtime (default: each runtime's own)")
     p.add_argument("--threads", type=int, default=1, help="intra-op threads of the runtime (default 1)")
+    p.add_argument("--tolerance", type=float, default=1e-3,
+                   help="outputs may differ from PyTorch fp32 by this x the largest |logit| (+ 1e-5; default 1e-3)")
+    p.add_argument("--min-agreement", type=float, default=0.99,
+                   help="least top-1 agreement with PyTorch fp32 on the check inputs (default 0.99)")
+    p.add_argument("--check-samples", type=int, default=256,
+                   help="held-out test images for the output check (random inputs without data; default 256)")
+    p.add_argument("--no-check", action="store_true", help="skip the output check (each runtime counts as exact)")
     p.add_argument("--warmup", type=int, default=10, help="untimed calls before timing")
     p.add_argument("--repeats", type=int, default=50, help="timed calls per subnet and batch size")
     p.add_argument("--rounds", type=int, default=1, help="> 1: alternate between subnets in this many passes")
@@ -68,15 +86,67 @@ def default_subnets(space: SearchSpace) -> list[Subnet]:
     return [space.smallest(), *(space.from_wm([w] * space.search_dim) for w in (0.5, 0.75)), space.largest()]
 
 
-def _print_table(profile: Any) -> None:
+def _print_table(profile: Profile) -> None:
     batches = profile.batch_sizes
+    width = max(len(r) for r in profile.measured_runtimes)
     print(
-        f"{'id':<18} {'MMACs':>8} {'params':>9} {'accuracy':>8} " + " ".join(f"{'p50@' + str(b):>9}" for b in batches)
+        f"{'id':<18} {'MMACs':>8} {'params':>9} {'accuracy':>8} {'runtime':<{width}} "
+        + " ".join(f"{'p50@' + str(b):>9}" for b in batches)
     )
     for entry in profile.subnets:
         acc = f"{entry.accuracy:.4f}" if entry.accuracy is not None else "-"
         cells = " ".join(f"{entry.latency_ms[b].p50:>9.3f}" for b in batches)
-        print(f"{entry.id:<18} {entry.macs / 1e6:>8.2f} {entry.params:>9,} {acc:>8} {cells}")
+        runtime = profile.runtime_of(entry.id)
+        print(f"{entry.id:<18} {entry.macs / 1e6:>8.2f} {entry.params:>9,} {acc:>8} {runtime:<{width}} {cells}")
+    if len(profile.measured_runtimes) > 1:
+        _print_runtimes(profile, batches, width)
+
+
+def _print_runtimes(profile: Profile, batches: list[int], width: int) -> None:
+    """Every runtime's p50 per subnet and its output check; `*` marks the one each subnet is served on."""
+    print("\nper runtime (p50 ms; * = served on; check = max |logit diff| / top-1 agreement vs PyTorch fp32)")
+    print(f"{'id':<18}   {'runtime':<{width}} " + " ".join(f"{'p50@' + str(b):>9}" for b in batches) + "  check")
+    for entry in profile.subnets:
+        own = profile.runtime_of(entry.id)
+        for runtime, table in entry.measurements(profile.runtime).items():
+            cells = " ".join(f"{table[b].p50:>9.3f}" if b in table else f"{'-':>9}" for b in batches)
+            check = entry.checks.get(runtime)
+            verdict = "-" if check is None else (
+                f"{check.max_abs_diff:.2g} / {check.top1_agreement:.3f}{'' if check.within_tolerance else ' OUT'}"
+            )
+            mark = "*" if runtime == own else " "
+            print(f"{entry.id:<18} {mark} {runtime:<{width}} {cells}  {verdict}")
+
+
+def _notes(profile: Profile, repeats: int) -> None:
+    """Say on stderr what makes the profile unreliable to plan with, and which percentile its repeats support."""
+    supported = supported_percentile(repeats)
+    if supported != "p99":
+        print(
+            f"note: p99 rests on {repeats} repeats per entry (needs >= 100); serving with percentile='auto' "
+            f"plans with {supported}. Use --repeats 100 for a p99 to plan with.",
+            file=sys.stderr,
+        )
+    issues = [i for i in profile.check("p50", warn=False) if i.kind != "thin tail"]
+    for issue in issues[:10]:
+        print(f"note: {issue.message}", file=sys.stderr)
+    if len(issues) > 10:
+        print(f"note: ... and {len(issues) - 10} more", file=sys.stderr)
+
+
+def _runtimes(args: argparse.Namespace) -> list[str]:
+    if args.backend is not None and args.runtimes is not None:
+        raise ProfileError("--backend is the deprecated name of --runtimes; give only --runtimes")
+    names = [n.strip() for n in (args.runtimes or args.backend or "onnxruntime").split(",")]
+    if any(not n for n in names):
+        raise ProfileError(f"--runtimes: expected comma-separated runtime names, got {args.runtimes!r}")
+    if len(set(names)) != len(names):
+        raise ProfileError(f"--runtimes must not repeat, got {names}")
+    for name in names:
+        get_runtime(name).resolve(args.device, args.threads, args.precision)  # unknown, missing, wrong device
+    if args.backend is not None:
+        print("note: --backend is deprecated; use --runtimes", file=sys.stderr)
+    return names
 
 
 def cmd_profile(args: argparse.Namespace) -> int:
@@ -87,7 +157,13 @@ def cmd_profile(args: argparse.Namespace) -> int:
             raise ProfileError(f"{flag} must be >= {low}, got {value}")
     if args.rounds > args.repeats:
         raise ProfileError(f"--rounds ({args.rounds}) must not exceed --repeats ({args.repeats})")
-    check_backend(args.backend)
+    if args.threads < 1:
+        raise ProfileError(f"--threads must be >= 1, got {args.threads}")
+    if args.check_samples < 1:
+        raise ProfileError(f"--check-samples must be >= 1, got {args.check_samples}")
+    tolerance = Tolerance(1e-5, args.tolerance, args.min_agreement)
+    check_device(args.device)
+    runtimes = _runtimes(args)
     explicit_shape = parse_shape(args.input_shape)
     torch.set_num_threads(args.threads)
     source, ref = resolve(args.source, args.data, args.data_root, args.num_classes)
@@ -127,12 +203,18 @@ def cmd_profile(args: argparse.Namespace) -> int:
         results = evaluate(model, subs, test, batch_size=args.batch_size)
         accuracy = {s: results[s.id] for s in subs}
 
-    progress = Progress(f"profile ({args.backend})", len(subs), not args.no_progress)
+    check_inputs, label = None, None
+    if test is not None and not args.no_check:
+        count = min(args.check_samples, len(test))
+        images, _labels = next(iter(BatchSource(test, count, 0, drop_last=False).batches(None)))  # normalised
+        if tuple(images.shape[1:]) == tuple(shape):
+            check_inputs, label = images, f"{count} held-out test images"
+    progress = Progress(f"profile ({', '.join(runtimes)})", len(subs), not args.no_progress)
     profile = build_profile(
         model,
         subs,
         batch_sizes=batch_sizes,
-        backend=args.backend,
+        runtime=runtimes,
         threads=args.threads,
         warmup=args.warmup,
         repeats=args.repeats,
@@ -142,8 +224,19 @@ def cmd_profile(args: argparse.Namespace) -> int:
         ids=ids,
         rounds=args.rounds,
         progress=progress,
+        device=args.device,
+        precision=args.precision,
+        check=not args.no_check,
+        check_inputs=check_inputs,
+        check_inputs_label=label,
+        tolerance=tolerance,
     )
     path = profile.save(args.out)
     _print_table(profile)
-    print(f"profile: {path} ({len(profile)} subnets, {args.backend}, {args.threads} thread(s), input {list(shape)})")
+    _notes(profile, args.repeats)
+    served = ", ".join(f"{r} x{n}" for r, n in Counter(profile.runtime_of(i) for i in profile.ids).items())
+    print(
+        f"profile: {path} ({len(profile)} subnets served on {served}; {args.device}, {args.threads} thread(s), "
+        f"input {list(shape)})"
+    )
     return 0

@@ -1,36 +1,52 @@
 """What one subnet costs: parameters, MACs, peak memory, measured latency, energy where readable.
 
 Every function takes the supernet and a `Subnet`, checks the subnet against `model.space` (an
-`InvalidSubnetError` names the dimension and value), and measures `model.extract(sub)` in eval mode,
-i.e. the static network that is exported and served, not the supernet with its slicing machinery.
+`InvalidSubnetError` names the dimension and value). Parameters, MACs and memory are those of
+`model.extract(sub)` in eval mode, the static network that is exported and served; latency is measured on
+a runtime of `tailor.cost.runtimes` (eager PyTorch on the extracted subnet by default, or the supernet
+switched in place, torch.compile, ONNX Runtime, int8, OpenVINO).
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
-import math
 import os
 import subprocess
 import sys
 import tempfile
-import time
-from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+import warnings
+from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import numpy as np
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from tailor.errors import ProfileError
+from tailor.cost.runtimes.base import (
+    CLOCKS,
+    PreparedModel,
+    Runtime,
+    Timings,
+    check_device,
+    check_warmup,
+    get_runtime,
+    runtime_argument,
+    torch_threads,
+)
+from tailor.errors import InvalidSubnetError, ProfileError, UnsupportedModelError
 from tailor.export._common import check_positive_int, example_input, input_shape_of, static_subnet
 from tailor.ops import ElasticModel
 from tailor.space import Subnet
 
-BACKENDS = ("torch", "onnxruntime", "onnxruntime-int8")
 UNAVAILABLE = "unavailable"
+__all__ = [  # CLOCKS and Timings live with the runtimes; they are re-exported here for earlier importers
+    "CLOCKS", "PERCENTILE_MIN_REPEATS", "LatencyStats", "MemoryStats", "Runner", "Timings", "check_backend",
+    "check_runtime", "energy", "energy_source", "interleaved_samples", "interleaved_timings", "latency",
+    "latency_table", "macs", "measure_interleaved", "params", "peak_memory", "prepare", "prepare_module",
+    "prepare_onnx", "release_all", "supported_percentile",
+]  # fmt: skip
 
 
 def params(model: ElasticModel, sub: Subnet) -> int:
@@ -55,212 +71,152 @@ def macs(model: ElasticModel, sub: Subnet, input_shape: Sequence[int] | None = N
 
 @dataclass(frozen=True)
 class LatencyStats:
-    """Latency percentiles of one (subnet, batch size, backend) in milliseconds, from `repeats` timed runs."""
+    """Latency of one (subnet, batch size, runtime) in ms: percentiles, mean and spread over `repeats` timed runs.
+
+    `mean`, `std` (population standard deviation) and `repeats` are None only for profiles written before
+    they were recorded. `p99` of fewer than 100 repeats (`p90` of fewer than 20) rests on one or two samples
+    of the tail: see `supported_percentile`.
+    """
 
     p50: float
     p90: float
     p99: float
-    mean: float = field(default=math.nan, compare=False)
-    repeats: int = field(default=0, compare=False)
+    mean: float | None = None
+    std: float | None = None
+    repeats: int | None = None
 
     @classmethod
     def from_samples(cls, samples_ms: Sequence[float]) -> LatencyStats:
-        """Percentiles (linear interpolation) of the given per-call times in ms."""
+        """Percentiles (linear interpolation), mean and standard deviation of the given per-call times in ms."""
         if len(samples_ms) == 0:
             raise ProfileError("latency statistics need at least one sample")
         a = np.asarray(samples_ms, dtype=np.float64)
         p50, p90, p99 = (float(v) for v in np.percentile(a, [50, 90, 99]))
-        return cls(p50, p90, p99, float(a.mean()), len(a))
+        return cls(p50, p90, p99, float(a.mean()), float(a.std()), len(a))
 
-    def to_dict(self) -> dict[str, float]:
-        """`{"p50", "p90", "p99"}`: the form a profile stores under `latency_ms[batch]`."""
-        return {"p50": self.p50, "p90": self.p90, "p99": self.p99}
-
-
-@contextlib.contextmanager
-def _torch_threads(threads: int | None) -> Iterator[None]:
-    if threads is None:
-        yield
-        return
-    before = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
+    def to_dict(self) -> dict[str, float | int]:
+        """`{"p50", "p90", "p99"[, "mean", "std", "repeats"]}`: the form a profile stores under `latency_ms[batch]`."""
+        out: dict[str, float | int] = {"p50": self.p50, "p90": self.p90, "p99": self.p99}
+        for key in ("mean", "std", "repeats"):
+            value = getattr(self, key)
+            if value is not None:
+                out[key] = value
+        return out
 
 
-@dataclass(frozen=True)
-class Timings:
-    """Per-call times (ms) of the same calls on two clocks: wall time, and CPU time of the calling thread.
-
-    `wall_ms` is the latency a caller waits for. `cpu_ms` (`time.thread_time_ns`) leaves out time spent
-    preempted by other processes; with one intra-op thread both runtimes compute on the calling thread, so
-    it is the work itself, which is what a predictor should be checked against on a shared machine.
-    """
-
-    wall_ms: list[float]
-    cpu_ms: list[float]
-
-    def clock(self, name: str) -> list[float]:
-        """`wall_ms` for "wall", `cpu_ms` for "cpu"."""
-        if name not in CLOCKS:
-            raise ProfileError(f"unknown clock {name!r}; expected one of {list(CLOCKS)}")
-        return self.wall_ms if name == "wall" else self.cpu_ms
+#: the fewest timed repeats that put at least this many samples above each percentile (1 above p99 at 100)
+PERCENTILE_MIN_REPEATS = {"p99": 100, "p90": 20, "p50": 1}
 
 
-CLOCKS = ("wall", "cpu")
+def supported_percentile(repeats: int | None) -> str:
+    """The highest percentile `repeats` samples support: p99 needs >= 100, p90 >= 20, else p50 (None: p50)."""
+    if repeats is None:
+        return "p50"
+    return next(p for p in ("p99", "p90", "p50") if repeats >= PERCENTILE_MIN_REPEATS[p])
 
 
-def _time_calls(call: Callable[[], object], warmup: int, repeats: int) -> Timings:
-    for _ in range(warmup):
-        call()
-    wall, cpu = [], []
-    for _ in range(repeats):
-        start_cpu = time.thread_time_ns()
-        start = time.perf_counter_ns()
-        call()
-        wall.append((time.perf_counter_ns() - start) / 1e6)
-        cpu.append((time.thread_time_ns() - start_cpu) / 1e6)
-    return Timings(wall, cpu)
+def check_runtime(runtime: object) -> str:
+    """The name of a registered runtime (`runtime` is a name or a `Runtime`), else a `ProfileError` listing them."""
+    return get_runtime(runtime).name  # type: ignore[arg-type]
 
 
 def check_backend(backend: object) -> str:
-    """`backend` if it is one of `BACKENDS`, else a `ProfileError` listing them."""
-    if not isinstance(backend, str) or backend not in BACKENDS:
-        raise ProfileError(f"unknown backend {backend!r}; expected one of {list(BACKENDS)}")
-    return backend
+    """Deprecated name of `check_runtime`."""
+    warnings.warn("check_backend is deprecated; use check_runtime", DeprecationWarning, stacklevel=2)
+    return check_runtime(backend)
 
 
-def _check_warmup(warmup: object) -> int:
-    if isinstance(warmup, bool) or not isinstance(warmup, int) or warmup < 0:
-        raise ProfileError(f"warmup must be a non-negative integer, got {warmup!r}")
-    return warmup
-
-
-class Runner:
-    """A static module made ready to time on one backend: an eager module, or a loaded ONNX Runtime session.
-
-    Build it with `prepare` (a subnet) or `prepare_module` (any module, e.g. one block); then
-    `samples(batch_size, warmup, repeats)` times single calls. Preparing once and timing many times is
-    what lets `measure_interleaved` alternate between subnets without re-exporting them.
-    """
-
-    def __init__(self, backend: str, input_shape: Sequence[int], threads: int | None, target: Any) -> None:
-        self.backend = check_backend(backend)
-        self.input_shape = tuple(input_shape)
-        self.threads = threads
-        self._target = target  # nn.Module for "torch", onnxruntime.InferenceSession otherwise
-
-    def timings(self, batch_size: int, warmup: int = 10, repeats: int = 50, seed: int = 0) -> Timings:
-        """Wall and thread-CPU times (ms) of `repeats` calls on a fixed random batch, after `warmup` untimed calls."""
-        batch_size = check_positive_int("batch_size", batch_size)
-        repeats = check_positive_int("repeats", repeats)
-        warmup = _check_warmup(warmup)
-        x = example_input(self.input_shape, batch_size, seed=seed)
-        if self.backend == "torch":
-            module = self._target
-            with _torch_threads(self.threads), torch.inference_mode():
-                return _time_calls(lambda: module(x), warmup, repeats)
-        session = self._target
-        feed = {session.get_inputs()[0].name: x.numpy()}
-        return _time_calls(lambda: session.run(None, feed), warmup, repeats)
-
-    def samples(
-        self, batch_size: int, warmup: int = 10, repeats: int = 50, seed: int = 0, clock: str = "wall"
-    ) -> list[float]:
-        """Per-call times (ms) on one clock: "wall" (latency) or "cpu" (needs threads=1; see `Timings`)."""
-        _check_clock(clock, self.threads)
-        return self.timings(batch_size, warmup, repeats, seed).clock(clock)
-
-
-def _check_clock(clock: str, threads: int | None) -> None:
-    if clock not in CLOCKS:
-        raise ProfileError(f"unknown clock {clock!r}; expected one of {list(CLOCKS)}")
-    if clock == "cpu" and threads != 1:
-        raise ProfileError(f"clock 'cpu' times the calling thread, so it needs threads=1, got threads={threads}")
-
-
-def _check_threads(threads: object) -> int | None:
-    return None if threads is None else check_positive_int("threads", threads)
+Runner = PreparedModel  # the earlier name of a prepared model
 
 
 def prepare(
     model: ElasticModel,
     sub: Subnet,
-    backend: str = "torch",
+    runtime: str | Runtime | None = None,
     threads: int | None = 1,
     input_shape: Sequence[int] | None = None,
-) -> Runner:
-    """Extract `sub` (and for ONNX Runtime export it, BN folded and verified; int8: quantized) ready to time."""
-    check_backend(backend)
-    threads = _check_threads(threads)
-    shape = input_shape_of(model, input_shape)
-    if backend == "torch":
-        return Runner(backend, shape, threads, static_subnet(model, sub))
-    from tailor.export.onnx_export import _ort_session
+    *,
+    device: str | torch.device = "cpu",
+    precision: str | None = None,
+    backend: str | None = None,
+) -> PreparedModel:
+    """Subnet `sub` ready to run and time on `runtime` (default "torch"; see `tailor.cost.runtimes`).
 
-    with tempfile.TemporaryDirectory(prefix="tailor-latency-") as scratch:
-        path = onnx_model(model, sub, Path(scratch), backend, shape)
-        return Runner(backend, shape, threads, _ort_session(path, threads))  # the session holds the model
+    `backend=` is the deprecated name of `runtime`. For "torch" the subnet is extracted; ONNX runtimes
+    export it (BN folded, verified; int8: quantized); "torch-inplace" switches the supernet itself.
+    """
+    rt = get_runtime(runtime_argument(runtime, backend, "torch", "prepare"))
+    model_check(model, sub)
+    return rt.prepare(model, sub, device=device, threads=threads, precision=precision, input_shape=input_shape)
+
+
+def model_check(model: ElasticModel, sub: Subnet) -> None:
+    """`InvalidSubnetError`/`UnsupportedModelError` unless `sub` lies in `model.space`."""
+    if not isinstance(model, ElasticModel):
+        raise UnsupportedModelError(f"expected a tailor ElasticModel, got {type(model).__name__}")
+    if not isinstance(sub, Subnet):
+        raise InvalidSubnetError(f"expected a Subnet, got {type(sub).__name__}")
+    model.space.validate(sub)
 
 
 def prepare_module(
-    module: torch.nn.Module, input_shape: Sequence[int], backend: str = "torch", threads: int | None = 1
-) -> Runner:
-    """Any single-input module (eval mode) ready to time: eager, or exported as is (no folding, no checks) to ORT."""
-    check_backend(backend)
-    threads = _check_threads(threads)
-    shape = tuple(input_shape)
-    module = module.eval()
-    if backend == "torch":
-        return Runner(backend, shape, threads, module)
-    from tailor.export import export_module, quantize_int8
-    from tailor.export.onnx_export import _ort_session
-
-    with tempfile.TemporaryDirectory(prefix="tailor-latency-") as scratch:
-        path = Path(scratch) / "fp32.onnx"
-        export_module(module, path, shape)
-        if backend == "onnxruntime-int8":
-            calibration = [example_input(shape, 8, seed=s) for s in range(2)]
-            path = quantize_int8(path, Path(scratch) / "int8.onnx", calibration, mode="static")
-        return Runner(backend, shape, threads, _ort_session(path, threads))
+    module: torch.nn.Module,
+    input_shape: Sequence[int],
+    runtime: str | Runtime | None = None,
+    threads: int | None = 1,
+    *,
+    device: str | torch.device = "cpu",
+    precision: str | None = None,
+    backend: str | None = None,
+) -> PreparedModel:
+    """Any single-input module, in eval mode, ready to time on `runtime` (ONNX runtimes: exported as is)."""
+    rt = get_runtime(runtime_argument(runtime, backend, "torch", "prepare_module"))
+    return rt.prepare_module(module.eval(), input_shape, device=device, threads=threads, precision=precision)
 
 
 def prepare_onnx(
-    path: str | os.PathLike[str], input_shape: Sequence[int], threads: int | None = 1, backend: str = "onnxruntime"
-) -> Runner:
-    """An ONNX file (e.g. from `tailor export`, fp32 or int8) loaded into ONNX Runtime, ready to time."""
-    if check_backend(backend) == "torch":
-        raise ProfileError("prepare_onnx runs ONNX files: backend must be 'onnxruntime' or 'onnxruntime-int8'")
-    from tailor.export.onnx_export import _ort_session
-
-    if not Path(path).is_file():
-        raise ProfileError(f"no ONNX model at {str(path)!r}")
-    shape = tuple(check_positive_int("input_shape", d) for d in input_shape)
-    return Runner(backend, shape, _check_threads(threads), _ort_session(path, _check_threads(threads)))
+    path: str | os.PathLike[str],
+    input_shape: Sequence[int],
+    threads: int | None = 1,
+    runtime: str | Runtime | None = None,
+    *,
+    device: str | torch.device = "cpu",
+    precision: str | None = None,
+    backend: str | None = None,
+) -> PreparedModel:
+    """An ONNX file (e.g. from `tailor export`, fp32 or int8) loaded into an ONNX runtime (default "onnxruntime")."""
+    rt = get_runtime(runtime_argument(runtime, backend, "onnxruntime", "prepare_onnx"))
+    return rt.prepare_onnx(path, input_shape, device=device, threads=threads, precision=precision)
 
 
 def latency(
     model: ElasticModel,
     sub: Subnet,
     batch_size: int = 1,
-    backend: str = "torch",
+    runtime: str | Runtime | None = None,
     threads: int | None = 1,
     warmup: int = 10,
     repeats: int = 50,
     input_shape: Sequence[int] | None = None,
+    *,
+    device: str | torch.device = "cpu",
+    precision: str | None = None,
+    backend: str | None = None,
 ) -> LatencyStats:
-    """Measured latency of one batch of the extracted subnet: p50/p90/p99 over `repeats` timed calls.
+    """Measured latency of one batch of the subnet on `runtime`: p50/p90/p99, mean and spread over `repeats` calls.
 
-    Backends: `"torch"` (eager PyTorch, `torch.inference_mode`), `"onnxruntime"` (the BatchNorm-folded
-    ONNX export on ORT's CPU provider, all graph optimisations), `"onnxruntime-int8"` (the same, statically
-    quantized to int8 QDQ; calibrated on random inputs, which sets realistic ranges for timing only; use
-    `tailor.export.quantize_int8` with real data for accuracy). `threads` fixes intra-op threads (PyTorch's
-    setting is restored afterwards; `None` leaves the runtime's default). The first `warmup` calls are not
-    timed. Each call is timed on its own with `time.perf_counter_ns`; the input is a fixed random batch.
+    `runtime` is a name from `tailor.cost.runtimes.list_runtimes()` (default "torch": eager PyTorch on the
+    extracted subnet; "torch-inplace", "torch-compile", "onnxruntime" (the BN-folded export), "onnxruntime-int8"
+    (statically quantized on random inputs: realistic ranges for timing only), "openvino") or a configured
+    `Runtime`; `backend=` is its deprecated name. `threads` fixes intra-op threads (PyTorch's setting is
+    restored afterwards; `None` leaves the runtime's default), `device` is "cpu" or "cuda[:i]" (every call
+    synchronised), `precision` the runtime's (None: its default, fp32 for most). The first `warmup` calls are
+    not timed; each call is timed on its own with `time.perf_counter_ns`; the input is a fixed random batch.
     """
-    return latency_table(model, sub, [batch_size], backend, threads, warmup, repeats, input_shape)[batch_size]
+    runtime = runtime_argument(runtime, backend, "torch", "latency")
+    table = latency_table(model, sub, [batch_size], runtime, threads, warmup, repeats, input_shape,
+                          device=device, precision=precision)  # fmt: skip
+    return table[batch_size]
 
 
 def _check_batches(batch_sizes: Iterable[int]) -> list[int]:
@@ -278,44 +234,52 @@ def latency_table(
     model: ElasticModel,
     sub: Subnet,
     batch_sizes: Sequence[int] = (1,),
-    backend: str = "torch",
+    runtime: str | Runtime | None = None,
     threads: int | None = 1,
     warmup: int = 10,
     repeats: int = 50,
     input_shape: Sequence[int] | None = None,
+    *,
+    device: str | torch.device = "cpu",
+    precision: str | None = None,
+    backend: str | None = None,
 ) -> dict[int, LatencyStats]:
-    """`latency` at several batch sizes, extracting (and, for ONNX Runtime, exporting) the subnet once."""
-    check_backend(backend)
+    """`latency` at several batch sizes, preparing (extracting, exporting, compiling) the subnet once."""
+    rt = get_runtime(runtime_argument(runtime, backend, "torch", "latency_table"))
     batches = _check_batches(batch_sizes)
     repeats = check_positive_int("repeats", repeats)
-    warmup = _check_warmup(warmup)
-    runner = prepare(model, sub, backend, threads, input_shape)
-    return {b: LatencyStats.from_samples(runner.samples(b, warmup, repeats)) for b in batches}
+    warmup = check_warmup(warmup)
+    model_check(model, sub)
+    prepared = rt.prepare(model, sub, device=device, threads=threads, precision=precision, input_shape=input_shape)
+    try:
+        return {b: LatencyStats.from_samples(prepared.samples(b, warmup, repeats)) for b in batches}
+    finally:
+        prepared.release()
 
 
 K = TypeVar("K", bound=Hashable)
 
 
 def interleaved_timings(
-    runners: Mapping[K, Runner],
+    runners: Mapping[K, PreparedModel],
     batch_sizes: Sequence[int] = (1,),
     warmup: int = 10,
     repeats: int = 50,
     rounds: int = 5,
     progress: Callable[[int, int], None] | None = None,
 ) -> dict[K, dict[int, Timings]]:
-    """Per-call times (ms, wall and thread CPU) of every runner at every batch size, in `rounds` round-robin passes.
+    """Per-call times (ms, wall and thread CPU) of every prepared model at every batch size, in `rounds` passes.
 
     On a shared machine the load drifts over seconds; measuring subnet A fully and then subnet B puts that
     drift into the A/B comparison. Alternating spreads it over all of them, so ratios and fitted models
-    compare like with like. Each runner gets `repeats` samples per batch size in all, in round order; every
+    compare like with like. Each model gets `repeats` samples per batch size in all, in round order; every
     visit starts with `warmup` untimed calls (caches are cold after a switch). `progress(done, total)` is
     called after each visit.
     """
     batches = _check_batches(batch_sizes)
     repeats = check_positive_int("repeats", repeats)
     rounds = check_positive_int("rounds", rounds)
-    warmup = _check_warmup(warmup)
+    warmup = check_warmup(warmup)
     if rounds > repeats:
         raise ProfileError(f"rounds ({rounds}) must not exceed repeats ({repeats}): each round takes >= 1 sample")
     share = [repeats // rounds + (1 if r < repeats % rounds else 0) for r in range(rounds)]
@@ -335,7 +299,7 @@ def interleaved_timings(
 
 
 def interleaved_samples(
-    runners: Mapping[K, Runner],
+    runners: Mapping[K, PreparedModel],
     batch_sizes: Sequence[int] = (1,),
     warmup: int = 10,
     repeats: int = 50,
@@ -343,15 +307,15 @@ def interleaved_samples(
     progress: Callable[[int, int], None] | None = None,
     clock: str = "wall",
 ) -> dict[K, dict[int, list[float]]]:
-    """`interleaved_timings` on one clock ("wall", or "cpu" when every runner has threads=1)."""
+    """`interleaved_timings` on one clock ("wall", or "cpu" where every prepared model allows it)."""
     for runner in runners.values():
-        _check_clock(clock, runner.threads)
+        runner.check_clock(clock)
     timings = interleaved_timings(runners, batch_sizes, warmup, repeats, rounds, progress)
     return {k: {b: t.clock(clock) for b, t in per.items()} for k, per in timings.items()}
 
 
 def measure_interleaved(
-    runners: Mapping[K, Runner],
+    runners: Mapping[K, PreparedModel],
     batch_sizes: Sequence[int] = (1,),
     warmup: int = 10,
     repeats: int = 50,
@@ -359,21 +323,15 @@ def measure_interleaved(
     progress: Callable[[int, int], None] | None = None,
     clock: str = "wall",
 ) -> dict[K, dict[int, LatencyStats]]:
-    """`LatencyStats` of every runner at every batch size from `interleaved_samples` (same arguments)."""
+    """`LatencyStats` of every prepared model at every batch size from `interleaved_samples` (same arguments)."""
     samples = interleaved_samples(runners, batch_sizes, warmup, repeats, rounds, progress, clock)
     return {k: {b: LatencyStats.from_samples(v) for b, v in per.items()} for k, per in samples.items()}
 
 
-def onnx_model(model: ElasticModel, sub: Subnet, directory: Path, backend: str, shape: Sequence[int]) -> Path:
-    """Export `sub` for an ONNX Runtime backend into `directory` (fp32, or int8 QDQ for `onnxruntime-int8`)."""
-    from tailor.export import quantize_int8, to_onnx
-
-    check_backend(backend)
-    fp32 = to_onnx(model, sub, directory / "fp32.onnx", input_shape=shape).path
-    if backend != "onnxruntime-int8":
-        return fp32
-    calibration = [example_input(shape, 8, seed=s) for s in range(2)]
-    return quantize_int8(fp32, directory / "int8.onnx", calibration, mode="static")
+def release_all(prepared: Iterable[PreparedModel]) -> None:
+    """`release()` every prepared model, last prepared first (in-place ones restore the supernet's state)."""
+    for item in reversed(list(prepared)):
+        item.release()
 
 
 # -- memory ----------------------------------------------------------------------------------------------
@@ -429,12 +387,15 @@ class MemoryStats:
 def peak_memory(
     model: ElasticModel,
     sub: Subnet,
+    batch_size: int | Sequence[int] = 1,
     input_shape: Sequence[int] | None = None,
-    batch_size: int = 1,
     device: str | torch.device = "cpu",
     threads: int = 1,
 ) -> MemoryStats:
     """Measured peak memory of one forward pass (eval, no autograd) of the extracted subnet, in bytes.
+
+    Arguments in the order of `latency`: `batch_size` third. The earlier order put `input_shape` third: a
+    tuple or list there is still read as the input shape, with a `DeprecationWarning`.
 
     `peak_bytes = weight_bytes + activation_bytes`. `weight_bytes` is the exact size of the subnet's
     parameters and buffers. `activation_bytes` is measured:
@@ -445,10 +406,20 @@ def peak_memory(
       workspace and allocator overhead. Costs a process start (seconds).
     - CUDA: in this process, `torch.cuda.max_memory_allocated` minus the allocation before the forward.
     """
+    if isinstance(batch_size, (tuple, list)):
+        warnings.warn(
+            "peak_memory(model, sub, input_shape) is deprecated: the third argument is batch_size, as in latency; "
+            "pass input_shape=...",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        if input_shape is not None:
+            raise ProfileError("peak_memory: input_shape given twice (third argument and input_shape=)")
+        batch_size, input_shape = 1, batch_size
     shape = input_shape_of(model, input_shape)
     batch_size = check_positive_int("batch_size", batch_size)
     threads = check_positive_int("threads", threads)
-    device = torch.device(device)
+    device = check_device(device)
     static = static_subnet(model, sub)
     weight_bytes = sum(t.numel() * t.element_size() for t in [*static.parameters(), *static.buffers()])
     if device.type == "cuda":
@@ -576,7 +547,7 @@ def energy(
             return [int(pynvml.nvmlDeviceGetTotalEnergyConsumption(handle)) * 1000]  # mJ -> uJ
 
         ranges = [2**64]
-    with _torch_threads(threads), torch.inference_mode():
+    with torch_threads(threads), torch.inference_mode():
         static(x)
         if device.type == "cuda":
             torch.cuda.synchronize(device)

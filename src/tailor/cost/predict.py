@@ -5,7 +5,7 @@ both fitted to measurements and reporting their error on held-out subnets (never
 
 - `LatencyTable`: Once-for-All's lookup table. The extracted graph is cut into blocks (see
   `subnet_blocks`); each distinct block (same ops, configurations and shapes) is timed once per batch
-  size on the target backend, as a model of its own; a subnet's estimate is the sum over its blocks.
+  size on the target runtime, as a model of its own; a subnet's estimate is the sum over its blocks.
   Blocks recur across subnets, so the table stays small (about 150 blocks cover ResNet-20's space).
 - `LatencyPredictor`: a linear model `latency ~ w . x + b` at one batch size, fitted by least squares
   on measured subnets, weighted for relative error. `x`: MACs, activation elements written (memory
@@ -29,7 +29,8 @@ import torch
 from torch import fx, nn
 from torch.fx.passes.shape_prop import ShapeProp
 
-from tailor.cost.measure import CLOCKS, Runner, check_backend, prepare_module
+from tailor.cost.measure import CLOCKS, prepare_module
+from tailor.cost.runtimes.base import PreparedModel, Runtime, check_device, get_runtime, runtime_argument
 from tailor.errors import ProfileError, UnsupportedModelError
 from tailor.export._common import check_positive_int, input_shape_of, static_subnet
 from tailor.export.fold import fold_batchnorm
@@ -199,12 +200,13 @@ def subnet_blocks(
 
 
 class LatencyTable:
-    """Once-for-All's lookup table: the median latency (ms) of each distinct block, per batch size, on one backend.
+    """Once-for-All's lookup table: the median latency (ms) of each distinct block, per batch size, on one runtime.
 
     `estimate(model, sub, batch_size)` sums the table over the subnet's blocks, timing blocks not yet in
-    the table (each as a model of its own on `backend`: eager PyTorch, or exported to ONNX Runtime, BN folded
-    like the whole subnet). `table` maps `(block key, batch size)` to ms. `clock="cpu"` times the calling
-    thread's CPU time instead of wall time (see `tailor.cost.Timings`).
+    the table (each as a model of its own on `runtime`, a name or a configured `tailor.cost.Runtime`; runtimes
+    that run the BN-folded export get BN-folded blocks, like the whole subnet). `table` maps `(block key,
+    batch size)` to ms. `clock="cpu"` times the calling thread's CPU time instead of wall time (see
+    `tailor.cost.Timings`). `backend=` is the deprecated name of `runtime`.
     """
 
     def __init__(
@@ -213,8 +215,10 @@ class LatencyTable:
         warmup: int = 5,
         repeats: int = 30,
         *,
-        backend: str = "torch",
+        runtime: str | Runtime | None = None,
         clock: str = "wall",
+        device: str = "cpu",
+        backend: str | None = None,
     ) -> None:
         self.threads = None if threads is None else check_positive_int("threads", threads)
         if clock not in CLOCKS or (clock == "cpu" and self.threads != 1):
@@ -224,12 +228,34 @@ class LatencyTable:
             raise ProfileError(f"warmup must be a non-negative integer, got {warmup!r}")
         self.warmup = warmup
         self.repeats = check_positive_int("repeats", repeats)
-        self.backend = check_backend(backend)
+        self._runtime = get_runtime(runtime_argument(runtime, backend, "torch", "LatencyTable"))
+        self.device = str(check_device(device))
         self.table: dict[tuple[tuple, int], float] = {}
 
+    @property
+    def runtime(self) -> str:
+        """The name of the runtime the table is measured on."""
+        return self._runtime.name
+
+    @property
+    def backend(self) -> str:
+        """Deprecated name of `runtime`."""
+        import warnings
+
+        warnings.warn("LatencyTable.backend is deprecated; use .runtime", DeprecationWarning, stacklevel=2)
+        return self.runtime
+
+    @property
+    def folds_batchnorm(self) -> bool:
+        """Whether the runtime runs BN-folded graphs (so blocks are cut from the folded graph)."""
+        return self._runtime.folds_batchnorm
+
     def blocks(self, model: ElasticModel, sub: Subnet, input_shape: Sequence[int] | None = None) -> list[Block]:
-        """The subnet's blocks as this table's backend runs them (folded BatchNorm except on eager PyTorch)."""
-        return subnet_blocks(model, sub, input_shape, fold=self.backend != "torch")
+        """The subnet's blocks as this table's runtime runs them (BatchNorm folded where the runtime folds it)."""
+        return subnet_blocks(model, sub, input_shape, fold=self.folds_batchnorm)
+
+    def _prepare(self, block: Block) -> PreparedModel:
+        return prepare_module(block.module, block.input_shape, self._runtime, self.threads, device=self.device)
 
     def runners(
         self,
@@ -237,18 +263,18 @@ class LatencyTable:
         subs: Sequence[Subnet],
         batch_sizes: Sequence[int] = (1,),
         input_shape: Sequence[int] | None = None,
-    ) -> dict[tuple, Runner]:
+    ) -> dict[tuple, PreparedModel]:
         """A prepared runner per distinct block of `subs` that lacks an entry at some of `batch_sizes`.
 
         For measuring the table in the same interleaved run as whole subnets (`measure_interleaved`), so
         that both see the same machine load; store the results with `record`.
         """
         batches = [check_positive_int("batch_size", b) for b in batch_sizes]
-        out: dict[tuple, Runner] = {}
+        out: dict[tuple, PreparedModel] = {}
         for sub in subs:
             for block in self.blocks(model, sub, input_shape):
                 if block.key not in out and any((block.key, b) not in self.table for b in batches):
-                    out[block.key] = prepare_module(block.module, block.input_shape, self.backend, self.threads)
+                    out[block.key] = self._prepare(block)
         return out
 
     def record(self, key: tuple, batch_size: int, ms: float) -> None:
@@ -258,8 +284,8 @@ class LatencyTable:
         self.table[(key, check_positive_int("batch_size", batch_size))] = float(ms)
 
     def _measure(self, block: Block, batch_size: int) -> float:
-        runner = prepare_module(block.module, block.input_shape, self.backend, self.threads)
-        return float(np.median(runner.samples(batch_size, self.warmup, self.repeats, clock=self.clock)))
+        prepared = self._prepare(block)
+        return float(np.median(prepared.samples(batch_size, self.warmup, self.repeats, clock=self.clock)))
 
     def estimate_blocks(self, blocks: Sequence[Block], batch_size: int = 1) -> float:
         """Sum of the table over `blocks` at `batch_size` (ms), timing blocks not yet in the table."""
@@ -316,7 +342,7 @@ def _aligned(subs: Sequence[Subnet], latencies_ms: Sequence[float] | Mapping[Sub
 class LatencyPredictor:
     """Least-squares linear latency model over subnet features at one batch size (ms).
 
-    `fit(subs, latencies_ms)` then `predict(sub)`. With `table=LatencyTable(backend=...)` (the backend the
+    `fit(subs, latencies_ms)` then `predict(sub)`. With `table=LatencyTable(runtime=...)` (the runtime the
     latencies were measured on) the table's sum and block count are two more features. Coefficients are in
     `coef` (order `feature_names`, last the bias). Graph features and block keys are cached per subnet, and
     table sums are looked up afresh, so `table` may be replaced (or set to None) and the predictor refitted
@@ -361,7 +387,7 @@ class LatencyPredictor:
         row = list(self._features[sub])
         table = self.table
         if table is not None:
-            fold = table.backend != "torch"
+            fold = table.folds_batchnorm
             keys = self._keys.get((sub, fold))
             if keys is not None and all((k, self.batch_size) in table.table for k in keys):
                 total = sum(table.table[(k, self.batch_size)] for k in keys)

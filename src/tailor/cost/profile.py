@@ -1,106 +1,169 @@
-"""`Profile`: measured cost (and optionally accuracy) of a set of subnets, as versioned JSON.
+"""`Profile`: measured cost (and optionally accuracy) of a set of subnets, on one or several runtimes, as JSON.
 
 The contract between `tailor.cost` (which writes it), `tailor.search` and `tailor.serve` (which read it),
-schema `"tailor.profile/1"`:
+schema `"tailor.profile/1"` (the JSON Schema: `tailor/schemas/profile.schema.json`):
 
     {"schema": "tailor.profile/1", "model": "resnet20", "input_shape": [3, 32, 32],
-     "device": "free text", "backend": "onnxruntime", "threads": 2,
+     "device": "free text", "runtime": "onnxruntime", "threads": 1,
+     "runtimes": {"onnxruntime": {"version": "1.22.0", "precision": "fp32", "device": "cpu", "threads": 1,
+                                  "options": {...}}, "openvino": {...}},
      "subnets": [{"id": "...", "subnet": {...}, "accuracy": 0.80, "macs": 20400000, "params": 135000,
-                  "latency_ms": {"1": {"p50": 0.21, "p90": 0.24, "p99": 0.31}, "8": {...}}}]}
+                  "runtime": "openvino",
+                  "latency_ms": {"1": {"p50": 0.21, "p90": 0.24, "p99": 0.31, "mean": 0.22, "std": 0.02,
+                                       "repeats": 100}, "8": {...}},
+                  "alternatives": {"onnxruntime": {"1": {...}, "8": {...}}},
+                  "checks": {"openvino": {"top1_agreement": 1.0, "max_abs_diff": 2e-6, ...}, ...}}]}
 
-`subnet` and `accuracy` are optional (null or absent). Loading validates everything and raises a
-`ProfileError` naming the field (`subnets[2].latency_ms['8'].p90`); unknown fields are rejected, not dropped.
+Each subnet is served on its `runtime` (default: the profile's `runtime`), and `latency_ms` holds that
+runtime's measurements: search, routing and serving read `latency_ms` whatever the runtime. `alternatives`
+keeps the other runtimes measured and `checks` each runtime's outputs against PyTorch fp32; `runtimes`
+records what each runtime ran with (version, precision, device, threads, options). `subnet`, `accuracy`,
+`runtimes`, `alternatives`, `checks` and the `mean`/`std`/`repeats` of a latency entry are optional. Files
+that say `"backend"` instead of `"runtime"` (written before runtimes were a registry) load unchanged.
+
+Loading validates everything with pydantic (`tailor.cost.profile_schema`) and raises a `ProfileError` naming
+the field (`subnets[2].latency_ms['8'].p90`); unknown fields are rejected, not dropped.
+`Profile.check(percentile)` lists what makes a profile unreliable to serve by: latency that falls with
+batch size, and tail percentiles resting on too few samples.
 """
 
 from __future__ import annotations
 
-import math
+import itertools
 import os
 import platform
+import warnings
+from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from tailor.cost.measure import (
+    PERCENTILE_MIN_REPEATS,
     LatencyStats,
-    check_backend,
-    latency_table,
+    _check_batches,
+    interleaved_timings,
     macs,
-    measure_interleaved,
     params,
-    prepare,
+    release_all,
 )
-from tailor.errors import InvalidSubnetError, ProfileError
-from tailor.export._common import check_positive_int, input_shape_of, static_subnet
+from tailor.cost.profile_schema import (
+    SCHEMA,
+    SCHEMA_FILE,
+    profile_json_schema,
+    validate_profile_json,
+)
+from tailor.cost.runtimes.base import (
+    OutputCheck,
+    PreparedModel,
+    Runtime,
+    RuntimeInfo,
+    Tolerance,
+    check_device,
+    check_warmup,
+    compare_outputs,
+    get_runtime,
+    run_batched,
+    runtime_argument,
+)
+from tailor.errors import ProfileError
+from tailor.export._common import check_positive_int, example_input, input_shape_of, static_subnet
 from tailor.jsonio import read_json, write_json_atomic
 from tailor.ops import ElasticModel
 from tailor.space import Subnet
 
-SCHEMA = "tailor.profile/1"
-_TOP_KEYS = {"schema", "model", "input_shape", "device", "backend", "threads", "subnets"}
-_SUBNET_KEYS = {"id", "subnet", "accuracy", "macs", "params", "latency_ms"}
-_PERCENTILES = ("p50", "p90", "p99")
+__all__ = [
+    "SCHEMA",
+    "SCHEMA_FILE",
+    "Profile",
+    "ProfileIssue",
+    "ProfileWarning",
+    "SubnetProfile",
+    "build_profile",
+    "choose_runtime",
+    "device_name",
+    "profile_json_schema",
+]
+
+PERCENTILES = ("p50", "p90", "p99")
 
 
-def _require(data: Mapping[str, Any], key: str, where: str) -> Any:
-    if key not in data:
-        raise ProfileError(f"{where}{key}: missing")
-    return data[key]
+class ProfileWarning(UserWarning):
+    """A profile is valid but unreliable to plan with (latency falling with batch size, a thin percentile tail)."""
 
 
-def _check_keys(data: Any, allowed: set[str], required: set[str], where: str) -> None:
-    if not isinstance(data, Mapping):
-        raise ProfileError(f"{where or 'profile'}: expected an object, got {type(data).__name__}")
-    unknown = set(data) - allowed
-    if unknown:
-        raise ProfileError(f"{where or 'profile'}: unknown field(s) {sorted(map(str, unknown))}")
-    for key in sorted(required):
-        _require(data, key, where + "." if where else "")
+# -- building blocks ---------------------------------------------------------------------------------------
 
 
-def _string(value: Any, name: str) -> str:
-    if not isinstance(value, str) or not value:
-        raise ProfileError(f"{name}: expected a non-empty string, got {value!r:.100}")
-    return value
+def _stats_table(table: Any, where: str) -> dict[int, LatencyStats]:
+    """A latency table keyed by batch size (ints or canonical strings) with `LatencyStats` or dict values."""
+    if not isinstance(table, Mapping) or not table:
+        raise ProfileError(f"{where}: expected a non-empty object keyed by batch size")
+    out: dict[int, LatencyStats] = {}
+    for key, value in table.items():
+        batch = int(key) if isinstance(key, str) and key.isdigit() and str(int(key)) == key else key
+        if isinstance(batch, bool) or not isinstance(batch, int) or batch <= 0:
+            raise ProfileError(f"{where}: batch size key {str(key)!r} is not a positive integer in canonical form")
+        if isinstance(value, Mapping):
+            value = LatencyStats(**{k: value[k] for k in value if k in LatencyStats.__dataclass_fields__})
+        if not isinstance(value, LatencyStats):
+            raise ProfileError(f"{where}[{str(key)!r}]: expected latency statistics, got {type(value).__name__}")
+        out[batch] = value
+    return dict(sorted(out.items()))
 
 
-def _count(value: Any, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise ProfileError(f"{name}: expected a non-negative integer, got {value!r:.100}")
-    return int(value)
+def _table_json(table: Mapping[int, LatencyStats]) -> dict[str, dict[str, float | int]]:
+    return {str(b): s.to_dict() for b, s in table.items()}
 
 
-def _ms(value: Any, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
-        raise ProfileError(f"{name}: expected a positive finite number of milliseconds, got {value!r:.100}")
-    return float(value)
+def _stat(stats: LatencyStats, percentile: str) -> float:
+    return float(getattr(stats, percentile))
 
 
-def _latency_stats(value: Any, name: str) -> LatencyStats:
-    if isinstance(value, LatencyStats):
-        value = value.to_dict()
-    _check_keys(value, set(_PERCENTILES), set(_PERCENTILES), name)
-    p50, p90, p99 = (_ms(value[p], f"{name}.{p}") for p in _PERCENTILES)
-    if not p50 <= p90 <= p99:
-        raise ProfileError(f"{name}: percentiles must satisfy p50 <= p90 <= p99, got {p50}, {p90}, {p99}")
-    return LatencyStats(p50, p90, p99)
+def choose_runtime(
+    measurements: Mapping[str, Mapping[int, LatencyStats]],
+    checks: Mapping[str, OutputCheck] | None = None,
+    percentile: str = "p50",
+) -> str | None:
+    """The runtime to serve a subnet on: the fastest of those whose outputs passed their check.
 
+    "Fastest" across batch sizes: the least worst-case ratio to the best runtime at each batch size measured by
+    every candidate (ties: the lower geometric mean ratio, then the earlier runtime). A runtime without a
+    recorded check counts as passing. None when no runtime passes, except that a single runtime measured is
+    returned anyway (there is nothing else to serve on; `Profile.check` reports its failed check).
+    """
+    if percentile not in PERCENTILES:
+        raise ProfileError(f"percentile {percentile!r}: expected one of {list(PERCENTILES)}")
+    names = list(measurements)
+    if not names:
+        raise ProfileError("choose_runtime: no measurements")
+    checks = checks or {}
+    passing = [n for n in names if n not in checks or checks[n].within_tolerance]
+    if not passing:
+        return names[0] if len(names) == 1 else None
+    common = set.intersection(*(set(measurements[n]) for n in passing))
+    if not common:
+        raise ProfileError(f"choose_runtime: runtimes {passing} share no measured batch size")
+    best = {b: min(_stat(measurements[n][b], percentile) for n in passing) for b in common}
 
-def _batch_key(key: Any, name: str) -> int:
-    value = key
-    if isinstance(key, str) and key.isdigit() and str(int(key)) == key:
-        value = int(key)
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise ProfileError(f"{name}: batch size key {str(key)!r} is not a positive integer in canonical form")
-    return value
+    def score(name: str) -> tuple[float, float, int]:
+        ratios = [_stat(measurements[name][b], percentile) / best[b] for b in sorted(common)]
+        return max(ratios), float(np.exp(np.mean(np.log(ratios)))), names.index(name)
+
+    return min(passing, key=score)
 
 
 @dataclass(frozen=True)
 class SubnetProfile:
-    """One profiled subnet: id, optional `Subnet` and accuracy, MACs, params, latency per batch size."""
+    """One profiled subnet: id, MACs, params, latency per batch size on `runtime`, and optional extras.
+
+    `runtime` is the runtime `latency_ms` was measured on and the subnet is served on (None: the profile's
+    runtime). `alternatives` holds other runtimes' latency tables, `checks` each runtime's `OutputCheck`.
+    """
 
     id: str
     macs: int
@@ -108,33 +171,54 @@ class SubnetProfile:
     latency_ms: Mapping[int, LatencyStats]
     subnet: Subnet | None = None
     accuracy: float | None = None
+    runtime: str | None = None
+    alternatives: Mapping[str, Mapping[int, LatencyStats]] = field(default_factory=dict)
+    checks: Mapping[str, OutputCheck] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        self._validate(f"subnet {self.id!r}")
-
-    def _validate(self, where: str) -> None:
-        _string(self.id, f"{where}.id")
-        _count(self.macs, f"{where}.macs")
-        _count(self.params, f"{where}.params")
+        where = f"subnet {self.id!r}"
+        object.__setattr__(self, "latency_ms", _stats_table(self.latency_ms, f"{where}.latency_ms"))
+        if not isinstance(self.alternatives, Mapping):
+            raise ProfileError(f"{where}.alternatives: expected an object keyed by runtime name")
+        object.__setattr__(
+            self,
+            "alternatives",
+            {name: _stats_table(t, f"{where}.alternatives[{name!r}]") for name, t in self.alternatives.items()},
+        )
+        if not isinstance(self.checks, Mapping):
+            raise ProfileError(f"{where}.checks: expected an object keyed by runtime name")
+        checks = {}
+        for name, check in self.checks.items():
+            if isinstance(check, Mapping):
+                check = OutputCheck.from_dict(check)
+            if not isinstance(check, OutputCheck):
+                raise ProfileError(f"{where}.checks[{name!r}]: expected an OutputCheck, got {type(check).__name__}")
+            checks[name] = check
+        object.__setattr__(self, "checks", checks)
         if self.subnet is not None and not isinstance(self.subnet, Subnet):
             raise ProfileError(f"{where}.subnet: expected a Subnet, got {type(self.subnet).__name__}")
-        if self.accuracy is not None:
-            acc = self.accuracy
-            if isinstance(acc, bool) or not isinstance(acc, (int, float)) or not 0.0 <= acc <= 1.0:
-                raise ProfileError(f"{where}.accuracy: expected a number in [0, 1] or null, got {acc!r:.100}")
-        if not isinstance(self.latency_ms, Mapping) or not self.latency_ms:
-            raise ProfileError(f"{where}.latency_ms: expected a non-empty object keyed by batch size")
-        table = {}
-        for key, stats in self.latency_ms.items():
-            batch = _batch_key(key, f"{where}.latency_ms")
-            table[batch] = _latency_stats(stats, f"{where}.latency_ms[{str(key)!r}]")
-        object.__setattr__(self, "latency_ms", dict(sorted(table.items())))
+        if self.runtime is not None and self.runtime in self.alternatives:
+            raise ProfileError(f"{where}.alternatives: lists {self.runtime!r}, the subnet's own runtime")
+        data = self.to_dict()
+        probe = {"schema": SCHEMA, "model": "m", "input_shape": [1], "device": "d", "runtime": "r", "subnets": [data]}
+        try:
+            validate_profile_json(probe)
+        except ProfileError as exc:
+            raise ProfileError(str(exc).replace("subnets[0]", where, 1)) from None
 
     @property
     def batch_sizes(self) -> list[int]:
         return list(self.latency_ms)
 
-    def to_dict(self) -> dict[str, Any]:
+    def measurements(self, default_runtime: str | None = None) -> dict[str, Mapping[int, LatencyStats]]:
+        """Latency tables by runtime: this subnet's own (named `runtime`, else `default_runtime`) and the alternatives."""
+        own = self.runtime or default_runtime
+        if own is None:
+            raise ProfileError(f"subnet {self.id!r}: names no runtime and none was given")
+        return {own: self.latency_ms, **self.alternatives}
+
+    def to_dict(self, default_runtime: str | None = None) -> dict[str, Any]:
+        """JSON form; `runtime` is left out when it equals `default_runtime` (the profile's)."""
         out: dict[str, Any] = {"id": self.id}
         if self.subnet is not None:
             out["subnet"] = self.subnet.to_dict()
@@ -142,73 +226,112 @@ class SubnetProfile:
             out["accuracy"] = self.accuracy
         out["macs"] = self.macs
         out["params"] = self.params
-        out["latency_ms"] = {str(b): s.to_dict() for b, s in self.latency_ms.items()}
+        if self.runtime is not None and self.runtime != default_runtime:
+            out["runtime"] = self.runtime
+        out["latency_ms"] = _table_json(self.latency_ms)
+        if self.alternatives:
+            out["alternatives"] = {name: _table_json(t) for name, t in self.alternatives.items()}
+        if self.checks:
+            out["checks"] = {name: c.to_dict() for name, c in self.checks.items()}
         return out
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], where: str = "subnet") -> SubnetProfile:
-        _check_keys(data, _SUBNET_KEYS, {"id", "macs", "params", "latency_ms"}, where)
-        sub = data.get("subnet")
-        if sub is not None:
-            try:
-                sub = Subnet.from_dict(sub)
-            except (InvalidSubnetError, TypeError, ValueError, AttributeError) as exc:
-                raise ProfileError(f"{where}.subnet: {exc}") from None
-        latency_ms = data["latency_ms"]
-        if not isinstance(latency_ms, Mapping) or not latency_ms:
-            raise ProfileError(f"{where}.latency_ms: expected a non-empty object keyed by batch size")
-        probe = cls.__new__(cls)
-        for name, value in (
-            ("id", data["id"]),
-            ("macs", data["macs"]),
-            ("params", data["params"]),
-            ("latency_ms", latency_ms),
-            ("subnet", sub),
-            ("accuracy", data.get("accuracy")),
-        ):
-            object.__setattr__(probe, name, value)
-        probe._validate(where)
-        return probe
+        """A subnet entry of a profile JSON (validated on its own; errors name `where`)."""
+        probe = {"schema": SCHEMA, "model": "m", "input_shape": [1], "device": "d", "runtime": "r",
+                 "subnets": [dict(data) if isinstance(data, Mapping) else data]}  # fmt: skip
+        try:
+            validate_profile_json(probe)
+        except ProfileError as exc:
+            raise ProfileError(str(exc).replace("subnets[0]", where, 1)) from None
+        return _subnet_from_json(data)
+
+
+def _with_runtime(entry: SubnetProfile, runtime: str) -> SubnetProfile:
+    """`entry` naming `runtime` (a copy; the fields are already validated)."""
+    copy = object.__new__(SubnetProfile)
+    for name in SubnetProfile.__dataclass_fields__:
+        object.__setattr__(copy, name, getattr(entry, name))
+    if runtime in entry.alternatives:
+        raise ProfileError(f"subnet {entry.id!r}.alternatives: lists {runtime!r}, the subnet's own runtime")
+    object.__setattr__(copy, "runtime", runtime)
+    return copy
+
+
+def _subnet_from_json(data: Mapping[str, Any]) -> SubnetProfile:
+    sub = data.get("subnet")
+    return SubnetProfile(
+        id=data["id"],
+        macs=data["macs"],
+        params=data["params"],
+        latency_ms=data["latency_ms"],
+        subnet=None if sub is None else Subnet.from_dict(sub),
+        accuracy=data.get("accuracy"),
+        runtime=data.get("runtime"),
+        alternatives=data.get("alternatives") or {},
+        checks=data.get("checks") or {},
+    )
+
+
+@dataclass(frozen=True)
+class ProfileIssue:
+    """Something that makes a profile unreliable to plan with, and where: subnet id, batch size, runtime."""
+
+    kind: str  # "non-monotone" | "thin tail" | "outside tolerance"
+    subnet_id: str
+    batch_size: int | None
+    runtime: str
+    message: str
+
+    def __str__(self) -> str:
+        return self.message
+
+
+# -- the profile ---------------------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
 class Profile:
-    """Measured costs of subnets of one model on one device/backend; see the module docstring for the JSON."""
+    """Measured costs of subnets of one model on one machine, each on its runtime; see the module docstring.
+
+    `runtime` is the runtime of subnets that name none; `runtimes` describes each runtime measured (version,
+    precision, device, threads, options); a runtime missing from it is recorded by name only.
+    """
 
     model: str
     input_shape: tuple[int, ...]
     device: str
-    backend: str
+    runtime: str
     threads: int | None
     subnets: tuple[SubnetProfile, ...] = field(default_factory=tuple)
+    runtimes: Mapping[str, RuntimeInfo] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        _string(self.model, "model")
-        _string(self.device, "device")
-        _string(self.backend, "backend")
-        shape = self.input_shape
-        if (
-            not isinstance(shape, (list, tuple))
-            or not shape
-            or any(isinstance(d, bool) or not isinstance(d, int) or d <= 0 for d in shape)
-        ):
-            raise ProfileError(f"input_shape: expected a list of positive integers, got {shape!r:.100}")
-        object.__setattr__(self, "input_shape", tuple(shape))
-        if self.threads is not None and (
-            isinstance(self.threads, bool) or not isinstance(self.threads, int) or self.threads <= 0
-        ):
-            raise ProfileError(f"threads: expected a positive integer or null, got {self.threads!r:.100}")
         subs = tuple(self.subnets) if isinstance(self.subnets, (list, tuple)) else None
         if not subs:
             raise ProfileError("subnets: expected a non-empty list")
-        seen: dict[str, int] = {}
         for i, s in enumerate(subs):
             if not isinstance(s, SubnetProfile):
                 raise ProfileError(f"subnets[{i}]: expected a SubnetProfile, got {type(s).__name__}")
-            if s.id in seen:
-                raise ProfileError(f"subnets[{i}].id: {s.id!r} repeats subnets[{seen[s.id]}].id (ids must be unique)")
-            seen[s.id] = i
+        if not isinstance(self.runtime, str) or not self.runtime:
+            raise ProfileError(f"runtime: expected a non-empty string, got {self.runtime!r:.100}")
+        # every subnet names its runtime (the profile's unless its own), so equal profiles compare equal
+        subs = tuple(s if s.runtime is not None else _with_runtime(s, self.runtime) for s in subs)
         object.__setattr__(self, "subnets", subs)
+        if not isinstance(self.runtimes, Mapping):
+            raise ProfileError("runtimes: expected an object keyed by runtime name")
+        infos = {}
+        for name, info in self.runtimes.items():
+            if isinstance(info, Mapping):
+                info = RuntimeInfo.from_dict(name, info)
+            if not isinstance(info, RuntimeInfo) or info.runtime != name:
+                raise ProfileError(f"runtimes[{name!r}]: expected a RuntimeInfo of runtime {name!r}")
+            infos[name] = info
+        object.__setattr__(self, "runtimes", infos)
+        if not isinstance(self.input_shape, (list, tuple)):
+            raise ProfileError(f"input_shape: expected a list of positive integers, got {self.input_shape!r:.100}")
+        object.__setattr__(self, "input_shape", tuple(self.input_shape))
+        validate_profile_json(self.to_dict())
 
     # -- access ------------------------------------------------------------------------------------------
     @property
@@ -232,30 +355,123 @@ class Profile:
             common &= set(s.latency_ms)
         return sorted(common)
 
+    @property
+    def backend(self) -> str:
+        """Deprecated name of `runtime`."""
+        warnings.warn("Profile.backend is deprecated; use .runtime (or runtime_of(id))", DeprecationWarning, stacklevel=2)
+        return self.runtime
+
+    def runtime_of(self, subnet_id: str) -> str:
+        """The runtime subnet `subnet_id` is served on (its own, else the profile's)."""
+        return self[subnet_id].runtime or self.runtime
+
+    def runtime_info(self, name: str) -> RuntimeInfo:
+        """What runtime `name` ran with (name only, when the profile predates that record)."""
+        return self.runtimes.get(name) or RuntimeInfo(name, threads=self.threads)
+
+    @property
+    def measured_runtimes(self) -> list[str]:
+        """Every runtime with a measurement in the profile, in first-seen order."""
+        names = dict.fromkeys([self.runtime])
+        for s in self.subnets:
+            names.update(dict.fromkeys(s.measurements(self.runtime)))
+        return list(names)
+
+    def with_runtimes(self, runtimes: Iterable[str], percentile: str = "p50") -> Profile:
+        """The profile as if only `runtimes` had been measured: each subnet on the fastest of them within tolerance
+        (`choose_runtime`). A subnet measured on none of them, or on none within tolerance, is a `ProfileError`."""
+        allowed = list(dict.fromkeys(runtimes))
+        unknown = [r for r in allowed if r not in self.measured_runtimes]
+        if not allowed or unknown:
+            raise ProfileError(f"runtimes {unknown or allowed}: the profile measured {self.measured_runtimes}")
+        entries = []
+        for s in self.subnets:
+            measured = {r: t for r, t in s.measurements(self.runtime).items() if r in allowed}
+            if not measured:
+                raise ProfileError(f"subnet {s.id!r} was not measured on any of {allowed}")
+            checks = {r: c for r, c in s.checks.items() if r in measured}
+            chosen = choose_runtime(measured, checks, percentile)
+            if chosen is None:
+                raise ProfileError(f"subnet {s.id!r}: no runtime of {allowed} is within tolerance ({_checks_line(checks)})")
+            others = {r: t for r, t in measured.items() if r != chosen}
+            entries.append(replace(s, runtime=chosen, latency_ms=measured[chosen], alternatives=others, checks=checks))
+        return self._rebuilt(entries, allowed)
+
+    def _rebuilt(self, entries: list[SubnetProfile], order: Sequence[str]) -> Profile:
+        counts = Counter(e.runtime for e in entries)
+        top = max(order, key=lambda r: (counts.get(r, 0), -list(order).index(r)))
+        kept = {e.runtime for e in entries} | {r for e in entries for r in e.alternatives}
+        infos = {r: i for r, i in self.runtimes.items() if r in kept}
+        return Profile(self.model, self.input_shape, self.device, top, self.threads, tuple(entries), infos)
+
+    # -- reliability -----------------------------------------------------------------------------------------
+    def check(self, percentile: str = "p99", warn: bool = True) -> list[ProfileIssue]:
+        """What makes the profile unreliable to plan with at `percentile`, each naming subnet and batch size:
+
+        - "non-monotone": a larger batch measured faster than a smaller one (a noisy or preempted measurement);
+        - "thin tail": `percentile` rests on fewer repeats than it needs (p99: 100, p90: 20), or the repeats
+          were not recorded;
+        - "outside tolerance": a subnet is served on a runtime whose output check failed.
+
+        With `warn`, one `ProfileWarning` summarises them (the first few in full).
+        """
+        if percentile not in PERCENTILES:
+            raise ProfileError(f"percentile {percentile!r}: expected one of {list(PERCENTILES)}")
+        issues: list[ProfileIssue] = []
+        need = PERCENTILE_MIN_REPEATS[percentile]
+        for s in self.subnets:
+            runtime = s.runtime or self.runtime
+            batches = list(s.latency_ms)
+            for small, large in itertools.pairwise(batches):
+                a, b = _stat(s.latency_ms[small], percentile), _stat(s.latency_ms[large], percentile)
+                if b < a:
+                    issues.append(ProfileIssue(
+                        "non-monotone", s.id, large, runtime,
+                        f"subnet {s.id!r} ({runtime}): batch {large} measured faster than batch {small} "
+                        f"({b:.4g} ms < {a:.4g} ms, {percentile})",
+                    ))  # fmt: skip
+            for batch, stats in s.latency_ms.items():
+                if percentile != "p50" and (stats.repeats is None or stats.repeats < need):
+                    got = "unrecorded" if stats.repeats is None else str(stats.repeats)
+                    issues.append(ProfileIssue(
+                        "thin tail", s.id, batch, runtime,
+                        f"subnet {s.id!r} batch {batch} ({runtime}): {percentile} rests on {got} repeats "
+                        f"(needs >= {need})",
+                    ))  # fmt: skip
+            check = s.checks.get(runtime)
+            if check is not None and not check.within_tolerance:
+                issues.append(ProfileIssue(
+                    "outside tolerance", s.id, None, runtime,
+                    f"subnet {s.id!r} is served on {runtime}, whose outputs are outside tolerance "
+                    f"(max |diff| {check.max_abs_diff:.3g}, top-1 agreement {check.top1_agreement:.4f})",
+                ))  # fmt: skip
+        if warn and issues:
+            warnings.warn(_summary(issues, percentile), ProfileWarning, stacklevel=2)
+        return issues
+
     # -- JSON --------------------------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "schema": SCHEMA,
             "model": self.model,
             "input_shape": list(self.input_shape),
             "device": self.device,
-            "backend": self.backend,
-            "threads": self.threads,
-            "subnets": [s.to_dict() for s in self.subnets],
+            "runtime": self.runtime,
         }
+        if self.runtimes:
+            out["runtimes"] = {name: info.to_dict() for name, info in self.runtimes.items()}
+        out["threads"] = self.threads
+        out["subnets"] = [s.to_dict(self.runtime) for s in self.subnets]
+        return out
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Profile:
-        """Validate and build; a `ProfileError` names the first offending field."""
-        _check_keys(data, _TOP_KEYS, _TOP_KEYS - {"threads"}, "")
-        if data["schema"] != SCHEMA:
-            raise ProfileError(f"schema: expected {SCHEMA!r}, got {data['schema']!r:.100}")
-        raw = data["subnets"]
-        if not isinstance(raw, list) or not raw:
-            raise ProfileError("subnets: expected a non-empty list")
-        subs = tuple(SubnetProfile.from_dict(s, f"subnets[{i}]") for i, s in enumerate(raw))
-        shape = data["input_shape"]
-        return cls(data["model"], shape, data["device"], data["backend"], data.get("threads"), subs)
+        """Validate (pydantic, see `tailor.cost.profile_schema`) and build; a `ProfileError` names the first bad field."""
+        validate_profile_json(dict(data) if isinstance(data, Mapping) else data)
+        runtime = data.get("runtime") or data["backend"]
+        subs = tuple(_subnet_from_json(s) for s in data["subnets"])
+        infos = {name: RuntimeInfo.from_dict(name, info) for name, info in (data.get("runtimes") or {}).items()}
+        return cls(data["model"], data["input_shape"], data["device"], runtime, data.get("threads"), subs, infos)
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> Profile:
@@ -265,6 +481,22 @@ class Profile:
     def save(self, path: str | os.PathLike[str]) -> Path:
         """Write the JSON atomically (a temporary file in the same folder, then rename)."""
         return write_json_atomic(path, self.to_dict())
+
+
+def _summary(issues: Sequence[ProfileIssue], percentile: str, shown: int = 4) -> str:
+    kinds = Counter(i.kind for i in issues)
+    head = "; ".join(f"{n} {k}" for k, n in kinds.items())
+    lines = [f"the profile is unreliable to plan with at {percentile} ({head}):"]
+    lines += [f"  {i.message}" for i in issues[:shown]]
+    if len(issues) > shown:
+        lines.append(f"  ... and {len(issues) - shown} more (Profile.check(warn=False) lists them)")
+    return "\n".join(lines)
+
+
+def _checks_line(checks: Mapping[str, OutputCheck]) -> str:
+    return "; ".join(
+        f"{r}: max |diff| {c.max_abs_diff:.3g}, top-1 agreement {c.top1_agreement:.4f}" for r, c in checks.items()
+    ) or "no checks recorded"
 
 
 def device_name(device: str | torch.device = "cpu") -> str:
@@ -284,11 +516,29 @@ def device_name(device: str | torch.device = "cpu") -> str:
     return f"{name} ({os.cpu_count()} logical cores)"
 
 
+# -- measuring a profile -------------------------------------------------------------------------------------
+
+
+def _runtime_list(runtime: Any) -> list[Runtime]:
+    items = [runtime] if isinstance(runtime, (str, Runtime)) else list(runtime)
+    if not items:
+        raise ProfileError("runtimes: expected at least one runtime")
+    runtimes = [get_runtime(r) for r in items]
+    names = [r.name for r in runtimes]
+    if len(set(names)) != len(names):
+        raise ProfileError(f"runtimes must not repeat, got {names}")
+    return runtimes
+
+
+#: round-robin passes between runtimes when one subnet is measured on several (rounds=1)
+SIDE_BY_SIDE_ROUNDS = 5
+
+
 def build_profile(
     model: ElasticModel,
     subs: Iterable[Subnet],
     batch_sizes: Sequence[int] = (1,),
-    backend: str = "onnxruntime",
+    runtime: str | Runtime | Sequence[str | Runtime] | None = None,
     threads: int | None = 1,
     warmup: int = 10,
     repeats: int = 50,
@@ -298,50 +548,142 @@ def build_profile(
     ids: Mapping[Subnet, str] | None = None,
     rounds: int = 1,
     progress: Callable[[int, int], None] | None = None,
+    *,
+    device: str | torch.device = "cpu",
+    precision: str | None = None,
+    check: bool = True,
+    check_inputs: np.ndarray | torch.Tensor | None = None,
+    check_inputs_label: str | None = None,
+    tolerance: Tolerance | None = None,
+    backend: str | None = None,
 ) -> Profile:
-    """Measure MACs, params and latency (each batch size) of every subnet and return a `Profile`.
+    """Measure MACs, params and latency (each batch size, each runtime) of every subnet and return a `Profile`.
+
+    `runtime` is one runtime or a list (names from `tailor.cost.list_runtimes()` or configured `Runtime`s;
+    default "onnxruntime"; `backend=` is its deprecated name). With several, each subnet is measured on every
+    runtime side by side (alternating, so load drift hits them alike), each runtime's outputs are compared with
+    PyTorch fp32 on `check_inputs` (default: 64 seeded random inputs; pass held-out images for a truer check),
+    and the subnet is served on the fastest runtime within `tolerance` (`choose_runtime`); the others are kept
+    as `alternatives`. `check=False` skips the comparison. `device` is "cpu" or "cuda[:i]"; `precision` applies
+    to every runtime (None: each runtime's default).
 
     `accuracy` maps a subnet to its held-out accuracy (a dict or a function), or is None (not recorded).
-    Ids default to `Subnet.id`; `model_name` defaults to the registry name (`create_model`'s), else the class name.
-    `rounds=1` measures one subnet after the other, holding one prepared subnet at a time; `rounds > 1`
-    prepares them all and alternates between them (`measure_interleaved`), which keeps load drift out of
-    the comparison at the price of memory for every subnet at once. `progress(done, total)` reports timing.
+    Ids default to `Subnet.id`; `model_name` defaults to the registry name (`create_model`'s), else the class
+    name. `rounds=1` measures one subnet after the other, holding one subnet's prepared runtimes at a time;
+    `rounds > 1` prepares them all and alternates between all of them (`measure_interleaved`), which keeps
+    load drift out of the comparison at the price of memory for every subnet at once. `progress(done,
+    total)` reports timing. Every subnet and runtime is checked before anything is measured.
     """
-    check_backend(backend)
-    batches = [check_positive_int("batch_size", b) for b in batch_sizes]
-    if not batches:
-        raise ProfileError("batch_sizes: expected at least one batch size")
+    runtimes = _runtime_list(runtime_argument(runtime, backend, "onnxruntime", "build_profile"))
+    dev = check_device(device)
+    for rt in runtimes:
+        rt.resolve(dev, threads, precision)  # a missing package, device or precision fails before any timing
+    batches = _check_batches(batch_sizes)
+    repeats = check_positive_int("repeats", repeats)
+    warmup = check_warmup(warmup)
     rounds = check_positive_int("rounds", rounds)
+    if rounds > repeats:
+        raise ProfileError(f"rounds ({rounds}) must not exceed repeats ({repeats}): each round takes >= 1 sample")
+    tolerance = Tolerance() if tolerance is None else tolerance
     shape = input_shape_of(model, input_shape)
     subs = list(subs)
     if not subs:
         raise ProfileError("build_profile: no subnets to measure")
     for sub in subs:
         static_subnet(model, sub)  # every subnet lies in the space before anything is timed
+    if check_inputs is None:
+        inputs, label = example_input(shape, 64, seed=20260).numpy(), check_inputs_label or "64 random normal inputs"
+    else:
+        inputs = np.ascontiguousarray(
+            check_inputs.detach().cpu().numpy() if isinstance(check_inputs, torch.Tensor) else check_inputs,
+            dtype=np.float32,
+        )
+        if inputs.ndim != len(shape) + 1 or tuple(inputs.shape[1:]) != shape or not len(inputs):
+            raise ProfileError(f"check_inputs: expected shape (N, {', '.join(map(str, shape))}), got {inputs.shape}")
+        label = check_inputs_label or f"{len(inputs)} given inputs"
+
+    def prepare_all(sub: Subnet) -> dict[str, PreparedModel]:
+        prepared: dict[str, PreparedModel] = {}
+        try:
+            for rt in runtimes:
+                prepared[rt.name] = rt.prepare(
+                    model, sub, device=dev, threads=threads, precision=precision, input_shape=shape
+                )
+        except BaseException:
+            release_all(prepared.values())
+            raise
+        return prepared
+
+    def checks_of(sub: Subnet, prepared: Mapping[str, PreparedModel]) -> dict[str, OutputCheck]:
+        if not check:
+            return {}
+        with torch.inference_mode():
+            reference = static_subnet(model, sub)(torch.from_numpy(inputs)).numpy()
+        return {name: compare_outputs(run_batched(p, inputs), reference, tolerance, label) for name, p in prepared.items()}
+
+    measured: dict[Subnet, dict[str, dict[int, LatencyStats]]] = {}
+    checks: dict[Subnet, dict[str, OutputCheck]] = {}
+    infos: dict[str, RuntimeInfo] = {}
     if rounds == 1:
-        tables = {}
+        side = min(SIDE_BY_SIDE_ROUNDS, repeats) if len(runtimes) > 1 else 1
         for index, sub in enumerate(subs):
-            tables[sub] = latency_table(model, sub, batches, backend, threads, warmup, repeats, shape)
+            prepared = prepare_all(sub)
+            try:
+                timings = interleaved_timings(prepared, batches, warmup, repeats, side)
+                checks[sub] = checks_of(sub, prepared)
+            finally:
+                release_all(prepared.values())
+            measured[sub] = {n: {b: LatencyStats.from_samples(t.wall_ms) for b, t in per.items()}
+                             for n, per in timings.items()}  # fmt: skip
+            for name, p in prepared.items():
+                infos.setdefault(name, p.info)
             if progress is not None:
                 progress(index + 1, len(subs))
     else:
-        runners = {sub: prepare(model, sub, backend, threads, shape) for sub in subs}
-        tables = measure_interleaved(runners, batches, warmup, repeats, rounds, progress)
+        everything: dict[tuple[Subnet, str], PreparedModel] = {}
+        try:
+            for sub in subs:
+                for name, p in prepare_all(sub).items():
+                    everything[(sub, name)] = p
+            timings_all = interleaved_timings(everything, batches, warmup, repeats, rounds, progress)
+            for sub in subs:
+                checks[sub] = checks_of(sub, {n: everything[(sub, n)] for n in (r.name for r in runtimes)})
+        finally:
+            release_all(everything.values())
+        for (sub, name), per in timings_all.items():
+            measured.setdefault(sub, {})[name] = {b: LatencyStats.from_samples(t.wall_ms) for b, t in per.items()}
+            infos.setdefault(name, everything[(sub, name)].info)
+
+    order = [rt.name for rt in runtimes]
     entries = []
     for sub in subs:
         acc = None
         if accuracy is not None:
             acc = accuracy(sub) if callable(accuracy) else accuracy.get(sub)
+        ident = (ids or {}).get(sub, sub.id)
+        tables = {name: measured[sub][name] for name in order}
+        chosen = choose_runtime(tables, checks[sub])
+        if chosen is None:
+            raise ProfileError(f"subnet {ident!r}: no runtime is within tolerance ({_checks_line(checks[sub])})")
         entries.append(
             SubnetProfile(
-                id=(ids or {}).get(sub, sub.id),
+                id=ident,
                 macs=macs(model, sub, shape),
                 params=params(model, sub),
-                latency_ms=tables[sub],
+                latency_ms=tables[chosen],
                 subnet=sub,
                 accuracy=None if acc is None else float(acc),
+                runtime=chosen,
+                alternatives={n: t for n, t in tables.items() if n != chosen},
+                checks=checks[sub],
             )
         )
     arch = getattr(model, "architecture", None)
     name = model_name or (arch.get("name") if isinstance(arch, Mapping) else None) or type(model).__name__
-    return Profile(name, shape, device_name(), backend, threads, tuple(entries))
+    counts = Counter(e.runtime for e in entries)
+    top = max(order, key=lambda r: (counts.get(r, 0), -order.index(r)))
+    profile = Profile(name, shape, device_name(dev), top, threads, tuple(entries), {n: infos[n] for n in order})
+    failed = [i for i in profile.check("p50", warn=False) if i.kind == "outside tolerance"]
+    if failed:
+        warnings.warn("; ".join(i.message for i in failed), ProfileWarning, stacklevel=2)
+    return profile

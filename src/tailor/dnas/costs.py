@@ -8,10 +8,11 @@ branch of every `SuperNetModule` on the tensors that shape propagation delivered
   `tailor.cost.params`. Independent of the input, so a module called twice is counted once.
 - `MacsCost` ("macs"): `FlopCounterMode` FLOPs / 2 of one forward pass, as `tailor.cost.macs` (convolutions
   and matrix products; elementwise ops, norms and pooling count 0). Summed over calls.
-- `LatencyCost` ("latency"): measured eager-PyTorch latency in ms (median of `repeats` timed calls after
-  `warmup`, fixed intra-op threads, eval mode, `inference_mode`), the measurement `tailor.cost.LayerTable`
-  makes for a conv, here made for a whole branch at its input shape. Results are cached by the branch's
-  structure and input shape, in the cost model or in a shared `LayerTable`'s table. Summed over calls.
+- `LatencyCost` ("latency"): measured latency in ms on a runtime of `tailor.cost.runtimes` (eager PyTorch by
+  default; any registered runtime, e.g. "onnxruntime"; median of `repeats` timed calls after `warmup`, fixed
+  intra-op threads, on the inputs' device, synchronised), the measurement `tailor.cost.LatencyTable` makes for
+  a block, here made for a whole branch at its input shape. Results are cached by the branch's structure, input
+  shape and runtime, in the cost model or in a shared `LatencyTable`'s table. Summed over calls.
 
 `resolve_costs` turns what `SuperNet(cost=...)` accepts into named cost models: a `CostModel`, the names
 "params" / "macs" / "latency", the functions `tailor.cost.params` / `macs` / `latency` (PLiNIO passes the cost
@@ -20,10 +21,8 @@ function), a callable `fn(module, x) -> float`, or a dict / list of these.
 
 from __future__ import annotations
 
-import contextlib
 import math
-import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -33,6 +32,7 @@ from torch.utils.flop_counter import FlopCounterMode
 import tailor.cost as tailor_cost
 from tailor.cost import LayerTable
 from tailor.dnas.module import SuperNetError, SuperNetModule
+from tailor.errors import ProfileError
 
 __all__ = [
     "CostModel",
@@ -103,19 +103,6 @@ class MacsCost(CostModel):
         return float(counter.get_total_flops() // 2)
 
 
-@contextlib.contextmanager
-def _intra_op_threads(threads: int | None) -> Iterator[None]:
-    if threads is None:  # the runtime's default
-        yield
-        return
-    before = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
 def _check_positive(name: str, value: object, allow_zero: bool = False) -> int:
     ok = isinstance(value, int) and not isinstance(value, bool) and (value >= 0 if allow_zero else value > 0)
     if not ok:
@@ -134,11 +121,13 @@ def structure_key(module: nn.Module) -> tuple:
 
 
 class LatencyCost(CostModel):
-    """Measured latency (ms) of each branch in isolation at its input shape, cached; eager PyTorch.
+    """Measured latency (ms) of each branch in isolation at its input shape, cached, on one runtime.
 
-    With `table=LayerTable(...)` the table's threads, warmup and repeats are used and the measurements are
-    stored in (and looked up from) `table.table`, so several supernets and the subnet estimator share them.
-    `measurements` counts the timings actually made (cache misses).
+    `runtime` is a `tailor.cost.runtimes` name or `Runtime` (default "torch", eager PyTorch; ONNX runtimes
+    export each branch). With `table=LatencyTable(...)` the table's runtime, threads, warmup and repeats are
+    used and the measurements are stored in (and looked up from) `table.table`, so several supernets and the
+    subnet estimator share them. `measurements` counts the timings actually made (cache misses). Runtimes
+    time single-input modules: a branch called with several tensors is refused.
     """
 
     name = "latency"
@@ -150,11 +139,19 @@ class LatencyCost(CostModel):
         repeats: int | None = None,
         batch_size: int = 1,
         table: LayerTable | None = None,
+        *,
+        runtime: str | tailor_cost.Runtime | None = None,
     ) -> None:
         if table is not None and not isinstance(table, LayerTable):
-            raise SuperNetError(f"table must be a tailor.cost.LayerTable, got {type(table).__name__}")
-        if table is not None and getattr(table, "backend", "torch") != "torch":
-            raise SuperNetError(f"LatencyCost times eager PyTorch; the table's backend is {table.backend!r}")
+            raise SuperNetError(f"table must be a tailor.cost.LatencyTable, got {type(table).__name__}")
+        try:
+            self._runtime = tailor_cost.get_runtime(runtime if runtime is not None else (table.runtime if table is not None else "torch"))
+        except ProfileError as exc:
+            raise SuperNetError(f"LatencyCost: {exc}") from None
+        if table is not None and self._runtime.name != table.runtime:
+            raise SuperNetError(
+                f"LatencyCost: runtime {self._runtime.name!r} conflicts with the LatencyTable's runtime {table.runtime!r}"
+            )
         defaults = (table.threads, table.warmup, table.repeats) if table is not None else (1, 3, 15)
         chosen = []
         for arg, value, default in zip(("threads", "warmup", "repeats"), (threads, warmup, repeats), defaults):
@@ -168,47 +165,44 @@ class LatencyCost(CostModel):
         self.table: dict[tuple, float] = table.table if table is not None else {}
         self.measurements = 0
 
+    @property
+    def runtime(self) -> str:
+        return self._runtime.name
+
     def _time(self, module: nn.Module, inputs: Sequence[torch.Tensor]) -> float:
-        cuda = any(t.is_cuda for t in inputs)
-
-        def call() -> None:
-            module(*inputs)
-            if cuda:
-                torch.cuda.synchronize()
-
-        with _intra_op_threads(self.threads), torch.inference_mode():
-            for _ in range(self.warmup):
-                call()
-            samples = []
-            for _ in range(self.repeats):
-                start = time.perf_counter_ns()
-                call()
-                samples.append((time.perf_counter_ns() - start) / 1e6)
+        if len(inputs) != 1:
+            raise SuperNetError(
+                f"LatencyCost times single-input modules on a runtime; {type(module).__name__} takes {len(inputs)}"
+            )
+        try:
+            prepared = self._runtime.prepare_module(
+                module, tuple(inputs[0].shape[1:]), device=inputs[0].device, threads=self.threads
+            )
+            samples = prepared.samples(self.batch_size, self.warmup, self.repeats)
+        except ProfileError as exc:
+            raise SuperNetError(f"LatencyCost on {self.runtime}: {exc}") from None
         self.measurements += 1
         return float(np.median(samples))
 
-    def _batched(self, inputs: Sequence[torch.Tensor]) -> list[torch.Tensor]:
-        return [t.expand(self.batch_size, *t.shape[1:]).contiguous() for t in inputs]
-
     def measure(self, module: nn.Module, *inputs: torch.Tensor) -> float:
-        batched = self._batched(inputs)
         key = (
             "dnas-branch",
             structure_key(module),
-            tuple((tuple(t.shape), str(t.dtype)) for t in batched),
+            tuple(((self.batch_size, *t.shape[1:]), str(t.dtype)) for t in inputs),
             self.threads,
+            self.runtime,
         )
         if key not in self.table:
-            self.table[key] = self._time(module, batched)
+            self.table[key] = self._time(module, inputs)
         return self.table[key]
 
     def fixed(self, model: nn.Module, inputs: Sequence[torch.Tensor], searchable: Sequence[SuperNetModule]) -> float:
-        return self._time(model, self._batched(inputs))  # the network with stand-ins: not a reusable entry
+        return self._time(model, inputs)  # the network with stand-ins: not a reusable entry
 
     def __repr__(self) -> str:
         return (
-            f"LatencyCost(threads={self.threads}, warmup={self.warmup}, repeats={self.repeats}, "
-            f"batch_size={self.batch_size}, cached={len(self.table)})"
+            f"LatencyCost(runtime={self.runtime!r}, threads={self.threads}, warmup={self.warmup}, "
+            f"repeats={self.repeats}, batch_size={self.batch_size}, cached={len(self.table)})"
         )
 
 

@@ -122,11 +122,15 @@ def compare_accuracy(
     int8_path: str | os.PathLike[str],
     loader: Iterable[Any],
     threads: int | None = 1,
+    **session_options: Any,
 ) -> AccuracyComparison:
-    """Run both ONNX models on every `(x, y)` batch of `loader`; `drop = fp32 - int8` (accuracy points in [0, 1])."""
-    from tailor.export.onnx_export import _ort_session
+    """Run both ONNX models on every `(x, y)` batch of `loader`; `drop = fp32 - int8` (accuracy points in [0, 1]).
 
-    sessions = [_ort_session(p, threads) for p in (fp32_path, int8_path)]
+    `session_options` go to `tailor.export.ort.session` (`device`, `providers`, `graph_optimization`).
+    """
+    from tailor.export.ort import session
+
+    sessions = [session(p, threads, **session_options) for p in (fp32_path, int8_path)]
     names = [s.get_inputs()[0].name for s in sessions]
     correct = [0, 0]
     agree = total = 0
@@ -146,11 +150,14 @@ def compare_accuracy(
     return AccuracyComparison(fp32, int8, fp32 - int8, agree / total, total)
 
 
-def onnx_accuracy(path: str | os.PathLike[str], loader: Iterable[Any], threads: int | None = 1) -> tuple[float, int]:
-    """Top-1 accuracy of one ONNX model over `(x, y)` batches, and the number of samples."""
-    from tailor.export.onnx_export import _ort_session
+def onnx_accuracy(
+    path: str | os.PathLike[str], loader: Iterable[Any], threads: int | None = 1, **session_options: Any
+) -> tuple[float, int]:
+    """Top-1 accuracy of one ONNX model over `(x, y)` batches, and the number of samples (`session_options`: as
+    `compare_accuracy`)."""
+    from tailor.export.ort import session as ort_session
 
-    session = _ort_session(path, threads)
+    session = ort_session(path, threads, **session_options)
     name = session.get_inputs()[0].name
     correct = total = 0
     for batch in loader:

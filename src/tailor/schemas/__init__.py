@@ -24,6 +24,7 @@ from tailor.errors import TailorError
 SCHEMAS: dict[str, str] = {
     "front": "tailor.search.pareto:FrontSchema",
     "recipe": "tailor.train.recipe:RecipeSchema",
+    "profile": "tailor.cost.profile_schema:profile_json_schema",  # a function: its schema has closed pattern keys
 }
 
 HERE = Path(__file__).resolve().parent
@@ -42,8 +43,11 @@ def schema_for(name: str) -> dict[str, Any]:
     from pydantic import BaseModel, TypeAdapter
 
     model = _model(name)
-    schema = model.model_json_schema() if isinstance(model, type) and issubclass(model, BaseModel) else None
-    if schema is None:
+    if callable(model) and not isinstance(model, type):
+        schema = {k: v for k, v in model().items() if k not in ("$schema", "$id")}
+    elif isinstance(model, type) and issubclass(model, BaseModel):
+        schema = model.model_json_schema()
+    else:
         schema = TypeAdapter(model).json_schema()
     return {
         "$schema": "https://json-schema.org/draft/2020-12/schema",

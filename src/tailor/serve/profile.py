@@ -5,6 +5,12 @@ fastest/least accurate to the slowest/most accurate, one latency percentile, and
 any batch size up to the largest measured one (a batch between two measured sizes costs what the next
 measured size up costs: padding to it is always possible, so the figure is an upper bound).
 
+Each subnet runs on the runtime the profile chose for it (the fastest measured within tolerance):
+`runtime(id)` and `runtimes` say which, so a server loads every subnet on its own runtime; `runtimes=[...]`
+restricts the choice (e.g. `["onnxruntime"]` for an ORT-only server). `percentile="auto"` plans with the
+highest percentile the profile's repeats support (p99 needs >= 100 timed calls per entry, p90 >= 20, else
+p50) and `percentile_reason` says why.
+
 Nothing is dropped silently: subnets removed as dominated and batch sizes not measured for every subnet
 are listed in `dropped_subnets` and `dropped_batch_sizes`; `check_monotonic()` lists the places where
 latency does not grow with batch size or with accuracy.
@@ -17,22 +23,40 @@ import math
 import os
 from collections.abc import Sequence
 
-from tailor.cost.profile import Profile
+from tailor.cost.measure import PERCENTILE_MIN_REPEATS, supported_percentile
+from tailor.cost.profile import Profile, ProfileIssue
+from tailor.cost.runtimes import RuntimeInfo
 from tailor.errors import ProfileError
 from tailor.space import Subnet
 
 PERCENTILES = ("p50", "p90", "p99")
+AUTO = "auto"
 
 
-def load_profile(source: Profile | ServingProfile | str | os.PathLike[str], percentile: str = "p99") -> ServingProfile:
+def load_profile(
+    source: Profile | ServingProfile | str | os.PathLike[str],
+    percentile: str = "p99",
+    runtimes: Sequence[str] | None = None,
+) -> ServingProfile:
     """A `ServingProfile` from a profile, a serving profile (returned as is) or a profile JSON path."""
     if isinstance(source, ServingProfile):
         return source
     if isinstance(source, Profile):
-        return ServingProfile(source, percentile=percentile)
+        return ServingProfile(source, percentile=percentile, runtimes=runtimes)
     if isinstance(source, (str, os.PathLike)):
-        return ServingProfile(Profile.load(source), percentile=percentile)
+        return ServingProfile(Profile.load(source), percentile=percentile, runtimes=runtimes)
     raise ProfileError(f"expected a Profile, a ServingProfile or a path to a profile JSON, got {type(source).__name__}")
+
+
+def auto_percentile(profile: Profile) -> tuple[str, str]:
+    """(percentile, reason): the highest percentile every latency entry's repeats support (see module docstring)."""
+    counts = [s.repeats for e in profile.subnets for s in e.latency_ms.values()]
+    if any(c is None for c in counts):
+        return "p50", "p50: the profile does not record how many calls each latency rests on"
+    fewest = min(counts)  # type: ignore[type-var]
+    chosen = supported_percentile(fewest)
+    needs = ", ".join(f"{p} needs >= {PERCENTILE_MIN_REPEATS[p]}" for p in ("p99", "p90"))
+    return chosen, f"{chosen}: the fewest timed calls behind a latency entry is {fewest} ({needs})"
 
 
 class ServingProfile:
@@ -40,14 +64,28 @@ class ServingProfile:
 
     `pareto=True` drops subnets dominated by another one (at least as accurate and no slower at any batch
     size, better somewhere); they are listed in `dropped_subnets`. Every kept subnet needs an accuracy.
+    `percentile` is "p50", "p90", "p99" or "auto" (the highest one the repeats support; `percentile` then
+    holds the one chosen and `percentile_reason` why). `runtimes` restricts the runtimes subnets may run on
+    (`Profile.with_runtimes`); by default each subnet runs on the one the profile chose for it.
     """
 
-    def __init__(self, profile: Profile, percentile: str = "p99", pareto: bool = True) -> None:
+    def __init__(
+        self, profile: Profile, percentile: str = "p99", pareto: bool = True, runtimes: Sequence[str] | None = None
+    ) -> None:
         if not isinstance(profile, Profile):
             raise ProfileError(f"expected a tailor.cost.Profile, got {type(profile).__name__}")
-        if percentile not in PERCENTILES:
-            raise ProfileError(f"percentile {percentile!r}: expected one of {list(PERCENTILES)}")
+        if percentile not in (*PERCENTILES, AUTO):
+            raise ProfileError(f"percentile {percentile!r}: expected one of {[*PERCENTILES, AUTO]}")
+        if runtimes is not None:
+            if isinstance(runtimes, str):
+                raise ProfileError(f"runtimes: expected a list of runtime names, got the string {runtimes!r}")
+            profile = profile.with_runtimes(runtimes)
         self.profile = profile
+        self.percentile_requested = percentile
+        if percentile == AUTO:
+            percentile, self.percentile_reason = auto_percentile(profile)
+        else:
+            self.percentile_reason = f"{percentile}: asked for"
         self.percentile = percentile
         batches = profile.batch_sizes
         if not batches:
@@ -130,6 +168,24 @@ class ServingProfile:
         self.index(subnet_id)
         return self.profile[subnet_id].subnet
 
+    def runtime(self, subnet_id: str) -> str:
+        """The runtime subnet `subnet_id` runs on (a `tailor.cost.get_runtime` name): load it there."""
+        self.index(subnet_id)
+        return self.profile.runtime_of(subnet_id)
+
+    @property
+    def runtimes(self) -> dict[str, str]:
+        """{subnet id: runtime} for every kept subnet, fastest first."""
+        return {sid: self.profile.runtime_of(sid) for sid in self.subnet_ids}
+
+    def runtime_info(self, subnet_id: str) -> RuntimeInfo:
+        """What the subnet's runtime was measured with (precision, device, threads, options): prepare it the same way."""
+        return self.profile.runtime_info(self.runtime(subnet_id))
+
+    def issues(self, warn: bool = False) -> list[ProfileIssue]:
+        """`Profile.check` at the percentile this view plans with (non-monotone entries, thin tails, failed checks)."""
+        return self.profile.check(self.percentile, warn=warn)
+
     def per_request_ms(self, position: int) -> float:
         """The least time per request of subnet `position` over all measured batch sizes: min_b latency(b) / b."""
         return min(lat / b for lat, b in zip(self.lat[position], self.batch_sizes))
@@ -170,9 +226,11 @@ class ServingProfile:
     def summary(self) -> list[str]:
         """One line per kept subnet (accuracy, latency at each batch size), then what was dropped."""
         head = "batch " + " ".join(f"{b:>8d}" for b in self.batch_sizes)
-        lines = [f"{'subnet':<20} {'acc':>6}  {head}"]
+        width = max(len(r) for r in [*self.runtimes.values(), "runtime"])
+        lines = [f"latency: {self.percentile_reason}", f"{'subnet':<20} {'acc':>6} {'runtime':<{width}}  {head}"]
         for sid, acc, row in zip(self.subnet_ids, self.acc, self.lat):
-            lines.append(f"{sid:<20} {acc:>6.4f}  ms    " + " ".join(f"{v:>8.3f}" for v in row))
+            runtime = self.profile.runtime_of(sid)
+            lines.append(f"{sid:<20} {acc:>6.4f} {runtime:<{width}}  ms    " + " ".join(f"{v:>8.3f}" for v in row))
         for sid, by in self.dropped_subnets.items():
             lines.append(f"dropped {sid!r}: dominated by {by!r}")
         for sid, extra in self.dropped_batch_sizes.items():

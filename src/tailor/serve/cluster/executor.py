@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 
 from tailor.errors import TailorError
-from tailor.serve.server.worker import RUNTIMES, RunResult, WorkerCrashed, WorkerError, WorkerStartError
+from tailor.serve.server.worker import RunResult, WorkerCrashed, WorkerError, WorkerStartError, check_runtimes
 from tailor.space import Subnet
 from tailor.train.checkpoint import CONFIG_FILE, WEIGHTS_FILE
 
@@ -64,8 +64,8 @@ class WorkerActorBody:
     `ModelRunner` from them (verified hashes, never unpickled), warms it up and runs batches."""
 
     def __init__(self, files: dict[str, bytes], subnets: dict[str, dict[str, Any]], threads: int,
-                 warmup_batch_sizes: list[int], input_shape: list[int] | None, runtime: str,
-                 delay_ms: dict[str, list[float]] | None = None) -> None:
+                 warmup_batch_sizes: list[int], input_shape: list[int] | None, runtime: str | dict[str, str],
+                 delay_ms: dict[str, list[float]] | None = None, device: str = "cpu") -> None:
         import tempfile
 
         from tailor.serve.server.worker import ModelRunner
@@ -75,7 +75,7 @@ class WorkerActorBody:
             Path(self.directory, name).write_bytes(data)
         self.delay_ms = delay_ms  # benchmarks: sleep the profiled latency instead of computing
         self.runner = ModelRunner(self.directory, {k: Subnet.from_dict(v) for k, v in subnets.items()}, threads,
-                                  input_shape, runtime)
+                                  input_shape, runtime, device)
         self.output_shape = self.runner.warmup(warmup_batch_sizes)
 
     def ready(self) -> dict[str, Any]:
@@ -125,7 +125,7 @@ class RayExecutor:
         threads: int = 1,
         warmup_batch_sizes: Sequence[int] = (1,),
         input_shape: Sequence[int] | None = None,
-        runtime: str = "torch",
+        runtime: str | Mapping[str, str] = "torch-inplace",
         address: str | None = None,
         min_workers: int | None = None,
         max_workers: int | None = None,
@@ -134,11 +134,11 @@ class RayExecutor:
         watch_s: float = 1.0,
         delay_ms: dict[str, list[float]] | None = None,
         on_change: Callable[[], None] | None = None,
+        device: str = "cpu",
     ) -> None:
         if workers < 1:
             raise ValueError(f"workers must be >= 1, got {workers}")
-        if runtime not in RUNTIMES:
-            raise ValueError(f"runtime {runtime!r}: expected one of {list(RUNTIMES)}")
+        check_runtimes(dict.fromkeys(subnets, runtime) if isinstance(runtime, str) else dict(runtime))
         self.min_workers = workers if min_workers is None else min_workers
         self.max_workers = workers if max_workers is None else max_workers
         if not 1 <= self.min_workers <= workers <= self.max_workers:
@@ -150,7 +150,8 @@ class RayExecutor:
         self.threads = threads
         self.warmup_batch_sizes = [int(b) for b in warmup_batch_sizes]
         self.input_shape = None if input_shape is None else [int(d) for d in input_shape]
-        self.runtime = runtime
+        self.runtime = runtime if isinstance(runtime, str) else dict(runtime)
+        self.device = device
         self.address = address if address is not None else os.environ.get("RAY_ADDRESS")
         self.actor_options = {"num_cpus": 1, **(actor_options or {})}
         self.start_timeout_s = start_timeout_s
@@ -231,7 +232,7 @@ class RayExecutor:
         handle = self._actor_class.options(scheduling_strategy=strategy, max_restarts=0,
                                            **self.actor_options).remote(
             self._files_ref, self.subnets, self.threads, self.warmup_batch_sizes, self.input_shape, self.runtime,
-            self.delay_ms)
+            self.delay_ms, self.device)
         actor = _Actor(handle, next(self._indices))
         self.actors.append(actor)
         self._spawn(self._await_ready(actor))

@@ -53,7 +53,7 @@ from tailor.serve.server.scheduler import (
     Scheduler,
     monotonic_ms,
 )
-from tailor.serve.server.worker import RUNTIMES, WorkerPool
+from tailor.serve.server.worker import WorkerPool, check_runtimes
 from tailor.space import SearchSpace, Subnet
 from tailor.train.checkpoint import read_config
 
@@ -84,7 +84,7 @@ class ServerConfig:
     max_connections: int = 1024
     read_timeout_s: float = 10.0  # headers and body must arrive within this (408 otherwise)
     model_name: str | None = None
-    percentile: str = "p99"
+    percentile: str = "auto"  # the highest percentile the profile's repeats support (p99, p90 or p50); or one of them
     poll_ms: float = 1.0
     expire_hopeless: bool = True
     admission: bool = True  # refuse (503) a request the queue cannot drain within its deadline, before parsing it
@@ -94,7 +94,8 @@ class ServerConfig:
     spare_workers: int = 1  # loaded processes that replace a dead worker at once
     overhead_margin_ms: float | None = None  # None: measured (p90 of dispatch-to-answer minus compute)
     warmup_batch_sizes: tuple[int, ...] = (1,)
-    runtime: str | None = None  # None: what the profile measured ("torch" -> in place; "onnxruntime" -> sessions)
+    runtime: str | None = None  # None: each subnet on the runtime the profile chose for it; a name: all on that one
+    device: str = "cpu"  # what the workers prepare subnets on (the profile should be measured there)
     log_level: str = "warning"
     cluster: str | None = None  # None: local worker processes; "ray" (local or RAY_ADDRESS), "ray://HOST:PORT"
     min_workers: int | None = None  # cluster: the autoscaler's bounds (default: `workers`, i.e. no scaling)
@@ -143,21 +144,16 @@ def served_subnets(profile: ServingProfile, checkpoint: str | os.PathLike[str]) 
     return subnets
 
 
-def resolve_runtime(runtime: str | None, backend: str) -> str:
-    """The workers' runtime: the one asked for, else the profile's backend (so that plans match execution)."""
+def serving_runtimes(profile: ServingProfile, runtime: str | None) -> dict[str, str]:
+    """{subnet id: the runtime its workers prepare it on}: the profile's choice per subnet (the fastest it measured
+    within tolerance), or `runtime` for all (the profile then plans with that runtime's latencies when it measured
+    it; otherwise with its own, which is logged)."""
     if runtime is None:
-        if backend not in RUNTIMES:
-            raise ProfileError(
-                f"the profile was measured with backend {backend!r}, which the server cannot run "
-                f"(int8 needs calibration data); pass a runtime: {list(RUNTIMES)}"
-            )
-        return backend
-    if runtime not in RUNTIMES:
-        raise ValueError(f"runtime {runtime!r}: expected one of {list(RUNTIMES)}")
-    if runtime != backend:
-        logger.warning("serving with runtime %r but the profile was measured with %r: the policy plans with "
-                       "latencies of another runtime", runtime, backend)
-    return runtime
+        return profile.runtimes
+    if runtime not in profile.profile.measured_runtimes:
+        logger.warning("serving every subnet on %r, which the profile did not measure (it measured %s): the policy "
+                       "plans with latencies of another runtime", runtime, profile.profile.measured_runtimes)
+    return dict.fromkeys(profile.subnet_ids, runtime)
 
 
 def _header(headers: list[tuple[bytes, bytes]], name: bytes) -> str | None:
@@ -178,9 +174,21 @@ class InferenceServer:
     def __init__(self, config: ServerConfig) -> None:
         config.check()
         self.config = config
-        self.profile = load_profile(config.profile, config.percentile)
+        source = config.profile if isinstance(config.profile, (Profile, ServingProfile)) else Profile.load(config.profile)
+        only = None
+        if config.runtime is not None and not isinstance(source, ServingProfile):
+            only = [config.runtime] if config.runtime in source.measured_runtimes else None
+        self.profile = load_profile(source, config.percentile, runtimes=only)
+        logger.info("planning with latency %s", self.profile.percentile_reason)
+        for issue in self.profile.issues()[:5]:
+            logger.warning("profile: %s", issue)
         self.subnets = served_subnets(self.profile, config.checkpoint)
-        self.runtime = resolve_runtime(config.runtime, self.profile.profile.backend)
+        self.runtimes = serving_runtimes(self.profile, config.runtime)
+        try:
+            check_runtimes(self.runtimes)
+        except ValueError as exc:
+            raise ProfileError(str(exc)) from None
+        self.runtime = ",".join(sorted(set(self.runtimes.values())))
         self.policy = make_policy(config.policy, self.profile, slo_ms=config.slo_ms, workers=config.workers,
                                   **config.policy_options)
         self.scheduler = Scheduler(self.profile, self.policy, config.queue_limit, config.expire_hopeless)
@@ -207,7 +215,8 @@ class InferenceServer:
     def _executor(self, config: ServerConfig) -> Any:
         """Local worker processes, or Ray actors when `config.cluster` names a cluster."""
         common = {"threads": config.threads, "warmup_batch_sizes": config.warmup_batch_sizes,
-                  "input_shape": tuple(self.profile.profile.input_shape), "runtime": self.runtime}
+                  "input_shape": tuple(self.profile.profile.input_shape), "runtime": self.runtimes,
+                  "device": config.device}
         if config.cluster is None:
             return WorkerPool(config.checkpoint, self.subnets, workers=config.workers, spares=config.spare_workers,
                               **common)
@@ -239,6 +248,7 @@ class InferenceServer:
             output=TensorSpec("logits", "FP32", (-1, *self.pool.output_shape)),
             max_batch_size=self.scheduler.max_batch_size,
             parameters={"policy": self.policy.describe(), "slo_ms": self.config.slo_ms, "runtime": self.runtime,
+                        "latency_percentile": self.profile.percentile,
                         "subnets": ",".join(self.profile.subnet_ids), "cluster": self.config.cluster or "local"},
         )
         if self.pool.uncalibrated:

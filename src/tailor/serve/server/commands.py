@@ -39,11 +39,13 @@ def add_commands(commands: Any) -> None:
                        help="drainfit (the default), slackfit, maxacc, maxbatch, fixed:<id>, infaas")
     serve.add_argument("--policy-option", action="append", type=_option, default=[], metavar="KEY=VALUE",
                        help="policy constructor option, e.g. buckets=16 (repeatable)")
-    serve.add_argument("--runtime", choices=("torch", "onnxruntime"),
-                       help="torch: the supernet in memory, subnets switched in place; onnxruntime: one session per "
-                            "served subnet (default: the profile's backend, so the policy plans with what runs)")
-    serve.add_argument("--percentile", default="p99", choices=("p50", "p90", "p99"),
-                       help="profile latency percentile the policy plans with")
+    serve.add_argument("--runtime",
+                       help="run every subnet on this runtime (tailor.cost.list_runtimes(): torch-inplace, torch, "
+                            "onnxruntime, openvino, ...; default: each subnet on the runtime the profile chose for it)")
+    serve.add_argument("--device", default="cpu", help="device the workers prepare subnets on (cpu, cuda, cuda:1)")
+    serve.add_argument("--percentile", default="auto", choices=("auto", "p50", "p90", "p99"),
+                       help="profile latency percentile the policy plans with (auto: the highest the profile's "
+                            "repeats support; the choice is printed)")
     serve.add_argument("--host", default="127.0.0.1", help="address to bind (default: loopback only)")
     serve.add_argument("--port", type=int, default=8000, help="port (0: a free one, printed when ready)")
     serve.add_argument("--model-name", help="name in /v2/models/{name} (default: the profile's model)")
@@ -116,12 +118,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
         expire_hopeless=not args.no_expire_hopeless,
         log_level=args.log_level,
         runtime=args.runtime,
+        device=args.device,
     )
 
     def ready(server: Any, url: str) -> None:
         line = {"serving": server.name, "url": url, "workers": args.workers, "runtime": server.runtime,
                 "cluster": args.cluster or "local",
-                "policy": server.policy.describe(),
+                "policy": server.policy.describe(), "latency": server.profile.percentile_reason,
                 "slo_ms": args.slo_ms, "subnets": list(server.subnets)}
         print(json.dumps(line), flush=True)
 

@@ -1,9 +1,10 @@
 """Workers: processes holding the supernet in memory and running batches on the subnet they are told to.
 
-`ModelRunner` is the compute: it loads a checkpoint with `tailor.load` (safetensors, never unpickled),
-switches subnets in place with `model.activate(sub)` and runs a batch under `torch.inference_mode()`
-(or, with `runtime="onnxruntime"`, runs one ONNX Runtime session per served subnet, exported at start).
-It knows nothing of HTTP, queues or processes, so a Ray Serve replica can hold one as it is.
+`ModelRunner` is the compute: it loads a checkpoint with `tailor.load` (safetensors, never unpickled) and
+prepares every served subnet on its runtime from `tailor.cost.runtimes` (the one the profile measured as
+fastest within tolerance: `torch-inplace` switches the one supernet in place with `model.activate(sub)`,
+`onnxruntime` and `openvino` run the subnet's ONNX export, `torch` the extracted subnet, ...). It knows
+nothing of HTTP, queues or processes, so a Ray actor holds one as it is.
 
 `WorkerPool` runs N `ModelRunner`s in worker processes (multiprocessing, spawn context) and talks to
 them over pipes with a small framed format (a JSON header + raw little-endian float32 bytes; no pickle
@@ -65,17 +66,24 @@ class RunResult:
     worker: int
 
 
-RUNTIMES = ("torch", "onnxruntime")
+def check_runtimes(runtimes: Mapping[str, str]) -> None:
+    """Raise ValueError naming a runtime the server cannot run (unknown, or int8, which needs calibration data)."""
+    from tailor.cost.runtimes import list_runtimes
+
+    known = list_runtimes()
+    for subnet_id, name in runtimes.items():
+        if name not in known:
+            raise ValueError(f"subnet {subnet_id!r}: runtime {name!r} is not one of {known}")
+        if name.endswith("int8"):
+            raise ValueError(f"subnet {subnet_id!r}: runtime {name!r} needs calibration data to quantise, which a "
+                             "server does not have; profile without it or pass another --runtime")
 
 
 class ModelRunner:
-    """The supernet loaded from a checkpoint, serving a fixed set of subnets by id (in-process, no I/O).
+    """The supernet loaded from a checkpoint, each served subnet prepared on its runtime (in-process, no I/O).
 
-    `runtime="torch"`: one supernet in memory, `model.activate(sub)` in place (SubNetAct), eager PyTorch
-    under `inference_mode`. `runtime="onnxruntime"`: each served subnet exported once at start
-    (`tailor.export.to_onnx`: extracted, BatchNorm folded, checked against PyTorch) into its own ONNX
-    Runtime session (CPU, `threads` intra-op threads); faster for small CNNs on CPU, at the cost of one
-    folded copy of the weights per subnet.
+    `runtime` is one runtime name for every subnet or {subnet id: name}; `device` and `threads` are passed to
+    each runtime's `prepare` (what the profile measured with).
     """
 
     def __init__(
@@ -84,50 +92,38 @@ class ModelRunner:
         subnets: Mapping[str, Subnet],
         threads: int = 1,
         input_shape: Sequence[int] | None = None,
-        runtime: str = "torch",
+        runtime: str | Mapping[str, str] = "torch-inplace",
+        device: str = "cpu",
     ) -> None:
         import torch
 
+        from tailor.cost.runtimes import get_runtime
         from tailor.train import load
 
         if threads < 1:
             raise ValueError(f"threads must be >= 1, got {threads}")
-        if runtime not in RUNTIMES:
-            raise ValueError(f"runtime {runtime!r}: expected one of {list(RUNTIMES)}")
-        torch.set_num_threads(threads)
-        self._torch = torch
-        self.model = load(checkpoint)
         self.subnets = dict(subnets)
+        self.runtimes = {sid: runtime for sid in self.subnets} if isinstance(runtime, str) else dict(runtime)
+        missing = sorted(set(self.subnets) - set(self.runtimes))
+        if missing:
+            raise ValueError(f"no runtime given for subnets {missing}")
+        check_runtimes(self.runtimes)
+        torch.set_num_threads(threads)
+        self.model = load(checkpoint)
         for subnet_id, sub in self.subnets.items():
             try:
                 self.model.space.validate(sub)
             except InvalidSubnetError as exc:
                 raise InvalidSubnetError(f"subnet {subnet_id!r} does not fit the checkpoint's space: {exc}") from None
         self.input_shape = tuple(input_shape) if input_shape is not None else tuple(self.model.default_input_size)
-        self.runtime = runtime
-        self._active: str | None = None
-        self._sessions: dict[str, Any] = {}
-        if runtime == "onnxruntime":
-            self._sessions = self._export(threads)
-
-    def _export(self, threads: int) -> dict[str, Any]:
-        import tempfile
-
-        import onnxruntime as ort
-
-        from tailor.export import to_onnx
-
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
-        sessions = {}
-        with tempfile.TemporaryDirectory(prefix="tailor-worker-") as tmp, warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            for index, (subnet_id, sub) in enumerate(self.subnets.items()):
-                path = Path(tmp) / f"subnet{index}.onnx"
-                to_onnx(self.model, sub, path, input_shape=self.input_shape)
-                sessions[subnet_id] = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-        return sessions
+        self.model.eval()
+        self.prepared: dict[str, Any] = {}
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # uncalibrated subnets are reported once, by `uncalibrated()`
+            for subnet_id, sub in self.subnets.items():
+                engine = get_runtime(self.runtimes[subnet_id])
+                self.prepared[subnet_id] = engine.prepare(self.model, sub, device=device, threads=threads,
+                                                          input_shape=self.input_shape)
 
     def uncalibrated(self) -> list[str]:
         """Ids of served subnets without their own SubnetNorm statistics (they fall back to shared ones)."""
@@ -135,22 +131,12 @@ class ModelRunner:
 
     def run(self, subnet_id: str, inputs: np.ndarray) -> tuple[np.ndarray, float]:
         """Outputs of subnet `subnet_id` on `inputs` (N, *input_shape) and the milliseconds it took."""
-        sub = self.subnets.get(subnet_id)
-        if sub is None:
+        prepared = self.prepared.get(subnet_id)
+        if prepared is None:
             raise InvalidSubnetError(f"subnet {subnet_id!r} is not served (served: {sorted(self.subnets)})")
-        if self._sessions:
-            session = self._sessions[subnet_id]
-            start = time.perf_counter()
-            outputs = session.run(None, {session.get_inputs()[0].name: inputs})[0]
-            return outputs, (time.perf_counter() - start) * 1e3
-        torch = self._torch
         start = time.perf_counter()
-        with torch.inference_mode():
-            if subnet_id != self._active:
-                self.model.activate(sub)
-                self._active = subnet_id
-            outputs = self.model(torch.from_numpy(inputs))
-        return outputs.numpy(), (time.perf_counter() - start) * 1e3
+        outputs = prepared.run(inputs)
+        return outputs, (time.perf_counter() - start) * 1e3
 
     def warmup(self, batch_sizes: Sequence[int] = (1,)) -> tuple[int, ...]:
         """Run every subnet once per batch size (first calls allocate); returns the output shape of one sample."""
@@ -193,13 +179,14 @@ def worker_main(
     threads: int,
     warmup_batch_sizes: list[int],
     input_shape: list[int] | None = None,
-    runtime: str = "torch",
+    runtime: str | dict[str, str] = "torch-inplace",
+    device: str = "cpu",
 ) -> None:
     """Entry point of a worker process: load, warm up, say ready, then run batches until told to stop."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl+C reaches the whole group; the server stops us
     try:
         runner = ModelRunner(
-            checkpoint, {k: Subnet.from_dict(v) for k, v in subnets.items()}, threads, input_shape, runtime
+            checkpoint, {k: Subnet.from_dict(v) for k, v in subnets.items()}, threads, input_shape, runtime, device
         )
         output_shape = runner.warmup(warmup_batch_sizes)
     except Exception as exc:  # reported to the server, which refuses to start
@@ -265,8 +252,9 @@ class WorkerPool:
         on_change: Callable[[], None] | None = None,
         stable_after_s: float = 10.0,
         input_shape: Sequence[int] | None = None,
-        runtime: str = "torch",
+        runtime: str | Mapping[str, str] = "torch-inplace",
         spares: int = 0,
+        device: str = "cpu",
     ) -> None:
         if workers < 1:
             raise ValueError(f"workers must be >= 1, got {workers}")
@@ -277,9 +265,9 @@ class WorkerPool:
         self.threads = threads
         self.warmup_batch_sizes = [int(b) for b in warmup_batch_sizes]
         self.input_shape = None if input_shape is None else [int(d) for d in input_shape]
-        if runtime not in RUNTIMES:
-            raise ValueError(f"runtime {runtime!r}: expected one of {list(RUNTIMES)}")
-        self.runtime = runtime
+        self.device = device
+        self.runtime = runtime if isinstance(runtime, str) else dict(runtime)
+        check_runtimes({sid: runtime for sid in self.subnets} if isinstance(runtime, str) else dict(runtime))
         self.start_timeout_s = start_timeout_s
         self.stable_after_s = stable_after_s
         self.on_change = on_change or (lambda: None)
@@ -350,7 +338,7 @@ class WorkerPool:
         process = self._ctx.Process(
             target=worker_main,
             args=(child, self.checkpoint, self.subnets, self.threads, self.warmup_batch_sizes, self.input_shape,
-                  self.runtime),
+                  self.runtime, self.device),
             name=f"tailor-worker-{slot.index}",
             daemon=True,
         )

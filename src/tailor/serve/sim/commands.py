@@ -31,7 +31,9 @@ def add_commands(commands: Any) -> None:
     replay = commands.add_parser("replay", help="replay a workload in the serving simulator (--sim)")
     replay.add_argument("--sim", action="store_true", help="simulate (the only mode: no live server is replayed)")
     replay.add_argument("--profile", required=True, help="profile JSON, or 'ofa-like' for the synthetic OFA profile")
-    replay.add_argument("--percentile", default="p99", choices=["p50", "p90", "p99"])
+    replay.add_argument("--percentile", default="auto", choices=["auto", "p50", "p90", "p99"],
+                        help="latency percentile the policies plan with (auto: the highest the profile's repeats "
+                             "support; the choice and why are printed)")
     replay.add_argument(
         "--trace", default="bursty", choices=["poisson", "bursty", "ramp", "azure", "rates", "arrivals"]
     )
@@ -146,6 +148,8 @@ def cmd_replay(args: argparse.Namespace) -> int:
         "trace": {"name": trace.name, "requests": len(trace), "duration_s": trace.duration_s, "rate": trace.mean_rate},
         "slo_ms": args.slo_ms,
         "workers": args.workers,
+        "latency_percentile": profile.percentile,
+        "latency_percentile_reason": profile.percentile_reason,
         "results": {name: r.to_dict(series=False) for name, r in results.items()},
     }
     if args.out:
@@ -165,6 +169,9 @@ def cmd_replay(args: argparse.Namespace) -> int:
     print(
         f"{trace!r}, SLO {args.slo_ms:g} ms, {args.workers} worker(s), profile {args.profile} ({len(profile)} subnets)"
     )
+    print(f"latency {profile.percentile_reason}")
+    for issue in profile.issues()[:5]:
+        print(f"note: {issue}", file=sys.stderr)
     print(
         f"{'policy':<24} {'attain':>9} {'acc %':>8} {'on_time':>9} {'late':>8} {'expired':>8} {'rejected':>8} "
         f"{'goodput/s':>9} {'batch':>6} {'wall s':>7}"
