@@ -238,7 +238,7 @@ def run_demo(out_dir: str | Path, config: DemoConfig | None = None, progress: bo
             probe.append(candidate)
 
     def measure_probe() -> Any:
-        return build_profile(model, probe, batch_sizes=(1,), backend="onnxruntime", threads=1,
+        return build_profile(model, probe, batch_sizes=(1,), runtime="onnxruntime", threads=1,
                              warmup=3, repeats=config.repeats, model_name=config.model,
                              progress=Progress("timing", enabled=progress, unit="run"))  # fmt: skip
 
@@ -286,7 +286,7 @@ def run_demo(out_dir: str | Path, config: DemoConfig | None = None, progress: bo
 
     def measure_front() -> Any:
         return build_profile(model, [c.subnet for c in served], batch_sizes=config.batch_sizes,
-                             backend="onnxruntime", threads=1, warmup=3, repeats=config.repeats,
+                             runtime="onnxruntime", threads=1, warmup=3, repeats=config.repeats,
                              accuracy=accuracy, model_name=config.model, progress=Progress("timing", enabled=progress, unit="run"))  # fmt: skip
 
     start = time.perf_counter()

@@ -67,7 +67,7 @@ def stage_costs(
                         view,
                         stage.subnet,
                         batch_size=batch_size,
-                        backend=backend,
+                        runtime=backend,
                         threads=threads,
                         warmup=warmup,
                         repeats=repeats,
