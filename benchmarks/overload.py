@@ -1,7 +1,7 @@
 """Goodput under overload: `tailor serve` against an open-loop client at 3x and 10x its capacity.
 
 1. A resnet20 supernet trained on `digits` at 32x32 (as `serving_live.py` does; reused from `--workdir`), its
-   8 subnets profiled right before the run with the runtime the workers use (`--runtimes`: torch, onnxruntime).
+   8 subnets profiled right before the run with the runtime the workers use (`--runtimes`: torch-inplace, onnxruntime).
 2. `tailor serve` (1 worker + 1 spare, DrainFit, SLO `--slo-ms`) is pinned to the last core and the load
    generator (`tailor.serve.server.loadgen`, its own process) to the first, so that the client's CPU does not
    compete with the server's; both shares are reported.
@@ -189,9 +189,9 @@ def burst(args: argparse.Namespace, url: str, model: str, workdir: Path, runtime
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--workdir", default=".cache/overload", help="checkpoint and profiles (reused)")
-    parser.add_argument("--runtimes", default="torch,onnxruntime")
+    parser.add_argument("--runtimes", default="torch-inplace,onnxruntime")
     parser.add_argument("--slo-ms", type=float, default=50.0)
-    parser.add_argument("--percentile", default="p99", choices=("p50", "p90", "p99"))
+    parser.add_argument("--percentile", default="auto", choices=("auto", "p50", "p90", "p99"))
     parser.add_argument("--image-size", type=int, default=32)
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--repeats", type=int, default=100)
@@ -224,7 +224,7 @@ def main() -> None:
     print(f"client on core {client_core}, server (front end + workers) on cores {sorted(server_cores)}; "
           f"load average {load_avg[0]:.2f} {load_avg[1]:.2f} {load_avg[2]:.2f}")
     for runtime in args.runtimes.split(","):
-        args.backend = runtime
+        args.runtime = runtime
         profile = measure_profile(args, workdir, checkpoint)
         (workdir / f"profile-{runtime}.json").write_text(profile.read_text())
         process, ready = start_server(args, checkpoint, profile, runtime)
