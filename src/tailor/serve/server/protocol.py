@@ -370,51 +370,39 @@ def _json_default(value: Any) -> Any:
 def encode_infer_response(
     spec: ModelSpec, request: InferRequest, outputs: np.ndarray, parameters: dict[str, Any]
 ) -> tuple[bytes, dict[str, str]]:
-    """The OIP response body and its content headers: JSON, or JSON + raw FP32 when binary output was asked for."""
+    """The OIP response body and its content headers: JSON, or JSON + raw bytes when binary output was asked for.
+
+    The output is the FP32 logits, or with the classification extension the top K classes as BYTES."""
     if request.classification:
-        return _encode_classes(spec, request, outputs, parameters)
-    outputs = np.ascontiguousarray(outputs, dtype="<f4")
-    tensor: dict[str, Any] = {"name": spec.output.name, "datatype": "FP32", "shape": list(outputs.shape)}
+        rows = top_classes(np.asarray(outputs, dtype=np.float32), request.classification)
+        items = [item for row in rows for item in row]
+        tensor: dict[str, Any] = {"name": spec.output.name, "datatype": "BYTES",
+                                  "shape": [len(rows), request.classification]}
+        data: list[Any] = items
+        # BYTES in the binary extension: each element is a 4-byte little-endian length, then its bytes
+        blob = b"".join(len(item).to_bytes(4, "little") + item.encode() for item in items)
+    else:
+        outputs = np.ascontiguousarray(outputs, dtype="<f4")
+        tensor = {"name": spec.output.name, "datatype": "FP32", "shape": list(outputs.shape)}
+        data, blob = outputs.reshape(-1).tolist(), outputs.tobytes()
     response: dict[str, Any] = {"model_name": spec.name, "model_version": spec.version}
     if request.id is not None:
         response["id"] = request.id
     response["parameters"] = parameters
     response["outputs"] = [tensor]
     if not request.binary_output:
-        tensor["data"] = outputs.reshape(-1).tolist()
+        tensor["data"] = data
         text = json.dumps(response, default=_json_default, allow_nan=False).encode()
         return text, {"content-type": "application/json"}
-    tensor["parameters"] = {"binary_data_size": outputs.nbytes}
+    tensor["parameters"] = {"binary_data_size": len(blob)}
     text = json.dumps(response, default=_json_default, allow_nan=False).encode()
-    headers = {"content-type": "application/octet-stream", HEADER_LENGTH.lower(): str(len(text))}
-    return text + outputs.tobytes(), headers
+    return text + blob, {"content-type": "application/octet-stream", HEADER_LENGTH.lower(): str(len(text))}
 
 
 def top_classes(outputs: np.ndarray, k: int) -> list[list[str]]:
     """Per row, the `k` highest scores as Triton's classification strings "score:index", best first."""
     order = np.argsort(-outputs, axis=1, kind="stable")[:, :k]
     return [[f"{float(row[i]):.6g}:{int(i)}" for i in idx] for row, idx in zip(outputs, order)]
-
-
-def _encode_classes(
-    spec: ModelSpec, request: InferRequest, outputs: np.ndarray, parameters: dict[str, Any]
-) -> tuple[bytes, dict[str, str]]:
-    rows = top_classes(np.asarray(outputs, dtype=np.float32), request.classification)
-    shape = [len(rows), request.classification]
-    tensor: dict[str, Any] = {"name": spec.output.name, "datatype": "BYTES", "shape": shape}
-    response: dict[str, Any] = {"model_name": spec.name, "model_version": spec.version}
-    if request.id is not None:
-        response["id"] = request.id
-    response["parameters"] = parameters
-    response["outputs"] = [tensor]
-    if not request.binary_output:
-        tensor["data"] = [item for row in rows for item in row]
-        return json.dumps(response, default=_json_default).encode(), {"content-type": "application/json"}
-    # BYTES in the binary extension: each element is a 4-byte little-endian length, then its bytes
-    blob = b"".join(len(item).to_bytes(4, "little") + item.encode() for row in rows for item in row)
-    tensor["parameters"] = {"binary_data_size": len(blob)}
-    text = json.dumps(response, default=_json_default).encode()
-    return text + blob, {"content-type": "application/octet-stream", HEADER_LENGTH.lower(): str(len(text))}
 
 
 class ModelStatistics:
