@@ -32,6 +32,8 @@ _TRAIN_FLAGS = {
     "epochs": int,
     "batch_size": int,
     "lr": float,
+    "optimizer": str,
+    "weight_decay": float,
     "sampler": str,
     "num_random": int,
     "seed": int,

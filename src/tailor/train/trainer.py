@@ -37,6 +37,9 @@ from tailor.train.calibrate import calibrate
 from tailor.train.checkpoint import load_checkpoint, save
 from tailor.train.samplers import SubnetSampler, make_sampler
 
+#: Optimizers a `TrainConfig` can name.
+OPTIMIZERS = ("sgd", "adamw")
+
 
 @dataclass
 class TrainConfig:
@@ -45,6 +48,8 @@ class TrainConfig:
     epochs: int = 10
     batch_size: int = 128  # global: split evenly across distributed ranks
     lr: float = 0.1
+    # "sgd" (momentum, nesterov) or "adamw" (betas 0.9/0.999; what transformers train with)
+    optimizer: str = "sgd"
     momentum: float = 0.9
     nesterov: bool = True
     weight_decay: float = 5e-4
@@ -114,6 +119,8 @@ class TrainConfig:
         for name, ok in checks.items():
             if not ok:
                 raise InvalidSubnetError(f"train config: {name}={getattr(self, name)!r} is out of range")
+        if self.optimizer not in OPTIMIZERS:
+            raise InvalidSubnetError(f"train config: optimizer {self.optimizer!r} is not one of {', '.join(OPTIMIZERS)}")
         if self.sampler not in ("sandwich", "random_min_max", "uniform", "fixed"):
             raise InvalidSubnetError(
                 f"train config: sampler {self.sampler!r} is not one of sandwich, random_min_max, uniform, fixed"
@@ -432,15 +439,19 @@ class Trainer:
 
     # -- set-up ---------------------------------------------------------------------------------------
     def _make_optimizer(self) -> torch.optim.Optimizer:
-        """SGD with momentum; no weight decay on norms and biases (1-d parameters)."""
+        """SGD with momentum or AdamW; no weight decay on norms and biases (1-d parameters) nor on the
+        parameters a model names in `no_weight_decay()` (a ViT's position embedding and class token)."""
+        exempt = set(getattr(self.model, "no_weight_decay", lambda: ())())
         decay, no_decay = [], []
-        for param in self.model.parameters():
+        for name, param in self.model.named_parameters():
             if param.requires_grad:
-                (no_decay if param.ndim <= 1 else decay).append(param)
+                (no_decay if param.ndim <= 1 or name in exempt else decay).append(param)
         groups = [
             {"params": decay, "weight_decay": self.config.weight_decay},
             {"params": no_decay, "weight_decay": 0.0},
         ]
+        if self.config.optimizer == "adamw":
+            return torch.optim.AdamW(groups, lr=self.config.lr)
         return torch.optim.SGD(groups, lr=self.config.lr, momentum=self.config.momentum, nesterov=self.config.nesterov)
 
     @property
