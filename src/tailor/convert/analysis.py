@@ -316,14 +316,16 @@ class Analysis:
             self.producers[root].append(layer)
 
     # -- layouts -----------------------------------------------------------------------------------
-    def fresh(self, value: Any, label: str, reason: Reason) -> Any:
-        """A value for a tensor whose channels are fixed: a new frozen atom per channel-bearing tensor."""
+    def fresh(self, value: Any, label: str, reason: Reason, axis: int = 1) -> Any:
+        """A value for a tensor whose channels are fixed: a new frozen atom per channel-bearing tensor, its
+        channels on `axis` (1 unless the caller knows better, e.g. the axis of the inputs' channels)."""
         if isinstance(value, TensorValue):
             if value.ndim < 2:
                 return None
-            return Layout(((self.new_atom(value.shape[1], label, reason), value.shape[1]),))
+            axis = axis if axis < value.ndim else 1
+            return Layout(((self.new_atom(value.shape[axis], label, reason), value.shape[axis]),), axis=axis)
         if isinstance(value, tuple):
-            return tuple(self.fresh(v, label, reason) for v in value)
+            return tuple(self.fresh(v, label, reason, axis) for v in value)
         return None
 
     def freeze_layout(self, layout: Layout, reason: Reason) -> None:
@@ -431,15 +433,20 @@ class Analysis:
         inputs = [v for v in _leaves(self._value((node.args, node.kwargs)))]
         reads_channels = False
         reason = Reason(f"{where} {why}", False)
+        # the output's channels: on axis 1, or on the last axis when the first input's are last too (tokens)
+        axis = 1
+        last = out.ndim - 1 if isinstance(out, TensorValue) else -1
         for value in inputs:
             if isinstance(value, Layout):
+                if not reads_channels and value.axis == last > 1:
+                    axis = last
                 self.freeze_layout(value, reason)
                 reads_channels = True
             elif isinstance(value, (SizeOf, ChannelCount)):
                 self.freeze_layout(value.layout, reason)
                 reads_channels = True
         produced = Reason(f"channels produced by {where}, which {why}", not reads_channels)
-        return self.fresh(out, f"output of {node.name!r}", produced)
+        return self.fresh(out, f"output of {node.name!r}", produced, axis)
 
     # -- layers ------------------------------------------------------------------------------------
     def _module(self, node: fx.Node, out: Any) -> Any:
@@ -557,9 +564,15 @@ class Analysis:
 
     def _linear(self, node: fx.Node, linear: nn.Linear, layout: Layout | None, shape: TensorValue, out: Any) -> Any:
         last = shape.ndim - 1
-        if shape.ndim < 2 or layout is None or layout.axis != last or (shape.ndim > 2 and layout.inner != 1):
-            return self._keep_layer(node, out, "is a Linear layer on an input whose last axis is not its channels")
+        if shape.ndim < 2:
+            return self._keep_layer(node, out, "is a Linear layer on a 1-D input")
         target = str(node.target)
+        if layout is None or layout.axis != last or (shape.ndim > 2 and layout.inner != 1):
+            # the features it reads are not channels the analysis follows: they stay fixed, its outputs can shrink
+            if layout is not None:
+                self.freeze_layout(layout, Reason(f"{self._where(node)} reads them on another axis than its features", False))
+            layout = self.fresh(shape, f"input of {target!r}", Reason(f"features {self._where(node)} reads", True), last)
+        
         use = self._use(node, "linear", linear, layout)
         if use.out_atom is None:
             use.out_atom = self.new_atom(linear.out_features, target)
