@@ -411,10 +411,8 @@ class TimmViT(nn.Module):
         self.patch_embed = nn.Conv2d(3, dim, patch, patch)
         self.cls_token = nn.Parameter(torch.randn(1, 1, dim) * 0.02)
         self.pos_embed = nn.Parameter(torch.randn(1, tokens, dim) * 0.02)
-        self.blocks = nn.Sequential(
-            *[TimmBlock(dim, num_heads, BiasedAttention(dim, num_heads, tokens) if biased and i == 0 else None)
-              for i in range(depth)]  # fmt: skip
-        )
+        first = BiasedAttention(dim, num_heads, tokens) if biased else None
+        self.blocks = nn.Sequential(*[TimmBlock(dim, num_heads, first if i == 0 else None) for i in range(depth)])
         self.norm = nn.LayerNorm(dim, eps=1e-6)
         self.head = nn.Linear(dim, 10)
 

@@ -572,7 +572,7 @@ class Analysis:
             if layout is not None:
                 self.freeze_layout(layout, Reason(f"{self._where(node)} reads them on another axis than its features", False))
             layout = self.fresh(shape, f"input of {target!r}", Reason(f"features {self._where(node)} reads", True), last)
-        
+
         use = self._use(node, "linear", linear, layout)
         if use.out_atom is None:
             use.out_atom = self.new_atom(linear.out_features, target)
