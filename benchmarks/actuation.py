@@ -1,17 +1,18 @@
 """Actuation benchmark: activated supernet vs extracted static subnet, and subnet switch time.
 
 Prints, in one run on one machine:
-1. forward time (median ms) of resnet20 activated at widths 0.25/0.5/0.75/1.0, batch 1 and 32,
+1. forward time (median ms) of resnet20 (or `--model`, e.g. vit_micro) activated at widths 0.25/0.5/0.75/1.0
+   (each dimension at the nearest choice at or above), batch 1 and 32, at the model's input size,
    against the extracted static subnet (ratio = activated / extracted; target <= 1.05), and
    against the same supernet with its weight cache disabled (slicing and copying per forward);
-2. time to switch subnets (`activate`) on resnet50: warm (plan cached) and cold (first time);
+2. time to switch subnets (`activate`) on resnet50 (and on `--model` when given): warm and cold;
 3. bytes of per-subnet SubnetNorm statistics against bytes of shared weights.
 
 Measurements are interleaved (the three alternate within each round, order flipped every round);
 times are medians of per-round means and ratios are medians of per-round ratios, because these
 machines are noisy.
 
-    python benchmarks/actuation.py [--threads 2] [--rounds 40]
+    python benchmarks/actuation.py [--threads 2] [--rounds 40] [--model vit_micro]
 """
 
 from __future__ import annotations
@@ -41,22 +42,22 @@ def paired_ratio(numerator: list[float], denominator: list[float]) -> float:
     return statistics.median(a / b for a, b in zip(numerator, denominator))
 
 
-def forward_table(rounds: int, device: str) -> None:
-    model = tailor.create_model("resnet20").to(device).eval()
-    naive = tailor.create_model("resnet20").to(device).eval()
+def forward_table(rounds: int, device: str, name: str = "resnet20") -> None:
+    model = tailor.create_model(name).to(device).eval()
+    naive = tailor.create_model(name).to(device).eval()
     naive.load_state_dict(model.state_dict())
     naive.set_weight_cache(0)
-    print("\n## forward: activated supernet vs extracted static subnet (resnet20, eval, inference_mode)")
+    print(f"\n## forward: activated supernet vs extracted static subnet ({name}, eval, inference_mode)")
     print(
         f"{'width':>6} {'batch':>5} {'extracted ms':>13} {'activated ms':>13} {'ratio':>6} "
         f"{'no-cache ms':>12} {'no-cache ratio':>15}"
     )
     worst = 0.0
     for batch in (1, 32):
-        x = torch.randn(batch, 3, 32, 32, device=device)
+        x = torch.randn(batch, *model.default_input_size, device=device)
         iters = 200 if batch == 1 else 20
         for width in (0.25, 0.5, 0.75, 1.0):
-            sub = model.space.uniform(width)
+            sub = model.space.from_wm([width] * model.space.search_dim)
             static = model.extract(sub).eval()
             model.activate(sub)
             naive.activate(sub)
@@ -80,8 +81,8 @@ def forward_table(rounds: int, device: str) -> None:
     print(f"worst activated/extracted ratio: {worst:.3f} (target <= 1.05)")
 
 
-def switch_table(rounds: int) -> None:
-    model = tailor.create_model("resnet50").eval()
+def switch_table(rounds: int, name: str = "resnet50") -> None:
+    model = tailor.create_model(name).eval()
     rng = random.Random(0)
     subs = [model.space.sample(rng) for _ in range(16)]
     cold = []
@@ -98,7 +99,7 @@ def switch_table(rounds: int) -> None:
         per_switch.append((time.perf_counter() - start) / iters)
     layers = sum(1 for _ in model.elastic_layers())
     print(
-        f"\n## switch time: resnet50 ({sum(p.numel() for p in model.parameters()) / 1e6:.1f} M params, "
+        f"\n## switch time: {name} ({sum(p.numel() for p in model.parameters()) / 1e6:.1f} M params, "
         f"{layers} elastic layers, 16 random subnets cycled)"
     )
     print(
@@ -131,11 +132,14 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=40)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--model", default="resnet20", choices=tailor.list_models(), help="the forward table's model")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, device {args.device}, threads {torch.get_num_threads()}, rounds {args.rounds}")
-    forward_table(args.rounds, args.device)
+    forward_table(args.rounds, args.device, args.model)
     switch_table(args.rounds)
+    if args.model != "resnet20":
+        switch_table(args.rounds, args.model)
     norm_bytes()
 
 

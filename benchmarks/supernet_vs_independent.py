@@ -14,9 +14,11 @@ train at once in two 1-thread processes: each arm's numerics are those of a 1-th
     python benchmarks/supernet_vs_independent.py --model vit_micro --vit-recipe   # the ViT (see --vit-recipe)
 
 `--vit-recipe` sets what a transformer trains with (AdamW, lr 2e-3, weight decay 0.05, a 1-epoch warm-up;
-label smoothing 0.1 is the default for every model), 32x32 patches of 8 (16 tokens: a ViT of DeiT-Tiny size
-is far too slow for this 2-core CPU), 16 epochs on synthetic and digits resized to 32x32 (`--digits-size`).
-Results are kept per (model, data set) in the JSON, so the ViT's rows sit beside resnet20's.
+label smoothing 0.1 is the default for every model), in-place distillation at weight 0.5 (the students learn
+half from the largest's outputs, half from the labels: with the KL term alone the ViT supernet collapsed,
+`--distill-weight 1` shows it), 32x32 inputs in patches of 8 (16 tokens: a ViT of DeiT-Tiny size is far too
+slow for this 2-core CPU), 16 epochs on synthetic and 30 on digits resized to 32x32 (`--digits-size`), 3 seeds
+on digits. Results are kept per (model, data set) in the JSON, so the ViT's rows sit beside resnet20's.
 """
 
 from __future__ import annotations
@@ -130,6 +132,7 @@ def setup(name: str, args: argparse.Namespace, seed: int) -> tuple[Any, Any, Tra
         student_ramp_epochs=args.student_ramp_fraction * epochs,
         calib_augment=name in {n.strip() for n in args.calib_augment.split(",")},
         distill=not args.no_distill,
+        distill_weight=args.distill_weight,
     )
     return train, test, config
 
@@ -346,6 +349,8 @@ VIT_RECIPE = {
     "epochs": 16,
     "digits_epochs": 30,
     "digits_size": 32,
+    "digits_seeds": 3,
+    "distill_weight": 0.5,
     "model_kwargs": {"patch_size": 8},
 }
 
@@ -378,6 +383,12 @@ def main() -> None:
     parser.add_argument("--warmup-epochs", type=float, default=0.0)
     parser.add_argument("--label-smoothing", type=float, default=TrainConfig().label_smoothing)
     parser.add_argument("--no-distill", action="store_true", help="students learn from the labels only")
+    parser.add_argument(
+        "--distill-weight",
+        type=float,
+        default=TrainConfig().distill_weight,
+        help="students' loss: w * KL(largest) + (1 - w) * cross-entropy (TrainConfig.distill_weight)",
+    )
     parser.add_argument("--digits-size", type=int, default=0, help="resize digits to this side (0: 8x8 as stored)")
     parser.add_argument(
         "--vit-recipe",

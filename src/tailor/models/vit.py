@@ -172,9 +172,9 @@ class ElasticViT(ElasticModel):
     def init_weights(self, module: nn.Module | None = None) -> None:
         """The original ViT's (JAX) scheme: Xavier-uniform linears with zero biases, LeCun-normal patch embedding, unit/zero LayerNorms, position embedding N(0, 0.02), zero class token.
 
-        timm's default (every linear N(0, 0.02)) suits D = 768; at the small widths trained here it left a
-        ViT on `digits` at 44% after 5 epochs where Xavier reached 72%. `module` may be a network extracted
-        from this model (see `ElasticModel.init_weights`); fans are then its own layers'.
+        timm's default (every linear N(0, 0.02)) suits D = 768; the small ViTs trained on this CPU learned
+        markedly slower with it. `module` may be a network extracted from this model (see
+        `ElasticModel.init_weights`); fans are then its own layers'.
         """
         target = self if module is None else module
         for child in target.modules():
