@@ -332,3 +332,28 @@ def test_heads_dimension_must_keep_whole_heads() -> None:
     model = Bad()
     with pytest.raises(UnsupportedModelError, match=r"needs a multiple of 4"):
         model.activate(model.space.largest())
+
+
+def test_blocks_the_rule_may_skip_must_keep_the_shape() -> None:
+    class Strided(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = nn.Conv2d(2, 2, 3, 2, 1)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.conv(x)
+
+    class Net(ElasticModel):
+        def __init__(self, rule: str) -> None:
+            super().__init__(SearchSpace([], [DepthDim("depth", (2, 3, 4))]))
+            blocks = [nn.Identity(), Strided(), nn.Identity(), nn.Identity()]  # block 1 downsamples
+            self.stages = nn.ModuleList([ElasticStage(blocks, "depth", rule=rule)])
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.stages[0](x)
+
+    Net("first").activate(Net("first").space.largest())  # depths >= 2 always run blocks 0 and 1
+    assert ElasticStage([nn.Identity()] * 4, "d", rule="every_other").skippable_positions(2) == (1, 3)
+    model = Net("every_other")  # depth 2 keeps blocks 0 and 2: block 1 may be skipped
+    with pytest.raises(UnsupportedModelError, match=r"'stages.0.blocks.1.conv': a block that depth may skip"):
+        model.activate(model.space.largest())
