@@ -60,7 +60,7 @@ def test_timm_vit_heads_and_mlp_shrink_and_the_class_token_freezes_the_stream_wi
         assert attention.qkv.active_heads == heads_run
 
 
-@pytest.mark.parametrize("name", ["timm_vit", "conv_transformer", "conv_transformer_seq_first"])
+@pytest.mark.parametrize("name", ["timm_vit", "conv_transformer", "conv_transformer_seq_first", "convnext"])
 def test_full_width_is_the_original_and_subnets_match_their_extraction(name: str) -> None:
     user, model = converted(name)
     x = x32(seed=2)
@@ -100,6 +100,12 @@ def test_any_per_layer_subnet_matches_its_extraction(seed: int, name: str) -> No
     with torch.no_grad(), model.activated(sub):
         out = model(x)
         torch.testing.assert_close(model.extract()(x), out, rtol=0, atol=TOLERANCE)
+
+
+def test_channels_last_blocks_shrink_their_stream() -> None:
+    _, model = converted("convnext")  # permute to (N, H, W, C), LayerNorm and Linear layers, permute back
+    assert {d.name for d in model.space.widths} == {"stem", "blocks.0.pw1", "blocks.1.pw1"}
+    assert isinstance(model.net.blocks[0].norm, ElasticLayerNorm)
 
 
 def test_attention_that_is_not_standard_keeps_its_heads_with_a_warning_naming_the_reshape() -> None:

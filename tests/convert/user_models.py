@@ -534,12 +534,40 @@ class CBAMNet(nn.Module):
         return self.fc(F.adaptive_avg_pool2d(x, 1).flatten(1))
 
 
+class ConvNeXtBlock(nn.Module):
+    """ConvNeXt's block: depthwise 7x7, then channels-last LayerNorm and pointwise Linear layers, residual."""
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.dw = nn.Conv2d(dim, dim, 7, padding=3, groups=dim)
+        self.norm = nn.LayerNorm(dim, eps=1e-6)
+        self.pw1 = nn.Linear(dim, 4 * dim)
+        self.act = nn.GELU()
+        self.pw2 = nn.Linear(4 * dim, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.dw(x).permute(0, 2, 3, 1)  # (N, H, W, C)
+        return x + self.pw2(self.act(self.pw1(self.norm(y)))).permute(0, 3, 1, 2)
+
+
+class ConvNeXt(nn.Module):
+    def __init__(self, dim: int = 16) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(3, dim, 4, 4)
+        self.blocks = nn.Sequential(ConvNeXtBlock(dim), ConvNeXtBlock(dim))
+        self.head = nn.Linear(dim, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.blocks(self.stem(x)).mean((2, 3)))
+
+
 #: name -> factory of the transformer and issue-23 models (tested in their own files, not with the CNN zoo)
 MORE: dict[str, Callable[[], nn.Module]] = {
     "timm_vit": TimmViT,
     "timm_vit_biased": lambda: TimmViT(biased=True),
     "conv_transformer": ConvTransformer,
     "conv_transformer_seq_first": lambda: ConvTransformer(batch_first=False),
+    "convnext": ConvNeXt,
     "shufflenet": ShuffleNet,
     "cbam": CBAMNet,
 }

@@ -674,6 +674,9 @@ class Analysis:
         if target in ELEMENTWISE_FUNCTIONS:
             return self._elementwise(node, out, node.args, node.kwargs)
         if target in SPATIAL_FUNCTIONS:
+            layout = self._layout(node.args[0]) if node.args else None
+            if layout is not None and layout.axis != 1:
+                return self.opaque(node, out, "pools or pads a map whose channels are not on axis 1")
             if target is F.pad and not _pad_spatial_only(
                 node.args[1] if len(node.args) > 1 else node.kwargs.get("pad"), _ndim(self._rec(node.args[0]))
             ):
