@@ -298,7 +298,8 @@ class ConvertTracer(fx.Tracer):
 @contextmanager
 def _plain_modules() -> Iterator[None]:
     """Undo fx's patches of `nn.Module.__call__` / `__getattr__` while a node runs on real tensors (with them,
-    a layer called inside the trace records itself in the graph instead of computing)."""
+    a layer called inside the trace records itself in the graph instead of computing). fx keeps the originals
+    as `_orig_module_call` / `_orig_module_getattr`; no public API suspends its patches (torch is pinned)."""
     call, getattr_ = nn.Module.__call__, nn.Module.__getattr__
     nn.Module.__call__ = fx._symbolic_trace._orig_module_call  # type: ignore[method-assign]
     nn.Module.__getattr__ = fx._symbolic_trace._orig_module_getattr  # type: ignore[method-assign]
