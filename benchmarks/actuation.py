@@ -1,11 +1,12 @@
 """Actuation benchmark: the supernet switched in place vs the extracted static subnet, and switch time.
 
 Prints, in one run on one machine:
-1. forward time (median ms) of resnet20 and mobilenet_v2 activated in place at every uniform width
-   (0.25/0.5/0.75/1.0; mobilenet_v2's expand ratios take their nearest allowed value at or above), batch 1
+1. forward time (median ms) of resnet20 and mobilenet_v2 (or `--models`, e.g. vit_micro) activated in place at
+   every uniform width (0.25/0.5/0.75/1.0; each dimension at its nearest allowed value at or above), batch 1
    and 32, against the extracted static subnet: ratio = in place / extracted (target <= 1.05), and the
    same supernet with its weight cache disabled (slicing and copying weights on every forward);
-2. time to switch subnets (`activate`) on resnet50: warm (plan cached) and cold (first time);
+2. time to switch subnets (`activate`) on resnet50, and on each of `--models` other than resnet20 and
+   mobilenet_v2: warm (plan cached) and cold (first time);
 3. bytes of per-subnet SubnetNorm statistics against bytes of shared weights.
 
 Section 1 runs both paths through the runtimes a server uses (`tailor.cost.runtimes`: "torch-inplace" and
@@ -16,6 +17,7 @@ ratio is also given on the calling thread's CPU clock, which leaves out time spe
 processes (on a shared machine, trust that column). The load average is printed before and after.
 
     python benchmarks/actuation.py [--threads 1] [--rounds 30] [--models resnet20,mobilenet_v2]
+    python benchmarks/actuation.py --models vit_micro --threads 2 --rounds 40      # the ViT (vit_tiny: --rounds 5)
     python benchmarks/actuation.py --quick     # a smoke run (few rounds, resnet20 at 32x32 and mobilenet_v2 at 64x64)
     python benchmarks/actuation.py --allocator system   # the same without the torch runtimes' malloc setting
 """
@@ -108,8 +110,8 @@ def forward_table(
     return worst
 
 
-def switch_table(rounds: int) -> None:
-    model = tailor.create_model("resnet50").eval()
+def switch_table(rounds: int, name: str = "resnet50") -> None:
+    model = tailor.create_model(name).eval()
     rng = random.Random(0)
     subs = [model.space.sample(rng) for _ in range(16)]
     cold = []
@@ -126,7 +128,7 @@ def switch_table(rounds: int) -> None:
         per_switch.append((time.perf_counter() - start) / iters)
     layers = sum(1 for _ in model.elastic_layers())
     print(
-        f"\n## switch time: resnet50 ({sum(p.numel() for p in model.parameters()) / 1e6:.1f} M params, "
+        f"\n## switch time: {name} ({sum(p.numel() for p in model.parameters()) / 1e6:.1f} M params, "
         f"{layers} elastic layers, 16 random subnets cycled)"
     )
     print(
@@ -176,13 +178,17 @@ def main() -> None:
     started = time.perf_counter()
     sections = set(args.sections.split(","))
     worst = {}
-    for name in args.models.split(",") if "forward" in sections else []:
+    models = args.models.split(",")
+    for name in models if "forward" in sections else []:
         worst[name] = forward_table(name, size if name == "mobilenet_v2" else None, rounds, args.device, args.threads,
                                     args.no_cache_column, args.allocator)  # fmt: skip
     if worst:
         print("worst ratios: " + ", ".join(f"{k} {v:.3f}" for k, v in worst.items()) + " (target <= 1.05)")
     if not args.quick and "switch" in sections:
         switch_table(args.rounds)
+        for name in models:
+            if name not in ("resnet20", "mobilenet_v2"):
+                switch_table(args.rounds, name)
     if not args.quick and "norm" in sections:
         norm_bytes()
     print(f"\n{time.perf_counter() - started:.0f} s; load average {load:.2f} before, {os.getloadavg()[0]:.2f} after")

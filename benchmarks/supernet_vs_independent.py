@@ -11,6 +11,14 @@ train at once in two 1-thread processes: each arm's numerics are those of a 1-th
 
     python benchmarks/supernet_vs_independent.py                 # synthetic (20k/5k) and digits, ~27 min on 2 cores
     python benchmarks/supernet_vs_independent.py --quick         # a minute-long smoke run
+    python benchmarks/supernet_vs_independent.py --model vit_micro --vit-recipe   # the ViT (see --vit-recipe)
+
+`--vit-recipe` sets what a transformer trains with (AdamW, lr 2e-3, weight decay 0.05, a 1-epoch warm-up;
+label smoothing 0.1 is the default for every model), in-place distillation at weight 0.5 (the students learn
+half from the largest's outputs, half from the labels: with the KL term alone the ViT supernet collapsed,
+`--distill-weight 1` shows it), 32x32 inputs in patches of 8 (16 tokens: a ViT of DeiT-Tiny size is far too
+slow for this 2-core CPU), 16 epochs on synthetic and 30 on digits resized to 32x32 (`--digits-size`), 3 seeds
+on digits. Results are kept per (model, data set) in the JSON, so the ViT's rows sit beside resnet20's.
 """
 
 from __future__ import annotations
@@ -44,13 +52,19 @@ from tailor.train.recipe import Recipe
 class Standalone(ElasticModel):
     """An ordinary network (an extracted subnet) behind the ElasticModel interface, with a one-point space."""
 
-    def __init__(self, net: nn.Module, input_size: tuple[int, int, int]) -> None:
+    def __init__(self, net: nn.Module, input_size: tuple[int, int, int], no_decay: set[str] = frozenset()) -> None:
         super().__init__(SearchSpace())
         self.net = net
         self.default_input_size = input_size
+        self._no_decay = {f"net.{name}" for name in no_decay}
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
+
+    def no_weight_decay(self) -> set[str]:
+        """What the family exempts from weight decay (a ViT's position embedding), as the supernet does."""
+        names = {name for name, _ in self.named_parameters()}
+        return self._no_decay & names
 
 
 def macs(module: nn.Module, input_size: tuple[int, int, int]) -> int:
@@ -80,7 +94,7 @@ def standalone(
     if sub_of != "largest":
         torch.manual_seed(seed + 1)
         fresh.init_weights(net)
-    return Standalone(net, input_size)
+    return Standalone(net, input_size, set(getattr(fresh, "no_weight_decay", lambda: ())()))
 
 
 def quiet_evaluate(model: ElasticModel, subs: list[Subnet], data: Any) -> dict[str, float]:
@@ -96,13 +110,18 @@ def setup(name: str, args: argparse.Namespace, seed: int) -> tuple[Any, Any, Tra
         test = load_dataset(name, "test", n=args.test_size)
         epochs = args.epochs
     else:
-        train, test = load_dataset(name, "train"), load_dataset(name, "test")
+        sized = {"image_size": args.digits_size} if args.digits_size else {}
+        train, test = load_dataset(name, "train", **sized), load_dataset(name, "test", **sized)
         epochs = args.digits_epochs
-    augmentation = default_augmentation(name)
+    augmentation = default_augmentation(name, train.input_size[-1])
     config = TrainConfig(
         epochs=epochs,
         batch_size=args.batch_size,
         lr=args.lr,
+        optimizer=args.optimizer,
+        weight_decay=args.weight_decay,
+        warmup_epochs=args.warmup_epochs,
+        label_smoothing=args.label_smoothing,
         crop_padding=augmentation.crop_padding,
         flip=augmentation.flip,
         seed=seed,
@@ -112,6 +131,8 @@ def setup(name: str, args: argparse.Namespace, seed: int) -> tuple[Any, Any, Tra
         student_loss_weight=args.student_loss_weight,
         student_ramp_epochs=args.student_ramp_fraction * epochs,
         calib_augment=name in {n.strip() for n in args.calib_augment.split(",")},
+        distill=not args.no_distill,
+        distill_weight=args.distill_weight,
     )
     return train, test, config
 
@@ -142,7 +163,8 @@ def supernet_arm(name: str, args: argparse.Namespace, seed: int, first: bool) ->
         sizes = name == "synthetic"  # digits has fixed splits; synthetic's are sized
         recipe = Recipe(model=args.model, model_kwargs=args.model_kwargs, data=name, train_split={"n": len(train)} if sizes else {},
                         test_split={"n": len(test)} if sizes else {}, train=config).to_dict()  # fmt: skip
-        saved = save(supernet, Path(args.save_supernets) / name, metadata={"recipe": recipe, "history": history})
+        folder = name if args.model == DEFAULT_MODEL else f"{args.model}_{name}"
+        saved = save(supernet, Path(args.save_supernets) / folder, metadata={"recipe": recipe, "history": history})
         print(f"supernet checkpoint: {saved}", file=sys.stderr)
     rng = random.Random(args.seed)  # the same probe subnets for every data seed, so that rows can be averaged
     named = named_subnets(space, rng)
@@ -253,9 +275,10 @@ def run_dataset(name: str, args: argparse.Namespace, out_dir: Path, seed: int, f
         "random subnet, uncalibrated": [(sub_macs[probe.id] / 1e6, before)],
     }
     if first:  # the plot shows the first seed's run
+        stem = name if args.model == DEFAULT_MODEL else f"{args.model}_{name}"
         plot = xy_plot(
             series,
-            out_dir / f"supernet_vs_independent_{name}.svg",
+            out_dir / f"supernet_vs_independent_{stem}.svg",
             title=f"{args.model} on {name}: one supernet vs networks trained alone ({epochs} epochs)",
             x=Axis("MMACs per image", log=True),
             y=Axis("test accuracy", percent=True),
@@ -315,10 +338,33 @@ def run_seeds(name: str, args: argparse.Namespace, out_dir: Path) -> dict[str, A
     return merged
 
 
+DEFAULT_MODEL = "resnet20"
+#: What `--vit-recipe` sets (unless the flag is given explicitly).
+VIT_RECIPE = {
+    "optimizer": "adamw",
+    "lr": 2e-3,
+    "weight_decay": 0.05,
+    "warmup_epochs": 1.0,
+    "epochs": 16,
+    "digits_epochs": 30,
+    "digits_size": 32,
+    "digits_seeds": 3,
+    "distill_weight": 0.5,
+    "model_kwargs": {"patch_size": 8},
+}
+
+
+def vit_recipe(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
+    """Fill in `VIT_RECIPE` for every option left at its default."""
+    for key, value in VIT_RECIPE.items():
+        if getattr(args, key) == parser.get_default(key):
+            setattr(args, key, value)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--datasets", default="synthetic,digits")
-    parser.add_argument("--model", default="resnet20")
+    parser.add_argument("--model", default=DEFAULT_MODEL)
     parser.add_argument(
         "--model-kwargs",
         type=json.loads,
@@ -331,6 +377,24 @@ def main() -> None:
     parser.add_argument("--test-size", type=int, default=5_000)
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--lr", type=float, default=0.1)
+    parser.add_argument("--optimizer", choices=("sgd", "adamw"), default="sgd")
+    parser.add_argument("--weight-decay", type=float, default=TrainConfig().weight_decay)
+    parser.add_argument("--warmup-epochs", type=float, default=0.0)
+    parser.add_argument("--label-smoothing", type=float, default=TrainConfig().label_smoothing)
+    parser.add_argument("--no-distill", action="store_true", help="students learn from the labels only")
+    parser.add_argument(
+        "--distill-weight",
+        type=float,
+        default=TrainConfig().distill_weight,
+        help="students' loss: w * KL(largest) + (1 - w) * cross-entropy (TrainConfig.distill_weight)",
+    )
+    parser.add_argument("--digits-size", type=int, default=0, help="resize digits to this side (0: 8x8 as stored)")
+    parser.add_argument(
+        "--vit-recipe",
+        action="store_true",
+        help="a transformer's recipe: AdamW lr 2e-3, weight decay 0.05, 1 warm-up epoch, 16 epochs, patches of 8 "
+        "on 32x32 inputs, digits resized to 32x32 (flags given explicitly still win)",
+    )
     parser.add_argument(
         "--largest-only-fraction",
         type=float,
@@ -391,6 +455,8 @@ def main() -> None:
     parser.add_argument("--child", help=argparse.SUPPRESS)  # JSON {arm, dataset, seed, first}: run it, print JSON
     args = parser.parse_args()
     args.argv = sys.argv[1:]
+    if args.vit_recipe:
+        vit_recipe(args, parser)
     if args.quick:
         args.epochs, args.digits_epochs, args.train_size, args.test_size = 1, 2, 1024, 256
         args.random_subnets, args.calib_batches, args.digits_seeds = 2, 2, 2
@@ -409,9 +475,9 @@ def main() -> None:
     results = [run_seeds(name.strip(), args, out_dir) for name in args.datasets.split(",") if name.strip()]
     print(f"\nwall clock: {time.perf_counter() - start:.0f} s ({args.jobs} process(es) x {args.threads} thread(s))")
     target = out_dir / "supernet_vs_independent.json"
-    rerun = {result["dataset"] for result in results}
-    earlier = json.loads(target.read_text()) if target.exists() else []  # keep the data sets not re-run
-    results = [entry for entry in earlier if entry["dataset"] not in rerun] + results
+    rerun = {(result["model"], result["dataset"]) for result in results}
+    earlier = json.loads(target.read_text()) if target.exists() else []  # keep the (model, data set) pairs not re-run
+    results = [entry for entry in earlier if (entry.get("model", DEFAULT_MODEL), entry["dataset"]) not in rerun] + results
     target.write_text(json.dumps(results, indent=1))
     print(f"\nresults: {target}")
 

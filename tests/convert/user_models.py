@@ -337,3 +337,254 @@ def make_user_model(name: str, seed: int = 0) -> nn.Module:
                 module.weight.uniform_(0.5, 1.5)
                 module.bias.uniform_(-0.2, 0.2)
     return model.eval()
+
+
+# -- transformers: a timm-style ViT (qkv Linear + reshape to heads) and an nn.MultiheadAttention model --------
+class TimmAttention(nn.Module):
+    """timm's ViT attention: one qkv Linear, reshape to (3, heads, head_dim), softmax(q k^T * scale) v, proj."""
+
+    def __init__(self, dim: int, num_heads: int, qkv_bias: bool = True, attn_drop: float = 0.0) -> None:
+        super().__init__()
+        self.num_heads = num_heads
+        self.head_dim = dim // num_heads
+        self.scale = self.head_dim**-0.5
+        self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
+        self.attn_drop = nn.Dropout(attn_drop)
+        self.proj = nn.Linear(dim, dim)
+        self.proj_drop = nn.Dropout(attn_drop)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        B, N, C = x.shape
+        qkv = self.qkv(x).reshape(B, N, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        q, k, v = qkv.unbind(0)
+        attn = (q @ k.transpose(-2, -1)) * self.scale
+        attn = self.attn_drop(attn.softmax(dim=-1))
+        x = (attn @ v).transpose(1, 2).reshape(B, N, C)
+        return self.proj_drop(self.proj(x))
+
+
+class BiasedAttention(TimmAttention):
+    """Attention with a learned per-head bias on the scores: not standard attention, so it is not replaced."""
+
+    def __init__(self, dim: int, num_heads: int, tokens: int) -> None:
+        super().__init__(dim, num_heads)
+        self.bias = nn.Parameter(torch.randn(num_heads, tokens, tokens))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        B, N, C = x.shape
+        qkv = self.qkv(x).reshape(B, N, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        q, k, v = qkv[0], qkv[1], qkv[2]
+        attn = ((q @ k.transpose(-2, -1)) * self.scale + self.bias).softmax(dim=-1)
+        return self.proj((attn @ v).transpose(1, 2).reshape(B, N, C))
+
+
+class Mlp(nn.Module):
+    def __init__(self, dim: int, hidden: int) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(dim, hidden)
+        self.act = nn.GELU()
+        self.fc2 = nn.Linear(hidden, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(self.act(self.fc1(x)))
+
+
+class TimmBlock(nn.Module):
+    def __init__(self, dim: int, num_heads: int, attention: nn.Module | None = None) -> None:
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim, eps=1e-6)
+        self.attn = attention if attention is not None else TimmAttention(dim, num_heads)
+        self.norm2 = nn.LayerNorm(dim, eps=1e-6)
+        self.mlp = Mlp(dim, 4 * dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.attn(self.norm1(x))
+        return x + self.mlp(self.norm2(x))
+
+
+class TimmViT(nn.Module):
+    """Patch embedding, class token, position embedding, blocks, norm, head on the class token (timm's layout)."""
+
+    def __init__(self, dim: int = 32, depth: int = 2, num_heads: int = 4, patch: int = 8, biased: bool = False) -> None:
+        super().__init__()
+        tokens = (32 // patch) ** 2 + 1
+        self.patch_embed = nn.Conv2d(3, dim, patch, patch)
+        self.cls_token = nn.Parameter(torch.randn(1, 1, dim) * 0.02)
+        self.pos_embed = nn.Parameter(torch.randn(1, tokens, dim) * 0.02)
+        first = BiasedAttention(dim, num_heads, tokens) if biased else None
+        self.blocks = nn.Sequential(*[TimmBlock(dim, num_heads, first if i == 0 else None) for i in range(depth)])
+        self.norm = nn.LayerNorm(dim, eps=1e-6)
+        self.head = nn.Linear(dim, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.patch_embed(x).flatten(2).transpose(1, 2)
+        x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], dim=1)
+        x = self.norm(self.blocks(x + self.pos_embed))
+        return self.head(x[:, 0])
+
+
+class MHABlock(nn.Module):
+    def __init__(self, dim: int, num_heads: int, batch_first: bool) -> None:
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim)
+        self.attn = nn.MultiheadAttention(dim, num_heads, batch_first=batch_first)
+        self.norm2 = nn.LayerNorm(dim)
+        self.mlp = Mlp(dim, 2 * dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.norm1(x)
+        x = x + self.attn(y, y, y, need_weights=False)[0]
+        return x + self.mlp(self.norm2(x))
+
+
+class ConvTransformer(nn.Module):
+    """A conv stem, then nn.MultiheadAttention blocks on its tokens, mean pooling: every width can shrink."""
+
+    def __init__(self, dim: int = 32, num_heads: int = 4, batch_first: bool = True) -> None:
+        super().__init__()
+        self.batch_first = batch_first
+        self.stem = nn.Sequential(nn.Conv2d(3, dim, 4, 4, bias=False), nn.BatchNorm2d(dim), nn.ReLU(inplace=True))
+        self.blocks = nn.Sequential(MHABlock(dim, num_heads, batch_first), MHABlock(dim, num_heads, batch_first))
+        self.norm = nn.LayerNorm(dim)
+        self.head = nn.Linear(dim, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.stem(x).flatten(2).transpose(1, 2)  # (B, N, C)
+        if not self.batch_first:
+            x = x.transpose(0, 1)  # (N, B, C)
+        x = self.norm(self.blocks(x))
+        return self.head(x.mean(1 if self.batch_first else 0))
+
+
+# -- the traps of issue 23: channel counts from sizes, CBAM pooling sizes, channel max/mean maps ---------------
+def channel_shuffle(x: torch.Tensor, groups: int) -> torch.Tensor:
+    b, c, h, w = x.size()
+    return x.view(b, groups, c // groups, h, w).transpose(1, 2).contiguous().view(b, c, h, w)
+
+
+class ShuffleUnit(nn.Module):
+    """ShuffleNetV2 unit whose split point is computed from the input's size (`int(x.size(1) * ratio)`)."""
+
+    def __init__(self, channels: int, ratio: float = 0.5) -> None:
+        super().__init__()
+        self.ratio = ratio
+        branch = channels - int(channels * ratio)
+        self.conv1 = nn.Conv2d(branch, branch, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(branch)
+        self.dw = nn.Conv2d(branch, branch, 3, 1, 1, groups=branch, bias=False)
+        self.bn2 = nn.BatchNorm2d(branch)
+        self.conv2 = nn.Conv2d(branch, branch, 1, bias=False)
+        self.bn3 = nn.BatchNorm2d(branch)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        c = int(x.size(1) * self.ratio)
+        left, right = x[:, :c], x[:, c:]
+        right = F.relu(self.bn1(self.conv1(right)))
+        right = F.relu(self.bn3(self.conv2(self.bn2(self.dw(right)))))
+        return channel_shuffle(torch.cat([left, right], 1), 2)
+
+
+class ShuffleNet(nn.Module):
+    def __init__(self, units: int = 4) -> None:
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, 16, 3, 1, 1, bias=False), nn.BatchNorm2d(16), nn.ReLU())
+        self.units = nn.Sequential(*[ShuffleUnit(16) for _ in range(units)])
+        self.conv = nn.Conv2d(16, 32, 1)
+        self.fc = nn.Linear(32, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.relu(self.conv(self.units(self.stem(x))))
+        return self.fc(F.adaptive_avg_pool2d(x, 1).flatten(1))
+
+
+class CBAM(nn.Module):
+    """CBAM: channel gate from average- and max-pooling with kernel sizes taken from `x.size()`, then the
+    original ChannelPool spatial gate (max and mean over channels, each unsqueezed to one channel)."""
+
+    def __init__(self, channels: int, reduction: int = 4) -> None:
+        super().__init__()
+        self.mlp = nn.Sequential(
+            nn.Conv2d(channels, channels // reduction, 1), nn.ReLU(), nn.Conv2d(channels // reduction, channels, 1)
+        )
+        self.spatial = nn.Conv2d(2, 1, 7, padding=3, bias=False)
+        self.bn = nn.BatchNorm2d(1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        avg = F.avg_pool2d(x, (x.size(2), x.size(3)), stride=(x.size(2), x.size(3)))
+        peak = F.max_pool2d(x, (x.size(2), x.size(3)), stride=(x.size(2), x.size(3)))
+        x = x * torch.sigmoid(self.mlp(avg) + self.mlp(peak))
+        pooled = torch.cat((torch.max(x, 1)[0].unsqueeze(1), torch.mean(x, 1).unsqueeze(1)), dim=1)
+        return x * torch.sigmoid(self.bn(self.spatial(pooled)))
+
+
+class CBAMNet(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.c1 = nn.Conv2d(3, 16, 3, 1, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(16)
+        self.att1 = CBAM(16)
+        self.c2 = nn.Conv2d(16, 32, 3, 2, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(32)
+        self.att2 = CBAM(32)
+        self.fc = nn.Linear(32, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.att1(F.relu(self.bn1(self.c1(x))))
+        x = self.att2(F.relu(self.bn2(self.c2(x))))
+        return self.fc(F.adaptive_avg_pool2d(x, 1).flatten(1))
+
+
+class ConvNeXtBlock(nn.Module):
+    """ConvNeXt's block: depthwise 7x7, then channels-last LayerNorm and pointwise Linear layers, residual."""
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.dw = nn.Conv2d(dim, dim, 7, padding=3, groups=dim)
+        self.norm = nn.LayerNorm(dim, eps=1e-6)
+        self.pw1 = nn.Linear(dim, 4 * dim)
+        self.act = nn.GELU()
+        self.pw2 = nn.Linear(4 * dim, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.dw(x).permute(0, 2, 3, 1)  # (N, H, W, C)
+        return x + self.pw2(self.act(self.pw1(self.norm(y)))).permute(0, 3, 1, 2)
+
+
+class ConvNeXt(nn.Module):
+    def __init__(self, dim: int = 16) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(3, dim, 4, 4)
+        self.blocks = nn.Sequential(ConvNeXtBlock(dim), ConvNeXtBlock(dim))
+        self.head = nn.Linear(dim, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.blocks(self.stem(x)).mean((2, 3)))
+
+
+#: name -> factory of the transformer and issue-23 models (tested in their own files, not with the CNN zoo)
+MORE: dict[str, Callable[[], nn.Module]] = {
+    "timm_vit": TimmViT,
+    "timm_vit_biased": lambda: TimmViT(biased=True),
+    "conv_transformer": ConvTransformer,
+    "conv_transformer_seq_first": lambda: ConvTransformer(batch_first=False),
+    "convnext": ConvNeXt,
+    "shufflenet": ShuffleNet,
+    "cbam": CBAMNet,
+}
+
+
+def make_more_model(name: str, seed: int = 0) -> nn.Module:
+    """A seeded model of `MORE` in eval mode with random BatchNorm statistics and affine parameters."""
+    torch.manual_seed(seed)
+    model = MORE[name]()
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, nn.BatchNorm2d):
+                module.running_mean.uniform_(-0.2, 0.2)
+                module.running_var.uniform_(0.5, 1.5)
+                module.weight.uniform_(0.5, 1.5)
+                module.bias.uniform_(-0.2, 0.2)
+            elif isinstance(module, nn.LayerNorm):
+                module.weight.uniform_(0.5, 1.5)
+                module.bias.uniform_(-0.2, 0.2)
+    return model.eval()

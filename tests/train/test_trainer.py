@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 from safetensors.torch import load_file
 
 from tailor import CheckpointError, InvalidSubnetError, RecipeError, create_model
+from tailor.data import load_dataset
 from tailor.train import BatchSource, TrainConfig, Trainer, distillation_loss, evaluate, project_conflicting
 from tailor.train.calibrate import calibrate
 from tailor.train.checkpoint import WEIGHTS_FILE
@@ -393,3 +394,33 @@ def test_batches_of_real_datasets_match_their_items() -> None:
     assert fast.fast and not slow.fast
     for (xa, ya), (xb, yb) in zip(fast.batches(0), slow.batches(0), strict=True):
         assert torch.allclose(xa, xb, atol=1e-6) and torch.equal(ya, yb)
+
+
+def test_adamw_with_warm_up_trains_a_vit_supernet_and_resumes(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    kwargs = {"img_size": 8, "patch_size": 2, "embed_dim": 32, "depth": 2, "num_heads": 2, "num_classes": 10,
+              "in_chans": 1}  # fmt: skip
+    model = create_model("vit_micro", **kwargs)
+    # students learn from the labels: on 1,438 images in 6 epochs a tiny ViT's teacher is too weak to distil from
+    config = TrainConfig(epochs=6, batch_size=64, lr=3e-3, optimizer="adamw", weight_decay=0.05, warmup_epochs=1,
+                         label_smoothing=0.1, largest_only_epochs=2, student_ramp_epochs=2, distill=False,
+                         augment=False)  # fmt: skip
+    train, test = load_dataset("digits", "train"), load_dataset("digits", "test")
+    trainer = Trainer(model, train, config, eval_data=test, checkpoint_dir=tmp_path / "ck", device="cpu")
+    assert isinstance(trainer.optimizer, torch.optim.AdamW)
+    decay, no_decay = trainer.optimizer.param_groups
+    assert decay["weight_decay"] == 0.05 and no_decay["weight_decay"] == 0.0
+    exempt = {id(p) for p in no_decay["params"]}
+    assert id(model.pos_embed) in exempt and id(model.cls_token) in exempt  # the model's no_weight_decay()
+    assert id(model.stages[0].blocks[0].attn.qkv.weight) not in exempt
+    history = trainer.fit()
+    assert history[-1]["accuracy"][model.space.largest().id] > 0.5  # chance: 0.1
+    assert history[-1]["accuracy"][model.space.smallest().id] > 0.3
+    resumed = Trainer(create_model("vit_micro", **kwargs), train, config, checkpoint_dir=tmp_path / "ck", resume=True,
+                      device="cpu")  # fmt: skip
+    state, saved = resumed.optimizer.state_dict()["state"], trainer.optimizer.state_dict()["state"]
+    assert state.keys() == saved.keys() and all(
+        torch.equal(state[k]["exp_avg_sq"], saved[k]["exp_avg_sq"]) for k in state
+    )  # AdamW's moments survive the checkpoint
+    with pytest.raises(RecipeError, match="optimizer: input should be 'sgd' or 'adamw', got 'adam'"):
+        TrainConfig(optimizer="adam")

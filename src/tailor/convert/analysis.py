@@ -1,15 +1,21 @@
 """Channel dependency analysis over a traced graph: which channels must shrink together.
 
-Every tensor with a channel axis (axis 1) gets a *layout*: the sequence of channel *atoms* it is made
-of (one atom per layer output; `torch.cat` on channels concatenates layouts) and, after a flatten,
-how many features each channel carries. Operations then constrain the atoms:
+Every tensor with a channel axis gets a *layout*: which axis holds the channels (1 for convolutional
+maps, the last for transformer tokens (B, N, C), which linear layers and LayerNorm read), the sequence of
+channel *atoms* it is made of (one atom per layer output; `torch.cat` on channels concatenates layouts)
+and, after a flatten, how many features each channel carries. Operations then constrain the atoms:
 
 - a convolution or linear layer reads its input layout and starts a new atom for its outputs; a
   depthwise or grouped convolution with as many outputs as inputs keeps its input's atom (whole groups
   only), and one with a different output count links the two atoms (same number of groups active);
 - element-wise operations, norms, activations, pooling, dropout, reshapes that keep the channel axis,
-  a flatten and `expand_as` pass layouts through; adding or multiplying tensors merges their atoms
-  (residual adds, squeeze-excite gates), while an operand of size 1 on the channel axis broadcasts;
+  a flatten and `expand_as` pass layouts through; permutes and indexing of other axes move the channel
+  axis with them (a patch embedding's `flatten(2).transpose(1, 2)`, a class token's `x[:, 0]`); adding
+  or multiplying tensors merges their atoms (residual adds, squeeze-excite gates), while an operand of
+  size 1 on the channel axis broadcasts;
+- multi-head attention (`nn.MultiheadAttention`, or a user's qkv-Linear attention module recognised by
+  `tailor.convert.attention`) reads one group, writes a new one (its output projection) and has a group of
+  its own for the heads, whose step is the head size (heads shrink whole);
 - the network's inputs and outputs are fixed.
 
 Atoms merged by these rules form the channel groups (union-find). Whatever the analysis cannot follow
@@ -29,17 +35,25 @@ import torch
 import torch.nn.functional as F
 from torch import fx, nn
 
+from tailor.convert.attention import AttentionUnit
 from tailor.convert.trace import TensorValue, is_autograd_function, node_name
+from tailor.ops.attention import unsupported_multihead_attention
 
 # -- values ------------------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
 class Layout:
-    """The channel axis of a tensor: (atom, channels) segments in order, `inner` features per channel."""
+    """The channel axis of a tensor: (atom, channels) segments in order, `inner` features per channel,
+    and which axis of the tensor it is (`axis`; 1 for (N, C, ...) maps, the last for (B, N, C) tokens)."""
 
     segments: tuple[tuple[int, int], ...]
     inner: int = 1
+    axis: int = 1
+
+    def at(self, axis: int) -> Layout:
+        """The same channels on another axis of a tensor."""
+        return self if axis == self.axis else Layout(self.segments, self.inner, axis)
 
     @property
     def channels(self) -> int:
@@ -82,6 +96,7 @@ class ModuleUse:
     in_layout: Layout
     out_atom: int | None = None  # conv / linear outputs
     norm_groups: int | None = None  # group norm: number of groups at full width
+    heads_atom: int | None = None  # attention: the heads' features (step: the head size)
 
 
 @dataclass(frozen=True)
@@ -99,7 +114,9 @@ class Link:
 # -- operation tables ----------------------------------------------------------------------------------
 
 #: Layers `elasticize` replaces by elastic ops (exact types: a subclass may compute something else).
-CONVERTIBLE_LAYERS: frozenset[type[nn.Module]] = frozenset({nn.Conv2d, nn.Linear, nn.BatchNorm2d, nn.GroupNorm})
+CONVERTIBLE_LAYERS: frozenset[type[nn.Module]] = frozenset(
+    {nn.Conv2d, nn.Linear, nn.BatchNorm2d, nn.GroupNorm, nn.LayerNorm, nn.MultiheadAttention, AttentionUnit}
+)
 #: Functions of other libraries known to keep the channel axis of their first operand, by qualified name
 #: (torchvision's stochastic depth multiplies each sample by 0 or 1/(1-p)).
 KNOWN_PASSTHROUGH_FUNCTIONS: frozenset[str] = frozenset({"torchvision.ops.stochastic_depth.stochastic_depth"})
@@ -299,14 +316,16 @@ class Analysis:
             self.producers[root].append(layer)
 
     # -- layouts -----------------------------------------------------------------------------------
-    def fresh(self, value: Any, label: str, reason: Reason) -> Any:
-        """A value for a tensor whose channels are fixed: a new frozen atom per channel-bearing tensor."""
+    def fresh(self, value: Any, label: str, reason: Reason, axis: int = 1) -> Any:
+        """A value for a tensor whose channels are fixed: a new frozen atom per channel-bearing tensor, its
+        channels on `axis` (1 unless the caller knows better, e.g. the axis of the inputs' channels)."""
         if isinstance(value, TensorValue):
             if value.ndim < 2:
                 return None
-            return Layout(((self.new_atom(value.shape[1], label, reason), value.shape[1]),))
+            axis = axis if axis < value.ndim else 1
+            return Layout(((self.new_atom(value.shape[axis], label, reason), value.shape[axis]),), axis=axis)
         if isinstance(value, tuple):
-            return tuple(self.fresh(v, label, reason) for v in value)
+            return tuple(self.fresh(v, label, reason, axis) for v in value)
         return None
 
     def freeze_layout(self, layout: Layout, reason: Reason) -> None:
@@ -319,6 +338,7 @@ class Analysis:
             return a if b is None else b
         same = (
             a.inner == b.inner
+            and a.axis == b.axis
             and len(a.segments) == len(b.segments)
             and all(ca == cb for (_, ca), (_, cb) in zip(a.segments, b.segments))
         )
@@ -354,6 +374,28 @@ class Analysis:
 
     def _rec(self, arg: Any) -> Any:
         return self._recorded.get(arg) if isinstance(arg, fx.Node) else arg
+
+    def _from_constants(self, node: fx.Node) -> bool:
+        """Whether tensor `node` is computed from parameters and constants only: no network input's values
+        reach it (its sizes may: `cls_token.expand(x.shape[0], -1, -1)` is a constant)."""
+        cache: dict[fx.Node, bool] = self.__dict__.setdefault("_constant_cache", {})
+        pending = [node]
+        while pending:
+            current = pending[-1]
+            if current in cache:
+                pending.pop()
+                continue
+            if current.op == "placeholder" or not isinstance(self._recorded.get(current), (TensorValue, tuple)):
+                cache[current] = current.op != "placeholder"  # sizes and numbers carry no input values
+                pending.pop()
+                continue
+            inputs = [n for n in current.all_input_nodes if n not in cache]
+            if inputs:
+                pending.extend(inputs)
+                continue
+            cache[current] = all(cache[n] for n in current.all_input_nodes)
+            pending.pop()
+        return cache[node]
 
     def _layout(self, arg: Any) -> Layout | None:
         value = self._value(arg)
@@ -391,15 +433,20 @@ class Analysis:
         inputs = [v for v in _leaves(self._value((node.args, node.kwargs)))]
         reads_channels = False
         reason = Reason(f"{where} {why}", False)
+        # the output's channels: on axis 1, or on the last axis when the first input's are last too (tokens)
+        axis = 1
+        last = out.ndim - 1 if isinstance(out, TensorValue) else -1
         for value in inputs:
             if isinstance(value, Layout):
+                if not reads_channels and value.axis == last > 1:
+                    axis = last
                 self.freeze_layout(value, reason)
                 reads_channels = True
             elif isinstance(value, (SizeOf, ChannelCount)):
                 self.freeze_layout(value.layout, reason)
                 reads_channels = True
         produced = Reason(f"channels produced by {where}, which {why}", not reads_channels)
-        return self.fresh(out, f"output of {node.name!r}", produced)
+        return self.fresh(out, f"output of {node.name!r}", produced, axis)
 
     # -- layers ------------------------------------------------------------------------------------
     def _module(self, node: fx.Node, out: Any) -> Any:
@@ -408,10 +455,19 @@ class Analysis:
         layout, shape = self._layout(x), self._rec(x)
         kind = type(module)
         give_up = self._keep_layer if kind in CONVERTIBLE_LAYERS else self.opaque
-        if len(node.args) != 1 or node.kwargs or not isinstance(shape, TensorValue):
-            return give_up(node, out, "is called in a way elasticize does not handle")
         if module._forward_hooks or module._forward_pre_hooks:
             return give_up(node, out, "has forward hooks, which elasticize cannot carry over")
+        if kind is nn.MultiheadAttention:
+            return self._multihead_attention(node, module, out)
+        if len(node.args) != 1 or node.kwargs or not isinstance(shape, TensorValue):
+            return give_up(node, out, "is called in a way elasticize does not handle")
+        if kind is AttentionUnit:
+            return self._attention_unit(node, module, layout, shape, out)
+        if kind is nn.LayerNorm:
+            return self._layer_norm(node, module, layout, shape, out)
+        if layout is not None and layout.axis != 1 and (kind in (nn.Conv2d, nn.BatchNorm2d, nn.GroupNorm)
+                                                         or isinstance(module, SPATIAL_LAYERS)):  # fmt: skip
+            return give_up(node, out, "reads channels on axis 1, but they are on another axis here")
         if kind is nn.Conv2d:
             return self._conv(node, module, layout, shape, out)
         if kind is nn.Linear:
@@ -448,8 +504,9 @@ class Analysis:
             if use is not None:
                 reason = Reason(f"{why} (so it stays unconverted)", False)
                 self.freeze_layout(use.in_layout, reason)
-                if use.out_atom is not None:
-                    self.freeze(use.out_atom, reason)
+                for atom in (use.out_atom, use.heads_atom):
+                    if atom is not None:
+                        self.freeze(atom, reason)
 
     def _group_count(self, layout: Layout | None) -> int:
         """Groups of a BatchNorm turned group norm: nearest `norm_groups` with whole groups per segment.
@@ -506,14 +563,88 @@ class Analysis:
         return Layout(((use.out_atom, conv.out_channels),))
 
     def _linear(self, node: fx.Node, linear: nn.Linear, layout: Layout | None, shape: TensorValue, out: Any) -> Any:
-        if shape.ndim != 2 or layout is None:
-            return self._keep_layer(node, out, "is a Linear layer on an input that is not (batch, features)")
+        last = shape.ndim - 1
+        if shape.ndim < 2:
+            return self._keep_layer(node, out, "is a Linear layer on a 1-D input")
         target = str(node.target)
+        if layout is None or layout.axis != last or (shape.ndim > 2 and layout.inner != 1):
+            # the features it reads are not channels the analysis follows: they stay fixed, its outputs can shrink
+            if layout is not None:
+                self.freeze_layout(layout, Reason(f"{self._where(node)} reads them on another axis than its features", False))
+            layout = self.fresh(shape, f"input of {target!r}", Reason(f"features {self._where(node)} reads", True), last)
+
         use = self._use(node, "linear", linear, layout)
         if use.out_atom is None:
             use.out_atom = self.new_atom(linear.out_features, target)
         self.touch(use.out_atom, target, produces=True)
-        return Layout(((use.out_atom, linear.out_features),))
+        return Layout(((use.out_atom, linear.out_features),), axis=last)
+
+    def _layer_norm(self, node: fx.Node, norm: nn.LayerNorm, layout: Layout | None, shape: TensorValue, out: Any) -> Any:
+        """LayerNorm over the last axis: a narrower subnet normalises its active features (no statistics)."""
+        if (
+            layout is None
+            or len(norm.normalized_shape) != 1
+            or layout.axis != shape.ndim - 1
+            or layout.inner != 1
+            or len(layout.segments) != 1
+        ):
+            return self._keep_layer(
+                node, out, "is a LayerNorm over something else than the channels of one layer (last axis)"
+            )
+        self._use(node, "layernorm", norm, layout)
+        return layout
+
+    def _attention_unit(
+        self, node: fx.Node, unit: AttentionUnit, layout: Layout | None, shape: TensorValue, out: Any
+    ) -> Any:
+        """A recognised qkv-Linear self-attention: reads one group, writes one, and has its heads' own group."""
+        target = str(node.target)
+        if layout is None or layout.axis != 2 or layout.inner != 1 or len(layout.segments) != 1 or shape.ndim != 3:
+            return self._keep_layer(node, out, "is an attention layer whose input channels elasticize cannot follow")
+        use = self._use(node, "attention", unit, layout)
+        return self._attention_outputs(use, target, unit.num_heads, unit.head_dim, unit.proj.out_features)
+
+    def _attention_outputs(self, use: ModuleUse, target: str, heads: int, head_dim: int, out_features: int) -> Layout:
+        if use.heads_atom is None:
+            use.heads_atom = self.new_atom(heads * head_dim, f"{target}.heads")
+            use.out_atom = self.new_atom(out_features, target)
+        self.require_step(use.heads_atom, head_dim)
+        self.touch(use.heads_atom, target, produces=True)
+        self.touch(use.out_atom, target, produces=True)  # type: ignore[arg-type]
+        return Layout(((use.out_atom, out_features),), axis=2)  # type: ignore[arg-type]
+
+    def _multihead_attention(self, node: fx.Node, mha: nn.MultiheadAttention, out: Any) -> Any:
+        """`nn.MultiheadAttention(q, k, v, ...)` without masks: q, k and v read one group (the packed projection)."""
+        names = ("query", "key", "value", "key_padding_mask", "need_weights", "attn_mask", "average_attn_weights",
+                 "is_causal")  # fmt: skip
+        bound = dict(zip(names, node.args))
+        bound.update(node.kwargs)
+        why = unsupported_multihead_attention(mha)
+        if why is None and (len(node.args) > len(names) or set(bound) - set(names)):
+            why = "is called with arguments elasticize does not know"
+        if why is None and any(bound.get(k) not in (None, False) for k in ("key_padding_mask", "attn_mask", "is_causal")):
+            why = "is given an attention mask, which elasticize does not follow"
+        if why is None and not all(isinstance(bound.get(k, True), bool) for k in ("need_weights", "average_attn_weights")):
+            why = "is given need_weights or average_attn_weights computed at run time"
+        inputs = [bound.get(k) for k in ("query", "key", "value")]
+        layouts = [self._layout(x) for x in inputs]
+        shapes = [self._rec(x) for x in inputs]
+        if why is None and not all(
+            isinstance(shape, TensorValue) and shape.ndim == 3 and isinstance(layout, Layout) and layout.axis == 2
+            and layout.inner == 1 and len(layout.segments) == 1
+            for layout, shape in zip(layouts, shapes)
+        ):  # fmt: skip
+            why = "reads inputs whose channels elasticize cannot follow (batched (., ., features) tensors only)"
+        if why is not None:
+            return self._keep_layer(node, out, why)
+        merged = layouts[0]
+        for layout in layouts[1:]:
+            merged = self.merge(merged, layout, self._where(node))  # one packed projection reads all three
+        use = self._use(node, "mha", mha, merged)  # type: ignore[arg-type]
+        result = self._attention_outputs(use, str(node.target), mha.num_heads, mha.head_dim, mha.embed_dim)
+        weights = out[1] if isinstance(out, tuple) and len(out) > 1 else None
+        return (result, None if weights is None else self.fresh(weights, f"output of {node.name!r}",
+                                                                Reason("attention weights", True)))  # fmt: skip
 
     def _norm(self, node: fx.Node, module: nn.Module, layout: Layout | None, kind: str, groups: int | None) -> Any:
         out = self._recorded.get(node)
@@ -543,6 +674,9 @@ class Analysis:
         if target in ELEMENTWISE_FUNCTIONS:
             return self._elementwise(node, out, node.args, node.kwargs)
         if target in SPATIAL_FUNCTIONS:
+            layout = self._layout(node.args[0]) if node.args else None
+            if layout is not None and layout.axis != 1:
+                return self.opaque(node, out, "pools or pads a map whose channels are not on axis 1")
             if target is F.pad and not _pad_spatial_only(
                 node.args[1] if len(node.args) > 1 else node.kwargs.get("pad"), _ndim(self._rec(node.args[0]))
             ):
@@ -592,14 +726,26 @@ class Analysis:
             return None
         merged: Layout | None = None
         fixed_operand = False
-        for arg in _node_leaves((args, kwargs)):
+        leaves = _node_leaves((args, kwargs))
+        # the output's channel axis: that of the first full-rank operand with channels (aligned from the right)
+        out_axis = next(
+            (
+                self._values[a].axis + out.ndim - self._recorded[a].ndim
+                for a in leaves
+                if isinstance(self._values.get(a), Layout)
+                and isinstance(self._recorded.get(a), TensorValue)
+                and self._recorded[a].shape[self._values[a].axis] != 1
+            ),
+            1,
+        )
+        for arg in leaves:
             value, rec = self._values.get(arg), self._recorded.get(arg)
             if isinstance(value, (SizeOf, ChannelCount)):
                 self.release_sizes(value, Reason(f"{where} computes with a channel count", False))
                 continue
             if not isinstance(rec, TensorValue):
                 continue
-            axis = rec.ndim - (out.ndim - 1)  # the operand's axis aligned with the output's channel axis
+            axis = out_axis - (out.ndim - rec.ndim)  # the operand's axis aligned with the output's channel axis
             if axis < 0 or rec.shape[axis] == 1:
                 continue  # broadcasts along channels
             if isinstance(value, Layout) and rec.ndim == out.ndim:
@@ -614,7 +760,7 @@ class Analysis:
             self.freeze_layout(
                 merged, Reason(f"{where} combines the channels with a fixed-size tensor (e.g. a parameter)", False)
             )
-        if merged.features != out.shape[1]:
+        if merged.axis >= out.ndim or merged.features != out.shape[merged.axis]:
             return self.opaque(node, out, "changes the channel count")
         return merged
 
@@ -639,7 +785,9 @@ class Analysis:
             isinstance(out, TensorValue)
             and isinstance(rec, TensorValue)
             and out.ndim == rec.ndim
-            and out.shape[:2] == rec.shape[:2]
+            and layout.axis < out.ndim
+            and out.shape[0] == rec.shape[0]
+            and out.shape[layout.axis] == rec.shape[layout.axis]
         ):
             return layout
         return self.opaque(node, out, "changes the batch or channel axis")
@@ -663,15 +811,25 @@ class Analysis:
         dims = {d % rec.ndim for d in (dim if isinstance(dim, (tuple, list)) else (dim,)) if isinstance(d, int)}
         if 0 in dims or len(dims) != len(dim if isinstance(dim, (tuple, list)) else (dim,)):
             return self.opaque(node, out, "reduces over the batch axis")
-        if 1 in dims:  # over channels: the result no longer has them
+        if layout.axis in dims:  # over channels: the result no longer has them
+            outs = out if isinstance(out, tuple) else (out,)
+            if all(isinstance(o, TensorValue) and o.ndim < rec.ndim for o in outs):
+                # no channel axis left (a later unsqueeze makes a single, fixed channel)
+                return tuple(None for _ in outs) if isinstance(out, tuple) else None
             return self.fresh(
                 out, f"output of {node.name!r}", Reason(f"a reduction over channels by {self._where(node)}", True)
             )
-        # over spatial axes only: batch and channel axes stay first, with or without keepdim
+        # over other axes only (spatial, tokens): the channel axis stays, moved left by reduced axes before it
         outs = out if isinstance(out, tuple) else (out,)  # (values, indices) for max/min
-        if not all(isinstance(o, TensorValue) and o.shape[:2] == rec.shape[:2] for o in outs):
+        kept_ndim = all(isinstance(o, TensorValue) and o.ndim == rec.ndim for o in outs)
+        axis = layout.axis if kept_ndim else layout.axis - sum(1 for d in dims if d < layout.axis)
+        if not all(
+            isinstance(o, TensorValue) and o.shape[0] == rec.shape[0] and axis < o.ndim
+            and o.shape[axis] == rec.shape[layout.axis]
+            for o in outs
+        ):  # fmt: skip
             return self.opaque(node, out, "reduces in a way elasticize cannot follow")
-        return tuple(layout for _ in outs) if isinstance(out, tuple) else layout
+        return tuple(layout.at(axis) for _ in outs) if isinstance(out, tuple) else layout.at(axis)
 
     def _size(self, node: fx.Node, out: Any) -> Any:
         layout, rec = self._layout(node.args[0]), self._rec(node.args[0])
@@ -680,7 +838,7 @@ class Analysis:
             return None
         if dim is None:
             return SizeOf(layout)
-        if isinstance(dim, int) and dim % rec.ndim == 1:
+        if isinstance(dim, int) and dim % rec.ndim == layout.axis:
             return ChannelCount(layout)
         return None
 
@@ -704,18 +862,21 @@ class Analysis:
         value, rec = self._value(obj), self._rec(obj)
         where = self._where(node)
         if isinstance(value, SizeOf):
-            if isinstance(index, int) and isinstance(rec, tuple) and index % len(rec) == 1:
+            channel = value.layout.axis
+            if isinstance(index, int) and isinstance(rec, tuple) and index % len(rec) == channel:
                 return ChannelCount(value.layout)
             if isinstance(index, int):
                 return None
-            if isinstance(index, slice) and isinstance(rec, tuple) and 1 not in range(len(rec))[index]:
+            if isinstance(index, slice) and isinstance(rec, tuple) and channel not in range(len(rec))[index]:
                 return None
             self.release_sizes(value, Reason(f"{where} passes on a size including the channel count", False))
             return None
         if isinstance(value, Layout) and isinstance(rec, TensorValue):
-            if _index_keeps_axes(index, rec.ndim):
+            axis = _indexed_channel_axis(index, rec.ndim, value.axis)
+            if axis is not None and isinstance(out, TensorValue) and axis < out.ndim:
                 self.release_sizes(self._value(index), Reason(f"{where} indexes with a channel count", False))
-                return self._keep_axis(node, value, rec, out)
+                if out.shape[0] == rec.shape[0] and out.shape[axis] == rec.shape[value.axis]:
+                    return value.at(axis)
             return self.opaque(node, out, "indexes the batch or channel axis")
         if isinstance(value, tuple) and isinstance(index, (int, slice)):
             try:
@@ -734,14 +895,26 @@ class Analysis:
         layouts = [self._layout(t) for t in tensors]
         if any(layout is None for layout in layouts):
             return self.opaque(node, out, "concatenates tensors whose channels elasticize cannot follow")
-        if dim % out.ndim == 1:
+        axes = {layout.axis for layout in layouts}  # type: ignore[union-attr]
+        if len(axes) == 1 and dim % out.ndim == next(iter(axes)):
             if any(layout.inner != 1 for layout in layouts):  # type: ignore[union-attr]
                 return self.opaque(node, out, "concatenates flattened features")
             segments = tuple(seg for layout in layouts for seg in layout.segments)  # type: ignore[union-attr]
-            return Layout(segments)
+            return Layout(segments, axis=next(iter(axes)))
         merged: Layout | None = None
-        for layout in layouts:
+        constants = False
+        for tensor, layout in zip(tensors, layouts):
+            if isinstance(tensor, fx.Node) and self._from_constants(tensor):
+                constants = True  # a parameter (a class token, ...): its channels cannot shrink with the others
+                continue
             merged = self.merge(merged, layout, self._where(node))
+        if merged is None:
+            return self.fresh(out, f"output of {node.name!r}", Reason("constant", True))
+        if constants:
+            self.freeze_layout(
+                merged,
+                Reason(f"{self._where(node)} concatenates the channels with a fixed-size tensor (e.g. a class token)", False),
+            )
         return merged
 
     def _reshape_call(self, node: fx.Node, out: Any) -> Any:
@@ -766,7 +939,7 @@ class Analysis:
         where = self._where(node)
         if layout is None:
             return self.fresh(
-                out, f"output of {node.name!r}", Reason(f"channels computed from constants by {where}", True)
+                out, f"output of {node.name!r}", Reason(f"channels made by {where}, not by a layer", True)
             )
         if (
             not isinstance(out, TensorValue)
@@ -775,12 +948,20 @@ class Analysis:
             or out.shape[0] != rec.shape[0]
         ):
             return self.opaque(node, out, "reshapes the batch or channel axis")
-        keeps = (
-            out.shape[1] == rec.shape[1] and layout.inner == 1 and math.prod(out.shape[2:]) == math.prod(rec.shape[2:])
-        )
-        flattens = out.ndim == 2 and out.shape[1] == math.prod(rec.shape[1:])
+        axis = layout.axis  # the channel axis of the output
+        if layout.axis == 1:
+            keeps = (
+                out.shape[1] == rec.shape[1]
+                and layout.inner == 1
+                and math.prod(out.shape[2:]) == math.prod(rec.shape[2:])
+            )
+            flattens = out.ndim == 2 and out.shape[1] == math.prod(rec.shape[1:])
+        else:  # channels last (tokens): they must stay last, whole, with every axis before them kept together
+            axis = out.ndim - 1
+            keeps = layout.axis == rec.ndim - 1 and layout.inner == 1 and out.shape[-1] == rec.shape[-1] and axis > 0
+            flattens = False
         if keeps:
-            result = layout
+            result = layout.at(axis)
         elif flattens:
             result = Layout(layout.segments, layout.inner * math.prod(rec.shape[2:]))
         else:
@@ -795,9 +976,10 @@ class Analysis:
                 if keeps
                 else self.opaque(node, out, "reshapes to another tensor's size")
             )
-        channel_arg = values[1] if len(values) > 1 else None
+        position_of_channels = axis if len(values) == out.ndim else 1
+        channel_arg = values[position_of_channels] if len(values) > position_of_channels else None
         for position, value in enumerate(values):
-            if position != 1:
+            if position != position_of_channels:
                 self.release_sizes(value, Reason(f"{where} uses a channel count for another axis", False))
         if channel_arg == -1:
             return result
@@ -828,9 +1010,22 @@ class Analysis:
             if not all(isinstance(d, int) for d in flat):
                 return self.opaque(node, out, "moves axes elasticize cannot follow")
             moved = {d % ndim for d in flat}
-        if moved & {0, 1}:
-            return self.opaque(node, out, "moves the channel axis (e.g. a channel shuffle or channels-last code)")
-        return self._keep_axis(node, layout, rec, out)
+        if layout.axis not in moved:
+            axis = layout.axis
+        elif name == "permute":
+            axis = [d % ndim for d in order].index(layout.axis)
+        elif name == "transpose" or name == "swapaxes":
+            a, b = (d % ndim for d in flat[:2])
+            axis = b if layout.axis == a else a
+        else:  # movedim(source, destination)
+            sources = [d % ndim for d in (pair[0] if isinstance(pair[0], (tuple, list)) else (pair[0],))]
+            targets = [d % ndim for d in (pair[1] if isinstance(pair[1], (tuple, list)) else (pair[1],))]
+            if layout.axis not in sources:
+                return self.opaque(node, out, "moves axes elasticize cannot follow")
+            axis = targets[sources.index(layout.axis)]
+        if axis == 0 or not isinstance(out, TensorValue) or out.shape[axis] != rec.shape[layout.axis]:
+            return self.opaque(node, out, "moves the channel axis to the front (or where elasticize cannot follow it)")
+        return layout.at(axis)
 
     def _expand(self, node: fx.Node, out: Any) -> Any:
         """`x.expand_as(y)` / `x.expand(sizes)`: keeps x's channels, or broadcasts a single channel to y's."""
@@ -840,8 +1035,11 @@ class Analysis:
         if not isinstance(rec, TensorValue) or not isinstance(out, TensorValue) or rec.ndim != out.ndim:
             return self.opaque(node, out, "expands a tensor to another rank")
         target: Layout | None = None  # the layout the output's channel axis follows
+        axis = layout.axis if layout is not None else 1
         if node.target == "expand_as":
             target = self._layout(node.args[1])
+            if layout is None and target is not None:
+                axis = target.axis
         else:
             sizes = node.args[1:]
             sizes = tuple(sizes[0]) if len(sizes) == 1 and isinstance(sizes[0], (tuple, list)) else tuple(sizes)
@@ -850,17 +1048,17 @@ class Analysis:
                 target = values[0].layout
             else:
                 for position, value in enumerate(values):
-                    if position != 1:
+                    if position != axis:
                         self.release_sizes(value, Reason(f"{where} uses a channel count for another axis", False))
-                channel = values[1] if len(values) > 1 else None
+                channel = values[axis] if len(values) > axis else None
                 if isinstance(channel, ChannelCount):
                     target = channel.layout
                 elif channel == -1:
                     target = layout
-                elif rec.shape[1] != 1 and layout is not None:
+                elif rec.shape[axis] != 1 and layout is not None:
                     self.freeze_layout(layout, Reason(f"{where} hard-codes the channel count", False))
                     return layout
-        if rec.shape[1] != 1 or out.shape[1] == 1:  # no broadcast along channels
+        if axis >= rec.ndim or rec.shape[axis] != 1 or out.shape[axis] == 1:  # no broadcast along channels
             if layout is None:
                 return self.fresh(
                     out, f"output of {node.name!r}", Reason(f"channels computed from constants by {where}", True)
@@ -882,7 +1080,7 @@ class Analysis:
             dim = node.kwargs.get("dim", node.args[1] if len(node.args) > 1 else 0)
         if layout is None or not isinstance(rec, TensorValue) or not isinstance(dim, int) or not isinstance(out, tuple):
             return self.opaque(node, out, "splits a tensor elasticize cannot follow")
-        if name == "unbind" or dim % rec.ndim in (0, 1):
+        if name == "unbind" or dim % rec.ndim in (0, layout.axis):
             return self.opaque(node, out, "splits the batch or channel axis")
         return tuple(layout if isinstance(o, TensorValue) and o.ndim == rec.ndim else None for o in out)
 
@@ -931,23 +1129,44 @@ def _explicit_padding(conv: nn.Conv2d) -> bool:
     return False
 
 
-def _index_keeps_axes(index: Any, ndim: int) -> bool:
-    """Whether `tensor[index]` leaves the batch and channel axes untouched (and in place)."""
+def _indexed_channel_axis(index: Any, ndim: int, channel: int) -> int | None:
+    """Where the channel axis ends up in `tensor[index]`, or None if the index touches it or the batch axis.
+
+    Other axes may be indexed by integers (removing them), sliced, or extended by None.
+    """
     entries = index if isinstance(index, tuple) else (index,)
     consuming = sum(1 for e in entries if e is not None and e is not Ellipsis)
-    axis = 0
+    if consuming > ndim:
+        return None
+    axis = 0  # input axis the next entry addresses
+    out_axis = 0  # output axis it becomes
+    result: int | None = None
     for entry in entries:
         if entry is Ellipsis:
-            axis += ndim - consuming
+            skipped = ndim - consuming
+            if axis <= channel < axis + skipped:
+                result = out_axis + channel - axis
+            axis += skipped
+            out_axis += skipped
             continue
         if entry is None:
-            if axis <= 1:
-                return False
+            if axis == 0:
+                return None  # a new axis in front of the batch
+            out_axis += 1
+            continue
+        if axis in (0, channel):
+            if not (isinstance(entry, slice) and entry == slice(None)):
+                return None
+            if axis == channel:
+                result = out_axis
+            axis += 1
+            out_axis += 1
             continue
         if isinstance(entry, slice):
-            if axis <= 1 and entry != slice(None):
-                return False
-        elif not isinstance(entry, int) or isinstance(entry, bool) or axis <= 1:
-            return False
+            out_axis += 1
+        elif not isinstance(entry, int) or isinstance(entry, bool):
+            return None  # tensor or list indexing
         axis += 1
-    return True
+    if result is None and axis <= channel:
+        result = out_axis + channel - axis  # untouched trailing axes
+    return result

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import copy
 import math
+import re
 import warnings
 from collections.abc import Sequence
 from typing import Any
@@ -23,11 +24,21 @@ import torch
 from torch import fx, nn
 
 from tailor.convert.analysis import Analysis, Reason
+from tailor.convert.attention import AttentionUnit, recognise_attention
 from tailor.convert.indexed import ChannelLayout, IndexedBatchNorm2d, IndexedConv2d, IndexedGroupNorm, IndexedLinear
 from tailor.convert.model import ChannelGroup, ElasticizedModel, GroupDim
 from tailor.convert.trace import ConvertTracer, Recorder
 from tailor.errors import InvalidSubnetError, UnsupportedModelError
-from tailor.ops import ElasticBatchNorm2d, ElasticConv2d, ElasticGroupNorm, ElasticLinear, ElasticModel
+from tailor.ops import (
+    ElasticBatchNorm2d,
+    ElasticConv2d,
+    ElasticGroupNorm,
+    ElasticLayerNorm,
+    ElasticLinear,
+    ElasticModel,
+    ElasticMultiheadAttention,
+    ElasticSelfAttention,
+)
 from tailor.ops.base import ElasticOp
 from tailor.space import SearchSpace, WidthDim
 
@@ -88,17 +99,24 @@ def elasticize(
     except Exception as exc:
         raise UnsupportedModelError(f"elasticize: the model cannot be deep-copied: {exc}") from exc
     training = net.training
+    traces = [(mode, graph, _record(net, graph, inputs)) for mode, graph in _traces(net, inputs)]
+    if _recognise(net, traces, inputs):  # attention modules became AttentionUnits: trace again
+        traces = [(mode, graph, _record(net, graph, inputs)) for mode, graph in _traces(net, inputs)]
     analysis = Analysis(net, norm=norm, norm_groups=groups)
-    for graph in _traces(net):
-        analysis.run(graph, _record(net, graph, inputs))
+    for _, graph, recorded in traces:
+        analysis.run(graph, recorded)
     analysis.settle()
     reference = _reference(net, inputs) if check and norm == "batch" else None
     _settle_constraints(analysis)
 
     channel_groups, roots, group_dims, space = _build_space(analysis, widths, mode)
-    unsupported = [g for g, r in zip(channel_groups, roots) if g.frozen is not None and _unsupported_only(analysis, r)]
+    unsupported = [
+        g
+        for g, r in zip(channel_groups, roots)
+        if g.frozen is not None and g.channels > 1 and _unsupported_only(analysis, r)  # 1 channel: nothing to shrink
+    ]
     if unsupported:
-        text = "\n".join(f"  - {g.name!r} ({g.channels} channels): {g.frozen}" for g in unsupported)
+        text = _frozen_lines(unsupported)
         if strict:
             raise UnsupportedModelError(
                 f"elasticize: cannot follow the channels of {len(unsupported)} group(s):\n{text}"
@@ -116,6 +134,9 @@ def elasticize(
     dim_of = {atom: _group_name(analysis, atom) for atom in range(len(analysis.parent))}
     dim_of = {atom: (name if name in group_dims else None) for atom, name in dim_of.items()}
     _convert_layers(net, analysis, dim_of)
+    for module in list(net.modules()):  # attention the analysis left at full width: still plain elastic ops
+        if isinstance(module, AttentionUnit):
+            _replace_module(net, module, _elastic_attention("attention", module, None, None, None))
     net.train(training)
 
     elastic = ElasticizedModel(
@@ -126,6 +147,7 @@ def elasticize(
         mode=mode,
         norm=norm,
         input_size=tuple(inputs[0].shape[1:]) if isinstance(inputs[0], torch.Tensor) else (),
+        example_inputs=inputs,
     )
     _check_plans(elastic)
     if reference is not None:
@@ -182,22 +204,30 @@ def _check_arguments(model: nn.Module, widths: Sequence[float], norm: str, group
     return tuple(sorted({float(v) for v in values}))
 
 
-def _traces(net: nn.Module) -> list[fx.Graph]:
-    """The forward graph in train and in eval mode (one graph when they are the same)."""
-    graphs: list[fx.Graph] = []
+def _traces(net: nn.Module, inputs: tuple[Any, ...]) -> list[tuple[bool, fx.Graph]]:
+    """(training mode, forward graph) in train and in eval mode (one graph when they are the same); sizes
+    turned into Python numbers take their values on `inputs`."""
+    graphs: list[tuple[bool, fx.Graph]] = []
     codes: set[str] = set()
     training = net.training
     try:
         for mode in (training, not training):
             net.train(mode)
-            graph = ConvertTracer().trace(net)
+            graph = ConvertTracer(example_inputs=inputs).trace(net)
             code = graph.python_code("self").src
             if code not in codes:
                 codes.add(code)
-                graphs.append(graph)
+                graphs.append((mode, graph))
     finally:
         net.train(training)
     return graphs
+
+
+def _recognise(net: nn.Module, traces: list[tuple[bool, fx.Graph, dict[fx.Node, Any]]], inputs: tuple[Any, ...]) -> bool:
+    """Swap the user's self-attention modules for `AttentionUnit`s (see `tailor.convert.attention`)."""
+    eval_trace = next((t for t in traces if not t[0]), traces[0])
+    train_graph = next((graph for mode, graph, _ in traces if mode), None)
+    return bool(recognise_attention(net, eval_trace[1], eval_trace[2], inputs, train_graph))
 
 
 def _record(net: nn.Module, graph: fx.Graph, inputs: tuple[Any, ...]) -> dict[fx.Node, Any]:
@@ -299,6 +329,23 @@ def _settle_constraints(analysis: Analysis) -> None:
                 changed = True
 
 
+def _frozen_lines(groups: list[ChannelGroup]) -> str:
+    """One line per reason, naming its groups: groups frozen by the same operation at the same source line
+    (a function called in every block) are listed once, with their count."""
+    by_site: dict[str, list[ChannelGroup]] = {}
+    for group in groups:
+        by_site.setdefault(re.sub(r"node '[^']*' ", "", group.frozen or ""), []).append(group)
+    lines = []
+    for members in by_site.values():
+        first = members[0]
+        if len(members) == 1:
+            lines.append(f"  - {first.name!r} ({first.channels} channels): {first.frozen}")
+            continue
+        names = ", ".join(repr(g.name) for g in members[:3]) + (", ..." if len(members) > 3 else "")
+        lines.append(f"  - {len(members)} groups ({names}) at the same source line, the first: {first.frozen}")
+    return "\n".join(lines)
+
+
 def _lcm(a: int, b: int) -> int:
     return a * b // math.gcd(a, b)
 
@@ -394,10 +441,23 @@ def _convert_layers(net: nn.Module, analysis: Analysis, dim_of: dict[int, str | 
         segments = tuple((dim_of[analysis.find(atom)], channels) for atom, channels in use.in_layout.segments)
         layout = ChannelLayout(segments, use.in_layout.inner)
         out_dim = dim_of[analysis.find(use.out_atom)] if use.out_atom is not None else None
-        new = _elastic_layer(use.kind, old, layout, out_dim, use.norm_groups)
+        if use.kind in ("attention", "mha"):
+            heads_dim = dim_of[analysis.find(use.heads_atom)] if use.heads_atom is not None else None
+            new = _elastic_attention(use.kind, old, _prefix(layout)[1], heads_dim, out_dim)
+        else:
+            new = _elastic_layer(use.kind, old, layout, out_dim, use.norm_groups)
         new.train(old.training)
         for parent, child_name in owners.get(id(old), []):
             setattr(parent, child_name, new)
+
+
+def _replace_module(net: nn.Module, old: nn.Module, new: nn.Module) -> None:
+    """Put `new` wherever `old` is registered in `net` (shared modules included)."""
+    new.train(old.training)
+    for parent in list(net.modules()):
+        for child_name, child in list(parent._modules.items()):
+            if child is old:
+                parent._modules[child_name] = new
 
 
 def _prefix(layout: ChannelLayout) -> tuple[bool, str | None]:
@@ -406,6 +466,33 @@ def _prefix(layout: ChannelLayout) -> tuple[bool, str | None]:
     if not elastic:
         return True, None
     return len(layout.segments) == 1 and layout.inner == 1, elastic[0]
+
+
+def _elastic_attention(
+    kind: str, old: nn.Module, in_dim: str | None, heads_dim: str | None, out_dim: str | None
+) -> nn.Module:
+    """An `AttentionUnit` -> `ElasticSelfAttention`, an `nn.MultiheadAttention` -> `ElasticMultiheadAttention`,
+    each holding the very parameters of the layers it replaces."""
+    if kind == "mha":
+        return ElasticMultiheadAttention.from_module(old, heads_dim=heads_dim, in_dim=in_dim, out_dim=out_dim)  # type: ignore[arg-type]
+    unit: AttentionUnit = old  # type: ignore[assignment]
+    qkv, proj = unit.qkv, unit.proj
+    new = ElasticSelfAttention(
+        qkv.in_features,
+        unit.num_heads,
+        heads_dim=heads_dim,
+        embed_dim=in_dim,
+        head_dim=unit.head_dim,
+        qkv_bias=qkv.bias is not None,
+        attn_drop=unit.attn_drop,
+        proj_drop=unit.proj_drop,
+    ).to(qkv.weight.device, qkv.weight.dtype)
+    if proj.bias is None:
+        new.proj.register_parameter("bias", None)
+    new.proj.out_dim = out_dim  # the output may be another group than the input (no residual around it)
+    _adopt(new.qkv, qkv, ("weight", "bias"))
+    _adopt(new.proj, proj, ("weight", "bias"))
+    return new
 
 
 def _elastic_layer(
@@ -465,6 +552,19 @@ def _elastic_layer(
         else:
             new = IndexedBatchNorm2d(layout, bn.eps, bn.momentum, bn.affine, **factory)
         return _adopt(new, old, ("weight", "bias", "running_mean", "running_var", "num_batches_tracked"))
+    if kind == "layernorm":
+        ln: nn.LayerNorm = old  # type: ignore[assignment]
+        ref = ln.weight if ln.weight is not None else None
+        new = ElasticLayerNorm(
+            ln.normalized_shape[0],
+            ln.eps,
+            ln.elementwise_affine,
+            ln.bias is not None,
+            dim=in_dim,
+            device=None if ref is None else ref.device,
+            dtype=None if ref is None else ref.dtype,
+        )
+        return _adopt(new, ln, ("weight", "bias"))
     # group norm: the user's GroupNorm, or a BatchNorm2d turned into Model Slicing's group norm
     channels = layout.channels
     groups = norm_groups or 1

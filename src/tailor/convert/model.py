@@ -15,6 +15,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import torch
 from torch import fx, nn
 
 from tailor.convert.trace import ConvertTracer
@@ -75,9 +76,12 @@ class ElasticizedModel(ElasticModel):
         mode: str,
         norm: str,
         input_size: tuple[int, ...],
+        example_inputs: tuple[Any, ...] = (),
     ) -> None:
         super().__init__(space)
         self.net = net
+        # kept (not as buffers: not saved) for extraction, whose trace takes sizes from them
+        self.example_inputs = tuple(x.detach().clone() if isinstance(x, torch.Tensor) else x for x in example_inputs)
         self.mode = mode
         self.norm = norm
         self.default_input_size = tuple(input_size)  # type: ignore[assignment]
@@ -102,7 +106,17 @@ class ElasticizedModel(ElasticModel):
         return {name: g.count(canonical.width(g.knob)) for name, g in self._group_dims.items()}
 
     def _traced_for_extraction(self) -> tuple[nn.Module, fx.Graph]:
-        return self.net, ConvertTracer().trace(self.net)
+        """`net` traced with every size of a non-batch axis a constant taken from the example inputs (the
+        extracted network holds no `size()` calls for them: ONNX needs static pooling kernels, for one);
+        without example inputs, sizes stay symbolic."""
+        if not self.example_inputs:
+            return self.net, ConvertTracer().trace(self.net)
+        reference = next(iter(self.parameters()), None)
+        inputs = tuple(
+            x.to(reference.device) if isinstance(x, torch.Tensor) and reference is not None else x
+            for x in self.example_inputs
+        )
+        return self.net, ConvertTracer(example_inputs=inputs, specialise_sizes=True).trace(self.net)
 
     # -- inspection ------------------------------------------------------------------------------------
     @property

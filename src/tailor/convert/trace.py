@@ -4,10 +4,18 @@ The tracer keeps `torch.nn` layers and elastic ops as single calls, records each
 records calls of custom autograd functions as one opaque call (fx would otherwise inline their
 forward and lose what they are), and turns fx's failures into `UnsupportedModelError`s that name
 the node and the operation where tracing stopped.
+
+Given example inputs, it also runs every node as it records it (a lock-step evaluation), so that the
+Python numbers computed from tensor sizes are known: `int(x.size(1) * ratio)`, `range(x.size(0))` or
+`if x.size(1) > 64:` then trace with the example's value (the node is marked `tailor_specialised`, and the
+analysis freezes the channels whose count was read that way), where fx alone refuses them. For extraction
+(`specialise_sizes=True`) every size of a non-batch axis becomes a constant, so that an extracted network
+holds no `size()` calls for them (ONNX needs static pooling kernels) while its batch axis stays dynamic.
 """
 
 from __future__ import annotations
 
+import operator
 import os
 import re
 from collections.abc import Callable, Iterator
@@ -102,23 +110,141 @@ def node_name(node: fx.Node, root: nn.Module | None = None) -> str:
     return f"node {node.name!r} ({describe(node, root)}){location(node)}"
 
 
-class ConvertTracer(fx.Tracer):
-    """fx tracer for `elasticize`: torch.nn layers and elastic ops are leaves; failures name the node."""
+#: Marks a node whose value the lock-step evaluation could not compute (the trace goes on symbolically).
+_UNKNOWN = object()
+_NOTHING = object()
+#: `node.meta` key set on nodes whose value was turned into a Python number while tracing.
+SPECIALISED = "tailor_specialised"
 
-    def __init__(self) -> None:
+
+class ConcreteProxy(fx.Proxy):
+    """A proxy whose value on the example inputs is known: sizes and numbers computed from them can be
+    used as Python numbers (`int()`, `float()`, indices, `if`), tensors cannot (data-dependent code)."""
+
+    def _number(self, what: str) -> Any:
+        tracer: ConvertTracer = self.tracer  # type: ignore[assignment]
+        value = tracer.concrete(self.node)
+        if isinstance(value, (bool, int, float)):
+            self.node.meta[SPECIALISED] = True
+            return value
+        raise tracer._fail(self.node, f"is used as a Python number ({what}) but is not a size or a number")
+
+    def __int__(self) -> int:
+        return int(self._number("int()"))
+
+    def __float__(self) -> float:
+        return float(self._number("float()"))
+
+    def __index__(self) -> int:
+        return operator.index(self._number("an index"))
+
+    def __getattr__(self, name: str) -> Any:
+        tracer: ConvertTracer = self.tracer  # type: ignore[assignment]
+        if name == "shape" and tracer.specialise_sizes:
+            sizes = tracer.specialised_sizes(self)
+            if sizes is not None:
+                return sizes
+        return super().__getattr__(name)
+
+
+class ConvertTracer(fx.Tracer):
+    """fx tracer for `elasticize`: torch.nn layers, elastic ops and modules marked `traced_as_layer` are
+    leaves; failures name the node.
+
+    `example_inputs`: forward's arguments, evaluated node by node as the graph is recorded (see the module
+    docstring); `specialise_sizes`: sizes of every axis but the first (batch) become constants.
+    """
+
+    def __init__(self, example_inputs: tuple[Any, ...] | None = None, specialise_sizes: bool = False) -> None:
         super().__init__()
         self.record_stack_traces = True
         self.last_node: fx.Node | None = None
         self._root: nn.Module | None = None
+        self.example_inputs = example_inputs
+        self.specialise_sizes = specialise_sizes and example_inputs is not None
+        self._values: dict[fx.Node, Any] | None = None
+        self._placeholders = 0
+
+    # -- lock-step evaluation ------------------------------------------------------------------------
+    def proxy(self, node: fx.Node) -> fx.Proxy:
+        return ConcreteProxy(node, self) if self._values is not None else super().proxy(node)
+
+    def concrete(self, node: fx.Node) -> Any:
+        """The node's value on the example inputs (`_UNKNOWN` when it could not be computed)."""
+        return _UNKNOWN if self._values is None else self._values.get(node, _UNKNOWN)
+
+    def _evaluate(self, node: fx.Node) -> None:
+        values = self._values
+        assert values is not None
+        missing = []
+
+        def value_of(n: fx.Node) -> Any:
+            value = values.get(n, _UNKNOWN)
+            if value is _UNKNOWN:
+                missing.append(n)
+            return value
+
+        try:
+            with _plain_modules():
+                result = self._compute(node, value_of, missing)
+        except Exception:  # the symbolic trace goes on; only numbers from this node are unavailable
+            result = _UNKNOWN
+        if result is not _NOTHING:
+            values[node] = result
+
+    def _compute(self, node: fx.Node, value_of: Callable[[fx.Node], Any], missing: list) -> Any:
+        """The value of one node from its inputs' values (`_NOTHING` for the output node)."""
+        if node.op == "placeholder":
+            inputs = self.example_inputs or ()
+            index, self._placeholders = self._placeholders, self._placeholders + 1
+            if index < len(inputs):
+                return inputs[index]
+            return node.args[0] if node.args else _UNKNOWN  # a default argument
+        if node.op == "get_attr":
+            return operator.attrgetter(str(node.target))(self._root)
+        if node.op not in ("call_module", "call_function", "call_method"):
+            return _NOTHING
+        args = fx.node.map_arg(node.args, value_of)
+        kwargs = fx.node.map_arg(node.kwargs, value_of)
+        if missing:
+            return _UNKNOWN
+        if node.op == "call_module":
+            return self._root.get_submodule(str(node.target))(*args, **kwargs)  # type: ignore[union-attr]
+        if node.op == "call_function":
+            return node.target(*args, **kwargs)  # type: ignore[operator]
+        return getattr(args[0], str(node.target))(*args[1:], **kwargs)
+
+    def specialised_sizes(self, proxy: fx.Proxy, dim: Any = None) -> Any:
+        """`proxy.size(dim)` with every axis but the batch axis a constant (None: value unknown)."""
+        value = self.concrete(proxy.node)
+        if not isinstance(value, torch.Tensor) or value.dim() == 0:
+            return None
+        if dim is not None:
+            if not isinstance(dim, int) or dim % value.dim() == 0:
+                return None
+            return int(value.shape[dim])
+        batch = self.create_proxy("call_method", "size", (proxy, 0), {})
+        return (batch, *(int(v) for v in value.shape[1:]))
+
+    def create_proxy(self, kind: str, target: Any, args: tuple, kwargs: dict, *rest: Any, **more: Any) -> Any:
+        if self.specialise_sizes and kind == "call_method" and target == "size" and args:
+            dim = args[1] if len(args) > 1 else kwargs.get("dim")
+            if isinstance(args[0], fx.Proxy) and (len(args) <= 2 and set(kwargs) <= {"dim"}):
+                sizes = self.specialised_sizes(args[0], dim)
+                if sizes is not None:
+                    return sizes
+        return super().create_proxy(kind, target, args, kwargs, *rest, **more)
 
     def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
-        if isinstance(m, ElasticOp):
+        if isinstance(m, ElasticOp) or getattr(m, "traced_as_layer", False):
             return True
         return super().is_leaf_module(m, module_qualified_name)
 
     def create_node(self, *args: Any, **kwargs: Any) -> fx.Node:
         node = super().create_node(*args, **kwargs)
         self.last_node = node
+        if self._values is not None:
+            self._evaluate(node)
         return node
 
     def _fail(self, node: fx.Node, what: str) -> UnsupportedModelError:
@@ -128,6 +254,10 @@ class ConvertTracer(fx.Tracer):
         )
 
     def to_bool(self, obj: fx.Proxy) -> bool:
+        value = self.concrete(obj.node)
+        if isinstance(value, (bool, int, float)):  # a comparison of sizes: the example's branch
+            obj.node.meta[SPECIALISED] = True
+            return bool(value)
         raise self._fail(
             obj.node,
             "is used as a Python bool: data-dependent control flow (`if`, `while`, `assert`, `and`/`or` on "
@@ -143,8 +273,12 @@ class ConvertTracer(fx.Tracer):
     def trace(self, root: nn.Module | Callable[..., Any], concrete_args: dict[str, Any] | None = None) -> fx.Graph:
         self._root = root if isinstance(root, nn.Module) else None
         self.last_node = None
+        evaluate = self.example_inputs is not None and self._root is not None
+        self._values = {} if evaluate else None
+        self._placeholders = 0
+        buffers = [(b, b.clone()) for b in self._root.buffers()] if evaluate else []  # type: ignore[union-attr]
         try:
-            with _autograd_functions_as_calls(self):
+            with _autograd_functions_as_calls(self), torch.no_grad():
                 return super().trace(root, concrete_args)
         except UnsupportedModelError:
             raise
@@ -154,6 +288,26 @@ class ConvertTracer(fx.Tracer):
             raise UnsupportedModelError(
                 f"{owner}.forward cannot be traced by torch.fx{where}: {type(exc).__name__}: {exc}"
             ) from exc
+        finally:
+            self._values = None  # drop the example's activations
+            with torch.no_grad():
+                for buffer, saved in buffers:  # training-mode layers updated statistics while evaluating
+                    buffer.copy_(saved)
+
+
+@contextmanager
+def _plain_modules() -> Iterator[None]:
+    """Undo fx's patches of `nn.Module.__call__` / `__getattr__` while a node runs on real tensors (with them,
+    a layer called inside the trace records itself in the graph instead of computing). fx keeps the originals
+    as `_orig_module_call` / `_orig_module_getattr`; no public API suspends its patches (torch is pinned)."""
+    call, getattr_ = nn.Module.__call__, nn.Module.__getattr__
+    nn.Module.__call__ = fx._symbolic_trace._orig_module_call  # type: ignore[method-assign]
+    nn.Module.__getattr__ = fx._symbolic_trace._orig_module_getattr  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        nn.Module.__call__ = call  # type: ignore[method-assign]
+        nn.Module.__getattr__ = getattr_  # type: ignore[method-assign]
 
 
 @contextmanager
@@ -227,6 +381,8 @@ def is_autograd_function(target: Any) -> bool:
 
 __all__ = [
     "OPAQUE",
+    "SPECIALISED",
+    "ConcreteProxy",
     "ConvertTracer",
     "Opaque",
     "Recorder",

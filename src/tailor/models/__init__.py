@@ -2,8 +2,10 @@
 
 from tailor.models import efficientnet as efficientnet
 from tailor.models import mobilenet as mobilenet
+from tailor.models import vit as vit
 from tailor.models.registry import create_model, list_models, register_model
 from tailor.models.resnet import ElasticResNet
 from tailor.models.small_cnn import SmallCNN
+from tailor.models.vit import ElasticViT
 
-__all__ = ["ElasticResNet", "SmallCNN", "create_model", "list_models", "register_model"]
+__all__ = ["ElasticResNet", "ElasticViT", "SmallCNN", "create_model", "list_models", "register_model"]

@@ -127,7 +127,7 @@ class ElasticModel(nn.Module):
     @staticmethod
     def _check_skippable(name: str, stage: ElasticStage, min_depth: int) -> None:
         """Blocks that a subnet may skip must keep the stage's resolution (no strided conv or pooling)."""
-        for position in range(min_depth, len(stage.blocks)):
+        for position in stage.skippable_positions(min_depth):
             for sub_name, sub in stage.blocks[position].named_modules():
                 strided = isinstance(sub, nn.Conv2d) and sub.stride != (1, 1)
                 if strided or isinstance(sub, (nn.MaxPool2d, nn.AvgPool2d)):
@@ -203,7 +203,7 @@ class ElasticModel(nn.Module):
         assignments: list[tuple[nn.Module, Any]] = []
         norms: list[tuple[str, ElasticBatchNorm2d]] = []
         for entry in self._index():
-            if any(depths[stage.depth_dim] <= position for stage, position in entry.conditions):
+            if any(not stage.runs(position, depths[stage.depth_dim]) for stage, position in entry.conditions):
                 continue  # inside a skipped block: never runs in this subnet
             module = entry.module
             try:

@@ -4,7 +4,9 @@ A narrower subnet keeps the first k channels, so before shrinking (as Once-for-A
 important channels should come first. Importance of a channel is the L1 norm of the weights that
 produce it, summed over every layer writing that dimension (tied layers are permuted together).
 Every layer reading the dimension is permuted the same way, so the full network computes the same
-function; only which channels narrow subnets keep changes.
+function; only which channels narrow subnets keep changes. Attention heads move whole (DynaBERT's head
+rewiring): a head's importance is the L1 norm of its q, k and v rows, and its q, k, v rows and the output
+projection's columns move together, which leaves every attention score unchanged.
 """
 
 from __future__ import annotations
@@ -14,9 +16,11 @@ from dataclasses import dataclass, field
 import torch
 
 from tailor.errors import InvalidSubnetError
+from tailor.ops.attention import ElasticQKVLinear
 from tailor.ops.conv import ElasticConv2d, ElasticLinear
 from tailor.ops.network import ElasticModel
 from tailor.ops.norm import ElasticBatchNorm2d, ElasticGroupNorm
+from tailor.ops.transformer import ElasticLayerNorm
 
 
 @dataclass
@@ -44,9 +48,11 @@ def _reads_and_writes(model: ElasticModel) -> tuple[dict[str, list], dict[str, s
                         blocked[dim] = f"grouped conv {name!r} must keep its groups whole"
             for dim in {module.in_dim, module.out_dim} - {None}:
                 users.setdefault(dim, []).append(module)
-        elif isinstance(module, ElasticLinear):
+        elif isinstance(module, (ElasticLinear, ElasticQKVLinear)):
             for dim in {module.in_dim, module.out_dim} - {None}:
                 users.setdefault(dim, []).append(module)
+        elif isinstance(module, ElasticLayerNorm) and module.dim is not None:
+            users.setdefault(module.dim, []).append(module)
         elif isinstance(module, ElasticGroupNorm) and module.dim is not None:
             if module.channels_per_group > 1:
                 blocked[module.dim] = f"group norm {name!r} normalises fixed groups of channels"
@@ -82,14 +88,21 @@ def sort_channels(model: ElasticModel, drop_subnet_stats: bool = False) -> Chann
         if dim in blocked or not modules:
             continue
         importance = None
+        head_dim = 1  # channels that move as one block (a head)
         for module in modules:
             if isinstance(module, (ElasticConv2d, ElasticLinear)) and module.out_dim == dim:
                 score = module.weight.detach().abs().flatten(1).sum(1).double()
-                importance = score if importance is None else importance + score
+            elif isinstance(module, ElasticQKVLinear) and module.out_dim == dim:
+                score = module.weight.detach().abs().view(3, module.features, -1).sum((0, 2)).double()
+                head_dim = module.head_dim
+            else:
+                continue
+            importance = score if importance is None else importance + score
         if importance is None:
             result.skipped[dim] = "no layer produces it"
             continue
-        perm = torch.argsort(importance, descending=True, stable=True)
+        heads = torch.argsort(importance.view(-1, head_dim).sum(1), descending=True, stable=True)
+        perm = (heads[:, None] * head_dim + torch.arange(head_dim, device=heads.device)).flatten()
         for module in modules:
             _permute(module, dim, perm.to(module.weight.device if module.weight is not None else "cpu"))
         result.permutations[dim] = perm.tolist()
@@ -101,9 +114,23 @@ def _permute(module: torch.nn.Module, dim: str, perm: torch.Tensor) -> None:
         if tensor is not None:
             tensor.copy_(tensor.index_select(axis, perm))
 
-    if isinstance(module, ElasticBatchNorm2d):
-        for tensor in (module.weight, module.bias, module.running_mean, module.running_var):
+    if isinstance(module, (ElasticBatchNorm2d, ElasticLayerNorm)):
+        for tensor in (
+            module.weight,
+            module.bias,
+            getattr(module, "running_mean", None),
+            getattr(module, "running_var", None),
+        ):
             take(tensor, 0)
+        module.clear_cache()
+        return
+    if isinstance(module, ElasticQKVLinear) and module.out_dim == dim:
+        rows = (torch.arange(3, device=perm.device)[:, None] * module.features + perm).flatten()
+        module.weight.copy_(module.weight.index_select(0, rows))
+        if module.bias is not None:
+            module.bias.copy_(module.bias.index_select(0, rows))
+        if module.in_dim == dim:
+            take(module.weight, 1)
         module.clear_cache()
         return
     if module.out_dim == dim:  # type: ignore[union-attr]

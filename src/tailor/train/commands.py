@@ -33,6 +33,8 @@ _TRAIN_FLAGS = {
     "epochs": int,
     "batch_size": int,
     "lr": float,
+    "optimizer": str,
+    "weight_decay": float,
     "sampler": str,
     "num_random": int,
     "seed": int,

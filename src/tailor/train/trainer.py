@@ -49,6 +49,9 @@ TEACHER_SAMPLERS = ("sandwich", "random_min_max")
 #: the share of the epochs the default largest-only phase and student ramp take (benchmarks/supernet_vs_independent.py)
 DEFAULT_PHASE_FRACTION = 0.25
 
+#: Optimizers a `TrainConfig` can name.
+OPTIMIZERS = ("sgd", "adamw")
+
 
 # strict per field (not for the whole class, which would then refuse a table in place of a TrainConfig)
 @pydantic_dataclass(config=ConfigDict(extra="forbid"))
@@ -65,8 +68,12 @@ class TrainConfig:
         int, Field(strict=True, ge=1, description="global batch size, split evenly across distributed ranks")
     ] = 128
     lr: Annotated[
-        float, Field(strict=True, gt=0, description="peak learning rate (SGD), reached after the warm-up")
+        float, Field(strict=True, gt=0, description="peak learning rate, reached after the warm-up")
     ] = 0.1
+    optimizer: Annotated[
+        Literal["sgd", "adamw"],
+        Field(description="sgd (momentum, Nesterov) or adamw (betas 0.9/0.999; what transformers train with)"),
+    ] = "sgd"
     momentum: Annotated[float, Field(strict=True, ge=0, lt=1, description="SGD momentum")] = 0.9
     nesterov: Annotated[bool, Field(strict=True, description="Nesterov momentum")] = True
     weight_decay: Annotated[
@@ -503,15 +510,19 @@ class Trainer:
 
     # -- set-up ---------------------------------------------------------------------------------------
     def _make_optimizer(self) -> torch.optim.Optimizer:
-        """SGD with momentum; no weight decay on norms and biases (1-d parameters)."""
+        """SGD with momentum or AdamW; no weight decay on norms and biases (1-d parameters) nor on the
+        parameters a model names in `no_weight_decay()` (a ViT's position embedding and class token)."""
+        exempt = set(getattr(self.model, "no_weight_decay", lambda: ())())
         decay, no_decay = [], []
-        for param in self.model.parameters():
+        for name, param in self.model.named_parameters():
             if param.requires_grad:
-                (no_decay if param.ndim <= 1 else decay).append(param)
+                (no_decay if param.ndim <= 1 or name in exempt else decay).append(param)
         groups = [
             {"params": decay, "weight_decay": self.config.weight_decay},
             {"params": no_decay, "weight_decay": 0.0},
         ]
+        if self.config.optimizer == "adamw":
+            return torch.optim.AdamW(groups, lr=self.config.lr)
         return torch.optim.SGD(groups, lr=self.config.lr, momentum=self.config.momentum, nesterov=self.config.nesterov)
 
     @property
