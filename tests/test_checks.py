@@ -91,7 +91,7 @@ def test_integer_bounds_are_inclusive_and_the_message_states_them(value, low, sp
 
 @given(value=st.floats(-3, 3), low_open=st.booleans(), high_open=st.booleans())
 def test_number_honours_open_and_closed_ends(value, low_open, high_open) -> None:
-    returned, error = _outcome(
+    _returned, error = _outcome(
         lambda name, v: number(name, v, ProfileError, low=-1, high=1, low_open=low_open, high_open=high_open), value
     )
     above_low = value > -1 if low_open else value >= -1
@@ -141,7 +141,7 @@ def test_one_of_takes_unhashable_values_and_sets() -> None:
 
 @given(value=ANYTHING)
 def test_boolean_takes_true_and_false_only(value) -> None:
-    returned, error = _outcome(lambda name, v: boolean(name, v, ProfileError), value)
+    _returned, error = _outcome(lambda name, v: boolean(name, v, ProfileError), value)
     assert (error is None) == isinstance(value, bool)
     if error is not None:
         assert str(error) == f"name must be true or false, got {shown(value)}"
