@@ -45,7 +45,7 @@ def _int_words(low: int | None, high: int | None) -> str:
 
 def integer(name: str, value: Any, error: ErrorClass, *, low: int | None = None, high: int | None = None) -> int:
     """`value` as an `int` if it is an integer (not a bool) within [low, high]."""
-    wrong_type = isinstance(value, bool) or not isinstance(value, numbers.Integral)
+    wrong_type = type(value) is not int and (isinstance(value, bool) or not isinstance(value, numbers.Integral))
     if wrong_type or (low is not None and value < low) or (high is not None and value > high):
         raise _fail(name, _int_words(low, high), value, error)
     return int(value)
@@ -84,7 +84,8 @@ def number(
     high_open: bool = False,
 ) -> float:
     """`value` as a finite `float` within the bounds (open or closed at each end)."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
+    wrong_type = type(value) not in (float, int) and (isinstance(value, bool) or not isinstance(value, numbers.Real))
+    if wrong_type or not math.isfinite(value):
         raise _fail(name, _number_words(low, high, low_open, high_open), value, error)
     below = low is not None and (value <= low if low_open else value < low)
     above = high is not None and (value >= high if high_open else value > high)
