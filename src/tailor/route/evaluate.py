@@ -23,6 +23,7 @@ from typing import Any, TypeVar
 
 import torch
 
+from tailor.checks import integer
 from tailor.cost import latency, macs
 from tailor.errors import SubnetNormFallbackWarning, TailorError
 from tailor.ops import ElasticModel
@@ -151,8 +152,7 @@ def threshold_grid(scores: torch.Tensor, points: int = 41) -> list[float]:
     With "escalate if score < threshold", the smallest threshold (0 or below every score) escalates no
     input and the largest (above every score) escalates all of them.
     """
-    if isinstance(points, bool) or not isinstance(points, int) or points < 2:
-        raise TailorError(f"threshold_grid: points must be an integer >= 2, got {points!r}")
+    integer("threshold_grid: points", points, TailorError, low=2)
     values = scores.double().flatten()
     if values.numel() == 0 or not torch.isfinite(values).all():
         raise TailorError("threshold_grid: scores must be a non-empty finite tensor")
