@@ -95,7 +95,7 @@ BAD = [
     (["--runtimes", "torch,"], "expected comma-separated runtime names"),
     (["--device", "tpu"], "unknown device 'tpu'"),
     (["--precision", "fp16"], "runtime 'onnxruntime' supports precision ['fp32'], not 'fp16'"),
-    (["--runtimes", "torch", "--min-agreement", "2"], "min_top1_agreement must be in [0, 1]"),
+    (["--runtimes", "torch", "--min-agreement", "2"], "min_top1_agreement must be a number in [0, 1], got 2.0"),
     (["--check-samples", "0"], "--check-samples must be >= 1"),
     (["--threads", "0"], "--threads must be >= 1"),
     (["--batch-sizes", "1,0"], "--batch-sizes must be positive"),
