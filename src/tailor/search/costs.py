@@ -17,6 +17,7 @@ import torch
 from torch import fx, nn
 from torch.fx.passes.shape_prop import ShapeProp
 
+from tailor.checks import one_of
 from tailor.cost import ErrorReport, LatencyPredictor, Profile, latency, macs, params, peak_memory
 from tailor.errors import InvalidSubnetError, ProfileError, SubnetNormFallbackWarning
 from tailor.ops import ElasticModel
@@ -69,10 +70,8 @@ class MeasuredCost(CostSource):
         percentile: str = "p50",
         memory: str = "measure",
     ) -> None:
-        if percentile not in PERCENTILES:
-            raise SearchError(f"MeasuredCost: percentile must be one of {PERCENTILES}, got {percentile!r}")
-        if memory not in ("measure", "estimate"):
-            raise SearchError(f"MeasuredCost: memory must be 'measure' or 'estimate', got {memory!r}")
+        one_of("MeasuredCost: percentile", percentile, PERCENTILES, SearchError)
+        one_of("MeasuredCost: memory", memory, ("measure", "estimate"), SearchError)
         self.model = model
         self.input_shape = tuple(input_shape) if input_shape is not None else None
         self.backend, self.batch_size, self.threads = backend, batch_size, threads
@@ -119,8 +118,7 @@ class ProfileCost(CostSource):
         space: SearchSpace | None = None,
     ) -> None:
         self.profile = profile if isinstance(profile, Profile) else Profile.load(profile)
-        if percentile not in PERCENTILES:
-            raise SearchError(f"ProfileCost: percentile must be one of {PERCENTILES}, got {percentile!r}")
+        one_of("ProfileCost: percentile", percentile, PERCENTILES, SearchError)
         sizes = self.profile.batch_sizes
         self.batch_size = batch_size if batch_size is not None else (sizes[0] if sizes else None)
         if self.batch_size not in sizes:
