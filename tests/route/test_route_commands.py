@@ -81,7 +81,7 @@ def test_route_trains_saves_and_reuses_exit_heads(
     [
         (["--stages", "largest"], "at least two stages"),
         (["--stages", "huge,largest"], "--stages: unknown subnet 'huge'"),
-        (["--stages", "w1.5,largest"], "width 1.5 is not in (0, 1]"),
+        (["--stages", "w1.5,largest"], "width must be a number in (0, 1], got 1.5"),
         (["--stages", "largest@,smallest"], "empty exit name"),
         (["--policies", "oracle"], "--policies"),
         (["--thresholds", "1"], "--thresholds must be >= 2"),

@@ -23,7 +23,6 @@ file gave it. Errors are `InvalidSubnetError`s naming the item and what was expe
 
 from __future__ import annotations
 
-import math
 import os
 import re
 from dataclasses import dataclass
@@ -35,7 +34,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from tailor.errors import InvalidSubnetError
 from tailor.jsonio import read_json
 from tailor.space.search_space import SearchSpace
-from tailor.space.subnet import Subnet
+from tailor.space.subnet import Subnet, check_width
 from tailor.validation import validate
 
 SUBNET_NOTATION = (
@@ -138,8 +137,7 @@ def read_subnets(
 def uniform_width(space: SearchSpace, width: float, depth: str = "max", item: str | None = None) -> Subnet:
     """Every width dimension at `width` (or its smallest choice above), depths at "max" or "min" (`w<W>`)."""
     item = item or f"w{width:g}"
-    if not math.isfinite(width) or not 0 < width <= 1:
-        raise InvalidSubnetError(f"subnet {item!r}: width {width!r} is not in (0, 1]")
+    check_width(f"subnet {item!r}: width", width)
     if space.widths and not any(dim.contains(width) for dim in space.widths):
         allowed = sorted({c for dim in space.widths for c in (dim.choices or ())})
         ranges = sorted({dim.low for dim in space.widths if dim.low is not None})
