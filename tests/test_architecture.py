@@ -17,6 +17,7 @@ LAYERS: list[set[str]] = [
     {"errors"},
     {"jsonio", "progress", "plot", "validation", "checks"},
     {"space", "data"},
+    {"cli_args"},
     {"ops"},
     {"models", "convert"},
     {"train"},
