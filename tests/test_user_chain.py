@@ -1,4 +1,4 @@
-"""The chain a user runs, on the command line: train -> search -> profile --subnets front.json -> export -> serve
+"""The chain a user runs, on the command line: train -> search -> profile --subnet front.json -> export -> serve
 -> tritonclient infer -> replay --sim; and a data set whose channels do not fit the model is one line, exit 2.
 
 Small and fast: small_cnn on digits (1-channel 8x8 images), one epoch, a handful of subnets.

@@ -132,7 +132,7 @@ def parse_ints(text: str, what: str) -> list[int]:
     return values
 
 
-def parse_subnets(space: SearchSpace, spec: str, what: str = "--subnets") -> list[tuple[str | None, Subnet]]:
+def parse_subnets(space: SearchSpace, spec: str, what: str = "--subnet") -> list[tuple[str | None, Subnet]]:
     """Subnets named by `spec` in tailor's one notation (`tailor.space.parse_subnets`), in canonical form;
     (the id a file gave it or None, subnet)."""
     return [(n.name if n.name != n.subnet.id else None, n.subnet) for n in parse_space_subnets(spec, space, what=what)]

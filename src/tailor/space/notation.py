@@ -1,7 +1,7 @@
 """The one subnet notation of the command line, and the one reader of subnet files.
 
-Every command that takes subnets (`tailor profile --subnets`, `export --subnet`, `calibrate --subnets`,
-`train --subnets`, `route --stages`, `search --include`) reads them with `parse_subnets`: a comma-separated
+Every command that takes subnets (`tailor profile --subnet`, `export --subnet`, `calibrate --subnet`,
+`train --subnet`, `route --stages`, `search --include`) reads them with `parse_subnets`: a comma-separated
 list of
 
 - `largest`, `smallest`;
@@ -178,7 +178,7 @@ def parse_subnet_item(item: str, space: SearchSpace) -> list[NamedSubnet]:
 
 
 def parse_subnets(
-    spec: str, space: SearchSpace, *, exits: bool = False, what: str = "--subnets"
+    spec: str, space: SearchSpace, *, exits: bool = False, what: str = "--subnet"
 ) -> list[NamedSubnet]:
     """Every subnet `spec` names (see the module docstring), in order, in canonical form.
 
