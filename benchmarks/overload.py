@@ -55,7 +55,7 @@ def cores() -> tuple[int, set[int]]:
 
 def start_server(args: argparse.Namespace, checkpoint: Path, profile: Path, runtime: str) -> tuple[subprocess.Popen,
                                                                                                    dict]:
-    command = [sys.executable, "-m", "tailor.cli", "serve", "--checkpoint", str(checkpoint), "--profile", str(profile),
+    command = [sys.executable, "-m", "tailor.cli", "serve", str(checkpoint), "--profile", str(profile),
                "--port", "0", "--workers", "1", "--spare-workers", "1", "--slo-ms", str(args.slo_ms),
                "--runtime", runtime, "--threads", "1", "--log-level", "error", "--percentile", args.percentile]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -224,7 +224,7 @@ def main() -> None:
     print(f"client on core {client_core}, server (front end + workers) on cores {sorted(server_cores)}; "
           f"load average {load_avg[0]:.2f} {load_avg[1]:.2f} {load_avg[2]:.2f}")
     for runtime in args.runtimes.split(","):
-        args.backend = runtime
+        args.runtime = runtime
         profile = measure_profile(args, workdir, checkpoint)
         (workdir / f"profile-{runtime}.json").write_text(profile.read_text())
         process, ready = start_server(args, checkpoint, profile, runtime)
