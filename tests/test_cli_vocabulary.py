@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+import tailor
 from tailor.cli import build_parser, main
 from tailor.cli_args import DEPRECATED_FLAGS, POSITIVE
 from tailor.errors import UsageError
@@ -117,6 +118,7 @@ def test_a_deprecated_spelling_still_works_and_says_so_in_one_line(entry, capsys
 
 
 def test_the_old_and_the_new_spelling_together_are_one_error_line(capsys: pytest.CaptureFixture[str]) -> None:
+    assert issubclass(tailor.UsageError, tailor.TailorError) and issubclass(tailor.UsageError, ValueError)
     with pytest.raises(UsageError, match="--runtimes is the deprecated spelling of --runtime: give only --runtime"):
         build_parser().parse_args(["profile", "ck", "--out", "o", "--runtime", "torch", "--runtimes", "onnxruntime"])
     assert main(["serve", "ck", "--profile", "p", "--checkpoint", "ck2"]) == 2

@@ -51,7 +51,7 @@ def add_commands(commands: Any) -> None:
     cli_args.add_runtime(p, runtimes=list_runtimes(),
                          help="comma-separated runtimes, each subnet measured on each side by side and served on the "
                               "fastest whose outputs match PyTorch fp32 (default onnxruntime)")  # fmt: skip
-    cli_args.add_device(p, default="cpu", help=" (every call synchronised)")
+    cli_args.add_device(p, default="cpu", help="; every call synchronised")
     p.add_argument("--precision", help="fp32, fp16, bf16 or int8 for every runtime (default: each runtime's own)")
     cli_args.add_threads(p, default=1, help="intra-op threads of the runtime")
     p.add_argument("--tolerance", type=float, default=1e-3,
