@@ -61,7 +61,7 @@ class Deprecated:
     new: str
 
 
-#: every spelling an earlier release used, accepted (with a note on stderr) until the release after 0.2
+#: every spelling an earlier release used: accepted, with a note on stderr, for one more release (through 0.2)
 DEPRECATED_FLAGS: tuple[Deprecated, ...] = (
     Deprecated("actuate", "--subnets", "--count"),
     Deprecated("train", "--subnets", "--subnet"),
