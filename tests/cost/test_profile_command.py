@@ -95,7 +95,7 @@ BAD = [
     (["--runtime", "torch,"], "expected comma-separated runtime names"),
     (["--device", "tpu"], "unknown device 'tpu'"),
     (["--precision", "fp16"], "runtime 'onnxruntime' supports precision ['fp32'], not 'fp16'"),
-    (["--runtime", "torch", "--min-agreement", "2"], "min_top1_agreement must be a number in [0, 1], got 2.0"),
+    (["--runtime", "torch", "--min-agreement", "2"], "--min-agreement must be a number in [0, 1], got 2.0"),
     (["--check-samples", "0"], "--check-samples must be a positive integer, got 0"),
     (["--threads", "0"], "--threads must be a positive integer, got 0"),
     (["--latency-batch", "1,0"], "--latency-batch must be positive"),

@@ -56,8 +56,8 @@ def add_commands(commands: Any) -> None:
     cli_args.add_threads(p, default=1, help="intra-op threads of the runtime")
     p.add_argument("--tolerance", type=float, default=1e-3,
                    help="outputs may differ from PyTorch fp32 by this x the largest |logit| (+ 1e-5; default 1e-3)")
-    p.add_argument("--min-agreement", type=float, default=0.99,
-                   help="least top-1 agreement with PyTorch fp32 on the check inputs (default 0.99)")
+    cli_args.checked(p, "--min-agreement", type=float, default=0.99, check=cli_args.FRACTION,
+                     help="least top-1 agreement with PyTorch fp32 on the check inputs (default 0.99)")  # fmt: skip
     cli_args.checked(p, "--check-samples", type=int, default=256, check=cli_args.POSITIVE,
                      help="held-out test images for the output check (random inputs without data; default 256)")  # fmt: skip
     p.add_argument("--no-check", action="store_true", help="skip the output check (each runtime counts as exact)")
