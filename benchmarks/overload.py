@@ -55,7 +55,7 @@ def cores() -> tuple[int, set[int]]:
 
 def start_server(args: argparse.Namespace, checkpoint: Path, profile: Path, runtime: str) -> tuple[subprocess.Popen,
                                                                                                    dict]:
-    command = [sys.executable, "-m", "tailor.cli", "serve", "--checkpoint", str(checkpoint), "--profile", str(profile),
+    command = [sys.executable, "-m", "tailor.cli", "serve", str(checkpoint), "--profile", str(profile),
                "--port", "0", "--workers", "1", "--spare-workers", "1", "--slo-ms", str(args.slo_ms),
                "--runtime", runtime, "--threads", "1", "--log-level", "error", "--percentile", args.percentile]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}

@@ -4,7 +4,7 @@
    rather than the HTTP front end dominates; `--epochs`; `--quick`: 1 epoch at 8x8), 8 subnets (uniform widths
    0.25/0.5/0.75/1.0 x min/max depth) are SubnetNorm-calibrated and evaluated on the held-out split, the
    checkpoint is saved with `tailor.save`; right before the replay `tailor.cost.build_profile` measures every
-   subnet with the backend the workers will run (`--backend`: torch = the supernet switched in place, the
+   subnet on the runtime the workers will run (`--runtime`: torch-inplace = the supernet switched in place, the
    default; onnxruntime = one session per subnet), 1 thread, batch sizes 1-16, so that profile and live run
    see the same machine. `--checkpoint` + `--profile` use existing ones instead.
 2. A bursty trace (Poisson + Gamma arrivals, CV² `--cv2`) at `--load` x what the most accurate subnet alone
@@ -110,7 +110,7 @@ def train(args: argparse.Namespace, workdir: Path) -> Path:
 
 
 def measure_profile(args: argparse.Namespace, workdir: Path, checkpoint: Path) -> Path:
-    """Profile the checkpoint's subnets with the backend the workers will run (1 thread), right now."""
+    """Profile the checkpoint's subnets on the runtime the workers will run (1 thread), right now."""
     start = time.perf_counter()
     entries = json.loads((workdir / "subnets.json").read_text())["subnets"]
     model = tailor.load(checkpoint)
@@ -292,7 +292,7 @@ async def replay(
 
 
 def start_server(args: argparse.Namespace, checkpoint: Path, profile: Path) -> tuple[subprocess.Popen, dict]:
-    command = [sys.executable, "-m", "tailor.cli", "serve", "--checkpoint", str(checkpoint), "--profile", str(profile),
+    command = [sys.executable, "-m", "tailor.cli", "serve", str(checkpoint), "--profile", str(profile),
                "--port", "0", "--workers", str(args.workers), "--slo-ms", str(args.slo_ms), "--policy", args.policy,
                "--threads", "1", "--log-level", "error"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -389,8 +389,9 @@ def main() -> None:
     parser.add_argument("--profile", help="profile JSON of the checkpoint's subnets (with --checkpoint)")
     parser.add_argument("--epochs", type=int, default=10, help="training epochs on digits")
     parser.add_argument("--repeats", type=int, default=50, help="timed runs per subnet and batch size")
-    parser.add_argument("--runtime", default="torch-inplace", choices=("torch-inplace", "onnxruntime"),
-                        help="profile runtime; the server's workers run the same (in-place supernet or ORT sessions)")
+    parser.add_argument("--runtime", "--backend", default="torch-inplace", choices=("torch-inplace", "onnxruntime"),
+                        help="runtime profiled; the server's workers run the same (in-place supernet or ORT sessions); "
+                             "--backend is its deprecated spelling")
     parser.add_argument("--image-size", type=int, default=32, help="digits are resized to this (8: native)")
     parser.add_argument("--slo-ms", type=float, default=50.0)
     parser.add_argument("--workers", type=int, default=1)

@@ -6,7 +6,7 @@ Two profiles:
 - `resnet20-digits`: measured from our own supernet. A resnet20 supernet is trained on `digits` (sandwich
   rule, in-place distillation; `--digits-epochs`), 8 subnets (uniform widths 0.25/0.5/0.75/1.0 x min/max
   depth) are SubnetNorm-calibrated and evaluated on the held-out split, and `tailor.cost.build_profile`
-  measures each at batch sizes 1-32 (`--backend`, 1 thread). `--profile PATH` loads a profile JSON instead.
+  measures each at batch sizes 1-32 (`--runtime`, 1 thread). `--profile PATH` loads a profile JSON instead.
   The serving view keeps its Pareto subnets (dominated ones are listed).
 
 Workloads per profile, SLO = the slowest choice's latency (largest subnet, largest batch, p99) rounded up:
@@ -103,7 +103,7 @@ def measured_profile(args: argparse.Namespace) -> Profile:
         model.eval(),
         subs,
         batch_sizes=(1, 2, 4, 8, 16, 32),
-        backend=args.backend,
+        runtime=args.runtime,
         threads=1,
         warmup=5,
         repeats=args.repeats,
@@ -113,7 +113,7 @@ def measured_profile(args: argparse.Namespace) -> Profile:
     )
     print(
         f"measured profile: resnet20 trained {args.digits_epochs} epochs on digits + calibrated in {trained:.0f} s, "
-        f"latency of {len(subs)} subnets x 6 batch sizes ({args.backend}, {args.repeats} repeats) "
+        f"latency of {len(subs)} subnets x 6 batch sizes ({args.runtime}, {args.repeats} repeats) "
         f"in {time.perf_counter() - start - trained:.0f} s"
     )
     return profile
@@ -452,7 +452,8 @@ def plots(label: str, p: ServingProfile, outs: list[dict[str, Any]], out_dir: Pa
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--profile", help="a profile JSON to use instead of measuring resnet20 on digits")
-    parser.add_argument("--backend", default="onnxruntime", help="latency backend for the measured profile")
+    parser.add_argument("--runtime", "--backend", default="onnxruntime",
+                        help="runtime the measured profile is timed on (--backend is its deprecated spelling)")
     parser.add_argument(
         "--measured-percentile",
         default="p50",
@@ -484,7 +485,7 @@ def main() -> None:
     else:
         measured = measured_profile(args)
         measured.save(out_dir / "serving_sim_profile.json")
-        source = f"measured (resnet20 on digits, {args.backend}), saved to {out_dir / 'serving_sim_profile.json'}"
+        source = f"measured (resnet20 on digits, {args.runtime}), saved to {out_dir / 'serving_sim_profile.json'}"
     profiles[measured.model] = ServingProfile(measured, percentile=args.measured_percentile)
     report: dict[str, Any] = {"profiles": {}, "speed": None, "args": vars(args)}
     for label, p in profiles.items():

@@ -11,7 +11,7 @@ from tailor.cli import main
 
 
 def test_actuate_reports_matching_outputs_for_each_subnet(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["actuate", "--subnets", "5", "--repeats", "2", "--threads", "1"]) == 0
+    assert main(["actuate", "--count", "5", "--repeats", "2", "--threads", "1"]) == 0
     out = capsys.readouterr().out
     rows = [line for line in out.splitlines() if re.match(r"sn-[0-9a-f]{12} ", line)]
     assert len(rows) == 5
@@ -29,8 +29,8 @@ def test_space_prints_the_search_space_json(capsys: pytest.CaptureFixture[str]) 
 
 
 def test_bad_arguments_are_reported(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["actuate", "--subnets", "0"]) == 2
-    assert "--subnets must be >= 1" in capsys.readouterr().err
+    assert main(["actuate", "--count", "0"]) == 2
+    assert capsys.readouterr().err == "error: --count must be a positive integer, got 0\n"
     with pytest.raises(SystemExit):
         main(["actuate", "--model", "nope"])
 

@@ -1,4 +1,4 @@
-"""The chain a user runs, on the command line: train -> search -> profile --subnets front.json -> export -> serve
+"""The chain a user runs, on the command line: train -> search -> profile --subnet front.json -> export -> serve
 -> tritonclient infer -> replay --sim; and a data set whose channels do not fit the model is one line, exit 2.
 
 Small and fast: small_cnn on digits (1-channel 8x8 images), one epoch, a handful of subnets.
@@ -61,7 +61,7 @@ def test_train_search_profile_export_serve_infer_replay(trained: Path, capsys: p
     assert len(front) >= 1 and [e["id"] for e in summary["front"]] == [e.subnet.id for e in front]
 
     # the front feeds on: profile the front's subnets (with their accuracy), export one of them
-    _run(["profile", str(ck), "--subnets", str(front_path), "--batch-sizes", "1,4", "--warmup", "1", "--repeats",
+    _run(["profile", str(ck), "--subnet", str(front_path), "--latency-batch", "1,4", "--warmup", "1", "--repeats",
           "5", "--accuracy", "--out", str(prof), "--no-progress"], capsys)  # fmt: skip
     profile = Profile.load(prof)
     assert [e.subnet for e in profile.subnets] == front.subnets
@@ -73,7 +73,7 @@ def test_train_search_profile_export_serve_infer_replay(trained: Path, capsys: p
     assert report["max_abs_diff_vs_pytorch"] < 1e-3 and report["accuracy"] is not None
 
     # serve the checkpoint with that profile; a standard OIP client gets answers
-    command = [sys.executable, "-m", "tailor.cli", "serve", "--checkpoint", str(ck), "--profile", str(prof),
+    command = [sys.executable, "-m", "tailor.cli", "serve", str(ck), "--profile", str(prof),
                "--port", "0", "--workers", "1", "--slo-ms", "5000", "--log-level", "error"]  # fmt: skip
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     server = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
@@ -108,7 +108,7 @@ def test_train_search_profile_export_serve_infer_replay(trained: Path, capsys: p
 
 DATA_COMMANDS = [
     ["calibrate", "CK", "--random", "1"],
-    ["profile", "CK", "--subnets", "largest", "--out", "OUT/p.json"],
+    ["profile", "CK", "--subnet", "largest", "--out", "OUT/p.json"],
     ["export", "CK", "--out", "OUT/m.onnx"],
     ["search", "CK", "--out", "OUT/f.json", "--budget", "2"],
     ["route", "CK", "--cost", "macs"],

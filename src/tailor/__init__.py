@@ -19,6 +19,7 @@ from tailor.errors import (
     SubnetNormFallbackWarning,
     TailorError,
     UnsupportedModelError,
+    UsageError,
 )
 from tailor.models import create_model, list_models
 from tailor.ops import ElasticModel, sort_channels
@@ -57,6 +58,7 @@ __all__ = [
     "SubnetNormFallbackWarning",
     "TailorError",
     "UnsupportedModelError",
+    "UsageError",
     "WidthDim",
     "__version__",
     "calibrate",

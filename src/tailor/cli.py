@@ -16,6 +16,7 @@ from collections.abc import Sequence
 
 import torch
 
+import tailor.cli_args as cli_args
 from tailor import __version__
 from tailor.data import synthetic
 from tailor.errors import TailorError
@@ -52,7 +53,7 @@ def cmd_actuate(args: argparse.Namespace) -> int:
     torch.set_num_threads(args.threads)
     model = create_model(args.model).eval()
     channels, height, width = model.default_input_size
-    subs = _demo_subnets(model, args.subnets, args.seed)
+    subs = _demo_subnets(model, args.count, args.seed)
     images = synthetic(n=16, split="train", seed=args.seed, image_size=height)
     batch = images.normalize(images.images)
     if channels != batch.shape[1]:  # single-channel models see the mean of the colour channels
@@ -150,25 +151,27 @@ COMMAND_MODULES: tuple[str, ...] = (
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="tailor", description="Elastic inference with one weight-sharing supernet.")
+    """The `tailor` parser: every package's commands, the shared flags of `tailor.cli_args`, the old spellings."""
+    parser = cli_args.CommandParser(prog="tailor", description="Elastic inference with one weight-sharing supernet.")
     parser.add_argument("--version", action="version", version=f"tailor {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
     demo = commands.add_parser(
         "demo", help="train, profile, search, route and serve a supernet on the bundled default; write a report"
     )
-    demo.add_argument("--out", default="report", help="report directory (index.html, figures.json, plots)")
+    cli_args.add_out(demo, default="report", help="report directory (index.html, figures.json, plots)")
     demo.add_argument("--quick", action="store_true",
                       help="smoke run on digits, sized for CI (about a minute on 2 cores); the report says so")  # fmt: skip
-    demo.add_argument("--threads", type=int, default=2)
-    demo.add_argument("--seed", type=int, default=0)
-    demo.add_argument("--no-progress", action="store_true", help="no progress lines on stderr")
+    cli_args.add_threads(demo, default=2)
+    cli_args.add_seed(demo)
+    cli_args.add_progress(demo)
     demo.set_defaults(run=cmd_demo)
     actuate = commands.add_parser("actuate", help="run subnets activated in place and extracted; compare outputs")
-    actuate.add_argument("--model", default="resnet20", choices=list_models())
-    actuate.add_argument("--subnets", type=int, default=6, help="how many subnets to run (>= 1)")
-    actuate.add_argument("--repeats", type=int, default=50, help="timed forwards per subnet")
-    actuate.add_argument("--threads", type=int, default=2)
-    actuate.add_argument("--seed", type=int, default=0)
+    cli_args.add_model(actuate, models=list_models(), default="resnet20")
+    cli_args.checked(actuate, "--count", type=int, default=6, check=cli_args.POSITIVE,
+                     help="how many subnets to run: largest, 0.75, 0.5, smallest, then random ones (default 6)")  # fmt: skip
+    cli_args.add_repeats(actuate, default=50, help="timed forwards per subnet")
+    cli_args.add_threads(actuate, default=2)
+    cli_args.add_seed(actuate)
     actuate.set_defaults(run=cmd_actuate)
     models = commands.add_parser("models", help="list registered models")
     models.set_defaults(run=cmd_models)
@@ -177,18 +180,14 @@ def build_parser() -> argparse.ArgumentParser:
     space.set_defaults(run=cmd_space)
     for module_name in COMMAND_MODULES:
         importlib.import_module(module_name).add_commands(commands)
+    cli_args.add_deprecated_aliases(commands)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `tailor` command; returns the exit status."""
-    args = build_parser().parse_args(argv)
-    for name in ("subnets", "repeats", "threads"):
-        value = getattr(args, name, None)
-        if isinstance(value, int) and value < 1:
-            print(f"error: --{name} must be >= 1", file=sys.stderr)
-            return 2
     try:
+        args = build_parser().parse_args(argv)
         return args.run(args)
     except (TailorError, ValueError, OSError) as exc:  # bad input: one line naming the problem, no traceback
         print(f"error: {exc}", file=sys.stderr)

@@ -35,5 +35,9 @@ class RecipeError(TailorError, ValueError):
     """A training recipe (TOML file or `TrainConfig`) has an unknown key, a value of the wrong type or out of range."""
 
 
+class UsageError(TailorError, ValueError):
+    """A command-line argument is out of range, or a flag was given in two spellings (the CLI exits with status 2)."""
+
+
 class SubnetNormFallbackWarning(UserWarning):
     """An evaluated subnet has no SubnetNorm statistics of its own and uses the shared ones."""

@@ -27,9 +27,9 @@ def test_profile_of_a_checkpoint_with_accuracy(
 ) -> None:
     capsys.readouterr()
     out = tmp_path / "profile.json"
-    args = ["profile", str(checkpoint), "--subnets", "smallest,largest,uniform:0.5", "--random", "2", "--seed", "3"]
+    args = ["profile", str(checkpoint), "--subnet", "smallest,largest,uniform:0.5", "--random", "2", "--seed", "3"]
     args += [
-        "--batch-sizes",
+        "--latency-batch",
         "1,4",
         "--warmup",
         "1",
@@ -67,7 +67,7 @@ def test_profile_reads_subnets_from_a_file_keeps_their_ids_and_alternates(
     ]
     (tmp_path / "subs.json").write_text(json.dumps(entries))
     out = tmp_path / "p.json"
-    args = ["profile", "small_cnn", "--subnets", f"{tmp_path / 'subs.json'},largest", "--runtimes", "torch"]
+    args = ["profile", "small_cnn", "--subnet", f"{tmp_path / 'subs.json'},largest", "--runtime", "torch"]
     assert main([*args, "--rounds", "2", "--repeats", "4", "--warmup", "0", "--out", str(out), "--no-progress"]) == 0
     profile = Profile.load(out)
     assert profile.ids == ["tiny", "full"], "the repeated 'largest' is measured once"
@@ -76,7 +76,7 @@ def test_profile_reads_subnets_from_a_file_keeps_their_ids_and_alternates(
     assert all(e.accuracy is None for e in profile.subnets)
     # a profile is itself a valid subnet file
     again = tmp_path / "again.json"
-    assert main(["profile", "small_cnn", "--subnets", str(out), "--batch-sizes", "2", "--repeats", "2",
+    assert main(["profile", "small_cnn", "--subnet", str(out), "--latency-batch", "2", "--repeats", "2",
                  "--out", str(again), "--no-progress"]) == 0  # fmt: skip
     assert Profile.load(again).ids == ["tiny", "full"] and Profile.load(again).batch_sizes == [2]
 
@@ -90,27 +90,27 @@ def test_default_subnets_are_smallest_uniform_widths_and_largest(tmp_path: Path)
 
 
 BAD = [
-    (["--runtimes", "tensorrt"], "unknown runtime 'tensorrt'"),
-    (["--runtimes", "torch,torch"], "--runtimes must not repeat"),
-    (["--runtimes", "torch,"], "expected comma-separated runtime names"),
+    (["--runtime", "tensorrt"], "unknown runtime 'tensorrt'"),
+    (["--runtime", "torch,torch"], "--runtime must not repeat"),
+    (["--runtime", "torch,"], "expected comma-separated runtime names"),
     (["--device", "tpu"], "unknown device 'tpu'"),
     (["--precision", "fp16"], "runtime 'onnxruntime' supports precision ['fp32'], not 'fp16'"),
-    (["--runtimes", "torch", "--min-agreement", "2"], "min_top1_agreement must be in [0, 1]"),
-    (["--check-samples", "0"], "--check-samples must be >= 1"),
-    (["--threads", "0"], "--threads must be >= 1"),
-    (["--batch-sizes", "1,0"], "--batch-sizes must be positive"),
-    (["--batch-sizes", "-4"], "--batch-sizes must be positive"),
-    (["--batch-sizes", "1,x"], "'x' is not an integer"),
-    (["--batch-sizes", "8,8"], "must not repeat"),
-    (["--subnets", "uniform:0.3"], "subnet 'uniform:0.3': no width dimension allows 0.3 (allowed: 0.25, 0.5, 0.75, 1)"),
-    (["--subnets", "uniform:big"], "'big' is not a number"),
-    (["--subnets", "medium"], "unknown subnet 'medium'"),
-    (["--subnets", "missing.json"], "missing.json"),
-    (["--repeats", "0"], "--repeats must be >= 1"),
+    (["--runtime", "torch", "--min-agreement", "2"], "--min-agreement must be a number in [0, 1], got 2.0"),
+    (["--check-samples", "0"], "--check-samples must be a positive integer, got 0"),
+    (["--threads", "0"], "--threads must be a positive integer, got 0"),
+    (["--latency-batch", "1,0"], "--latency-batch must be positive"),
+    (["--latency-batch", "-4"], "--latency-batch must be positive"),
+    (["--latency-batch", "1,x"], "'x' is not an integer"),
+    (["--latency-batch", "8,8"], "must not repeat"),
+    (["--subnet", "uniform:0.3"], "subnet 'uniform:0.3': no width dimension allows 0.3 (allowed: 0.25, 0.5, 0.75, 1)"),
+    (["--subnet", "uniform:big"], "'big' is not a number"),
+    (["--subnet", "medium"], "unknown subnet 'medium'"),
+    (["--subnet", "missing.json"], "missing.json"),
+    (["--repeats", "0"], "--repeats must be a positive integer, got 0"),
     (["--rounds", "9", "--repeats", "4"], "--rounds (9) must not exceed --repeats (4)"),
-    (["--warmup", "-1"], "--warmup must be >= 0"),
+    (["--warmup", "-1"], "--warmup must be a non-negative integer, got -1"),
     (["--accuracy"], "--accuracy needs held-out data"),
-    (["--data", "mnist"], "unknown data set 'mnist'"),
+    (["--data", "mnist"], "--data must be one of ['digits'"),
     (["--input-shape", "3,0,32"], "--input-shape must be positive"),
 ]
 
@@ -131,7 +131,7 @@ def test_a_subnet_file_outside_the_space_or_an_unknown_source_is_refused(
 ) -> None:
     foreign = tailor.create_model("resnet20").space.largest()
     (tmp_path / "subs.json").write_text(json.dumps([foreign.to_dict()]))
-    assert main(["profile", "small_cnn", "--subnets", str(tmp_path / "subs.json"), "--out", str(tmp_path / "p")]) == 2
+    assert main(["profile", "small_cnn", "--subnet", str(tmp_path / "subs.json"), "--out", str(tmp_path / "p")]) == 2
     err = capsys.readouterr().err
     assert "entry 0" in err and err.count("\n") == 1
     assert main(["profile", "no_such_model", "--out", str(tmp_path / "p")]) == 2
@@ -142,8 +142,8 @@ def test_profile_on_several_runtimes_checks_outputs_on_held_out_images(
     checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     out = tmp_path / "p.json"
-    args = ["profile", str(checkpoint), "--subnets", "smallest,largest", "--runtimes", "torch,torch-inplace,onnxruntime"]
-    args += ["--batch-sizes", "1,2", "--repeats", "4", "--warmup", "0", "--check-samples", "40", "--out", str(out)]
+    args = ["profile", str(checkpoint), "--subnet", "smallest,largest", "--runtime", "torch,torch-inplace,onnxruntime"]
+    args += ["--latency-batch", "1,2", "--repeats", "4", "--warmup", "0", "--check-samples", "40", "--out", str(out)]
     assert main([*args, "--no-progress"]) == 0
     profile = Profile.load(out)
     assert list(profile.runtimes) == ["torch", "torch-inplace", "onnxruntime"]
@@ -160,10 +160,10 @@ def test_profile_on_several_runtimes_checks_outputs_on_held_out_images(
 
 def test_the_deprecated_backend_flag_still_profiles_one_runtime(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "p.json"
-    assert main(["profile", "small_cnn", "--subnets", "smallest", "--backend", "torch", "--repeats", "2",
+    assert main(["profile", "small_cnn", "--subnet", "smallest", "--backend", "torch", "--repeats", "2",
                  "--out", str(out), "--no-progress"]) == 0  # fmt: skip
     assert Profile.load(out).runtime == "torch"
-    assert "--backend is deprecated; use --runtimes" in capsys.readouterr().err
+    assert "--backend is deprecated; use --runtime" in capsys.readouterr().err
 
 
 def test_a_device_without_its_runtime_or_gpu_exits_2_before_measuring(
@@ -173,14 +173,14 @@ def test_a_device_without_its_runtime_or_gpu_exits_2_before_measuring(
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # as on a machine without a GPU
     out = tmp_path / "p.json"
-    assert main(["profile", "small_cnn", "--runtimes", "torch", "--device", "cuda", "--out", str(out)]) == 2
+    assert main(["profile", "small_cnn", "--runtime", "torch", "--device", "cuda", "--out", str(out)]) == 2
     assert "torch sees no CUDA GPU" in capsys.readouterr().err
-    assert main(["profile", "small_cnn", "--runtimes", "openvino", "--device", "cuda", "--out", str(out)]) == 2
+    assert main(["profile", "small_cnn", "--runtime", "openvino", "--device", "cuda", "--out", str(out)]) == 2
     assert "runs on ['cpu'], not on 'cuda'" in capsys.readouterr().err
     import onnxruntime
 
     monkeypatch.setattr(onnxruntime, "get_available_providers", lambda: ["CPUExecutionProvider"])
-    assert main(["profile", "small_cnn", "--runtimes", "onnxruntime", "--device", "cuda", "--out", str(out)]) == 2
+    assert main(["profile", "small_cnn", "--runtime", "onnxruntime", "--device", "cuda", "--out", str(out)]) == 2
     err = capsys.readouterr().err
     assert "tailor[cuda]" in err and err.count("\n") == 1
     assert not out.exists()

@@ -169,8 +169,8 @@ def test_bad_branches_are_refused(branches: object, match: str) -> None:
         ({"temperature": 0.0}, "temperature"),
         ({"temperature": float("nan")}, "temperature"),
         ({"temperature": -1}, "temperature"),
-        ({"hard": 1}, "hard must be True or False"),
-        ({"gumbel": "yes"}, "gumbel must be True or False"),
+        ({"hard": 1}, "hard must be true or false, got 1"),
+        ({"gumbel": "yes"}, "gumbel must be true or false, got .yes."),
     ],
 )
 def test_bad_softmax_options_are_refused(options: dict, match: str) -> None:

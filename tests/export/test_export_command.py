@@ -95,9 +95,10 @@ BAD = [
     (["--subnet", "uniform:0.6"], "--subnet: subnet 'uniform:0.6': no width dimension allows 0.6"),
     (["--subnet", "largest@stage1"], "--subnet: 'largest@stage1' names an early exit"),
     (["--opset", "3"], "opset must be an integer >= 9"),
-    (["--data", "digits", "--batch-size", "0"], "--batch-size and --calib-batches >= 1"),
+    (["--data", "digits", "--batch-size", "0"], "--batch-size must be a positive integer, got 0"),
+    (["--data", "digits", "--calib-batches", "0"], "--calib-batches must be a positive integer, got 0"),
     (["--data", "cifar10"], "root"),
-    (["--threads", "0"], "--threads must be >= 1"),
+    (["--threads", "0"], "--threads must be a positive integer, got 0"),
     (["--int8", "dynamic", "--int8-out", "OUT"], "would overwrite the fp32 model"),
 ]
 

@@ -9,7 +9,8 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tailor.errors import TailorError
+import tailor
+from tailor.errors import ProfileError, TailorError
 from tailor.route import (
     Confidence,
     StageOutput,
@@ -17,6 +18,7 @@ from tailor.route import (
     ensemble_outputs,
     pareto_front,
     simulate,
+    stage_costs,
     sweep,
     threshold_grid,
     upper_hull,
@@ -120,3 +122,14 @@ def test_sweeping_the_mean_combination_reads_the_running_ensemble() -> None:
     assert mean[-1].accuracy == float((both.argmax(1) == labels).double().mean())  # all escalated: the ensemble
     with pytest.raises(TailorError, match="combine"):
         simulate(outputs, policy, [1.0, 3.0], combine="max")
+
+
+def test_stage_costs_take_runtime_and_the_deprecated_backend_spelling() -> None:
+    model = tailor.create_model("small_cnn", channels=(4, 8, 8))
+    stages = [model.space.smallest(), model.space.largest()]
+    ms = stage_costs(model, stages, "latency", batch_size=2, repeats=2, warmup=0, runtime="onnxruntime")
+    assert len(ms) == 2 and all(v > 0 for v in ms)
+    with pytest.warns(DeprecationWarning, match="stage_costs: backend= is deprecated; use runtime="):
+        assert stage_costs(model, stages, "macs", backend="torch") == stage_costs(model, stages, "macs")
+    with pytest.warns(DeprecationWarning), pytest.raises(ProfileError, match="disagree"):
+        stage_costs(model, stages, "macs", runtime="torch", backend="onnxruntime")

@@ -25,7 +25,7 @@ def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_route_writes_json_tables_and_plots(checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     out = tmp_path / "out"
-    argv = ["route", str(checkpoint), "--cost", "macs", "--policies", "confidence,margin,learned", "--thresholds", "6"]
+    argv = ["route", str(checkpoint), "--cost", "macs", "--policy", "confidence,margin,learned", "--thresholds", "6"]
     rc = main([*argv, "--calib-batches", "2", "--out", str(out), "--json", "--no-progress"])
     assert rc == 0
     result = json.loads(capsys.readouterr().out)
@@ -45,7 +45,7 @@ def test_route_writes_json_tables_and_plots(checkpoint: Path, tmp_path: Path, ca
 def test_route_combine_mean_answers_escalated_inputs_with_the_ensemble(
     checkpoint: Path, capsys: pytest.CaptureFixture
 ) -> None:
-    argv = ["route", str(checkpoint), "--cost", "macs", "--policies", "confidence", "--thresholds", "6"]
+    argv = ["route", str(checkpoint), "--cost", "macs", "--policy", "confidence", "--thresholds", "6"]
     runs = {}
     for combine in ("last", "mean"):
         assert main([*argv, "--calib-batches", "2", "--combine", combine, "--json", "--no-progress"]) == 0
@@ -66,7 +66,7 @@ def test_route_trains_saves_and_reuses_exit_heads(
     checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:
     exits_dir = tmp_path / "exits"
-    argv = ["route", str(checkpoint), "--stages", "largest@stage1,largest", "--cost", "macs", "--policies", "entropy"]
+    argv = ["route", str(checkpoint), "--stages", "largest@stage1,largest", "--cost", "macs", "--policy", "entropy"]
     argv += ["--thresholds", "4", "--exit-epochs", "1", "--calib-batches", "2", "--exits-dir", str(exits_dir)]
     assert main([*argv, "--no-progress"]) == 0
     first = capsys.readouterr().out
@@ -81,10 +81,10 @@ def test_route_trains_saves_and_reuses_exit_heads(
     [
         (["--stages", "largest"], "at least two stages"),
         (["--stages", "huge,largest"], "--stages: unknown subnet 'huge'"),
-        (["--stages", "w1.5,largest"], "width 1.5 is not in (0, 1]"),
+        (["--stages", "w1.5,largest"], "width must be a number in (0, 1], got 1.5"),
         (["--stages", "largest@,smallest"], "empty exit name"),
-        (["--policies", "oracle"], "--policies"),
-        (["--thresholds", "1"], "--thresholds must be >= 2"),
+        (["--policy", "oracle"], "--policy"),
+        (["--thresholds", "1"], "--thresholds must be an integer >= 2, got 1"),
         (["--stages", "smallest@stage9,largest"], "stage9"),
     ],
 )

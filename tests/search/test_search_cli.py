@@ -52,7 +52,7 @@ def test_search_writes_front_plot_and_pair_then_resumes(
         (["--constraint", "speed=3"], "unknown metric 'speed'"),
         (["--objectives", "accuracy,speed"], "unknown metric 'speed'"),
         (["--budget", "0"], "budget"),
-        (["--cost", "profile"], "--profile"),
+        (["--latency-source", "profile"], "--profile"),
     ],
 )
 def test_bad_arguments_exit_2(checkpoint: Path, tmp_path: Path, capsys, extra: list[str], message: str) -> None:

@@ -181,3 +181,17 @@ def test_predicted_cost_uses_the_fitted_predictor(digits_data) -> None:
     assert got == pytest.approx(measured[3], rel=0.01)
     assert source.describe()["held_out_error"]["n"] == len(subs)
     assert np.isfinite(ev.metrics(subs[0], ("memory",))["memory"])
+
+
+def test_measured_cost_takes_runtime_and_the_deprecated_backend_spelling() -> None:
+    model = _model()
+    cost = MeasuredCost(model, (1, 8, 8), runtime="onnxruntime", memory="estimate")
+    assert cost.runtime == "onnxruntime" and "onnxruntime" in cost.describe()["latency"]
+    with pytest.warns(DeprecationWarning, match="MeasuredCost: backend= is deprecated; use runtime="):
+        old = MeasuredCost(model, (1, 8, 8), backend="onnxruntime", memory="estimate")
+    assert old.runtime == "onnxruntime" and old.describe() == cost.describe()
+    with pytest.warns(DeprecationWarning, match="MeasuredCost.backend is deprecated"):
+        assert old.backend == "onnxruntime"
+    with pytest.warns(DeprecationWarning), pytest.raises(ProfileError, match="disagree"):
+        MeasuredCost(model, (1, 8, 8), runtime="torch", backend="onnxruntime")
+    assert MeasuredCost(model, (1, 8, 8)).runtime == "torch"

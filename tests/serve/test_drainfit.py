@@ -82,7 +82,7 @@ def test_drainfit_is_the_default_and_checks_its_options() -> None:
     p = ServingProfile(ofa_like_profile())
     assert DEFAULT_POLICY == "drainfit"
     assert simulate(p, traces.poisson(100, 1, seed=0), slo_ms=36).policy.startswith("drainfit")
-    with pytest.raises(ValueError, match="lookahead: expected a positive integer"):
+    with pytest.raises(ValueError, match="lookahead must be a positive integer, got 0"):
         DrainFit(p, slo_ms=36, lookahead=0)
-    with pytest.raises(ValueError, match="arrival_reserve: expected a number in"):
+    with pytest.raises(ValueError, match=r"arrival_reserve must be a number in \[0, 4\]"):
         DrainFit(p, slo_ms=36, arrival_reserve=-1)

@@ -64,7 +64,7 @@ def _children(pid: int) -> list[int]:
 
 def test_tailor_serve_drains_in_flight_requests_on_sigterm(artifacts: tuple[Path, Path, dict]) -> None:
     checkpoint, profile, _ = artifacts
-    command = [sys.executable, "-m", "tailor.cli", "serve", "--checkpoint", str(checkpoint), "--profile", str(profile),
+    command = [sys.executable, "-m", "tailor.cli", "serve", str(checkpoint), "--profile", str(profile),
                "--port", "0", "--workers", "1", "--slo-ms", "20000", "--log-level", "error"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
@@ -123,12 +123,12 @@ def test_tailor_serve_reports_a_bad_profile_and_exits_2(
     data = json.loads(profile.read_text())
     data["subnets"][0]["latency_ms"]["1"]["p50"] = -1
     broken.write_text(json.dumps(data))
-    assert main(["serve", "--checkpoint", str(checkpoint), "--profile", str(broken)]) == 2
+    assert main(["serve", str(checkpoint), "--profile", str(broken)]) == 2
     assert "subnets[0].latency_ms['1'].p50" in capsys.readouterr().err
     data = json.loads(profile.read_text())
     data["subnets"][0]["subnet"]["widths"]["stage1.out"] = 0.3  # not a width of the checkpoint's space
     broken.write_text(json.dumps(data))
-    assert main(["serve", "--checkpoint", str(checkpoint), "--profile", str(broken)]) == 2
+    assert main(["serve", str(checkpoint), "--profile", str(broken)]) == 2
     assert "does not fit the checkpoint's space" in capsys.readouterr().err
 
 

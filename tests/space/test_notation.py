@@ -65,7 +65,7 @@ def test_uniform_width_is_canonical_and_in_the_space(width: float, depth: str) -
         ("biggest", "unknown subnet 'biggest'"),
         ("wide", "unknown subnet 'wide'"),
         ("w0.5:deep", "the depth after ':' must be min or max"),
-        ("w1.5", r"width 1.5 is not in \(0, 1\]"),
+        ("w1.5", r"subnet 'w1.5': width must be a number in \(0, 1\], got 1.5"),
         ("uniform:x", "width 'x' is not a number"),
         ("uniform:0.5:min:x", "expected uniform:W or uniform:W:min"),
         ("largest@stage1", "names an early exit"),

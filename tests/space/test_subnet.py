@@ -267,18 +267,18 @@ def test_accessors_name_missing_dimension() -> None:
 @pytest.mark.parametrize(
     ("value", "pattern"),
     [
-        (0, r"width 'w': 0\.0 is not in \(0, 1\]"),
-        (0.0, r"width 'w': 0\.0 is not in"),
-        (-0.5, r"width 'w': -0\.5 is not in"),
-        (1.0000001, r"width 'w': 1\.0000001 is not in"),
-        (2, r"width 'w': 2\.0 is not in"),
-        (math.nan, r"width 'w': nan is not in"),
-        (math.inf, r"width 'w': inf is not in"),
-        (True, r"width 'w': expected a number, got True"),
-        (False, r"width 'w': expected a number, got False"),
-        ("0.5", r"width 'w': expected a number, got '0\.5'"),
-        (None, r"width 'w': expected a number, got None"),
-        ([0.5], r"width 'w': expected a number"),
+        (0, r"width 'w' must be a number in \(0, 1\], got 0$"),
+        (0.0, r"width 'w' must be a number in \(0, 1\], got 0\.0$"),
+        (-0.5, r"width 'w' must be a number in \(0, 1\], got -0\.5$"),
+        (1.0000001, r"width 'w' must be a number in \(0, 1\], got 1\.0000001$"),
+        (2, r"width 'w' must be a number in \(0, 1\], got 2$"),
+        (math.nan, r"width 'w' must be a number in \(0, 1\], got nan$"),
+        (math.inf, r"width 'w' must be a number in \(0, 1\], got inf$"),
+        (True, r"width 'w' must be a number in \(0, 1\], got True$"),
+        (False, r"width 'w' must be a number in \(0, 1\], got False$"),
+        ("0.5", r"width 'w' must be a number in \(0, 1\], got '0\.5'$"),
+        (None, r"width 'w' must be a number in \(0, 1\], got None$"),
+        ([0.5], r"width 'w' must be a number in \(0, 1\], got \[0\.5\]$"),
     ],
 )
 def test_bad_width_value(value, pattern: str) -> None:
@@ -289,12 +289,12 @@ def test_bad_width_value(value, pattern: str) -> None:
 @pytest.mark.parametrize(
     ("value", "pattern"),
     [
-        (0, r"depth 'd': 0 is below 1"),
-        (-3, r"depth 'd': -3 is below 1"),
-        (2.0, r"depth 'd': expected an integer, got 2\.0"),
-        (True, r"depth 'd': expected an integer, got True"),
-        ("2", r"depth 'd': expected an integer, got '2'"),
-        (None, r"depth 'd': expected an integer, got None"),
+        (0, r"depth 'd' must be a positive integer, got 0$"),
+        (-3, r"depth 'd' must be a positive integer, got -3$"),
+        (2.0, r"depth 'd' must be a positive integer, got 2\.0$"),
+        (True, r"depth 'd' must be a positive integer, got True$"),
+        ("2", r"depth 'd' must be a positive integer, got '2'$"),
+        (None, r"depth 'd' must be a positive integer, got None$"),
     ],
 )
 def test_bad_depth_value(value, pattern: str) -> None:
@@ -322,7 +322,7 @@ def test_any_width_outside_unit_interval_is_rejected(value: float) -> None:
 @PROPS
 @given(st.integers(max_value=0))
 def test_any_depth_below_one_is_rejected(value: int) -> None:
-    with pytest.raises(InvalidSubnetError, match=rf"depth 'd': {value} is below 1"):
+    with pytest.raises(InvalidSubnetError, match=rf"depth 'd' must be a positive integer, got {value}$"):
         Subnet(depths={"d": value})
 
 
@@ -340,9 +340,9 @@ def test_errors_are_value_errors_and_tailor_errors() -> None:
         ({"width": {"a": 0.5}}, r"unknown field\(s\) \['width'\]"),
         ({"widths": [0.5]}, r"field 'widths' must be an object"),
         ({"depths": 3}, r"field 'depths' must be an object"),
-        ({"widths": {"a": 0}}, r"width 'a': 0\.0 is not in"),
-        ({"depths": {"s": 0}}, r"depth 's': 0 is below 1"),
-        ({"depths": {"s": 1.5}}, r"depth 's': expected an integer, got 1\.5"),
+        ({"widths": {"a": 0}}, r"width 'a' must be a number in \(0, 1\], got 0$"),
+        ({"depths": {"s": 0}}, r"depth 's' must be a positive integer, got 0$"),
+        ({"depths": {"s": 1.5}}, r"depth 's' must be a positive integer, got 1\.5$"),
     ],
 )
 def test_from_dict_rejects_malformed_data(data, pattern: str) -> None:
@@ -373,9 +373,9 @@ def test_from_json_rejects_malformed_json(text: str) -> None:
         ("[]", r"must be a JSON object, got list"),
         ('"x"', r"must be a JSON object, got str"),
         ('{"widths": {"a": 0.5}, "schema": 1}', r"unknown field\(s\) \['schema'\]"),
-        ('{"widths": {"a": 1.5}}', r"width 'a': 1\.5 is not in"),
-        ('{"widths": {"a": true}}', r"width 'a': expected a number, got True"),
-        ('{"depths": {"s": "2"}}', r"depth 's': expected an integer, got '2'"),
+        ('{"widths": {"a": 1.5}}', r"width 'a' must be a number in \(0, 1\], got 1\.5"),
+        ('{"widths": {"a": true}}', r"width 'a' must be a number in \(0, 1\], got True"),
+        ('{"depths": {"s": "2"}}', r"depth 's' must be a positive integer, got '2'"),
     ],
 )
 def test_from_json_rejects_bad_content(text: str, pattern: str) -> None:

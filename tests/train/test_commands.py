@@ -136,7 +136,7 @@ def test_calibrate_augments_as_the_recipe_says_unless_told(recipe_says: bool | N
     from tailor.train.commands import _calibration_config
 
     train = {} if recipe_says is None else {"calib_augment": recipe_says, "crop_padding": 2, "flip": False}
-    config = _calibration_config({"metadata": {"recipe": {"train": train}}}, "synthetic", Namespace(augment=flag, seed=3))
+    config = _calibration_config({"metadata": {"recipe": {"train": train}}}, "synthetic", Namespace(calib_augment=flag, seed=3))
     assert (config is not None) == augmented
     if config is not None:
         assert config.calib_augment and config.seed == 3
@@ -148,7 +148,7 @@ def test_train_subnets_trains_exactly_those_with_the_fixed_sampler(tmp_path: Pat
                                                                    capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
     out = tmp_path / "ck"
     args = ["train", "--data", "digits", "--model", "small_cnn", "--epochs", "1", "--batch-size", "128", "--threads", "1"]
-    assert main([*args, "--subnets", "smallest,w0.5", "--out", str(out), "--no-progress"]) == 0
+    assert main([*args, "--subnet", "smallest,w0.5", "--out", str(out), "--no-progress"]) == 0
     space = create_model("small_cnn").space
     wanted = {space.smallest().id, space.canonical(space.uniform(0.5)).id}
     steps = [json.loads(line) for line in (tmp_path / "ck.metrics.jsonl").read_text().splitlines()]
@@ -156,9 +156,9 @@ def test_train_subnets_trains_exactly_those_with_the_fixed_sampler(tmp_path: Pat
     assert steps and all(set(s["subnets"]) == wanted for s in steps)
     assert read_config(out)["metadata"]["recipe"]["train"]["sampler"] == "fixed"
     capsys.readouterr()
-    assert main([*args, "--sampler", "sandwich", "--subnets", "smallest", "--out", str(tmp_path / "x")]) == 2
+    assert main([*args, "--sampler", "sandwich", "--subnet", "smallest", "--out", str(tmp_path / "x")]) == 2
     assert "contradicts sampler 'sandwich'" in capsys.readouterr().err
     assert main([*args, "--sampler", "fixed", "--out", str(tmp_path / "x")]) == 2
-    assert "give it with --subnets" in capsys.readouterr().err
-    assert main([*args, "--subnets", "w0.3", "--out", str(tmp_path / "x")]) == 2
-    assert "--subnets: subnet 'w0.3': no width dimension allows 0.3" in capsys.readouterr().err
+    assert "give it with --subnet" in capsys.readouterr().err
+    assert main([*args, "--subnet", "w0.3", "--out", str(tmp_path / "x")]) == 2
+    assert "--subnet: subnet 'w0.3': no width dimension allows 0.3" in capsys.readouterr().err

@@ -1,7 +1,7 @@
 """`tailor profile`: measure chosen subnets of a checkpoint (or registry model) into a profile JSON.
 
 The profile (`tailor.cost.Profile`, schema "tailor.profile/1") holds, per subnet, MACs, params, latency
-percentiles at each batch size on each runtime of `--runtimes` (the subnet served on the fastest one whose
+percentiles at each batch size on each runtime of `--runtime` (the subnet served on the fastest one whose
 outputs match PyTorch fp32) and, with `--accuracy`/`--data`, held-out accuracy after calibrating the subnet's
 SubnetNorm statistics. Search and serving read it. Progress goes to stderr, a summary table to stdout, and
 notes on what makes the profile unreliable (too few repeats for p99, latency falling with batch size) to
@@ -17,12 +17,12 @@ from typing import Any
 
 import torch
 
+import tailor.cli_args as cli_args
 from tailor.cost.measure import supported_percentile
 from tailor.cost.profile import Profile, build_profile
 from tailor.cost.runtimes.base import Tolerance, check_device, get_runtime, list_runtimes
 from tailor.errors import DataError, ProfileError
 from tailor.export._cli import (
-    SUBNET_SPEC_HELP,
     Progress,
     calibrate_subnets,
     calibration_batches,
@@ -34,6 +34,7 @@ from tailor.export._cli import (
     resolve,
     unique,
 )
+from tailor.models import list_models
 from tailor.space import SearchSpace, Subnet
 from tailor.train.trainer import BatchSource, evaluate
 
@@ -41,43 +42,37 @@ from tailor.train.trainer import BatchSource, evaluate
 def add_commands(commands: Any) -> None:
     """Register `profile` on the `tailor` parser's subcommands."""
     p = commands.add_parser("profile", help="measure subnets (latency per batch size, MACs, accuracy) into a profile")
-    p.add_argument("source", help="checkpoint directory, or a registered model name (random weights)")
-    p.add_argument(
-        "--subnets",
-        dest="subnet_spec",
-        help=SUBNET_SPEC_HELP + " (default: smallest, widths 0.5 and 0.75, largest; none with --random)",
-    )
-    p.add_argument("--random", type=int, default=0, help="also this many random subnets (space.sample)")
-    p.add_argument("--seed", type=int, default=0, help="seed of --random")
-    p.add_argument("--batch-sizes", default="1,8", help="comma-separated positive integers (default 1,8)")
-    p.add_argument(
-        "--runtimes",
-        help="comma-separated runtimes, each subnet measured on each side by side and served on the fastest whose "
-        f"outputs match PyTorch fp32 (default onnxruntime; registered: {', '.join(list_runtimes())})",
-    )
-    p.add_argument("--backend", help=argparse.SUPPRESS)  # deprecated: one runtime
-    p.add_argument("--device", default="cpu", help="cpu or cuda[:i] (every call synchronised; default cpu)")
+    cli_args.add_checkpoint(p, models=list_models())
+    cli_args.add_subnets(p, help="the subnets to measure (default: smallest, widths 0.5 and 0.75, largest; none "
+                                 "with --random)")  # fmt: skip
+    cli_args.add_random(p, default=0, help="also this many random subnets (space.sample)")
+    cli_args.add_seed(p, help="seed of --random")
+    cli_args.add_latency_batch(p, default="1,8", several=True)
+    cli_args.add_runtime(p, runtimes=list_runtimes(),
+                         help="comma-separated runtimes, each subnet measured on each side by side and served on the "
+                              "fastest whose outputs match PyTorch fp32 (default onnxruntime)")  # fmt: skip
+    cli_args.add_device(p, default="cpu", help="; every call synchronised")
     p.add_argument("--precision", help="fp32, fp16, bf16 or int8 for every runtime (default: each runtime's own)")
-    p.add_argument("--threads", type=int, default=1, help="intra-op threads of the runtime (default 1)")
+    cli_args.add_threads(p, default=1, help="intra-op threads of the runtime")
     p.add_argument("--tolerance", type=float, default=1e-3,
                    help="outputs may differ from PyTorch fp32 by this x the largest |logit| (+ 1e-5; default 1e-3)")
-    p.add_argument("--min-agreement", type=float, default=0.99,
-                   help="least top-1 agreement with PyTorch fp32 on the check inputs (default 0.99)")
-    p.add_argument("--check-samples", type=int, default=256,
-                   help="held-out test images for the output check (random inputs without data; default 256)")
+    cli_args.checked(p, "--min-agreement", type=float, default=0.99, check=cli_args.FRACTION,
+                     help="least top-1 agreement with PyTorch fp32 on the check inputs (default 0.99)")  # fmt: skip
+    cli_args.checked(p, "--check-samples", type=int, default=256, check=cli_args.POSITIVE,
+                     help="held-out test images for the output check (random inputs without data; default 256)")  # fmt: skip
     p.add_argument("--no-check", action="store_true", help="skip the output check (each runtime counts as exact)")
-    p.add_argument("--warmup", type=int, default=10, help="untimed calls before timing")
-    p.add_argument("--repeats", type=int, default=50, help="timed calls per subnet and batch size")
-    p.add_argument("--rounds", type=int, default=1, help="> 1: alternate between subnets in this many passes")
-    p.add_argument("--input-shape", help="C,H,W (default: the data's image size, else the model's default)")
+    cli_args.checked(p, "--warmup", type=int, default=10, check=cli_args.NON_NEGATIVE,
+                     help="untimed calls before timing (default 10)")  # fmt: skip
+    cli_args.add_repeats(p, default=50, help="timed calls per subnet and batch size")
+    cli_args.checked(p, "--rounds", type=int, default=1, check=cli_args.POSITIVE,
+                     help="> 1: alternate between subnets in this many passes")  # fmt: skip
+    cli_args.add_input_shape(p)
     p.add_argument("--accuracy", action="store_true", help="calibrate and evaluate each subnet (checkpoint's data)")
-    p.add_argument("--data", help="data set for --accuracy (implies it; default: the checkpoint's)")
-    p.add_argument("--data-root", help="directory of cifar10/cifar100/imagefolder data")
-    p.add_argument("--calib-batches", type=int, default=8, help="training batches for SubnetNorm calibration")
-    p.add_argument("--batch-size", type=int, default=128, help="batch size of calibration and evaluation")
-    p.add_argument("--num-classes", type=int, help="registry models only (default 10, or the data's)")
-    p.add_argument("--out", required=True, help="profile JSON to write (atomically)")
-    p.add_argument("--no-progress", action="store_true")
+    cli_args.add_data(p, use=" for --accuracy (implies it)")
+    cli_args.add_calibration(p, batch_size=128)
+    cli_args.add_num_classes(p)
+    cli_args.add_out(p, required=True, help="profile JSON to write (atomically)")
+    cli_args.add_progress(p)
     p.set_defaults(run=cmd_profile)
 
 
@@ -135,32 +130,21 @@ def _notes(profile: Profile, repeats: int) -> None:
 
 
 def _runtimes(args: argparse.Namespace) -> list[str]:
-    if args.backend is not None and args.runtimes is not None:
-        raise ProfileError("--backend is the deprecated name of --runtimes; give only --runtimes")
-    names = [n.strip() for n in (args.runtimes or args.backend or "onnxruntime").split(",")]
+    names = [n.strip() for n in (args.runtime or "onnxruntime").split(",")]
     if any(not n for n in names):
-        raise ProfileError(f"--runtimes: expected comma-separated runtime names, got {args.runtimes!r}")
+        raise ProfileError(f"--runtime: expected comma-separated runtime names, got {args.runtime!r}")
     if len(set(names)) != len(names):
-        raise ProfileError(f"--runtimes must not repeat, got {names}")
+        raise ProfileError(f"--runtime must not repeat, got {names}")
     for name in names:
         get_runtime(name).resolve(args.device, args.threads, args.precision)  # unknown, missing, wrong device
-    if args.backend is not None:
-        print("note: --backend is deprecated; use --runtimes", file=sys.stderr)
     return names
 
 
 def cmd_profile(args: argparse.Namespace) -> int:
     """Measure the chosen subnets, optionally evaluate them, write the profile and print a summary."""
-    batch_sizes = parse_ints(args.batch_sizes, "--batch-sizes")
-    for flag, value, low in (("--warmup", args.warmup, 0), ("--rounds", args.rounds, 1), ("--random", args.random, 0)):
-        if value < low:
-            raise ProfileError(f"{flag} must be >= {low}, got {value}")
+    batch_sizes = parse_ints(args.latency_batch, "--latency-batch")
     if args.rounds > args.repeats:
         raise ProfileError(f"--rounds ({args.rounds}) must not exceed --repeats ({args.repeats})")
-    if args.threads < 1:
-        raise ProfileError(f"--threads must be >= 1, got {args.threads}")
-    if args.check_samples < 1:
-        raise ProfileError(f"--check-samples must be >= 1, got {args.check_samples}")
     tolerance = Tolerance(1e-5, args.tolerance, args.min_agreement)
     check_device(args.device)
     runtimes = _runtimes(args)
@@ -170,10 +154,10 @@ def cmd_profile(args: argparse.Namespace) -> int:
     model = source.model
     space = model.space
     chosen: list[tuple[str | None, Subnet]] = []
-    if args.subnet_spec is not None:
-        chosen += parse_subnets(space, args.subnet_spec)
+    if args.subnet is not None:
+        chosen += parse_subnets(space, args.subnet, "--subnet")
     chosen += [(None, s) for s in random_subnets(space, args.random, args.seed)]
-    if args.subnet_spec is None and args.random == 0:
+    if args.subnet is None and args.random == 0:
         chosen = [(None, s) for s in default_subnets(space)]
     chosen, repeated = unique(chosen)
     if repeated:

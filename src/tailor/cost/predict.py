@@ -29,6 +29,7 @@ import torch
 from torch import fx, nn
 from torch.fx.passes.shape_prop import ShapeProp
 
+from tailor.checks import non_negative_int, positive_float
 from tailor.cost.measure import CLOCKS, prepare_module
 from tailor.cost.runtimes.base import PreparedModel, Runtime, check_device, get_runtime, runtime_argument
 from tailor.errors import ProfileError, UnsupportedModelError
@@ -224,9 +225,7 @@ class LatencyTable:
         if clock not in CLOCKS or (clock == "cpu" and self.threads != 1):
             raise ProfileError(f"clock must be 'wall', or 'cpu' with threads=1; got {clock!r} with threads={threads}")
         self.clock = clock
-        if isinstance(warmup, bool) or not isinstance(warmup, int) or warmup < 0:
-            raise ProfileError(f"warmup must be a non-negative integer, got {warmup!r}")
-        self.warmup = warmup
+        self.warmup = non_negative_int("warmup", warmup, ProfileError)
         self.repeats = check_positive_int("repeats", repeats)
         self._runtime = get_runtime(runtime_argument(runtime, backend, "torch", "LatencyTable"))
         self.device = str(check_device(device))
@@ -279,9 +278,8 @@ class LatencyTable:
 
     def record(self, key: tuple, batch_size: int, ms: float) -> None:
         """Store a block's measured latency (ms) at `batch_size`, e.g. the p50 from `measure_interleaved`."""
-        if isinstance(ms, bool) or not isinstance(ms, (int, float)) or not np.isfinite(ms) or ms <= 0:
-            raise ProfileError(f"a table entry must be positive finite milliseconds, got {ms!r}")
-        self.table[(key, check_positive_int("batch_size", batch_size))] = float(ms)
+        ms = positive_float("a table entry (ms)", ms, ProfileError)
+        self.table[(key, check_positive_int("batch_size", batch_size))] = ms
 
     def _measure(self, block: Block, batch_size: int) -> float:
         prepared = self._prepare(block)

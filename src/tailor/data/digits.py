@@ -12,6 +12,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from tailor.checks import number, one_of, positive_int
 from tailor.data.base import TensorImageDataset, channel_stats
 from tailor.errors import DataError
 
@@ -25,8 +26,7 @@ def stratified_split(labels: np.ndarray, test_fraction: float, seed: int) -> tup
 
     Returns sorted train and test index arrays that partition `range(len(labels))`.
     """
-    if isinstance(test_fraction, bool) or not isinstance(test_fraction, (int, float)) or not 0 < test_fraction < 1:
-        raise DataError(f"test_fraction must be a number strictly between 0 and 1, got {test_fraction!r}")
+    number("test_fraction", test_fraction, DataError, low=0, high=1, low_open=True, high_open=True)
     rng = np.random.default_rng(seed)
     test: list[np.ndarray] = []
     for cls in np.unique(labels):
@@ -85,10 +85,8 @@ def digits(
     """
     if split not in ("train", "test"):
         raise DataError(f"digits: split must be 'train' or 'test', got {split!r}")
-    if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 1:
-        raise DataError(f"digits: image_size must be a positive integer, got {image_size!r}")
-    if interpolation not in _INTERPOLATION:
-        raise DataError(f"digits: interpolation must be one of {_INTERPOLATION}, got {interpolation!r}")
+    positive_int("digits: image_size", image_size, DataError)
+    one_of("digits: interpolation", interpolation, _INTERPOLATION, DataError)
     if channels not in (1, 3):
         raise DataError(f"digits: channels must be 1 or 3, got {channels!r}")
 

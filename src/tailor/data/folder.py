@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from tailor.checks import positive_int
 from tailor.data.base import TensorImageDataset, check_mean_std
 from tailor.data.transforms import Transform, normalize, to_float01
 from tailor.errors import DataError
@@ -194,8 +195,7 @@ def image_folder(
     Raises `FileNotFoundError` for a missing root or class directory and `ValueError` for a tree
     without class directories or a class without images.
     """
-    if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 1:
-        raise DataError(f"image_folder: image_size must be a positive integer, got {image_size!r}")
+    positive_int("image_folder: image_size", image_size, DataError)
     root_path = Path(root)
     class_names, samples = _scan(root_path, classes)
     return ImageFolderDataset(

@@ -8,6 +8,7 @@ from typing import Any
 
 from torch.utils.data import Dataset
 
+from tailor.checks import positive_int
 from tailor.data.cifar import cifar
 from tailor.data.digits import digits
 from tailor.data.folder import image_folder
@@ -68,6 +69,5 @@ def default_augmentation(name: str, image_size: int | None = None) -> BatchAugme
     """
     _check_name(name)
     size = _DEFAULT_SIZE[name] if image_size is None else image_size
-    if isinstance(size, bool) or not isinstance(size, int) or size < 1:
-        raise DataError(f"default_augmentation: image_size must be a positive integer, got {image_size!r}")
+    positive_int("default_augmentation: image_size", size, DataError)
     return BatchAugmentation(crop_padding=max(1, size // 8), flip=name != "digits")

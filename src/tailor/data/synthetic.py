@@ -28,6 +28,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from tailor.checks import integer
 from tailor.data.base import TensorImageDataset
 from tailor.errors import DataError
 
@@ -284,13 +285,6 @@ def _render_chunk(
     )
 
 
-def _check_int(value: object, name: str, low: int, high: int | None = None) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low or (high and value > high):
-        bound = f"in [{low}, {high}]" if high else f">= {low}"
-        raise DataError(f"synthetic: {name} must be an integer {bound}, got {value!r}")
-    return int(value)
-
-
 def _difficulty_spec(
     difficulty: float | tuple[float, float] | torch.Tensor | None, n: int
 ) -> tuple[float, float, torch.Tensor | None]:
@@ -333,10 +327,10 @@ def generate_synthetic(
     """
     if split not in _SPLITS:
         raise DataError(f"synthetic: split must be one of {sorted(_SPLITS)}, got {split!r}")
-    n = _check_int(n, "n", 0)
-    seed = _check_int(seed, "seed", 0)
-    size = _check_int(image_size, "image_size", 8)
-    k = _check_int(num_classes, "num_classes", 2, len(SYNTHETIC_CLASSES))
+    n = integer("synthetic: n", n, DataError, low=0)
+    seed = integer("synthetic: seed", seed, DataError, low=0)
+    size = integer("synthetic: image_size", image_size, DataError, low=8)
+    k = integer("synthetic: num_classes", num_classes, DataError, low=2, high=len(SYNTHETIC_CLASSES))
     lo, hi, explicit = _difficulty_spec(difficulty, n)
     chunks = []
     for c in range(math.ceil(n / CHUNK)):

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from tailor.checks import fraction, non_negative_int
 from tailor.errors import DataError
 
 Transform = Callable[[torch.Tensor], torch.Tensor]
@@ -58,18 +59,6 @@ def _check_image(x: torch.Tensor, what: str, batched: bool) -> None:
     if x.dim() != want:
         shape = "[N, C, H, W]" if batched else "[C, H, W]"
         raise DataError(f"{what}: expected a {want}-d tensor {shape}, got shape {tuple(x.shape)}")
-
-
-def _check_padding(padding: int, what: str) -> int:
-    if isinstance(padding, bool) or not isinstance(padding, int) or padding < 0:
-        raise DataError(f"{what}: padding must be an integer >= 0, got {padding!r}")
-    return padding
-
-
-def _check_prob(p: float, what: str) -> float:
-    if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0.0 <= float(p) <= 1.0:
-        raise DataError(f"{what}: probability must be in [0, 1], got {p!r}")
-    return float(p)
 
 
 def _size_pair(size: int | Sequence[int], what: str) -> tuple[int, int]:
@@ -144,7 +133,7 @@ class RandomCrop:
 
     def __init__(self, size: int | Sequence[int], padding: int = 0, generator: torch.Generator | None = None) -> None:
         self.size = _size_pair(size, "RandomCrop")
-        self.padding = _check_padding(padding, "RandomCrop")
+        self.padding = non_negative_int("RandomCrop: padding", padding, DataError)
         self.generator = generator
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
@@ -169,7 +158,7 @@ class RandomHorizontalFlip:
     """Mirror one `[C, H, W]` image left-right with probability `p`."""
 
     def __init__(self, p: float = 0.5, generator: torch.Generator | None = None) -> None:
-        self.p = _check_prob(p, "RandomHorizontalFlip")
+        self.p = fraction("RandomHorizontalFlip: probability", p, DataError)
         self.generator = generator
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
@@ -187,7 +176,7 @@ def random_crop_batch(x: torch.Tensor, padding: int, generator: torch.Generator 
     The output has the input's shape, dtype and device; `padding=0` returns the input unchanged.
     """
     _check_image(x, "random_crop_batch", batched=True)
-    p = _check_padding(padding, "random_crop_batch")
+    p = non_negative_int("random_crop_batch: padding", padding, DataError)
     if p == 0 or x.shape[0] == 0:
         return x
     n, _, h, w = x.shape
@@ -204,7 +193,7 @@ def random_crop_batch(x: torch.Tensor, padding: int, generator: torch.Generator 
 def random_flip_batch(x: torch.Tensor, p: float = 0.5, generator: torch.Generator | None = None) -> torch.Tensor:
     """Mirror each image of `[N, C, H, W]` left-right independently with probability `p`."""
     _check_image(x, "random_flip_batch", batched=True)
-    p = _check_prob(p, "random_flip_batch")
+    p = fraction("random_flip_batch: probability", p, DataError)
     if p == 0.0 or x.shape[0] == 0:
         return x
     mask = torch.rand((x.shape[0],), generator=generator, device=_gen_device(generator)) < p
@@ -237,8 +226,8 @@ class BatchAugmentation:
     flip_p: float = 0.5
 
     def __post_init__(self) -> None:
-        _check_padding(self.crop_padding, "BatchAugmentation")
-        _check_prob(self.flip_p, "BatchAugmentation")
+        non_negative_int("BatchAugmentation: crop_padding", self.crop_padding, DataError)
+        fraction("BatchAugmentation: flip_p", self.flip_p, DataError)
 
     def __call__(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         return augment_batch(x, generator, crop_padding=self.crop_padding, flip=self.flip, flip_p=self.flip_p)

@@ -30,6 +30,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 import tailor.cost as tailor_cost
+from tailor.checks import non_negative_int, positive_int
 from tailor.cost import LayerTable
 from tailor.dnas.module import SuperNetError, SuperNetModule
 from tailor.errors import ProfileError
@@ -103,14 +104,6 @@ class MacsCost(CostModel):
         return float(counter.get_total_flops() // 2)
 
 
-def _check_positive(name: str, value: object, allow_zero: bool = False) -> int:
-    ok = isinstance(value, int) and not isinstance(value, bool) and (value >= 0 if allow_zero else value > 0)
-    if not ok:
-        kind = "a non-negative" if allow_zero else "a positive"
-        raise SuperNetError(f"{name} must be {kind} integer, got {value!r}")
-    return int(value)  # type: ignore[arg-type]
-
-
 def structure_key(module: nn.Module) -> tuple:
     """A hashable description of a module's computation: class, repr, and parameter/buffer shapes and dtypes."""
     tensors = tuple(
@@ -158,10 +151,10 @@ class LatencyCost(CostModel):
             if value is not None and table is not None and value != default:
                 raise SuperNetError(f"LatencyCost: {arg}={value!r} conflicts with the LayerTable's {arg}={default!r}")
             chosen.append(default if value is None else value)
-        self.threads = None if chosen[0] is None else _check_positive("threads", chosen[0])
-        self.warmup = _check_positive("warmup", chosen[1], allow_zero=True)
-        self.repeats = _check_positive("repeats", chosen[2])
-        self.batch_size = _check_positive("batch_size", batch_size)
+        self.threads = None if chosen[0] is None else positive_int("threads", chosen[0], SuperNetError)
+        self.warmup = non_negative_int("warmup", chosen[1], SuperNetError)
+        self.repeats = positive_int("repeats", chosen[2], SuperNetError)
+        self.batch_size = positive_int("batch_size", batch_size, SuperNetError)
         self.table: dict[tuple, float] = table.table if table is not None else {}
         self.measurements = 0
 

@@ -11,7 +11,6 @@ keeps learning; PLiNIO's hard mode took a plain one-hot and gave α no gradient 
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
@@ -19,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from tailor.checks import boolean, positive_float, positive_int
 from tailor.errors import InvalidSubnetError, TailorError
 
 __all__ = ["SuperNetCombiner", "SuperNetError", "SuperNetModule", "check_temperature"]
@@ -30,15 +30,7 @@ class SuperNetError(TailorError, ValueError):
 
 def check_temperature(value: object) -> float:
     """`value` as a float if it is a positive finite number, else a `SuperNetError` naming it."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
-        raise SuperNetError(f"softmax temperature must be a positive finite number, got {value!r}")
-    return float(value)
-
-
-def _check_flag(name: str, value: object) -> bool:
-    if not isinstance(value, bool):
-        raise SuperNetError(f"{name} must be True or False, got {value!r}")
-    return value
+    return positive_float("softmax temperature", value, SuperNetError)
 
 
 def straight_through_one_hot(soft: torch.Tensor) -> torch.Tensor:
@@ -58,12 +50,10 @@ class SuperNetCombiner(nn.Module):
 
     def __init__(self, n_branches: int, gumbel_softmax: bool = False, hard_softmax: bool = False) -> None:
         super().__init__()
-        if isinstance(n_branches, bool) or not isinstance(n_branches, int) or n_branches < 1:
-            raise InvalidSubnetError(f"SuperNetCombiner needs a positive number of branches, got {n_branches!r}")
-        self.n_branches = n_branches
+        self.n_branches = positive_int("SuperNetCombiner: n_branches", n_branches, InvalidSubnetError)
         self.alpha = nn.Parameter(torch.full((n_branches,), 1.0 / n_branches))
-        self.gumbel_softmax = _check_flag("gumbel_softmax", gumbel_softmax)
-        self.hard_softmax = _check_flag("hard_softmax", hard_softmax)
+        self.gumbel_softmax = boolean("gumbel_softmax", gumbel_softmax, SuperNetError)
+        self.hard_softmax = boolean("hard_softmax", hard_softmax, SuperNetError)
         self._softmax_temperature = 1.0
         self._last_theta: torch.Tensor | None = None
 
@@ -126,7 +116,7 @@ class SuperNetCombiner(nn.Module):
 
     @train_selection.setter
     def train_selection(self, value: bool) -> None:
-        self.alpha.requires_grad_(_check_flag("train_selection", value))
+        self.alpha.requires_grad_(boolean("train_selection", value, SuperNetError))
 
     def named_nas_parameters(self, prefix: str = "", recurse: bool = False) -> Iterator[tuple[str, nn.Parameter]]:
         """α with its name (`prefix.alpha`); `recurse` is accepted for PyTorch's signature."""
@@ -210,7 +200,7 @@ class SuperNetModule(nn.Module):
 
     @gumbel_softmax.setter
     def gumbel_softmax(self, value: bool) -> None:
-        self.sn_combiner.gumbel_softmax = _check_flag("gumbel_softmax", value)
+        self.sn_combiner.gumbel_softmax = boolean("gumbel_softmax", value, SuperNetError)
 
     @property
     def hard_softmax(self) -> bool:
@@ -218,7 +208,7 @@ class SuperNetModule(nn.Module):
 
     @hard_softmax.setter
     def hard_softmax(self, value: bool) -> None:
-        self.sn_combiner.hard_softmax = _check_flag("hard_softmax", value)
+        self.sn_combiner.hard_softmax = boolean("hard_softmax", value, SuperNetError)
 
     @property
     def softmax_temperature(self) -> float:
@@ -236,9 +226,9 @@ class SuperNetModule(nn.Module):
         if temperature is not None:
             self.softmax_temperature = temperature
         if hard is not None:
-            self.hard_softmax = _check_flag("hard", hard)
+            self.hard_softmax = boolean("hard", hard, SuperNetError)
         if gumbel is not None:
-            self.gumbel_softmax = _check_flag("gumbel", gumbel)
+            self.gumbel_softmax = boolean("gumbel", gumbel, SuperNetError)
 
     @property
     def theta(self) -> torch.Tensor:

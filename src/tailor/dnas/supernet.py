@@ -17,8 +17,9 @@ from typing import Any
 import torch
 from torch import nn
 
+from tailor.checks import boolean
 from tailor.dnas.costs import CostModel, CostSpec, resolve_costs
-from tailor.dnas.module import SuperNetError, SuperNetModule, _check_flag, check_temperature
+from tailor.dnas.module import SuperNetError, SuperNetModule, check_temperature
 from tailor.errors import InvalidSubnetError, TailorError, UnsupportedModelError
 
 __all__ = ["SuperNet"]
@@ -118,7 +119,7 @@ class SuperNet(nn.Module):
         if isinstance(model, SuperNet):
             raise UnsupportedModelError("model is already a SuperNet")
         self.seed = model
-        self.full_cost = _check_flag("full_cost", full_cost)
+        self.full_cost = boolean("full_cost", full_cost, SuperNetError)
         self._searchable: list[tuple[str, SuperNetModule]] = []
         for name, module in model.named_modules():  # unique modules, each under its first name
             if isinstance(module, SuperNetModule):
@@ -331,7 +332,7 @@ class SuperNet(nn.Module):
 
     @train_selection.setter
     def train_selection(self, value: bool) -> None:
-        value = _check_flag("train_selection", value)
+        value = boolean("train_selection", value, SuperNetError)
         for p in self.nas_parameters():
             p.requires_grad_(value)
 
@@ -343,7 +344,7 @@ class SuperNet(nn.Module):
             check_temperature(temperature)
         for flag_name, flag in (("hard", hard), ("gumbel", gumbel)):
             if flag is not None:
-                _check_flag(flag_name, flag)
+                boolean(flag_name, flag, SuperNetError)
         for _, module in self._searchable:
             module.update_softmax_options(temperature=temperature, hard=hard, gumbel=gumbel)
 

@@ -15,18 +15,17 @@ from typing import Any
 import torch
 from torch.utils.data import Dataset
 
+from tailor.checks import non_negative_int
 from tailor.data import list_datasets, load_dataset
 from tailor.errors import DataError, InvalidSubnetError, ProfileError
 from tailor.models import create_model, list_models
 from tailor.ops import ElasticModel
 from tailor.progress import Progress
-from tailor.space import SUBNET_NOTATION, SearchSpace, Subnet
+from tailor.space import SearchSpace, Subnet
 from tailor.space import parse_subnets as parse_space_subnets
 from tailor.train import calibrate, check_data_fits, load_checkpoint
 from tailor.train.checkpoint import recorded_data
 from tailor.train.trainer import BatchSource
-
-SUBNET_SPEC_HELP = SUBNET_NOTATION
 
 
 @dataclass
@@ -133,7 +132,7 @@ def parse_ints(text: str, what: str) -> list[int]:
     return values
 
 
-def parse_subnets(space: SearchSpace, spec: str, what: str = "--subnets") -> list[tuple[str | None, Subnet]]:
+def parse_subnets(space: SearchSpace, spec: str, what: str = "--subnet") -> list[tuple[str | None, Subnet]]:
     """Subnets named by `spec` in tailor's one notation (`tailor.space.parse_subnets`), in canonical form;
     (the id a file gave it or None, subnet)."""
     return [(n.name if n.name != n.subnet.id else None, n.subnet) for n in parse_space_subnets(spec, space, what=what)]
@@ -141,8 +140,7 @@ def parse_subnets(space: SearchSpace, spec: str, what: str = "--subnets") -> lis
 
 def random_subnets(space: SearchSpace, count: int, seed: int) -> list[Subnet]:
     """`count` subnets drawn with `space.sample` from a `random.Random(seed)`."""
-    if count < 0:
-        raise InvalidSubnetError(f"--random must be >= 0, got {count}")
+    non_negative_int("--random", count, InvalidSubnetError)
     rng = random.Random(seed)
     return [space.sample(rng) for _ in range(count)]
 

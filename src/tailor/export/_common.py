@@ -8,6 +8,7 @@ from collections.abc import Sequence
 import torch
 from torch import fx
 
+from tailor.checks import positive_int
 from tailor.errors import InvalidSubnetError, ProfileError, SubnetNormFallbackWarning, UnsupportedModelError
 from tailor.ops import ElasticModel
 from tailor.space import Subnet
@@ -47,10 +48,8 @@ def input_shape_of(model: ElasticModel, input_shape: Sequence[int] | None) -> tu
 
 
 def check_positive_int(name: str, value: object) -> int:
-    """`value` as an int if it is a positive integer, else a `ProfileError` naming `name` and the value."""
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise ProfileError(f"{name} must be a positive integer, got {value!r}")
-    return int(value)
+    """`tailor.checks.positive_int` raising `ProfileError`: the measurement arguments' check (batch size, repeats)."""
+    return positive_int(name, value, ProfileError)
 
 
 def example_input(shape: Sequence[int], batch_size: int, seed: int = 0) -> torch.Tensor:

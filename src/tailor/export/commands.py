@@ -17,9 +17,9 @@ from typing import Any
 
 import torch
 
+import tailor.cli_args as cli_args
 from tailor.errors import DataError, InvalidSubnetError, ProfileError
 from tailor.export._cli import (
-    SUBNET_SPEC_HELP,
     Progress,
     calibrate_subnets,
     calibration_batches,
@@ -31,6 +31,7 @@ from tailor.export._cli import (
 )
 from tailor.export.onnx_export import to_onnx
 from tailor.export.quantize import compare_accuracy, onnx_accuracy, quantize_int8
+from tailor.models import list_models
 
 INT8_MODES = ("static", "dynamic")
 
@@ -38,21 +39,20 @@ INT8_MODES = ("static", "dynamic")
 def add_commands(commands: Any) -> None:
     """Register `export` on the `tailor` parser's subcommands."""
     p = commands.add_parser("export", help="a subnet as ONNX (BatchNorm folded, dynamic batch axis), optionally int8")
-    p.add_argument("source", help="checkpoint directory, or a registered model name (random weights)")
-    p.add_argument("--subnet", default="largest", help="the one subnet to export: " + SUBNET_SPEC_HELP)
-    p.add_argument("--out", required=True, help="fp32 ONNX file to write")
-    p.add_argument("--int8", help="also write an int8 model: static (QDQ, calibrated on training data) or dynamic")
+    cli_args.add_checkpoint(p, models=list_models())
+    cli_args.add_subnets(p, default="largest", help="the one subnet to export (default largest)")
+    cli_args.add_out(p, required=True, help="fp32 ONNX file to write")
+    cli_args.checked(p, "--int8", check=cli_args.one_of(INT8_MODES),
+                     help="also write an int8 model: static (QDQ, calibrated on training data) or dynamic")  # fmt: skip
     p.add_argument("--int8-out", help="int8 ONNX file (default: <out without .onnx>.int8.onnx)")
     p.add_argument("--per-channel", action="store_true", help="int8: per-channel weight scales")
-    p.add_argument("--data", help="data set for calibration and held-out accuracy (default: the checkpoint's)")
-    p.add_argument("--data-root", help="directory of cifar10/cifar100/imagefolder data")
-    p.add_argument("--calib-batches", type=int, default=8, help="training batches for SubnetNorm and int8 ranges")
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--input-shape", help="C,H,W (default: the data's image size, else the model's default)")
+    cli_args.add_data(p, use=" for calibration and held-out accuracy")
+    cli_args.add_calibration(p, batch_size=64)
+    cli_args.add_input_shape(p)
     p.add_argument("--opset", type=int, default=17)
-    p.add_argument("--num-classes", type=int, help="registry models only (default 10, or the data's)")
-    p.add_argument("--threads", type=int, default=1, help="threads for PyTorch and ONNX Runtime")
-    p.add_argument("--no-progress", action="store_true")
+    cli_args.add_num_classes(p)
+    cli_args.add_threads(p, default=1, help="threads for PyTorch and ONNX Runtime")
+    cli_args.add_progress(p)
     p.set_defaults(run=cmd_export)
 
 
@@ -65,8 +65,6 @@ def _int8_path(out: Path, explicit: str | None) -> Path:
 
 def cmd_export(args: argparse.Namespace) -> int:
     """Export one subnet (and optionally its int8 version); print what was written and the accuracies."""
-    if args.int8 is not None and args.int8 not in INT8_MODES:
-        raise ProfileError(f"--int8 must be one of {list(INT8_MODES)}, got {args.int8!r}")
     out = Path(args.out)
     int8_out = _int8_path(out, args.int8_out) if args.int8 else None
     if int8_out is not None and int8_out.resolve() == out.resolve():

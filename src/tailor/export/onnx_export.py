@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from tailor.checks import integer
 from tailor.errors import ProfileError, UnsupportedModelError
 from tailor.export import ort
 from tailor.export._common import example_input, input_shape_of, static_subnet
@@ -173,8 +174,7 @@ def to_onnx(
     `tailor.export.ort.session(..., device=, providers=, graph_optimization=)` (CPU, all optimisations by default).
     """
     shape = input_shape_of(model, input_shape)
-    if isinstance(opset, bool) or not isinstance(opset, int) or opset < 9:
-        raise ProfileError(f"opset must be an integer >= 9, got {opset!r}")
+    integer("opset", opset, ProfileError, low=9)
     static = static_subnet(model, sub)
     folded, count = fold_batchnorm(static)
     x = example_input(shape, 2, seed=1)

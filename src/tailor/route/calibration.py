@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from tailor.checks import integer, positive_float, positive_int
 from tailor.errors import TailorError
 
 DEFAULT_BINS = 15
@@ -38,11 +39,6 @@ def _check_logits_labels(logits: torch.Tensor, labels: torch.Tensor, where: str)
         )
     if not torch.isfinite(logits).all():
         raise TailorError(f"{where}: logits contain NaN or infinity")
-
-
-def _check_bins(bins: int) -> None:
-    if isinstance(bins, bool) or not isinstance(bins, int) or bins < 1:
-        raise TailorError(f"bins must be a positive integer, got {bins!r}")
 
 
 @dataclass(frozen=True)
@@ -70,8 +66,8 @@ def reliability(
 ) -> list[ReliabilityBin]:
     """Equal-width bins of max-softmax confidence over (0, 1]: count, mean confidence, accuracy per bin."""
     _check_logits_labels(logits, labels, "reliability")
-    _check_bins(bins)
-    _check_temperature(temperature)
+    positive_int("bins", bins, TailorError)
+    positive_float("temperature", temperature, TailorError)
     probs = F.softmax(logits.double() / temperature, dim=1)
     confidence, predicted = probs.max(dim=1)
     correct = (predicted == labels).double()
@@ -103,15 +99,8 @@ def ece(logits: torch.Tensor, labels: torch.Tensor, bins: int = DEFAULT_BINS, te
 def nll(logits: torch.Tensor, labels: torch.Tensor, temperature: float = 1.0) -> float:
     """Mean negative log-likelihood of the labels under softmax(logits / temperature)."""
     _check_logits_labels(logits, labels, "nll")
-    _check_temperature(temperature)
+    positive_float("temperature", temperature, TailorError)
     return float(F.cross_entropy(logits.double() / temperature, labels))
-
-
-def _check_temperature(temperature: float) -> None:
-    if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not temperature > 0:
-        raise TailorError(f"temperature must be a positive number, got {temperature!r}")
-    if not math.isfinite(temperature):
-        raise TailorError(f"temperature must be finite, got {temperature!r}")
 
 
 def fit_temperature(logits: torch.Tensor, labels: torch.Tensor, max_iter: int = 100) -> float:
@@ -120,8 +109,7 @@ def fit_temperature(logits: torch.Tensor, labels: torch.Tensor, max_iter: int = 
     Fit on data the stage was not trained on; T > 1 softens an over-confident stage.
     """
     _check_logits_labels(logits, labels, "fit_temperature")
-    if isinstance(max_iter, bool) or not isinstance(max_iter, int) or max_iter < 1:
-        raise TailorError(f"fit_temperature: max_iter must be a positive integer, got {max_iter!r}")
+    positive_int("fit_temperature: max_iter", max_iter, TailorError)
     logits = logits.detach().double()
     log_t = torch.zeros((), dtype=torch.float64, requires_grad=True)
     optimizer = torch.optim.LBFGS([log_t], lr=0.5, max_iter=max_iter, line_search_fn="strong_wolfe")
@@ -147,8 +135,7 @@ def per_class_escalation(
     `answered_by[i]` is the stage (0-based) that answered input i. A class without inputs gets NaN.
     """
     _check_stage_assignment(labels, answered_by, num_stages, "per_class_escalation")
-    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
-        raise TailorError(f"per_class_escalation: num_classes must be a positive integer, got {num_classes!r}")
+    positive_int("per_class_escalation: num_classes", num_classes, TailorError)
     if len(labels) and (labels.min() < 0 or labels.max() >= num_classes):
         raise TailorError(f"per_class_escalation: labels must lie in [0, {num_classes - 1}]")
     out = torch.full((num_classes, num_stages - 1), float("nan"), dtype=torch.float64)
@@ -186,8 +173,7 @@ def escalation_by_bins(
 
 
 def _check_stage_assignment(values: torch.Tensor, answered_by: torch.Tensor, num_stages: int, where: str) -> None:
-    if isinstance(num_stages, bool) or not isinstance(num_stages, int) or num_stages < 2:
-        raise TailorError(f"{where}: num_stages must be an integer >= 2, got {num_stages!r}")
+    integer(f"{where}: num_stages", num_stages, TailorError, low=2)
     if values.dim() != 1 or answered_by.dim() != 1 or len(values) != len(answered_by):
         raise TailorError(
             f"{where}: expected two 1-D tensors of one length, got {tuple(values.shape)} and {tuple(answered_by.shape)}"

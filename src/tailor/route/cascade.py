@@ -30,6 +30,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from tailor.checks import non_negative_float, one_of, positive_float, positive_int
 from tailor.errors import SubnetNormFallbackWarning, TailorError
 from tailor.ops import ElasticModel
 from tailor.route.exits import FINAL, EarlyExitModel
@@ -125,10 +126,7 @@ def _check_costs(costs: Sequence[float], stages: int, where: str) -> tuple[float
     values = tuple(costs)
     if len(values) != stages:
         raise TailorError(f"{where}: {len(values)} costs for {stages} stages")
-    for v in values:
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
-            raise TailorError(f"{where}: stage costs must be finite numbers >= 0, got {v!r}")
-    return tuple(float(v) for v in values)
+    return tuple(non_negative_float(f"{where}: costs[{k}]", v, TailorError) for k, v in enumerate(values))
 
 
 def _check_temperatures(temperatures: Sequence[float] | None, stages: int, where: str) -> tuple[float, ...]:
@@ -137,19 +135,14 @@ def _check_temperatures(temperatures: Sequence[float] | None, stages: int, where
     values = tuple(temperatures)
     if len(values) != stages:
         raise TailorError(f"{where}: {len(values)} temperatures for {stages} stages")
-    for v in values:
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
-            raise TailorError(f"{where}: temperatures must be finite numbers > 0, got {v!r}")
-    return tuple(float(v) for v in values)
+    return tuple(positive_float(f"{where}: temperatures[{k}]", v, TailorError) for k, v in enumerate(values))
 
 
 COMBINES = ("last", "mean")
 
 
 def _check_combine(combine: str, where: str) -> str:
-    if combine not in COMBINES:
-        raise TailorError(f"{where}: combine must be one of {COMBINES}, got {combine!r}")
-    return combine
+    return one_of(f"{where}: combine", combine, COMBINES, TailorError)
 
 
 def _ensemble_step(
@@ -427,8 +420,7 @@ def iterate_batches(
     data: Any, batch_size: int, device: torch.device | None = None
 ) -> Iterator[tuple[torch.Tensor, Any]]:
     """(inputs, labels or None) batches of a tensor or a data set, in order, nothing dropped."""
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise TailorError(f"batch_size must be a positive integer, got {batch_size!r}")
+    positive_int("batch_size", batch_size, TailorError)
     if isinstance(data, torch.Tensor):
         for i in range(0, len(data), batch_size):
             chunk = data[i : i + batch_size]

@@ -1,6 +1,6 @@
 """`tailor route`: evaluate cascades of a trained supernet's subnets (and early exits) under routing policies.
 
-    tailor route ck/ --stages smallest,largest --policies confidence,entropy,margin,learned --out route/
+    tailor route ck/ --stages smallest,largest --policy confidence,entropy,margin,learned --out route/
     tailor route ck/ --stages largest@stage1,largest@stage2,largest --exit-epochs 2 --exits-dir ck-exits/
 
 The checkpoint's test split is cut in two: the first half (held-out) fits temperatures, learned
@@ -20,7 +20,8 @@ from typing import Any
 
 import torch
 
-from tailor.data import default_augmentation, list_datasets
+import tailor.cli_args as cli_args
+from tailor.data import default_augmentation
 from tailor.errors import TailorError
 from tailor.ops import ElasticModel
 from tailor.route.calibration import ece, fit_temperature
@@ -43,37 +44,35 @@ from tailor.train.fit import checkpoint_data
 def add_commands(commands: Any) -> None:
     """Register `route` on the `tailor` parser's subcommands."""
     route = commands.add_parser("route", help="evaluate cascades of subnets / early exits under routing policies")
-    route.add_argument("checkpoint", help="checkpoint directory written by `tailor train` or tailor.save")
+    cli_args.add_checkpoint(route)
     route.add_argument(
         "--stages",
         default="smallest,largest",
         help=f"at least two stages, each a subnet optionally @<exit> (e.g. largest@stage1); {SUBNET_NOTATION}",
     )
-    route.add_argument(
-        "--stages-json", help="a JSON list of stages ({'subnet': Subnet.to_dict(), 'exit': ...}); same as --stages FILE"
-    )
-    route.add_argument("--policies", default="confidence,entropy,margin,learned", help=f"any of {', '.join(POLICIES)}")
-    route.add_argument("--thresholds", type=int, default=41, help="quantile thresholds per transition (>= 2)")
+    cli_args.add_policy(route, default="confidence,entropy,margin,learned",
+                        help=f"comma-separated routing policies, any of {', '.join(POLICIES)}")  # fmt: skip
+    cli_args.checked(route, "--thresholds", type=int, default=41, check=cli_args.at_least(2),
+                     help="quantile thresholds per transition (>= 2)")  # fmt: skip
     route.add_argument(
         "--combine",
         default="last",
         choices=COMBINES,
         help="answer of an escalated input: the last stage's (last) or the mean softmax of all stages run (mean)",
     )
-    route.add_argument("--cost", default="latency", choices=METRICS)
-    route.add_argument("--latency-batch", type=int, default=32)
-    route.add_argument("--repeats", type=int, default=20, help="timed calls per stage latency")
-    route.add_argument("--threads", type=int, default=1)
-    route.add_argument("--data", choices=list_datasets(), help="data source (default: the one it was trained on)")
-    route.add_argument("--data-root")
-    route.add_argument("--calib-batches", type=int, default=8)
-    route.add_argument("--batch-size", type=int, default=128)
-    route.add_argument("--exit-epochs", type=int, default=2, help="epochs to train exit heads (frozen backbone)")
+    route.add_argument("--cost", default="latency", choices=METRICS, help="what a stage costs (default latency)")
+    cli_args.add_latency_batch(route, default=32)
+    cli_args.add_repeats(route, default=20, help="timed calls per stage latency")
+    cli_args.add_threads(route, default=1)
+    cli_args.add_data(route)
+    cli_args.add_calibration(route, batch_size=128)
+    cli_args.checked(route, "--exit-epochs", type=int, default=2, check=cli_args.POSITIVE,
+                     help="epochs to train exit heads (frozen backbone)")  # fmt: skip
     route.add_argument("--exits-dir", help="load exit heads from here if present, else train them and save here")
-    route.add_argument("--seed", type=int, default=0)
-    route.add_argument("--out", help="directory for route.json and the two PNG plots")
-    route.add_argument("--json", action="store_true", help="print the results as JSON instead of tables")
-    route.add_argument("--no-progress", action="store_true")
+    cli_args.add_seed(route)
+    cli_args.add_out(route, help="directory for route.json and the two PNG plots")
+    cli_args.add_json(route)
+    cli_args.add_progress(route)
     route.set_defaults(run=cmd_route)
 
 
@@ -94,15 +93,11 @@ def _progress(args: argparse.Namespace, message: str) -> None:
         print(message, file=sys.stderr, flush=True)
 
 
-def _check_args(args: argparse.Namespace) -> list[str]:
-    for name in ("thresholds", "latency_batch", "repeats", "threads", "calib_batches", "batch_size", "exit_epochs"):
-        value = getattr(args, name)
-        if value < 1 or (name == "thresholds" and value < 2):
-            raise TailorError(f"--{name.replace('_', '-')} must be >= {2 if name == 'thresholds' else 1}, got {value}")
-    policies = [p.strip() for p in args.policies.split(",") if p.strip()]
+def _policies(args: argparse.Namespace) -> list[str]:
+    policies = [p.strip() for p in args.policy.split(",") if p.strip()]
     unknown = [p for p in policies if p not in POLICIES]
     if unknown or not policies:
-        raise TailorError(f"--policies: unknown {unknown or args.policies!r}; choose from {', '.join(POLICIES)}")
+        raise TailorError(f"--policy: unknown {unknown or args.policy!r}; choose from {', '.join(POLICIES)}")
     return policies
 
 
@@ -163,15 +158,12 @@ def _policy(name: str, outputs: list[StageOutput], labels: torch.Tensor, costs: 
 
 def cmd_route(args: argparse.Namespace) -> int:
     """Evaluate the cascade under each policy; tables (or JSON) on stdout, files under --out."""
-    policies = _check_args(args)
+    policies = _policies(args)
     torch.manual_seed(args.seed)
     torch.set_num_threads(args.threads)
     loaded = load_checkpoint(args.checkpoint)
     model = loaded.model.eval()
-    if args.stages_json:  # the older spelling of --stages FILE
-        stages = parse_stages(args.stages_json, model.space, what="--stages-json")
-    else:
-        stages = parse_stages(args.stages, model.space)
+    stages = parse_stages(args.stages, model.space)
     train, holdout, test, data_name = _data(args, loaded)
     for stage in stages:
         model.space.validate(stage.subnet)

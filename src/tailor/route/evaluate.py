@@ -23,7 +23,9 @@ from typing import Any, TypeVar
 
 import torch
 
+from tailor.checks import integer
 from tailor.cost import latency, macs
+from tailor.cost.runtimes.base import runtime_argument
 from tailor.errors import SubnetNormFallbackWarning, TailorError
 from tailor.ops import ElasticModel
 from tailor.route.cascade import Stage, as_stage, ensemble_outputs, resume_flags, simulate
@@ -43,12 +45,15 @@ def stage_costs(
     threads: int | None = 1,
     warmup: int = 5,
     repeats: int = 30,
-    backend: str = "torch",
+    runtime: str | None = None,
+    backend: str | None = None,
 ) -> list[float]:
     """Per-input cost of each stage as the cascade runs it: ms per image (latency) or MACs per image.
 
-    Latency is `tailor.cost.latency`'s median (p50) for a batch of `batch_size`, divided by `batch_size`.
+    Latency is `tailor.cost.latency`'s median (p50) for a batch of `batch_size`, divided by `batch_size`, on
+    `runtime` (default "torch"; `backend=` is its deprecated name).
     """
+    runtime = runtime_argument(runtime, backend, "torch", "stage_costs")
     if metric not in METRICS:
         raise TailorError(f"unknown cost metric {metric!r}; choose one of {', '.join(METRICS)}")
     items = [as_stage(s) for s in stages]
@@ -67,7 +72,7 @@ def stage_costs(
                         view,
                         stage.subnet,
                         batch_size=batch_size,
-                        runtime=backend,
+                        runtime=runtime,
                         threads=threads,
                         warmup=warmup,
                         repeats=repeats,
@@ -151,8 +156,7 @@ def threshold_grid(scores: torch.Tensor, points: int = 41) -> list[float]:
     With "escalate if score < threshold", the smallest threshold (0 or below every score) escalates no
     input and the largest (above every score) escalates all of them.
     """
-    if isinstance(points, bool) or not isinstance(points, int) or points < 2:
-        raise TailorError(f"threshold_grid: points must be an integer >= 2, got {points!r}")
+    integer("threshold_grid: points", points, TailorError, low=2)
     values = scores.double().flatten()
     if values.numel() == 0 or not torch.isfinite(values).all():
         raise TailorError("threshold_grid: scores must be a non-empty finite tensor")

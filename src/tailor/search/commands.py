@@ -18,8 +18,8 @@ from typing import Any
 
 import torch
 
-from tailor.cost import LatencyPredictor, Profile, latency
-from tailor.data import list_datasets
+import tailor.cli_args as cli_args
+from tailor.cost import LatencyPredictor, Profile, latency, list_runtimes
 from tailor.search.algorithms import ALGORITHMS, search
 from tailor.search.costs import CostSource, MeasuredCost, PredictedCost, ProfileCost
 from tailor.search.evaluator import Evaluator
@@ -33,39 +33,43 @@ from tailor.train.fit import checkpoint_data
 def add_commands(commands: Any) -> None:
     """Register `search` on the `tailor` parser's subcommands."""
     cmd = commands.add_parser("search", help="Pareto front of a checkpoint's subnets under latency/MAC/memory budgets")
-    cmd.add_argument("checkpoint", help="checkpoint directory written by `tailor train` or tailor.save")
-    cmd.add_argument("--out", required=True, help="front JSON to write (schema tailor.pareto/1)")
-    cmd.add_argument("--data", choices=list_datasets(), help="data source (default: the one it was trained on)")
-    cmd.add_argument("--data-root")
+    cli_args.add_checkpoint(cmd)
+    cli_args.add_out(cmd, required=True, help="front JSON to write (schema tailor.pareto/1)")
+    cli_args.add_data(cmd)
     cmd.add_argument("--objectives", default="accuracy,latency", help=f"comma-separated, from {list(METRICS)}")
     cmd.add_argument("--constraint", action="append", default=[], metavar="METRIC=BOUND",
                      help="latency=2.5 (ms), macs=2e7, memory=4e6 (bytes), params=1e5, accuracy=0.9; repeatable")  # fmt: skip
     cmd.add_argument("--algorithm", choices=ALGORITHMS, default="nsga2")
-    cmd.add_argument("--budget", type=int, default=100, help="distinct subnets to evaluate (ignored by exhaustive)")
-    cmd.add_argument("--seed", type=int, default=0)
+    cli_args.checked(cmd, "--budget", type=int, default=100, check=cli_args.POSITIVE,
+                     help="distinct subnets to evaluate (ignored by exhaustive)")  # fmt: skip
+    cli_args.add_seed(cmd)
     cmd.add_argument("--storage", help="SQLite path or database URL (default: <out>.db)")
     cmd.add_argument("--study-name", help="default: derived from the checkpoint, data, costs and settings")
     cmd.add_argument("--predictor", choices=("ridge", "mlp"), default="ridge", help="evolution's accuracy predictor")
-    cmd.add_argument("--cost", choices=("measure", "predict", "profile"), default="measure",
-                     help="latency source: measured per subnet, a fitted LatencyPredictor, or --profile")  # fmt: skip
-    cmd.add_argument("--profile", help="profile JSON (tailor profile) for --cost profile")
-    cmd.add_argument("--fit-subnets", type=int, default=24, help="--cost predict: measured subnets to fit on")
+    cmd.add_argument("--latency-source", choices=LATENCY_SOURCES, default="measure",
+                     help="latency measured per subnet, a fitted LatencyPredictor, or --profile")  # fmt: skip
+    cli_args.add_profile(cmd, help="profile JSON (tailor profile) for --latency-source profile")
+    cli_args.checked(cmd, "--fit-subnets", type=int, default=24, check=cli_args.at_least(2),
+                     help="--latency-source predict: measured subnets to fit on")  # fmt: skip
     cmd.add_argument("--memory", choices=("measure", "estimate"), default="estimate",
                      help="peak memory measured in a fresh process per subnet, or estimated from shapes")  # fmt: skip
-    cmd.add_argument("--backend", default="torch", help="latency backend: torch, onnxruntime, onnxruntime-int8")
-    cmd.add_argument("--batch", type=int, default=1, help="batch size of latency and memory")
-    cmd.add_argument("--latency-threads", type=int, default=1)
-    cmd.add_argument("--repeats", type=int, default=30, help="timed calls per latency measurement")
-    cmd.add_argument("--calib-batches", type=int, default=8)
-    cmd.add_argument("--batch-size", type=int, default=128, help="calibration batch size")
-    cmd.add_argument("--plot", help="SVG of accuracy against the first cost objective")
+    cli_args.add_runtime(cmd, runtimes=list_runtimes(), default="torch", help="runtime latency is measured on")
+    cli_args.add_latency_batch(cmd, default=1)
+    cli_args.checked(cmd, "--latency-threads", type=int, default=1, check=cli_args.POSITIVE,
+                     help="threads latency is measured with (default 1)")  # fmt: skip
+    cli_args.add_repeats(cmd, default=30, help="timed calls per latency measurement")
+    cli_args.add_calibration(cmd, batch_size=128)
+    cli_args.add_plot(cmd, help="SVG of accuracy against the first cost objective")
     cmd.add_argument("--include", metavar="SUBNETS",
                      help=f"also evaluate these first (e.g. a previous front.json): {SUBNET_NOTATION}")  # fmt: skip
     cmd.add_argument("--pair-budget", type=float, help="also choose a (little, big, threshold) cascade within MS")
-    cmd.add_argument("--device")
-    cmd.add_argument("--threads", type=int)
-    cmd.add_argument("--no-progress", action="store_true")
+    cli_args.add_device(cmd, default="cpu")
+    cli_args.add_threads(cmd, default=None)
+    cli_args.add_progress(cmd)
     cmd.set_defaults(run=cmd_search)
+
+
+LATENCY_SOURCES = ("measure", "predict", "profile")
 
 
 def _constraints(items: list[str]) -> dict[str, float]:
@@ -88,8 +92,6 @@ def _datasets(loaded: Any, args: argparse.Namespace) -> tuple[Any, Any]:
 
 def _predicted_latency(model: Any, measured: MeasuredCost, args: argparse.Namespace) -> PredictedCost:
     """A LatencyPredictor fitted on `--fit-subnets` measured subnets, with its error on 8 held-out ones."""
-    if args.fit_subnets < 2:
-        raise SearchError(f"--fit-subnets must be >= 2, got {args.fit_subnets}")
     space, rng = model.space, random.Random(args.seed)
     subs = list(dict.fromkeys([space.canonical(space.largest()), space.canonical(space.smallest())]))
     while len(subs) < args.fit_subnets + 8:
@@ -98,11 +100,11 @@ def _predicted_latency(model: Any, measured: MeasuredCost, args: argparse.Namesp
 
     def measure(sub: Any) -> float:
         stats = latency(
-            model, sub, args.batch, args.backend, args.latency_threads, 5, args.repeats, measured.input_shape
+            model, sub, args.latency_batch, args.runtime, args.latency_threads, 5, args.repeats, measured.input_shape
         )
         return stats.p50
 
-    predictor = LatencyPredictor(model, args.batch, measured.input_shape).fit(fit, [measure(s) for s in fit])
+    predictor = LatencyPredictor(model, args.latency_batch, measured.input_shape).fit(fit, [measure(s) for s in fit])
     return PredictedCost(predictor, predictor.error_report(held, [measure(s) for s in held]))
 
 
@@ -110,7 +112,7 @@ def cmd_search(args: argparse.Namespace) -> int:
     """Search a checkpoint's subnets; write the front (JSON, optional SVG) and print a JSON summary."""
     if args.threads:
         torch.set_num_threads(args.threads)
-    device = torch.device(args.device or "cpu")
+    device = torch.device(args.device)
     constraints = _constraints(args.constraint)
     objectives = [o.strip() for o in args.objectives.split(",") if o.strip()]
     loaded = load_checkpoint(args.checkpoint, map_location=device)
@@ -118,15 +120,15 @@ def cmd_search(args: argparse.Namespace) -> int:
     train, test = _datasets(loaded, args)
     include = [n.subnet for n in parse_subnets(args.include, model.space, what="--include")] if args.include else []
     shape = tuple(test[0][0].shape)
-    measured = MeasuredCost(model, shape, backend=args.backend, batch_size=args.batch, threads=args.latency_threads,
+    measured = MeasuredCost(model, shape, runtime=args.runtime, batch_size=args.latency_batch, threads=args.latency_threads,
                             repeats=args.repeats, memory=args.memory)  # fmt: skip
     sources: list[CostSource] = [measured]
-    if args.cost == "predict":
+    if args.latency_source == "predict":
         sources.insert(0, _predicted_latency(model, measured, args))
-    elif args.cost == "profile":
+    elif args.latency_source == "profile":
         if not args.profile:
-            raise SearchError("--cost profile needs --profile PATH")
-        sources.insert(0, ProfileCost(Profile.load(args.profile), args.batch, space=model.space))
+            raise SearchError("--latency-source profile needs --profile PATH")
+        sources.insert(0, ProfileCost(Profile.load(args.profile), args.latency_batch, space=model.space))
     evaluator = Evaluator(model, train, test, calib_batches=args.calib_batches, batch_size=args.batch_size,
                           seed=args.seed, cost=sources, device=device)  # fmt: skip
     out = Path(args.out)

@@ -17,7 +17,9 @@ import torch
 from torch import fx, nn
 from torch.fx.passes.shape_prop import ShapeProp
 
+from tailor.checks import one_of
 from tailor.cost import ErrorReport, LatencyPredictor, Profile, latency, macs, params, peak_memory
+from tailor.cost.runtimes.base import runtime_argument
 from tailor.errors import InvalidSubnetError, ProfileError, SubnetNormFallbackWarning
 from tailor.ops import ElasticModel
 from tailor.search.metrics import COST_METRICS, SearchError
@@ -52,6 +54,8 @@ class MeasuredCost(CostSource):
 
     `memory="measure"` runs `tailor.cost.peak_memory` (a fresh process per subnet: seconds each);
     `memory="estimate"` uses `estimate_memory` (weights plus the peak of live activations, from shapes).
+    Latency is measured on `runtime` (`tailor.cost.list_runtimes()`, default "torch"); `backend=` is its
+    deprecated name.
     """
 
     metrics = frozenset(COST_METRICS)
@@ -61,27 +65,27 @@ class MeasuredCost(CostSource):
         model: ElasticModel,
         input_shape: Sequence[int] | None = None,
         *,
-        backend: str = "torch",
+        runtime: str | None = None,
         batch_size: int = 1,
         threads: int = 1,
         warmup: int = 5,
         repeats: int = 30,
         percentile: str = "p50",
         memory: str = "measure",
+        backend: str | None = None,
     ) -> None:
-        if percentile not in PERCENTILES:
-            raise SearchError(f"MeasuredCost: percentile must be one of {PERCENTILES}, got {percentile!r}")
-        if memory not in ("measure", "estimate"):
-            raise SearchError(f"MeasuredCost: memory must be 'measure' or 'estimate', got {memory!r}")
+        one_of("MeasuredCost: percentile", percentile, PERCENTILES, SearchError)
+        one_of("MeasuredCost: memory", memory, ("measure", "estimate"), SearchError)
         self.model = model
         self.input_shape = tuple(input_shape) if input_shape is not None else None
-        self.backend, self.batch_size, self.threads = backend, batch_size, threads
+        self.runtime = runtime_argument(runtime, backend, "torch", "MeasuredCost")
+        self.batch_size, self.threads = batch_size, threads
         self.warmup, self.repeats, self.percentile, self.memory = warmup, repeats, percentile, memory
 
     def value(self, sub: Subnet, metric: str) -> float:
         if metric == "latency":
             stats = _quiet(
-                latency, self.model, sub, self.batch_size, self.backend, self.threads,
+                latency, self.model, sub, self.batch_size, self.runtime, self.threads,
                 self.warmup, self.repeats, self.input_shape,
             )  # fmt: skip
             return float(getattr(stats, self.percentile))
@@ -96,10 +100,16 @@ class MeasuredCost(CostSource):
             return float(stats.peak_bytes)
         raise SearchError(f"MeasuredCost does not supply {metric!r}")
 
+    @property
+    def backend(self) -> str:
+        """Deprecated name of `runtime`."""
+        warnings.warn("MeasuredCost.backend is deprecated; use .runtime", DeprecationWarning, stacklevel=2)
+        return self.runtime
+
     def describe(self) -> dict[str, Any]:
         return {
             **super().describe(),
-            "latency": f"{self.percentile} of {self.repeats} timed calls, {self.backend}, batch {self.batch_size}, "
+            "latency": f"{self.percentile} of {self.repeats} timed calls, {self.runtime}, batch {self.batch_size}, "
             f"{self.threads} thread(s)",
             "memory": "tailor.cost.peak_memory (measured)" if self.memory == "measure" else "estimate_memory",
             "input_shape": list(self.input_shape) if self.input_shape else None,
@@ -119,8 +129,7 @@ class ProfileCost(CostSource):
         space: SearchSpace | None = None,
     ) -> None:
         self.profile = profile if isinstance(profile, Profile) else Profile.load(profile)
-        if percentile not in PERCENTILES:
-            raise SearchError(f"ProfileCost: percentile must be one of {PERCENTILES}, got {percentile!r}")
+        one_of("ProfileCost: percentile", percentile, PERCENTILES, SearchError)
         sizes = self.profile.batch_sizes
         self.batch_size = batch_size if batch_size is not None else (sizes[0] if sizes else None)
         if self.batch_size not in sizes:
@@ -161,7 +170,7 @@ class ProfileCost(CostSource):
     def describe(self) -> dict[str, Any]:
         return {
             **super().describe(),
-            "latency": f"profile {self.profile.backend} on {self.profile.device}, {self.percentile}, "
+            "latency": f"profile {self.profile.runtime} on {self.profile.device}, {self.percentile}, "
             f"batch {self.batch_size}",
             "subnets": len(self.table),
         }

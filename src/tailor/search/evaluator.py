@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from tailor.checks import positive_int
 from tailor.errors import DataError, SubnetNormFallbackWarning
 from tailor.ops import ElasticModel
 from tailor.search.costs import CostSource, MeasuredCost, make_sources
@@ -154,8 +155,7 @@ class Evaluator(BaseEvaluator):
             raise SearchError(f"Evaluator: expected a tailor ElasticModel, got {type(model).__name__}")
         for name, value in (("calib_batches", calib_batches), ("batch_size", batch_size),
                             ("eval_batch_size", eval_batch_size)):  # fmt: skip
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise SearchError(f"Evaluator: {name} must be a positive integer, got {value!r}")
+            positive_int(f"Evaluator: {name}", value, SearchError)
         super().__init__(model.space)
         self.model = model
         self.device = torch.device(device) if device is not None else next(model.parameters()).device

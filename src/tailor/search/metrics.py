@@ -6,10 +6,10 @@ A constraint bounds a cost from above (`latency <= 2.5`) or accuracy from below 
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+from tailor.checks import finite_float
 from tailor.errors import TailorError
 
 ACCURACY = "accuracy"
@@ -63,8 +63,7 @@ def check_constraints(constraints: Mapping[str, float] | None) -> dict[str, floa
     out: dict[str, float] = {}
     for name, bound in constraints.items():
         check_metric(name, "constraints")
-        if isinstance(bound, bool) or not isinstance(bound, (int, float)) or not math.isfinite(bound):
-            raise SearchError(f"constraints[{name!r}]: expected a finite number, got {bound!r}")
+        bound = finite_float(f"constraints[{name!r}]", bound, SearchError)
         if maximize(name) and not 0.0 <= bound <= 1.0:
             raise SearchError(f"constraints['accuracy']: a lower bound in [0, 1], got {bound!r}")
         if not maximize(name) and bound <= 0:

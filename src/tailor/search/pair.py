@@ -14,13 +14,13 @@ chooses both subnets and the threshold together instead of taking the front's me
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
+from tailor.checks import positive_float
 from tailor.search.evaluator import BaseEvaluator
 from tailor.search.metrics import SearchError
 from tailor.search.pareto import ParetoFront
@@ -110,9 +110,7 @@ def pair_search(
     Latency comes from `evaluator`'s cost sources; confidences from its held-out predictions. Ties go to
     the lower expected latency. Raises `SearchError` when even the fastest candidate exceeds the budget.
     """
-    if isinstance(latency_budget_ms, bool) or not isinstance(latency_budget_ms, (int, float)) \
-            or not math.isfinite(latency_budget_ms) or latency_budget_ms <= 0:  # fmt: skip
-        raise SearchError(f"pair_search: latency_budget_ms must be a positive number, got {latency_budget_ms!r}")
+    positive_float("pair_search: latency_budget_ms", latency_budget_ms, SearchError)
     subs = _candidates(evaluator, candidates)
     lat = {s: evaluator.metrics(s, ("latency",))["latency"] for s in subs}
     preds = {s: evaluator.predictions(s) for s in subs}

@@ -19,6 +19,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from tailor.checks import one_of
 from tailor.search.encoding import SpaceEncoding
 from tailor.search.metrics import SearchError
 from tailor.space import Subnet
@@ -31,8 +32,7 @@ class SurrogateModel:
     """Regression from subnet encodings to one metric; `fit(indices, values)` then `predict(indices)`."""
 
     def __init__(self, encoding: SpaceEncoding, kind: str = "ridge", seed: int = 0) -> None:
-        if kind not in KINDS:
-            raise SearchError(f"surrogate kind must be one of {KINDS}, got {kind!r}")
+        one_of("surrogate kind", kind, KINDS, SearchError)
         self.encoding = encoding
         self.kind = kind
         self.seed = seed

@@ -23,6 +23,7 @@ import math
 import os
 from collections.abc import Sequence
 
+from tailor.checks import integer, positive_int
 from tailor.cost.measure import PERCENTILE_MIN_REPEATS, supported_percentile
 from tailor.cost.profile import Profile, ProfileIssue
 from tailor.cost.runtimes import RuntimeInfo
@@ -150,8 +151,7 @@ class ServingProfile:
 
     def batch_position(self, batch_size: int) -> int:
         """Position in `batch_sizes` of the smallest measured batch size >= `batch_size`."""
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise ProfileError(f"batch size {batch_size!r}: expected a positive integer")
+        positive_int("batch size", batch_size, ProfileError)
         if batch_size > self.max_batch:
             raise ProfileError(f"batch size {batch_size} is above the largest measured batch size {self.max_batch}")
         return self.batch_slot[batch_size]
@@ -272,8 +272,7 @@ def ofa_like_profile(subnets: int = 7, batch_sizes: Sequence[int] = (1, 2, 4, 8,
     Latency p99(b) = base + per_item * b, from (1.0 + 0.25 b) ms for the smallest subnet to (3.5 + 1.0 b) ms
     for the largest, spaced evenly: a GPU-like shape (batching amortises a fixed cost) with a 1:4 cost range.
     """
-    if isinstance(subnets, bool) or not isinstance(subnets, int) or subnets < 2:
-        raise ProfileError(f"ofa_like_profile: subnets must be an integer >= 2, got {subnets!r}")
+    integer("ofa_like_profile: subnets", subnets, ProfileError, low=2)
     steps = [i / (subnets - 1) for i in range(subnets)]
     return synthetic_profile(
         accuracies=[round(0.738 + (0.802 - 0.738) * f, 4) for f in steps],

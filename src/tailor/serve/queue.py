@@ -15,6 +15,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from tailor.checks import positive_int
 from tailor.errors import TailorError
 
 
@@ -38,9 +39,7 @@ class EDFQueue:
     __slots__ = ("_counter", "_heap", "capacity", "total_pushed", "total_refused")
 
     def __init__(self, capacity: int | None = None) -> None:
-        if capacity is not None and (isinstance(capacity, bool) or not isinstance(capacity, int) or capacity < 1):
-            raise QueueError(f"queue capacity {capacity!r}: expected a positive integer or None (unbounded)")
-        self.capacity = capacity
+        self.capacity = None if capacity is None else positive_int("queue capacity", capacity, QueueError)
         self._heap: list[tuple[float, int, Request]] = []
         self._counter = itertools.count()
         self.total_pushed = 0  # accepted so far (load estimators read it)

@@ -12,6 +12,7 @@ Poisson, Gamma gaps with squared coefficient of variation `cv2` for bursty arriv
 from __future__ import annotations
 
 import csv
+import functools
 import math
 import os
 from collections.abc import Sequence
@@ -20,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from tailor.checks import non_negative_float, positive_float
 from tailor.errors import DataError
 
 
@@ -27,12 +29,9 @@ class TraceError(DataError):
     """A malformed trace, trace file or workload argument (negative rate, unsorted arrivals, bad CSV line)."""
 
 
-def _rate(name: str, value: float, allow_zero: bool = False) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise TraceError(f"{name}: expected a finite number, got {value!r:.60}")
-    if value < 0 or (value == 0 and not allow_zero):
-        raise TraceError(f"{name}: expected a {'non-negative' if allow_zero else 'positive'} number, got {value!r}")
-    return float(value)
+# workload arguments (rates, durations, CV², ...): finite, and positive or at least 0
+_positive = functools.partial(positive_float, error=TraceError)
+_non_negative = functools.partial(non_negative_float, error=TraceError)
 
 
 @dataclass(frozen=True, eq=False)
@@ -68,7 +67,7 @@ class Trace:
             deadlines.setflags(write=False)
             object.__setattr__(self, "deadlines_ms", deadlines)
         if self.duration is not None:
-            duration = _rate("duration", self.duration, allow_zero=True)
+            duration = _non_negative("duration", self.duration)
             if arrivals.size and duration < arrivals[-1]:
                 raise TraceError(
                     f"trace {self.name!r}: duration {duration} s ends before the last arrival {arrivals[-1]} s"
@@ -95,14 +94,14 @@ class Trace:
 
     def rates(self, bin_s: float = 1.0) -> np.ndarray:
         """Arrivals per second in consecutive bins of `bin_s` seconds."""
-        bin_s = _rate("bin_s", bin_s)
+        bin_s = _positive("bin_s", bin_s)
         bins = max(1, math.ceil(self.duration_s / bin_s))
         index = np.minimum((self.arrivals_s / bin_s).astype(np.int64), bins - 1)
         return np.bincount(index, minlength=bins) / bin_s
 
     def scaled(self, factor: float) -> Trace:
         """The same arrival pattern `factor` times faster (factor 2 doubles the rate and halves the duration)."""
-        factor = _rate("factor", factor)
+        factor = _positive("factor", factor)
         return Trace(
             self.arrivals_s / factor,
             self.deadlines_ms,
@@ -161,10 +160,10 @@ class Trace:
         if not np.all(np.isfinite(values)) or np.min(values) < 0:
             bad = int(np.argmax(~np.isfinite(values) | (values < 0)))
             raise TraceError(f"from_rates: rate #{bad} is {float(values[bad])!r}; rates must be finite and >= 0")
-        bin_s = _rate("bin_s", bin_s)
+        bin_s = _positive("bin_s", bin_s)
         times = np.arange(values.size + 1, dtype=np.float64) * bin_s
         cumulative = np.concatenate([[0.0], np.cumsum(values * bin_s)])
-        arrivals = _rescaled_renewal(times, cumulative, _rate("cv2", cv2), np.random.default_rng(seed))
+        arrivals = _rescaled_renewal(times, cumulative, _positive("cv2", cv2), np.random.default_rng(seed))
         return cls(arrivals, None, name, float(times[-1]))
 
     @classmethod
@@ -191,7 +190,7 @@ class Trace:
         last = starts[-1] - starts[-2] if starts.size > 1 else 1.0
         times = np.concatenate([starts - starts[0], [starts[-1] - starts[0] + last]])
         cumulative = np.concatenate([[0.0], np.cumsum(values * np.diff(times))])
-        arrivals = _rescaled_renewal(times, cumulative, _rate("cv2", cv2), np.random.default_rng(seed))
+        arrivals = _rescaled_renewal(times, cumulative, _positive("cv2", cv2), np.random.default_rng(seed))
         return cls(arrivals, None, Path(path).stem, float(times[-1]))
 
 
@@ -259,7 +258,7 @@ def _rescaled_renewal(times: np.ndarray, cumulative: np.ndarray, cv2: float, rng
 # -- generators --------------------------------------------------------------------------------------------
 def poisson(rate: float, duration_s: float, seed: int = 0) -> Trace:
     """Poisson arrivals at `rate` requests/s for `duration_s` seconds."""
-    rate, duration_s = _rate("rate", rate), _rate("duration_s", duration_s)
+    rate, duration_s = _positive("rate", rate), _positive("duration_s", duration_s)
     rng = np.random.default_rng(seed)
     count = rng.poisson(rate * duration_s)
     arrivals = np.sort(rng.uniform(0.0, duration_s, count))
@@ -268,16 +267,16 @@ def poisson(rate: float, duration_s: float, seed: int = 0) -> Trace:
 
 def gamma(rate: float, cv2: float, duration_s: float, seed: int = 0) -> Trace:
     """A Gamma renewal process: mean rate `rate`, inter-arrival squared coefficient of variation `cv2`."""
-    rate, cv2, duration_s = _rate("rate", rate), _rate("cv2", cv2), _rate("duration_s", duration_s)
+    rate, cv2, duration_s = _positive("rate", rate), _positive("cv2", cv2), _positive("duration_s", duration_s)
     events = _unit_renewal(rate * duration_s, cv2, np.random.default_rng(seed)) / rate
     return Trace(events, None, f"gamma({rate:g}/s, cv2={cv2:g})", duration_s)
 
 
 def bursty(base_rate: float, burst_rate: float, cv2: float, duration_s: float, seed: int = 0) -> Trace:
     """SuperServe's bursty traces: Poisson at `base_rate` plus Gamma arrivals at `burst_rate` with CV² `cv2`."""
-    base_rate = _rate("base_rate", base_rate, allow_zero=True)
-    burst_rate = _rate("burst_rate", burst_rate, allow_zero=True)
-    cv2, duration_s = _rate("cv2", cv2), _rate("duration_s", duration_s)
+    base_rate = _non_negative("base_rate", base_rate)
+    burst_rate = _non_negative("burst_rate", burst_rate)
+    cv2, duration_s = _positive("cv2", cv2), _positive("duration_s", duration_s)
     if base_rate + burst_rate == 0:
         raise TraceError("bursty: base_rate + burst_rate must be positive")
     rng = np.random.default_rng(seed)
@@ -295,10 +294,10 @@ def ramp(
     start_rate: float, end_rate: float, accel: float, seed: int = 0, cv2: float = 1.0, hold_s: float = 0.0
 ) -> Trace:
     """Rate changing linearly from `start_rate` to `end_rate` at `accel` requests/s², then held for `hold_s` s."""
-    start_rate = _rate("start_rate", start_rate, allow_zero=True)
-    end_rate = _rate("end_rate", end_rate, allow_zero=True)
-    accel, cv2 = _rate("accel", accel), _rate("cv2", cv2)
-    hold_s = _rate("hold_s", hold_s, allow_zero=True)
+    start_rate = _non_negative("start_rate", start_rate)
+    end_rate = _non_negative("end_rate", end_rate)
+    accel, cv2 = _positive("accel", accel), _positive("cv2", cv2)
+    hold_s = _non_negative("hold_s", hold_s)
     ramp_s = abs(end_rate - start_rate) / accel
     duration = ramp_s + hold_s
     if duration <= 0:
@@ -333,16 +332,16 @@ def azure_like_rates(
     exponentially (time constant `spike_s`). Rates are scaled so that their mean is `mean_rate`. This is
     a synthetic stand-in with the trace's shape, not the trace itself.
     """
-    duration_s, mean_rate = _rate("duration_s", duration_s), _rate("mean_rate", mean_rate)
+    duration_s, mean_rate = _positive("duration_s", duration_s), _positive("mean_rate", mean_rate)
     if not 0 <= diurnal_amplitude < 1:
         raise TraceError(f"diurnal_amplitude {diurnal_amplitude!r}: expected a number in [0, 1)")
     for name, value in (("noise", noise), ("spikes_per_minute", spikes_per_minute)):
-        _rate(name, value, allow_zero=True)
-    spike_height, spike_s = _rate("spike_height", spike_height), _rate("spike_s", spike_s)
+        _non_negative(name, value)
+    spike_height, spike_s = _positive("spike_height", spike_height), _positive("spike_s", spike_s)
     rng = np.random.default_rng(seed)
     seconds = max(1, math.ceil(duration_s))
     t = np.arange(seconds, dtype=np.float64)
-    period = _rate("period_s", period_s) if period_s is not None else float(seconds)
+    period = _positive("period_s", period_s) if period_s is not None else float(seconds)
     shape = 1.0 + diurnal_amplitude * np.sin(2 * np.pi * t / period - np.pi / 2)
     if noise > 0:
         shape *= rng.lognormal(-(noise**2) / 2, noise, seconds)

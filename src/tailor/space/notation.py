@@ -1,7 +1,7 @@
 """The one subnet notation of the command line, and the one reader of subnet files.
 
-Every command that takes subnets (`tailor profile --subnets`, `export --subnet`, `calibrate --subnets`,
-`train --subnets`, `route --stages`, `search --include`) reads them with `parse_subnets`: a comma-separated
+Every command that takes subnets (`tailor profile --subnet`, `export --subnet`, `calibrate --subnet`,
+`train --subnet`, `route --stages`, `search --include`) reads them with `parse_subnets`: a comma-separated
 list of
 
 - `largest`, `smallest`;
@@ -23,7 +23,6 @@ file gave it. Errors are `InvalidSubnetError`s naming the item and what was expe
 
 from __future__ import annotations
 
-import math
 import os
 import re
 from dataclasses import dataclass
@@ -35,7 +34,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from tailor.errors import InvalidSubnetError
 from tailor.jsonio import read_json
 from tailor.space.search_space import SearchSpace
-from tailor.space.subnet import Subnet
+from tailor.space.subnet import Subnet, check_width
 from tailor.validation import validate
 
 SUBNET_NOTATION = (
@@ -138,8 +137,7 @@ def read_subnets(
 def uniform_width(space: SearchSpace, width: float, depth: str = "max", item: str | None = None) -> Subnet:
     """Every width dimension at `width` (or its smallest choice above), depths at "max" or "min" (`w<W>`)."""
     item = item or f"w{width:g}"
-    if not math.isfinite(width) or not 0 < width <= 1:
-        raise InvalidSubnetError(f"subnet {item!r}: width {width!r} is not in (0, 1]")
+    check_width(f"subnet {item!r}: width", width)
     if space.widths and not any(dim.contains(width) for dim in space.widths):
         allowed = sorted({c for dim in space.widths for c in (dim.choices or ())})
         ranges = sorted({dim.low for dim in space.widths if dim.low is not None})
@@ -180,7 +178,7 @@ def parse_subnet_item(item: str, space: SearchSpace) -> list[NamedSubnet]:
 
 
 def parse_subnets(
-    spec: str, space: SearchSpace, *, exits: bool = False, what: str = "--subnets"
+    spec: str, space: SearchSpace, *, exits: bool = False, what: str = "--subnet"
 ) -> list[NamedSubnet]:
     """Every subnet `spec` names (see the module docstring), in order, in canonical form.
 

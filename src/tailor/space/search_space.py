@@ -16,8 +16,9 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from tailor.checks import positive_int
 from tailor.errors import InvalidSubnetError
-from tailor.space.subnet import Subnet
+from tailor.space.subnet import Subnet, check_width
 
 SPACE_SCHEMA = "tailor.space/1"
 
@@ -52,10 +53,7 @@ class WidthDim:
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name:
             raise InvalidSubnetError(f"width dimension name must be a non-empty string, got {self.name!r}")
-        if isinstance(self.channels, bool) or not isinstance(self.channels, int) or self.channels < 1:
-            raise InvalidSubnetError(
-                f"width dimension {self.name!r}: channels must be a positive int, got {self.channels!r}"
-            )
+        positive_int(f"width dimension {self.name!r}: channels", self.channels, InvalidSubnetError)
         if isinstance(self.step, bool) or not isinstance(self.step, int) or self.step < 1 or self.channels % self.step:
             raise InvalidSubnetError(
                 f"width dimension {self.name!r}: step {self.step!r} must be a positive divisor of channels {self.channels}"
@@ -65,17 +63,10 @@ class WidthDim:
         if self.choices is not None:
             if not self.choices:
                 raise InvalidSubnetError(f"width dimension {self.name!r}: choices are empty")
-            values = []
-            for value in self.choices:
-                if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 1:
-                    raise InvalidSubnetError(f"width dimension {self.name!r}: choice {value!r} is not in (0, 1]")
-                values.append(float(value))
+            values = [check_width(f"width dimension {self.name!r}: choice", value) for value in self.choices]
             object.__setattr__(self, "choices", tuple(sorted(set(values))))
         else:
-            low = self.low
-            if isinstance(low, bool) or not isinstance(low, (int, float)) or not 0 < low <= 1:
-                raise InvalidSubnetError(f"width dimension {self.name!r}: low {low!r} is not in (0, 1]")
-            object.__setattr__(self, "low", float(low))
+            object.__setattr__(self, "low", check_width(f"width dimension {self.name!r}: low", self.low))
         if self.block is not None:
             block = tuple(self.block) if isinstance(self.block, (tuple, list)) else None
             if (
@@ -163,8 +154,7 @@ class DepthDim:
         if not self.choices:
             raise InvalidSubnetError(f"depth dimension {self.name!r}: choices are empty")
         for value in self.choices:
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise InvalidSubnetError(f"depth dimension {self.name!r}: choice {value!r} is not an int >= 1")
+            positive_int(f"depth dimension {self.name!r}: choice", value, InvalidSubnetError)
         object.__setattr__(self, "choices", tuple(sorted(set(self.choices))))
 
     @property

@@ -9,30 +9,18 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 from collections.abc import Mapping
 from typing import Any
 
+from tailor.checks import number, positive_int
 from tailor.errors import InvalidSubnetError
 
 SUBNET_KEYS = frozenset({"widths", "depths"})
 
 
-def _check_width(name: str, value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise InvalidSubnetError(f"width {name!r}: expected a number, got {value!r}")
-    value = float(value)
-    if not math.isfinite(value) or not 0.0 < value <= 1.0:
-        raise InvalidSubnetError(f"width {name!r}: {value!r} is not in (0, 1]")
-    return value
-
-
-def _check_depth(name: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise InvalidSubnetError(f"depth {name!r}: expected an integer, got {value!r}")
-    if value < 1:
-        raise InvalidSubnetError(f"depth {name!r}: {value} is below 1")
-    return int(value)
+def check_width(what: str, value: Any) -> float:
+    """`value` as a width multiplier, a float in (0, 1], else an `InvalidSubnetError` naming `what`."""
+    return number(what, value, InvalidSubnetError, low=0, high=1, low_open=True)
 
 
 def _check_name(kind: str, name: Any) -> str:
@@ -55,8 +43,8 @@ class Subnet:
         widths: Mapping[str, float] | None = None,
         depths: Mapping[str, int] | None = None,
     ) -> None:
-        w = {_check_name("width", k): _check_width(k, v) for k, v in (widths or {}).items()}
-        d = {_check_name("depth", k): _check_depth(k, v) for k, v in (depths or {}).items()}
+        w = {_check_name("width", k): check_width(f"width {k!r}", v) for k, v in (widths or {}).items()}
+        d = {_check_name("depth", k): positive_int(f"depth {k!r}", v, InvalidSubnetError) for k, v in (depths or {}).items()}
         object.__setattr__(self, "_widths", tuple(sorted(w.items())))
         object.__setattr__(self, "_depths", tuple(sorted(d.items())))
         object.__setattr__(self, "_hash", hash((self._widths, self._depths)))

@@ -13,6 +13,7 @@ from typing import Any
 
 import torch
 
+from tailor.checks import positive_int
 from tailor.errors import InvalidSubnetError, SubnetNormFallbackWarning
 from tailor.ops import ElasticModel
 from tailor.space import Subnet
@@ -45,8 +46,7 @@ def calibrate(
     Returns the statistics keys written (one per distinct subnet). The model is left in the mode
     and with the active subnet it had.
     """
-    if batches < 1:
-        raise InvalidSubnetError(f"calibrate: batches must be >= 1, got {batches}")
+    positive_int("calibrate: batches", batches, InvalidSubnetError)
     subs = list(subs)
     if device is None:
         device = next(model.parameters()).device

@@ -17,27 +17,26 @@ from typing import Any
 
 import torch
 
-from tailor.data import default_augmentation, list_datasets, load_dataset
+import tailor.cli_args as cli_args
+from tailor.data import default_augmentation, load_dataset
 from tailor.errors import InvalidSubnetError, RecipeError
 from tailor.models import create_model, list_models
 from tailor.ops import ElasticModel
 from tailor.progress import Progress
-from tailor.space import SUBNET_NOTATION, Subnet, parse_subnets, uniform_width
+from tailor.space import Subnet, parse_subnets, uniform_width
 from tailor.train.calibrate import calibrate
 from tailor.train.checkpoint import load_checkpoint, save
 from tailor.train.fit import checkpoint_data
 from tailor.train.recipe import Recipe, read_toml
 from tailor.train.trainer import BatchSource, TrainConfig, Trainer, calibration_inputs, evaluate
 
-_TRAIN_FLAGS = {
+_TRAIN_FLAGS = {  # TrainConfig fields a flag overrides (--batch-size and --seed are declared by tailor.cli_args)
     "epochs": int,
-    "batch_size": int,
     "lr": float,
     "optimizer": str,
     "weight_decay": float,
     "sampler": str,
     "num_random": int,
-    "seed": int,
     "checkpoint_every": int,
     "temperature": float,
     "label_smoothing": float,
@@ -47,61 +46,52 @@ _TRAIN_FLAGS = {
     "student_loss_weight": float,
     "student_ramp_epochs": float,
 }
+_RECIPE_FLAGS = ("batch_size", "seed", *_TRAIN_FLAGS)
 
 
 def add_commands(commands: Any) -> None:
     """Register `train` and `calibrate` on the `tailor` parser's subcommands."""
     train = commands.add_parser("train", help="train a supernet (sandwich rule + in-place distillation)")
     train.add_argument("--config", help="TOML recipe ([model], [data], [train]); flags override it")
-    train.add_argument("--model", choices=list_models(), help="registered model (default resnet20)")
-    train.add_argument("--data", choices=list_datasets(), help="data source (default synthetic)")
-    train.add_argument("--data-root", help="directory of cifar10/cifar100/imagefolder data")
+    cli_args.add_model(train, models=list_models(), default=None)
+    cli_args.add_data(train, default="synthetic")
     train.add_argument("--train-size", type=int, help="synthetic: training images")
     train.add_argument("--test-size", type=int, help="synthetic: test images")
+    cli_args.add_batch_size(train, default=None, use="training (default: the recipe's)")
+    cli_args.add_seed(train, default=None, help="random seed (default: the recipe's)")
     for name, kind in _TRAIN_FLAGS.items():
         train.add_argument(f"--{name.replace('_', '-')}", type=kind, dest=name)
-    train.add_argument(
-        "--subnets", help=f"train exactly these subnets (the fixed sampler; implies --sampler fixed): {SUBNET_NOTATION}"
-    )
+    cli_args.add_subnets(train, help="train exactly these subnets (the fixed sampler; implies --sampler fixed)")
     train.add_argument("--no-distill", action="store_true", help="students learn from labels only")
     train.add_argument(
         "--project-conflicts", action="store_true", help="drop the students' gradient component against the largest's"
     )
-    train.add_argument(
-        "--calib-augment", action="store_true", help="calibrate on training-augmented batches (TrainConfig.calib_augment)"
-    )
-    train.add_argument("--out", required=True, help="checkpoint directory (replaced atomically)")
+    cli_args.add_calib_augment(train)
+    cli_args.add_out(train, required=True, help="checkpoint directory (replaced atomically)")
     train.add_argument("--resume", action="store_true", help="continue from --out if it holds a checkpoint")
     train.add_argument("--log", help="JSONL metrics log (default: <out>.metrics.jsonl)")
-    train.add_argument("--device", help="cpu, cuda, cuda:1 (default: cuda if available)")
-    train.add_argument("--threads", type=int, help="CPU threads for torch")
-    train.add_argument("--no-progress", action="store_true")
+    cli_args.add_device(train, default=None)
+    cli_args.add_threads(train, default=None)
+    cli_args.add_progress(train)
     train.set_defaults(run=cmd_train)
 
     cal = commands.add_parser("calibrate", help="SubnetNorm statistics for more subnets of a checkpoint")
-    cal.add_argument("checkpoint", help="checkpoint directory written by `tailor train` or tailor.save")
-    cal.add_argument("--data", choices=list_datasets(), help="data source (default: the one it was trained on)")
-    cal.add_argument("--data-root")
-    cal.add_argument("--random", type=int, default=8, help="new random subnets (not yet calibrated) to calibrate")
+    cli_args.add_checkpoint(cal)
+    cli_args.add_data(cal)
+    cli_args.add_random(cal, default=8, help="new random subnets (not yet calibrated) to calibrate")
     cal.add_argument("--widths", default="0.25,0.5,0.75", help="uniform widths to calibrate (comma-separated)")
-    cal.add_argument("--subnets", help=f"the subnets to calibrate instead of largest, smallest, --widths: {SUBNET_NOTATION}")
+    cli_args.add_subnets(cal, help="the subnets to calibrate instead of largest, smallest, --widths")
     cal.add_argument(
         "--recalibrate", action="store_true", help="also calibrate again the subnets that already have statistics"
     )
-    cal.add_argument("--batches", type=int, default=8)
-    cal.add_argument("--batch-size", type=int, default=128)
-    cal.add_argument(
-        "--augment",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="calibrate on training-augmented batches (default: the checkpoint recipe's calib_augment)",
-    )
-    cal.add_argument("--seed", type=int, default=0)
+    cli_args.add_calibration(cal, batch_size=128)
+    cli_args.add_calib_augment(cal)
+    cli_args.add_seed(cal)
     cal.add_argument("--eval", action="store_true", help="then print each subnet's test accuracy")
-    cal.add_argument("--out", help="write here instead of updating the checkpoint in place")
-    cal.add_argument("--device")
-    cal.add_argument("--threads", type=int)
-    cal.add_argument("--no-progress", action="store_true")
+    cli_args.add_out(cal, help="write here instead of updating the checkpoint in place")
+    cli_args.add_device(cal, default=None)
+    cli_args.add_threads(cal, default=None)
+    cli_args.add_progress(cal)
     cal.set_defaults(run=cmd_calibrate)
 
 
@@ -122,21 +112,21 @@ def _recipe_from_args(args: argparse.Namespace) -> tuple[Recipe, set[str]]:
                 raise RecipeError(f"--{flag.replace('_', '-')} applies to synthetic data, not {recipe.data!r}")
             split["n"] = value
     config = recipe.train.to_dict()
-    for name in _TRAIN_FLAGS:
+    for name in _RECIPE_FLAGS:
         value = getattr(args, name)
         if value is not None:
             config[name] = value
             explicit.add(name)
-    if getattr(args, "subnets", None):
+    if getattr(args, "subnet", None):
         if "sampler" in explicit and config["sampler"] != "fixed":
-            raise RecipeError(f"--subnets trains a fixed list of subnets; it contradicts sampler {config['sampler']!r}")
+            raise RecipeError(f"--subnet trains a fixed list of subnets; it contradicts sampler {config['sampler']!r}")
         config["sampler"] = "fixed"
     if args.no_distill:
         config["distill"] = False
     if args.project_conflicts:
         config["project_conflicts"] = True
-    if args.calib_augment:
-        config["calib_augment"] = True
+    if args.calib_augment is not None:
+        config["calib_augment"] = args.calib_augment
     augmentation = default_augmentation(recipe.data)
     if "crop_padding" not in explicit:
         config["crop_padding"] = augmentation.crop_padding
@@ -185,9 +175,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     subs = _report_subnets(model.space)
     fixed = None
     if recipe.train.sampler == "fixed":
-        if not args.subnets:
-            raise RecipeError("sampler 'fixed' trains a list of subnets: give it with --subnets")
-        fixed = [n.subnet for n in parse_subnets(args.subnets, model.space)]
+        if not args.subnet:
+            raise RecipeError("sampler 'fixed' trains a list of subnets: give it with --subnet")
+        fixed = [n.subnet for n in parse_subnets(args.subnet, model.space, what="--subnet")]
     trainer = Trainer(
         model,
         train_data,
@@ -217,13 +207,13 @@ def cmd_train(args: argparse.Namespace) -> int:
 def _calibration_subnets(model: ElasticModel, args: argparse.Namespace) -> tuple[list[Subnet], list[Subnet]]:
     """(subnets to calibrate, subnets kept as they are because they already have statistics).
 
-    `--subnets` names them in tailor's notation; otherwise the largest, the smallest, `--widths` and `--random`
+    `--subnet` names them in tailor's notation; otherwise the largest, the smallest, `--widths` and `--random`
     new random ones (drawn until that many not yet calibrated are found). A subnet that already holds
     statistics is kept unless `--recalibrate`: calibrating again on other batches would change it.
     """
     space = model.space
-    if args.subnets:
-        named = [n.subnet for n in parse_subnets(args.subnets, space)]
+    if args.subnet:
+        named = [n.subnet for n in parse_subnets(args.subnet, space, what="--subnet")]
     else:
         try:
             widths = [float(w) for w in args.widths.split(",") if w.strip()]
@@ -252,12 +242,12 @@ def _calibration_subnets(model: ElasticModel, args: argparse.Namespace) -> tuple
 
 
 def _calibration_config(config: dict[str, Any], data_name: str, args: argparse.Namespace) -> TrainConfig | None:
-    """The augmentation to calibrate with (None: plain batches): --augment, else the recipe's calib_augment."""
+    """The augmentation to calibrate with (None: plain batches): --calib-augment, else the recipe's calib_augment."""
     metadata = config.get("metadata") or {}
     recipe = metadata.get("recipe") if isinstance(metadata, dict) else None
     trained = (recipe.get("train") if isinstance(recipe, dict) else None) or {}
     recorded = TrainConfig.from_dict(trained) if trained else None  # type-checked: a RecipeError names the key
-    augment = args.augment if args.augment is not None else bool(recorded and recorded.calib_augment)
+    augment = args.calib_augment if args.calib_augment is not None else bool(recorded and recorded.calib_augment)
     if not augment:
         return None
     default = default_augmentation(data_name)
@@ -271,15 +261,13 @@ def _calibration_config(config: dict[str, Any], data_name: str, args: argparse.N
 
 def cmd_calibrate(args: argparse.Namespace) -> int:
     """Calibrate subnets of a checkpoint on training data; save (keeping training state); optionally evaluate."""
-    if args.batches < 1 or args.batch_size < 1 or args.random < 0:
-        raise InvalidSubnetError("--batches and --batch-size must be >= 1, --random >= 0")
     device = _setup_torch(args)
     loaded = load_checkpoint(args.checkpoint, map_location=device)
     model = loaded.model
     train_data, test_data, name = checkpoint_data(loaded, args.data, args.data_root)
     subs, kept = _calibration_subnets(model, args)
     source = BatchSource(train_data, min(args.batch_size, len(train_data)), args.seed)
-    cached = calibration_inputs(source.batches(0), args.batches, _calibration_config(loaded.config, name, args))
+    cached = calibration_inputs(source.batches(0), args.calib_batches, _calibration_config(loaded.config, name, args))
     start = time.perf_counter()
     with Progress("calibrate", len(subs), not args.no_progress, unit="subnet") as progress:
         for index, sub in enumerate(subs, start=1):

@@ -12,6 +12,7 @@ import random
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from tailor.checks import non_negative_int, positive_int
 from tailor.errors import InvalidSubnetError
 from tailor.space import SearchSpace, Subnet
 
@@ -44,8 +45,7 @@ class SandwichSampler(SubnetSampler):
     largest_first: bool = True
 
     def __post_init__(self) -> None:
-        if self.num_random < 0:
-            raise InvalidSubnetError(f"sandwich: num_random must be >= 0, got {self.num_random}")
+        non_negative_int("sandwich: num_random", self.num_random, InvalidSubnetError)
 
     def sample(self, space: SearchSpace, rng: random.Random) -> list[Subnet]:
         return [space.largest(), space.smallest()] + [space.sample(rng) for _ in range(self.num_random)]
@@ -67,8 +67,7 @@ class RandomMinMaxSampler(SubnetSampler):
     largest_first: bool = True
 
     def __post_init__(self) -> None:
-        if self.num_random < 0:
-            raise InvalidSubnetError(f"random_min_max: num_random must be >= 0, got {self.num_random}")
+        non_negative_int("random_min_max: num_random", self.num_random, InvalidSubnetError)
 
     def sample(self, space: SearchSpace, rng: random.Random) -> list[Subnet]:
         return [space.largest(), space.smallest()] + [uniform_rate_subnet(space, rng) for _ in range(self.num_random)]
@@ -93,8 +92,7 @@ class UniformSampler(SubnetSampler):
     name: str = "uniform"
 
     def __post_init__(self) -> None:
-        if self.num_subnets < 1:
-            raise InvalidSubnetError(f"uniform: num_subnets must be >= 1, got {self.num_subnets}")
+        positive_int("uniform: num_subnets", self.num_subnets, InvalidSubnetError)
 
     def sample(self, space: SearchSpace, rng: random.Random) -> list[Subnet]:
         return [space.sample(rng) for _ in range(self.num_subnets)]

@@ -31,6 +31,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from tailor.checks import fraction, non_negative_float, non_negative_int
 from tailor.errors import ProfileError
 from tailor.export._common import check_positive_int, example_input
 from tailor.ops import ElasticModel
@@ -131,9 +132,7 @@ def time_calls(call: Callable[[], object], warmup: int, repeats: int) -> Timings
 
 
 def check_warmup(warmup: object) -> int:
-    if isinstance(warmup, bool) or not isinstance(warmup, int) or warmup < 0:
-        raise ProfileError(f"warmup must be a non-negative integer, got {warmup!r}")
-    return warmup
+    return non_negative_int("warmup", warmup, ProfileError)
 
 
 def check_threads(threads: object) -> int | None:
@@ -455,12 +454,8 @@ class Tolerance:
 
     def __post_init__(self) -> None:
         for name in ("atol", "rtol"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
-                raise ProfileError(f"tolerance {name} must be a finite number >= 0, got {value!r}")
-        agreement = self.min_top1_agreement
-        if isinstance(agreement, bool) or not isinstance(agreement, (int, float)) or not 0 <= agreement <= 1:
-            raise ProfileError(f"tolerance min_top1_agreement must be in [0, 1], got {agreement!r}")
+            non_negative_float(f"tolerance {name}", getattr(self, name), ProfileError)
+        fraction("tolerance min_top1_agreement", self.min_top1_agreement, ProfileError)
 
     def allows(self, max_abs_diff: float, reference_max_abs: float, top1_agreement: float) -> bool:
         return max_abs_diff <= self.atol + self.rtol * reference_max_abs and top1_agreement >= self.min_top1_agreement

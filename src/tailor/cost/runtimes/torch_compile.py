@@ -17,6 +17,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
+from tailor.checks import boolean, one_of
 from tailor.cost.runtimes.base import TORCH_DTYPES, PreparedModel, register_runtime, torch_threads
 from tailor.cost.runtimes.torch_eager import TorchPrepared, _TorchRuntimeBase
 from tailor.errors import ProfileError
@@ -37,16 +38,14 @@ class TorchCompileRuntime(_TorchRuntimeBase):
 
     def _check_options(self) -> None:
         super()._check_options()
-        if self.options["mode"] not in MODES:
-            raise ProfileError(f"runtime 'torch-compile': mode {self.options['mode']!r}: expected one of {list(MODES)}")
+        one_of("runtime 'torch-compile': mode", self.options["mode"], MODES, ProfileError)
         compiler = self.options["compiler"]
         if not isinstance(compiler, str) or compiler not in torch._dynamo.list_backends(exclude_tags=()):
             raise ProfileError(
                 f"runtime 'torch-compile': compiler {compiler!r} is not a torch.compile backend "
                 f"({', '.join(torch._dynamo.list_backends(exclude_tags=()))})"
             )
-        if not isinstance(self.options["dynamic"], bool):
-            raise ProfileError(f"runtime 'torch-compile': dynamic must be true or false, got {self.options['dynamic']!r}")
+        boolean("runtime 'torch-compile': dynamic", self.options["dynamic"], ProfileError)
 
     def prepare_module(
         self,

@@ -33,6 +33,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from tailor.checks import one_of
 from tailor.cost.runtimes.base import (
     TORCH_DTYPES,
     PreparedModel,
@@ -78,8 +79,7 @@ def keep_freed_memory() -> str:
 
 def allocator_state(requested: str) -> str:
     """Apply `requested` ("keep" or "system") and return what the process's malloc does now."""
-    if requested not in ALLOCATORS:
-        raise ProfileError(f"allocator {requested!r}: expected one of {list(ALLOCATORS)}")
+    one_of("allocator", requested, ALLOCATORS, ProfileError)
     return keep_freed_memory() if requested == "keep" else _allocator_state["state"]
 
 
@@ -89,10 +89,7 @@ class _TorchRuntimeBase(Runtime):
     OPTIONS: ClassVar[Mapping[str, Any]] = {"allocator": "keep"}
 
     def _check_options(self) -> None:
-        if self.options["allocator"] not in ALLOCATORS:
-            raise ProfileError(
-                f"runtime {self.name!r}: allocator {self.options['allocator']!r}: expected one of {list(ALLOCATORS)}"
-            )
+        one_of(f"runtime {self.name!r}: allocator", self.options["allocator"], ALLOCATORS, ProfileError)
 
     def check_device(self, device: torch.device) -> None:
         if device.type == "cuda" and not torch.cuda.is_available():

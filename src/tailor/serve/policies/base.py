@@ -20,12 +20,12 @@ that cannot be on time (the simulator and server answer it "deadline exceeded" a
 from __future__ import annotations
 
 import bisect
-import math
 import os
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
+from tailor.checks import positive_float, positive_int
 from tailor.cost.profile import Profile
 from tailor.errors import TailorError
 from tailor.serve.profile import ServingProfile, load_profile
@@ -41,14 +41,6 @@ class Decision(NamedTuple):
 
     subnet_id: str
     batch_size: int
-
-
-def _positive(name: str, value: Any, allow_none: bool = False) -> float | None:
-    if value is None and allow_none:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
-        raise PolicyError(f"{name}: expected a positive finite number, got {value!r:.60}")
-    return float(value)
 
 
 class _Staircase:
@@ -128,10 +120,8 @@ class Policy(ABC):
         workers: int = 1,
     ) -> None:
         self.profile = load_profile(profile)
-        self.slo_ms = _positive("slo_ms", slo_ms, allow_none=True)
-        if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
-            raise PolicyError(f"workers: expected a positive integer, got {workers!r:.60}")
-        self.workers = workers
+        self.slo_ms = None if slo_ms is None else positive_float("slo_ms", slo_ms, PolicyError)
+        self.workers = positive_int("workers", workers, PolicyError)
         self.min_latency_ms: float = self.profile.min_latency_ms
         self.view: QueueView | None = None
 

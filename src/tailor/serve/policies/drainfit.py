@@ -32,7 +32,8 @@ import collections
 import heapq
 from typing import Any
 
-from tailor.serve.policies.base import Policy, PolicyError, _positive, register_policy
+from tailor.checks import number, positive_float, positive_int
+from tailor.serve.policies.base import Policy, PolicyError, register_policy
 from tailor.serve.policies.slackfit import SlackFit
 
 
@@ -59,18 +60,12 @@ class DrainFit(Policy):
         **common: Any,
     ) -> None:
         super().__init__(profile, **common)
-        if isinstance(lookahead, bool) or not isinstance(lookahead, int) or lookahead < 1:
-            raise PolicyError(f"lookahead: expected a positive integer, got {lookahead!r:.60}")
-        if isinstance(arrival_reserve, bool) or not isinstance(arrival_reserve, (int, float)) or not (
-            0 <= arrival_reserve <= 4
-        ):
-            raise PolicyError(f"arrival_reserve: expected a number in [0, 4], got {arrival_reserve!r:.60}")
-        self.lookahead = lookahead
+        self.lookahead = positive_int("lookahead", lookahead, PolicyError)
         self._slackfit = SlackFit(self.profile, buckets=buckets, slo_ms=self.slo_ms, workers=self.workers)
-        self.arrival_reserve = float(arrival_reserve)
+        self.arrival_reserve = number("arrival_reserve", arrival_reserve, PolicyError, low=0, high=4)
         slo = self.slo_ms
         window = rate_window_ms if rate_window_ms is not None else (2 * slo if slo is not None else 100.0)
-        self.rate_window_ms = float(_positive("rate_window_ms", window))  # type: ignore[arg-type]
+        self.rate_window_ms = positive_float("rate_window_ms", window, PolicyError)
         p = self.profile
         sizes = p.batch_sizes
         n_subnets = len(p)

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from tailor.checks import positive_float
 from tailor.errors import TailorError
-from tailor.serve.policies.base import Policy, PolicyError, _positive, _Staircase, register_policy
+from tailor.serve.policies.base import Policy, PolicyError, _Staircase, register_policy
 
 
 @register_policy("fixed")
@@ -24,7 +25,7 @@ class FixedSubnet(Policy):
         except TailorError as exc:
             raise PolicyError(str(exc)) from None
         self.subnet_id = subnet_id
-        fraction = _positive("batch_slo_fraction", batch_slo_fraction)
+        fraction = positive_float("batch_slo_fraction", batch_slo_fraction, PolicyError)
         self.batch_slo_fraction = fraction
         self.fit_slack = bool(fit_slack)
         self.batch_cap = max(1, p.max_batch_within(self.position, self._require_slo() * fraction))  # type: ignore[operator]

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from tailor.serve.policies.base import Policy, PolicyError, _positive, register_policy
+from tailor.checks import fraction, positive_float
+from tailor.serve.policies.base import Policy, PolicyError, register_policy
 
 
 @register_policy("infaas")
@@ -25,14 +26,11 @@ class INFaaS(Policy):
     ) -> None:
         super().__init__(profile, **common)
         p = self.profile
-        self.interval_ms = _positive("interval_ms", interval_ms)
-        self.headroom = _positive("headroom", headroom)
-        fraction = _positive("batch_slo_fraction", batch_slo_fraction)
-        self.batch_slo_fraction = fraction
-        if min_accuracy is not None and not 0 <= min_accuracy <= 1:
-            raise PolicyError(f"min_accuracy: expected a number in [0, 1] or None, got {min_accuracy!r:.60}")
-        self.min_accuracy = min_accuracy
-        budget = self._require_slo() * fraction  # type: ignore[operator]
+        self.interval_ms = positive_float("interval_ms", interval_ms, PolicyError)
+        self.headroom = positive_float("headroom", headroom, PolicyError)
+        self.batch_slo_fraction = positive_float("batch_slo_fraction", batch_slo_fraction, PolicyError)
+        self.min_accuracy = None if min_accuracy is None else fraction("min_accuracy", min_accuracy, PolicyError)
+        budget = self._require_slo() * self.batch_slo_fraction
         self.batch_caps = [max(1, p.max_batch_within(s, budget)) for s in range(len(p))]
         # requests per ms that all workers sustain with each variant at its batch cap
         self.throughput = [self.workers * cap / p.lat[s][p.batch_slot[cap]] for s, cap in enumerate(self.batch_caps)]

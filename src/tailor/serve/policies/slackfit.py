@@ -5,6 +5,7 @@ from __future__ import annotations
 import bisect
 from typing import Any
 
+from tailor.checks import positive_int
 from tailor.serve.policies.base import Policy, PolicyError, register_policy
 
 
@@ -27,8 +28,7 @@ class SlackFit(Policy):
         self, profile: Any, *, buckets: int = 8, fit: str = "edge", below: str = "drop", **common: Any
     ) -> None:
         super().__init__(profile, **common)
-        if isinstance(buckets, bool) or not isinstance(buckets, int) or buckets < 1:
-            raise PolicyError(f"buckets: expected a positive integer, got {buckets!r:.60}")
+        positive_int("buckets", buckets, PolicyError)
         if fit not in ("choice", "edge"):
             raise PolicyError(f"fit {fit!r}: expected 'edge' (a bucket's upper edge fits the slack) or 'choice'")
         if below not in ("drop", "serve"):

@@ -38,8 +38,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from tailor.checks import integer, non_negative_int, positive_float, positive_int
 from tailor.cost.profile import Profile
-from tailor.errors import ProfileError
+from tailor.errors import ProfileError, TailorError
 from tailor.serve.policies import DEFAULT_POLICY, make_policy
 from tailor.serve.profile import ServingProfile, load_profile
 from tailor.serve.server import protocol
@@ -63,6 +64,10 @@ ARRIVAL_KEY = "tailor.arrival_ms"
 Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
 Send = Callable[[dict[str, Any]], Awaitable[None]]
+
+
+class ServerConfigError(TailorError, ValueError):
+    """A `ServerConfig` setting is of the wrong type or out of range."""
 
 
 @dataclass
@@ -104,27 +109,18 @@ class ServerConfig:
     simulated_compute: bool = False  # cluster: workers sleep the profiled latency instead of computing (scaling studies)
 
     def check(self) -> None:
-        """Raise ValueError naming the first bad setting."""
+        """Raise `ServerConfigError` (a ValueError) naming the first bad setting."""
         for name in ("workers", "threads", "queue_limit", "max_connections"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
-        if isinstance(self.spare_workers, bool) or not isinstance(self.spare_workers, int) or self.spare_workers < 0:
-            raise ValueError(f"spare_workers must be an integer >= 0, got {self.spare_workers!r}")
-        if not self.slo_ms > 0:
-            raise ValueError(f"slo_ms must be > 0, got {self.slo_ms!r}")
-        if self.max_body_bytes < 1024:
-            raise ValueError(f"max_body_bytes must be >= 1024, got {self.max_body_bytes!r}")
-        if self.max_header_bytes < 1024:
-            raise ValueError(f"max_header_bytes must be >= 1024, got {self.max_header_bytes!r}")
-        if not 0 <= self.port <= 65535:
-            raise ValueError(f"port must be in 0..65535, got {self.port!r}")
-        for name in ("poll_ms", "drain_timeout_s", "compute_timeout_s", "read_timeout_s", "watchdog_slo_factor"):
-            if not getattr(self, name) > 0:
-                raise ValueError(f"{name} must be > 0, got {getattr(self, name)!r}")
+            positive_int(name, getattr(self, name), ServerConfigError)
+        non_negative_int("spare_workers", self.spare_workers, ServerConfigError)
+        for name in ("slo_ms", "poll_ms", "drain_timeout_s", "compute_timeout_s", "read_timeout_s", "watchdog_slo_factor"):
+            positive_float(name, getattr(self, name), ServerConfigError)
+        for name in ("max_body_bytes", "max_header_bytes"):
+            integer(name, getattr(self, name), ServerConfigError, low=1024)
+        integer("port", self.port, ServerConfigError, low=0, high=65535)
         if self.cluster is not None and not (self.cluster in ("ray", "auto") or self.cluster.startswith("ray://")):
-            raise ValueError(f"cluster {self.cluster!r}: expected 'ray' (local, or the cluster in RAY_ADDRESS), "
-                             "'auto' or 'ray://HOST:PORT'")
+            raise ServerConfigError(f"cluster {self.cluster!r}: expected 'ray' (local, or the cluster in RAY_ADDRESS), "
+                                    "'auto' or 'ray://HOST:PORT'")
 
 
 def served_subnets(profile: ServingProfile, checkpoint: str | os.PathLike[str]) -> dict[str, Subnet]:

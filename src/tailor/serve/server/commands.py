@@ -12,6 +12,8 @@ import json
 import sys
 from typing import Any
 
+import tailor.cli_args as cli_args
+from tailor.cost import list_runtimes
 from tailor.errors import TailorError
 
 
@@ -30,26 +32,20 @@ def _option(text: str) -> tuple[str, Any]:
 def add_commands(commands: Any) -> None:
     """Register `serve` on the `tailor` parser's subcommands."""
     serve = commands.add_parser("serve", help="serve a supernet over the Open Inference Protocol (KServe v2 HTTP)")
-    serve.add_argument("--checkpoint", required=True, help="checkpoint directory (tailor train / tailor.save)")
-    serve.add_argument("--profile", required=True, help="profile JSON (tailor.profile/1) of the subnets to serve")
-    serve.add_argument("--slo-ms", type=float, default=50.0, help="default deadline of a request (ms)")
-    serve.add_argument("--workers", type=int, default=1, help="worker processes, each holding the supernet")
-    serve.add_argument("--threads", type=int, default=1, help="torch threads per worker")
-    serve.add_argument("--policy", default=None,
-                       help="drainfit (the default), slackfit, maxacc, maxbatch, fixed:<id>, infaas")
+    cli_args.add_checkpoint(serve)
+    cli_args.add_profile(serve, required=True, help="profile JSON (tailor.profile/1) of the subnets to serve")
+    cli_args.add_serving(serve, slo_ms=50.0, queue_capacity=1024)
+    cli_args.add_threads(serve, default=1, help="torch threads per worker")
+    cli_args.add_policy(serve, help="drainfit (the default), slackfit, maxacc, maxbatch, fixed:<id>, infaas")
     serve.add_argument("--policy-option", action="append", type=_option, default=[], metavar="KEY=VALUE",
                        help="policy constructor option, e.g. buckets=16 (repeatable)")
-    serve.add_argument("--runtime",
-                       help="run every subnet on this runtime (tailor.cost.list_runtimes(): torch-inplace, torch, "
-                            "onnxruntime, openvino, ...; default: each subnet on the runtime the profile chose for it)")
-    serve.add_argument("--device", default="cpu", help="device the workers prepare subnets on (cpu, cuda, cuda:1)")
-    serve.add_argument("--percentile", default="auto", choices=("auto", "p50", "p90", "p99"),
-                       help="profile latency percentile the policy plans with (auto: the highest the profile's "
-                            "repeats support; the choice is printed)")
+    cli_args.add_runtime(serve, runtimes=list_runtimes(),
+                         help="run every subnet on this runtime (default: each subnet on the runtime the profile "
+                              "chose for it)")  # fmt: skip
+    cli_args.add_device(serve, default="cpu", help=", where the workers prepare subnets")
     serve.add_argument("--host", default="127.0.0.1", help="address to bind (default: loopback only)")
     serve.add_argument("--port", type=int, default=8000, help="port (0: a free one, printed when ready)")
     serve.add_argument("--model-name", help="name in /v2/models/{name} (default: the profile's model)")
-    serve.add_argument("--queue-limit", type=int, default=1024, help="queued requests before answering 503")
     serve.add_argument("--max-body-bytes", type=int, default=16 << 20, help="largest request body accepted")
     serve.add_argument("--max-connections", type=int, default=1024,
                        help="open connections (and requests in progress) before answering 503")
@@ -99,7 +95,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         host=args.host,
         port=args.port,
         threads=args.threads,
-        queue_limit=args.queue_limit,
+        queue_limit=args.queue_capacity,
         max_body_bytes=args.max_body_bytes,
         max_connections=args.max_connections,
         model_name=args.model_name,

@@ -18,6 +18,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import tailor.cli_args as cli_args
 from tailor.progress import Progress
 from tailor.serve import traces
 from tailor.serve.policies import PolicyError
@@ -30,10 +31,7 @@ def add_commands(commands: Any) -> None:
     """Register `replay` on the `tailor` parser's subcommands."""
     replay = commands.add_parser("replay", help="replay a workload in the serving simulator (--sim)")
     replay.add_argument("--sim", action="store_true", help="simulate (the only mode: no live server is replayed)")
-    replay.add_argument("--profile", required=True, help="profile JSON, or 'ofa-like' for the synthetic OFA profile")
-    replay.add_argument("--percentile", default="auto", choices=["auto", "p50", "p90", "p99"],
-                        help="latency percentile the policies plan with (auto: the highest the profile's repeats "
-                             "support; the choice and why are printed)")
+    cli_args.add_profile(replay, required=True, help="profile JSON, or 'ofa-like' for the synthetic OFA profile")
     replay.add_argument(
         "--trace", default="bursty", choices=["poisson", "bursty", "ramp", "azure", "rates", "arrivals"]
     )
@@ -47,22 +45,17 @@ def add_commands(commands: Any) -> None:
     replay.add_argument("--hold", type=float, default=0.0, help="ramp: seconds at the last rate")
     replay.add_argument("--duration", type=float, default=60.0, help="seconds of trace (poisson, bursty, azure)")
     replay.add_argument("--csv", help="rates: per-second rates CSV; arrivals: arrival-times CSV")
-    replay.add_argument("--seed", type=int, default=0)
-    replay.add_argument("--slo-ms", type=float, default=36.0)
-    replay.add_argument("--workers", type=int, default=1)
+    cli_args.add_seed(replay)
+    cli_args.add_serving(replay, slo_ms=36.0, queue_capacity=None)
     replay.add_argument("--latency-noise", type=float, default=0.0, help="relative std of batch latency")
-    replay.add_argument("--queue-capacity", type=int, help="bounded queue (default unbounded)")
     replay.add_argument("--buckets", type=int, default=None, help="slackfit: number of latency buckets")
-    replay.add_argument(
-        "--policy",
-        default="drainfit,slackfit,maxacc,maxbatch,infaas,fixed:all,upper_bound",
-        help="comma-separated: drainfit (the default policy), slackfit, maxacc, maxbatch, infaas, fixed:<id>, "
-             "fixed:all, upper_bound",
-    )
-    replay.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    replay.add_argument("--out", help="also write the JSON here")
-    replay.add_argument("--plot", help="directory for a timeline SVG of the online policies")
-    replay.add_argument("--no-progress", action="store_true")
+    cli_args.add_policy(replay, default="drainfit,slackfit,maxacc,maxbatch,infaas,fixed:all,upper_bound",
+                        help="comma-separated: drainfit (the default policy), slackfit, maxacc, maxbatch, infaas, "
+                             "fixed:<id>, fixed:all, upper_bound")  # fmt: skip
+    cli_args.add_json(replay)
+    cli_args.add_out(replay, help="also write the JSON here")
+    cli_args.add_plot(replay, help="directory for a timeline SVG of the online policies")
+    cli_args.add_progress(replay)
     replay.set_defaults(run=cmd_replay)
 
 
@@ -116,9 +109,6 @@ def cmd_replay(args: argparse.Namespace) -> int:
     """Simulate each policy on one workload and print attainment, accuracy and outcome counts."""
     if not args.sim:
         print("error: only simulated replay exists: pass --sim", file=sys.stderr)
-        return 2
-    if args.workers < 1:
-        print("error: --workers must be >= 1", file=sys.stderr)
         return 2
     profile = _profile(args)
     trace = _trace(args)

@@ -32,6 +32,7 @@ from typing import Any
 
 import numpy as np
 
+from tailor.checks import non_negative_float, positive_float, positive_int
 from tailor.cost.profile import Profile
 from tailor.errors import TailorError
 from tailor.serve.policies import DEFAULT_POLICY, Policy, PolicyError, QueueView, make_policy
@@ -158,25 +159,13 @@ def simulate(
     """
     if not isinstance(trace, Trace):
         raise SimulationError(f"trace: expected a tailor.serve.traces.Trace, got {type(trace).__name__}")
-    if slo_ms is not None and (
-        isinstance(slo_ms, bool) or not isinstance(slo_ms, (int, float)) or not math.isfinite(slo_ms) or slo_ms <= 0
-    ):
-        raise SimulationError(f"slo_ms: expected a positive number of milliseconds, got {slo_ms!r:.60}")
-    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
-        raise SimulationError(f"workers: expected a positive integer, got {workers!r:.60}")
-    if (
-        isinstance(latency_noise, bool)
-        or not isinstance(latency_noise, (int, float))
-        or not math.isfinite(latency_noise)
-        or latency_noise < 0
-    ):
-        raise SimulationError(f"latency_noise: expected a non-negative number, got {latency_noise!r:.60}")
-    if queue_capacity is not None and (
-        isinstance(queue_capacity, bool) or not isinstance(queue_capacity, int) or queue_capacity < 1
-    ):
-        raise SimulationError(f"queue_capacity: expected a positive integer or None, got {queue_capacity!r:.60}")
-    if isinstance(series_bins, bool) or not isinstance(series_bins, int) or series_bins < 1:
-        raise SimulationError(f"series_bins: expected a positive integer, got {series_bins!r:.60}")
+    if slo_ms is not None:
+        positive_float("slo_ms", slo_ms, SimulationError)
+    positive_int("workers", workers, SimulationError)
+    non_negative_float("latency_noise", latency_noise, SimulationError)
+    if queue_capacity is not None:
+        positive_int("queue_capacity", queue_capacity, SimulationError)
+    positive_int("series_bins", series_bins, SimulationError)
     serving = load_profile(profile, percentile)
     deadlines = _deadlines(trace, slo_ms)
     policy_slo = slo_ms if slo_ms is not None else (float(np.median(trace.deadlines_ms)) if len(trace) else None)
