@@ -28,9 +28,10 @@ def monotone_profiles(draw: st.DrawFn, max_subnets: int = 5) -> ServingProfile:
     """Random Pareto profiles: accuracy and latency both rise with the subnet, latency rises with batch."""
     k = draw(st.integers(1, max_subnets))
     batches = tuple(sorted(draw(st.sets(st.sampled_from([1, 2, 3, 4, 6, 8, 12, 16]), min_size=1, max_size=5))))
-    base = sorted(draw(st.lists(st.floats(0.2, 10.0), min_size=k, max_size=k, unique=True)))
-    item = sorted(draw(st.lists(st.floats(0.01, 3.0), min_size=k, max_size=k)))
-    acc = sorted(draw(st.lists(st.floats(0.1, 0.99), min_size=k, max_size=k, unique=True)))
+    # on grids, so that no two subnets' latencies or accuracies are equal after the profile's rounding
+    base = sorted(v / 100 for v in draw(st.lists(st.integers(20, 1000), min_size=k, max_size=k, unique=True)))
+    item = sorted(v / 100 for v in draw(st.lists(st.integers(1, 300), min_size=k, max_size=k)))
+    acc = sorted(v / 1000 for v in draw(st.lists(st.integers(100, 990), min_size=k, max_size=k, unique=True)))
     return ServingProfile(synthetic_profile(acc, base, item, batch_sizes=batches))
 
 

@@ -158,12 +158,12 @@ def test_requests_the_queue_cannot_drain_in_time_are_shed_before_parsing(live: S
 
 def _shed_while_frozen(live: ServerThread, engine, pids: list, shed: float, socks: list) -> None:
     try:
-        for _ in range(26):  # fill both workers' batches (up to 8 each) and queue ten more behind them
+        for _ in range(20):  # occupy both workers; whatever their batches take, some wait in the queue
             sock = _connect(live)
             sock.sendall(_request(body=BODY.replace(b'"inputs"', b'"parameters": {"deadline_ms": 60000}, "inputs"')))
             socks.append(sock)
-        live.wait_for(lambda: len(engine.scheduler.queue) >= 10, what="ten queued requests")
-        engine.scheduler.fastest_ms_per_sample = 500.0  # pretend the fastest drain is slow: 10 queued = 2.5 s
+        live.wait_for(lambda: len(engine.scheduler.queue) >= 2, what="queued requests")
+        engine.scheduler.fastest_ms_per_sample = 2000.0  # pretend the fastest drain is slow: 2 queued = 2 s
         with _connect(live) as sock:
             sock.sendall(_request())  # default deadline: the server's SLO of 2 s
             status, headers, body = _answer(sock)
