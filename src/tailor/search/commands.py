@@ -45,7 +45,7 @@ def add_commands(commands: Any) -> None:
     cmd.add_argument("--seed", type=int, default=0)
     cmd.add_argument("--storage", help="SQLite path or database URL (default: <out>.db)")
     cmd.add_argument("--study-name", help="default: derived from the checkpoint, data, costs and settings")
-    cmd.add_argument("--predictor", choices=("ridge", "mlp"), default="ridge", help="evolution's accuracy predictor")
+    cmd.add_argument("--predictor", choices=("ridge", "mlp"), help="evolution's accuracy predictor (default: ridge)")
     cmd.add_argument("--cost", choices=("measure", "predict", "profile"), default="measure",
                      help="latency source: measured per subnet, a fitted LatencyPredictor, or --profile")  # fmt: skip
     cmd.add_argument("--profile", help="profile JSON (tailor profile) for --cost profile")
