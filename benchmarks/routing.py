@@ -53,7 +53,7 @@ from tailor.route import (
     Entropy,
     LearnedRouter,
     Margin,
-    Policy,
+    RoutingPolicy,
     Stage,
     StageOutput,
     SweepPoint,
@@ -70,6 +70,7 @@ from tailor.route import (
     pareto_front,
     per_class_escalation,
     save_exits,
+    simulate_cascade,
     stage_costs,
     sweep,
     threshold_grid,
@@ -219,7 +220,9 @@ def outputs_of(cascade: Cascade, data: Any, split: str) -> list[StageOutput]:
     return out
 
 
-def thresholds_for(policy: Policy, outputs: list[StageOutput], temperatures: list[float], points: int) -> list[Any]:
+def thresholds_for(
+    policy: RoutingPolicy, outputs: list[StageOutput], temperatures: list[float], points: int
+) -> list[Any]:
     """Quantile thresholds of the held-out scores, per transition; a product grid for 3+ stages."""
     per = []
     for k in range(len(outputs) - 1):
@@ -247,7 +250,7 @@ def evaluate_cascade(
     model: tailor.ElasticModel,
     stages: list[Stage],
     data: tuple[Any, Any, Any],
-    policies: dict[str, Policy | str],
+    policies: dict[str, RoutingPolicy | str],
     args: argparse.Namespace,
     costs: list[float],
 ) -> dict[str, Any]:
@@ -278,7 +281,7 @@ def evaluate_cascade(
         combine = "mean" if ensemble else "last"
         temps = temperatures if ensemble or label.endswith("(T-scaled)") else [1.0] * len(stages)
         if spec == "learned":
-            policy: Policy = learned_router(out_f, y_f, costs, args.latency_weight, args.seed)
+            policy: RoutingPolicy = learned_router(out_f, y_f, costs, args.latency_weight, args.seed)
         else:
             policy = spec  # type: ignore[assignment]
         points = args.thresholds if len(stages) == 2 else args.grid_thresholds
@@ -459,7 +462,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     small_rows = [r for r in front_h if r["cost_ms"] <= args.first_stage_max * largest["cost_ms"] and r is not largest]
     small_rows = small_rows or [next(r for r in static_rows if r["label"] == "smallest")]
     first_sub = Subnet.from_dict(small_rows[0]["subnet"])
-    policies: dict[str, Policy | str] = {
+    policies: dict[str, RoutingPolicy | str] = {
         "confidence": Confidence(0.5),
         "confidence (T-scaled)": Confidence(0.5),
         "confidence (ensemble)": Confidence(0.5),
@@ -467,12 +470,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "margin": Margin(0.5),
         "learned": "learned",
     }
-    two_policies: dict[str, Policy | str] = {
+    two_policies: dict[str, RoutingPolicy | str] = {
         "confidence": Confidence(0.5),
         "confidence (ensemble)": Confidence(0.5),
         "learned": "learned",
     }
-    plans: list[tuple[str, tailor.ElasticModel, list[Stage], dict[str, Policy | str]]] = []
+    plans: list[tuple[str, tailor.ElasticModel, list[Stage], dict[str, RoutingPolicy | str]]] = []
     for row in small_rows:
         first = Subnet.from_dict(row["subnet"])
         plans.append((f"{row['label']} -> largest", model, [Stage(first), Stage(L)], policies))
@@ -738,9 +741,7 @@ def escalation_analysis(c: dict[str, Any], label: str, point: SweepPoint, test: 
     """Per-class and per-difficulty escalation of the chosen operating point (simulated on test outputs)."""
     curve = c["curves"][label]
     policy = curve["policy"].with_thresholds(point.thresholds)
-    from tailor.route import simulate
-
-    result = simulate(c["outputs_test"], policy, c["costs"], curve["temperatures"], combine=curve["combine"])
+    result = simulate_cascade(c["outputs_test"], policy, c["costs"], curve["temperatures"], combine=curve["combine"])
     stages = len(c["stages"])
     by_class = per_class_escalation(test.labels, result.stage, test.num_classes, stages)[:, 0].tolist()
     by_difficulty = escalation_by_bins(test.difficulty, result.stage, [0.0, 0.2, 0.4, 0.6, 0.8, 1.0], stages)
