@@ -161,7 +161,7 @@ def supernet(args: argparse.Namespace, train: Any) -> tuple[tailor.ElasticModel,
     )
     history = trainer.fit()
     seconds = time.perf_counter() - start
-    tailor.save(model, path, metadata={"recipe": recipe, "history": history})
+    tailor.save(model, path, metadata={"recipe": recipe, "history": [h.to_dict() for h in history]})
     log(f"trained in {seconds:.0f} s -> {path}")
     return model.eval(), {"source": str(path), "cached": False, "train_seconds": seconds, "recipe": recipe}
 

@@ -40,7 +40,7 @@ from tailor.search.costs import MeasuredCost, PredictedCost
 from tailor.serve import DEFAULT_POLICY, simulate, traces
 from tailor.serve.profile import ServingProfile
 from tailor.space import Subnet
-from tailor.train import TrainConfig, Trainer
+from tailor.train import EpochRecord, TrainConfig, Trainer
 
 HELD_OUT_SUBNETS = 4  # measured but not fitted: the latency predictor's error is reported on these
 
@@ -145,14 +145,14 @@ def _run_info(config: DemoConfig) -> dict[str, Any]:
     }
 
 
-def _history(history: list[dict[str, Any]], largest: Subnet, smallest: Subnet) -> list[dict[str, Any]]:
+def _history(history: list[EpochRecord], largest: Subnet, smallest: Subnet) -> list[dict[str, Any]]:
     """Per epoch: mean training losses by role, held-out accuracy of the largest and smallest subnets, seconds."""
     return [
         {
             "epoch": index + 1,
-            "loss": dict(entry["loss"]),
-            "accuracy": {"largest": entry["accuracy"][largest.id], "smallest": entry["accuracy"][smallest.id]},
-            "seconds": entry["seconds"],
+            "loss": dict(entry.loss),
+            "accuracy": {"largest": entry.accuracy[largest.id], "smallest": entry.accuracy[smallest.id]},
+            "seconds": entry.seconds,
         }
         for index, entry in enumerate(history)
     ]
@@ -224,8 +224,8 @@ def run_demo(out_dir: str | Path, config: DemoConfig | None = None, progress: bo
         "largest_only_epochs": train_config.largest_only_epochs,
         "train_size": len(train),
         "test_size": len(test),
-        "largest_accuracy": history[-1]["accuracy"][space.largest().id],
-        "smallest_accuracy": history[-1]["accuracy"][space.smallest().id],
+        "largest_accuracy": history[-1].accuracy[space.largest().id],
+        "smallest_accuracy": history[-1].accuracy[space.smallest().id],
         "history": _history(history, space.largest(), space.smallest()),
     }
 

@@ -16,7 +16,15 @@ from hypothesis import strategies as st
 from safetensors.torch import load_file
 
 from tailor import CheckpointError, InvalidSubnetError, RecipeError, create_model
-from tailor.train import BatchSource, TrainConfig, Trainer, distillation_loss, evaluate, project_conflicting
+from tailor.train import (
+    BatchSource,
+    EpochRecord,
+    TrainConfig,
+    Trainer,
+    distillation_loss,
+    evaluate,
+    project_conflicting,
+)
 from tailor.train.calibrate import calibrate
 from tailor.train.checkpoint import WEIGHTS_FILE
 from tailor.train.trainer import _lr_at, calibration_inputs
@@ -40,10 +48,33 @@ def test_sandwich_training_learns_every_subnet() -> None:
     trainer = Trainer(model, BlobImages(512, seed=1), config, eval_data=BlobImages(128, seed=2), device="cpu")
     history = trainer.fit()
     assert len(history) == 3
-    accuracy = history[-1]["accuracy"]
+    accuracy = history[-1].accuracy
     assert accuracy[model.space.largest().id] > 0.8
     assert accuracy[model.space.smallest().id] > 0.6
-    assert history[-1]["loss"]["largest"] < history[0]["loss"]["largest"]
+    assert history[-1].loss["largest"] < history[0].loss["largest"]
+
+
+def test_the_history_is_typed_and_its_json_is_the_metrics_log_and_the_train_state(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    model = create_model("small_cnn", num_classes=4, channels=(8, 8, 8))
+    config = TrainConfig(epochs=2, batch_size=32, augment=False, calib_batches=1)
+    log, ck = tmp_path / "log.jsonl", tmp_path / "ck"
+    trainer = Trainer(model, BlobImages(64, seed=1), config, eval_data=BlobImages(32, seed=2), log_path=log,
+                      checkpoint_dir=ck, device="cpu")  # fmt: skip
+    history = trainer.fit()
+    assert all(isinstance(h, EpochRecord) for h in history) and [h.epoch for h in history] == [0, 1]
+    logged = [json.loads(line) for line in log.read_text().splitlines()]
+    epochs = [{k: v for k, v in e.items() if k != "time"} for e in logged if e["event"] == "epoch"]
+    assert [h.to_dict() for h in history] == epochs
+    assert list(epochs[0]) == ["event", "epoch", "loss", "seconds", "accuracy"], "the log's key order is kept"
+    assert json.loads((ck / "train_state.json").read_text())["history"] == epochs
+    resumed = Trainer(model, BlobImages(64, seed=1), config, checkpoint_dir=ck, resume=True, device="cpu")
+    assert resumed.state.history == history, "read back from train_state.json as records"
+    assert EpochRecord.from_dict(epochs[1]) == history[1]
+    with pytest.warns(DeprecationWarning, match=r"EpochRecord\['accuracy'\] is deprecated; read .accuracy"):
+        assert history[1]["accuracy"] == history[1].accuracy
+    no_eval = EpochRecord(3, {"largest": 1.5}, 2.0)
+    assert no_eval.to_dict() == {"event": "epoch", "epoch": 3, "loss": {"largest": 1.5}, "seconds": 2.0}
 
 
 def test_students_learn_from_the_teacher() -> None:
@@ -376,7 +407,7 @@ def test_elasticized_user_models_train_with_the_sandwich_rule(name: str, tmp_pat
     data = BlobImages(32, seed=1, num_classes=10)
     trainer = Trainer(model, data, config, eval_data=data, checkpoint_dir=tmp_path / "ck", device="cpu")
     history = trainer.fit()
-    assert set(history[0]["accuracy"]) == {model.space.largest().id, model.space.smallest().id}
+    assert set(history[0].accuracy) == {model.space.largest().id, model.space.smallest().id}
     changed = [k for k, v in model.state_dict().items() if k in before and not torch.equal(v, before[k])]
     assert changed, "training must move the user's weights"
     fresh = tailor.elasticize(make_user_model(name), (x,), mode="per_group")

@@ -21,13 +21,12 @@ import time
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import nullcontext
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import ConfigDict, Field, ValidationError, model_validator
 from pydantic.dataclasses import dataclass as pydantic_dataclass
 from torch.utils.data import DataLoader, Dataset
 
@@ -39,6 +38,7 @@ from tailor.train import distributed as distr
 from tailor.train.calibrate import calibrate
 from tailor.train.checkpoint import load_checkpoint, save
 from tailor.train.samplers import SubnetSampler, make_sampler
+from tailor.train.state import EpochRecord, TrainState, TrainStateSchema
 from tailor.validation import reraise, validate
 
 #: the samplers `TrainConfig.sampler` names (see `tailor.train.samplers`)
@@ -410,33 +410,6 @@ def evaluate(
 StepCallback = Callable[["Trainer", dict[str, Any]], None]
 
 
-class TrainStateSchema(BaseModel):
-    """`train_state.json` as the Trainer writes it and reads it back to resume (other keys are kept, unchecked)."""
-
-    model_config = ConfigDict(extra="allow")
-    epoch: Annotated[int, Field(strict=True, ge=0)]
-    step_in_epoch: Annotated[int, Field(strict=True, ge=0)]
-    global_step: Annotated[int, Field(strict=True, ge=0)]
-    history: list[dict[str, Any]]
-    config: dict[str, Any]
-    epoch_loss_sums: dict[str, Annotated[float, Field(strict=True)]] = {}
-    epoch_loss_steps: Annotated[int, Field(strict=True, ge=0)] = 0
-
-
-@dataclass
-class TrainState:
-    """Where training stands: the next (epoch, step within it) to run and the global step count."""
-
-    epoch: int = 0
-    step_in_epoch: int = 0
-    global_step: int = 0
-    history: list[dict[str, Any]] = field(default_factory=list)
-    # the running sums of this epoch's step losses and how many steps they hold, so that the epoch loss logged
-    # after a mid-epoch resume averages every step of the epoch, not only those after the checkpoint
-    epoch_loss_sums: dict[str, float] = field(default_factory=dict)
-    epoch_loss_steps: int = 0
-
-
 class Trainer:
     """Trains an `ElasticModel` supernet with a subnet sampler, in-place distillation and SubnetNorm calibration.
 
@@ -563,7 +536,7 @@ class Trainer:
             parsed.epoch,
             parsed.step_in_epoch,
             parsed.global_step,
-            list(parsed.history),
+            [EpochRecord.from_dict(h.model_dump()) for h in parsed.history],
             dict(parsed.epoch_loss_sums),
             parsed.epoch_loss_steps,
         )
@@ -624,8 +597,8 @@ class Trainer:
         return losses
 
     # -- the loop -------------------------------------------------------------------------------------
-    def fit(self) -> list[dict[str, Any]]:
-        """Train the remaining epochs; returns the per-epoch history (losses, evaluation, time)."""
+    def fit(self) -> list[EpochRecord]:
+        """Train the remaining epochs; returns the history, one `EpochRecord` per epoch (losses, evaluation, time)."""
         cfg = self.config
         space = self.model.space
         try:
@@ -674,16 +647,14 @@ class Trainer:
                         self.save_checkpoint()
                 progress.close()
                 distr.average_buffers(self.model, self.ctx)
-                summary: dict[str, Any] = {
-                    "event": "epoch",
-                    "epoch": epoch,
-                    "loss": {k: v / max(1, self.state.epoch_loss_steps) for k, v in totals.items()},
-                    "seconds": time.perf_counter() - start,
-                }
+                summary = EpochRecord(
+                    epoch, {k: v / max(1, self.state.epoch_loss_steps) for k, v in totals.items()},
+                    time.perf_counter() - start,
+                )  # fmt: skip
                 if self.eval_data is not None:
-                    summary["accuracy"] = self.calibrate_and_evaluate(self.eval_subnets)
+                    summary.accuracy = self.calibrate_and_evaluate(self.eval_subnets)
                 self.state.history.append(summary)
-                self._log(summary)
+                self._log(summary.to_dict())
                 self.state.epoch += 1
                 self.state.step_in_epoch = 0
                 self.state.epoch_loss_sums, self.state.epoch_loss_steps = {}, 0
@@ -717,7 +688,7 @@ class Trainer:
                 "epoch": self.state.epoch,
                 "step_in_epoch": self.state.step_in_epoch,
                 "global_step": self.state.global_step,
-                "history": self.state.history,
+                "history": [record.to_dict() for record in self.state.history],
                 "epoch_loss_sums": self.state.epoch_loss_sums,
                 "epoch_loss_steps": self.state.epoch_loss_steps,
                 "config": self.config.to_dict(),
