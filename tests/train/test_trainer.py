@@ -8,14 +8,17 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
+import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from safetensors.torch import load_file
 
 from tailor import CheckpointError, InvalidSubnetError, RecipeError, create_model
+from tailor.space import Subnet
 from tailor.train import (
     BatchSource,
     EpochRecord,
@@ -75,6 +78,46 @@ def test_the_history_is_typed_and_its_json_is_the_metrics_log_and_the_train_stat
         assert history[1]["accuracy"] == history[1].accuracy
     no_eval = EpochRecord(3, {"largest": 1.5}, 2.0)
     assert no_eval.to_dict() == {"event": "epoch", "epoch": 3, "loss": {"largest": 1.5}, "seconds": 2.0}
+
+
+def test_a_given_loss_optimizer_and_augmentation_train_in_the_same_loop(tmp_path: Path) -> None:
+    def run() -> tuple[Trainer, list[EpochRecord], list[tuple[int, float]], dict[str, torch.Tensor]]:
+        torch.manual_seed(0)
+        model = create_model("small_cnn", num_classes=4, channels=(8, 8, 8))
+        calls: list[tuple[int, float]] = []
+
+        def augment(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+            calls.append((len(x), float(torch.rand((), generator=generator))))  # a seeded draw per step
+            return x.flip(3)
+
+        def loss(net: Any, sub: Subnet, x: torch.Tensor, y: torch.Tensor) -> dict[str, tuple[float, torch.Tensor]]:
+            net.train()
+            net.activate(sub)
+            logits = net(x)
+            return {"ce": (0.5, F.cross_entropy(logits, y)), "margin": (0.0, logits.std())}
+
+        fc = [model.fc.weight, model.fc.bias]
+        config = TrainConfig(epochs=2, batch_size=16, lr=0.01, sampler="fixed", seed=5)
+        space = model.space
+        trainer = Trainer(model, BlobImages(64, seed=1), config, subnets=[space.smallest(), space.largest()],
+                          device="cpu", log_path=tmp_path / "log.jsonl", loss=loss,
+                          optimizer=torch.optim.Adam(fc, lr=config.lr), augment=augment)  # fmt: skip
+        before = {k: v.clone() for k, v in model.state_dict().items()}
+        history = trainer.fit()
+        changed = {k: not torch.equal(v, before[k]) for k, v in model.state_dict().items()}
+        return trainer, history, calls, changed
+
+    trainer, history, calls, changed = run()
+    assert [set(h.loss) for h in history] == [{"ce", "margin"}] * 2, "the loss's own names, each averaged"
+    assert history[1].loss["ce"] < history[0].loss["ce"]
+    assert changed["fc.weight"] and changed["fc.bias"], "the given optimizer steps its parameters"
+    assert not any(changed[k] for k in changed if k.endswith("conv.weight")), "and only those"
+    assert len(calls) == 8 and all(n == 16 for n, _ in calls), "the given augmentation sees every batch"
+    assert isinstance(trainer.optimizer, torch.optim.Adam)
+    last = trainer.total_steps - 1
+    assert trainer.optimizer.param_groups[0]["lr"] == _lr_at(trainer.config, last, trainer.total_steps, 4)
+    _, again, calls_again, _ = run()
+    assert calls_again == calls and [h.loss for h in again] == [h.loss for h in history], "seeded like fit()"
 
 
 def test_students_learn_from_the_teacher() -> None:
