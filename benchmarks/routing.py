@@ -683,7 +683,8 @@ def early_exits(model: tailor.ElasticModel, train: Any, args: argparse.Namespace
     seconds = time.perf_counter() - start
     save_exits(exits, path)
     log(f"\nexit heads trained (frozen backbone, {args.exit_epochs} epochs, 2 widths) in {seconds:.0f} s -> {path}")
-    return exits, {"source": str(path), "cached": False, "seconds": seconds, "history": history}
+    return exits, {"source": str(path), "cached": False, "seconds": seconds,
+                   "history": [h.to_dict() for h in history]}  # fmt: skip
 
 
 def model_digest(model: tailor.ElasticModel) -> str:
