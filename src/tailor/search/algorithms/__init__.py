@@ -1,10 +1,14 @@
 """Search algorithms, one file each, registered by name: `search(..., algorithm="tpe")` (see `base.py`).
 
-Importing this package registers the built-in ones: `nsga2`, `tpe`, `random` (Optuna's samplers),
-`evolution` (predictor-assisted) and `exhaustive` (every subnet, Optuna's `BruteForceSampler` in effect).
+Built in: `nsga2`, `tpe`, `random` (Optuna's samplers), `evolution` (predictor-assisted) and `exhaustive`
+(every subnet, Optuna's `BruteForceSampler` in effect). A new algorithm is one file in this package with a
+`@register_algorithm` class, plus its test: every module of the package is imported with it (below), so
+nothing else needs editing.
 """
 
-from tailor.search.algorithms import evolution, exhaustive, nsga2, random, tpe  # noqa: F401  (registers them)
+import importlib
+import pkgutil
+
 from tailor.search.algorithms.base import (
     SamplerAlgorithm,
     SearchAlgorithm,
@@ -13,11 +17,22 @@ from tailor.search.algorithms.base import (
     option_names,
     register_algorithm,
 )
-from tailor.search.algorithms.evolution import Evolution
-from tailor.search.algorithms.exhaustive import Exhaustive
-from tailor.search.algorithms.nsga2 import NSGA2
-from tailor.search.algorithms.random import RandomSearch
-from tailor.search.algorithms.tpe import TPE
+
+
+def _import_algorithm_modules() -> None:
+    """Import every module of this package, so that each algorithm file registers its algorithm."""
+    for info in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
+        if info.name != "base":
+            importlib.import_module(f"{__name__}.{info.name}")
+
+
+_import_algorithm_modules()
+
+from tailor.search.algorithms.evolution import Evolution  # noqa: E402  (registered above)
+from tailor.search.algorithms.exhaustive import Exhaustive  # noqa: E402
+from tailor.search.algorithms.nsga2 import NSGA2  # noqa: E402
+from tailor.search.algorithms.random import RandomSearch  # noqa: E402
+from tailor.search.algorithms.tpe import TPE  # noqa: E402
 
 #: the built-in algorithms' names (`algorithm_names()` also lists those registered later)
 ALGORITHMS = ("nsga2", "tpe", "random", "evolution", "exhaustive")
