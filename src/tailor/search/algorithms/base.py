@@ -55,8 +55,9 @@ class SearchAlgorithm(ABC):
         """Evaluate subnets through `run` until its budget is spent; returns what it did (for the front's info)."""
 
     def options(self) -> dict[str, Any]:
-        """The options this instance was made with (its `__init__` keyword arguments)."""
-        return {name: getattr(self, name) for name in option_names(type(self))}
+        """The options this instance was made with (its `__init__` keyword arguments, kept as attributes of the
+        same name; one not kept reads None)."""
+        return {name: getattr(self, name, None) for name in option_names(type(self))}
 
     def __repr__(self) -> str:
         options = ", ".join(f"{k}={v!r}" for k, v in self.options().items())
