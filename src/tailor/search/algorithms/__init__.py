@@ -6,9 +6,7 @@ Built in: `nsga2`, `tpe`, `random` (Optuna's samplers), `evolution` (predictor-a
 nothing else needs editing.
 """
 
-import importlib
-import pkgutil
-
+from tailor.plugins import import_modules
 from tailor.search.algorithms.base import (
     SamplerAlgorithm,
     SearchAlgorithm,
@@ -18,15 +16,7 @@ from tailor.search.algorithms.base import (
     register_algorithm,
 )
 
-
-def _import_algorithm_modules() -> None:
-    """Import every module of this package, so that each algorithm file registers its algorithm."""
-    for info in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
-        if info.name != "base":
-            importlib.import_module(f"{__name__}.{info.name}")
-
-
-_import_algorithm_modules()
+import_modules(__name__, __path__)  # each algorithm file registers its algorithm
 
 from tailor.search.algorithms.evolution import Evolution  # noqa: E402  (registered above)
 from tailor.search.algorithms.exhaustive import Exhaustive  # noqa: E402
