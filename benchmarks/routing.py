@@ -53,7 +53,7 @@ from tailor.route import (
     Entropy,
     LearnedRouter,
     Margin,
-    Policy,
+    RoutingPolicy,
     Stage,
     StageOutput,
     SweepPoint,
@@ -70,6 +70,7 @@ from tailor.route import (
     pareto_front,
     per_class_escalation,
     save_exits,
+    simulate_cascade,
     stage_costs,
     sweep,
     threshold_grid,
@@ -160,7 +161,7 @@ def supernet(args: argparse.Namespace, train: Any) -> tuple[tailor.ElasticModel,
     )
     history = trainer.fit()
     seconds = time.perf_counter() - start
-    tailor.save(model, path, metadata={"recipe": recipe, "history": history})
+    tailor.save(model, path, metadata={"recipe": recipe, "history": [h.to_dict() for h in history]})
     log(f"trained in {seconds:.0f} s -> {path}")
     return model.eval(), {"source": str(path), "cached": False, "train_seconds": seconds, "recipe": recipe}
 
@@ -219,7 +220,9 @@ def outputs_of(cascade: Cascade, data: Any, split: str) -> list[StageOutput]:
     return out
 
 
-def thresholds_for(policy: Policy, outputs: list[StageOutput], temperatures: list[float], points: int) -> list[Any]:
+def thresholds_for(
+    policy: RoutingPolicy, outputs: list[StageOutput], temperatures: list[float], points: int
+) -> list[Any]:
     """Quantile thresholds of the held-out scores, per transition; a product grid for 3+ stages."""
     per = []
     for k in range(len(outputs) - 1):
@@ -247,7 +250,7 @@ def evaluate_cascade(
     model: tailor.ElasticModel,
     stages: list[Stage],
     data: tuple[Any, Any, Any],
-    policies: dict[str, Policy | str],
+    policies: dict[str, RoutingPolicy | str],
     args: argparse.Namespace,
     costs: list[float],
 ) -> dict[str, Any]:
@@ -278,7 +281,7 @@ def evaluate_cascade(
         combine = "mean" if ensemble else "last"
         temps = temperatures if ensemble or label.endswith("(T-scaled)") else [1.0] * len(stages)
         if spec == "learned":
-            policy: Policy = learned_router(out_f, y_f, costs, args.latency_weight, args.seed)
+            policy: RoutingPolicy = learned_router(out_f, y_f, costs, args.latency_weight, args.seed)
         else:
             policy = spec  # type: ignore[assignment]
         points = args.thresholds if len(stages) == 2 else args.grid_thresholds
@@ -391,25 +394,90 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     model, source = supernet(args, train)
     if args.train_only:
         return {}
-    space = model.space
-    named = static_candidates(space, args.random_subnets, args.seed)
+    named, acc_h, acc_t = static_subnets(model, train, select, test, args)
+    # early exits on the same weights: heads trained on the frozen backbone for the smallest and largest widths
+    exits_model, exit_info = early_exits(model, train, args)
+    chains = exit_chains(exits_model)
+    table = measure_stages(args, model, named, exits_model, chains)
+    static_rows = static_table(model, named, table, acc_h, acc_t)
+    largest = next(r for r in static_rows if r["label"] == "largest")
+    # the baseline front on test accuracy (what a static deployment gets at best); stages are chosen on held-out
+    front = pareto_front(static_rows, cost=lambda r: r["cost_ms"], accuracy=lambda r: r["test_accuracy"])
+    front_h = pareto_front(static_rows, cost=lambda r: r["cost_ms"], accuracy=lambda r: r["holdout_accuracy"])
+    log_static(args, static_rows, largest, front)
+    grid_rows = exit_grid(exits_model, chains, table, test)
+    plans = cascade_plans(args, model, exits_model, chains, static_rows, front_h, largest, table)
+    cascades = [
+        evaluate_cascade(name, net, stages, (fit, select, test), pols, args, table.costs(net, stages))
+        for name, net, stages, pols in plans
+    ]
+    # -- the target: cheapest held-out point within 0.3 pt of the largest (held-out), read on test
+    target_h = largest["holdout_accuracy"] - TARGET_GAP_PT / 100
+    best = best_pick(cascades, target_h)
+    log_cascades(cascades, largest, target_h)
+    static_at = static_at_budgets(static_rows, largest)
+    if best is not None:
+        result_best = best_report(best, largest, model, exits_model, test, args)
+    else:
+        result_best = {}
+        log(f"\nno cascade reached the largest subnet's held-out accuracy minus {TARGET_GAP_PT} pt")
+    saved = latency_within_gap(cascades, largest)
+    equal = equal_latency(cascades[0], largest)
+    ece_rows = [{"cascade": c["name"], **row} for c in cascades for row in c["stage_rows"]]
+    plots = make_plots(args, static_rows, front, cascades, grid_rows, largest, best)
+    seconds = time.perf_counter() - started
+    log(f"\nplots: {', '.join(str(p) for p in plots)}\nwall time: {seconds:.0f} s")
+    return {
+        "settings": {k: v for k, v in vars(args).items()},
+        "supernet": source,
+        "static": static_rows,
+        "static_front": [r["label"] for r in front],
+        "static_at_budget": {f"{f:.1f}x": {"single": s, "mix": m} for f, (s, m) in static_at.items()},
+        "cascades": [cascade_json(c) for c in cascades],
+        "exit_grid": grid_rows,
+        "exits": exit_info,
+        "best": result_best,
+        "equal_latency": equal,
+        "latency_within_gap": saved,
+        "ece": ece_rows,
+        "seconds": seconds,
+    }
+
+
+def static_subnets(
+    model: tailor.ElasticModel, train: Any, select: Any, test: Any, args: argparse.Namespace
+) -> tuple[dict[str, Subnet], dict[str, float], dict[str, float]]:
+    """The named static subnets, calibrated, with their held-out (`select`) and test accuracy by subnet id."""
+    named = static_candidates(model.space, args.random_subnets, args.seed)
     _NAMES.update({sub: label for label, sub in named.items()})
     batches = calibration_batches(train, args)
     calibrate(model, list(named.values()), batches, batches=len(batches))
     acc_h = evaluate(model, list(named.values()), select)
     acc_t = evaluate(model, list(named.values()), test)
-    # early exits on the same weights: heads trained on the frozen backbone for the smallest and largest widths
-    exits_model, exit_info = early_exits(model, train, args)
-    L, S = space.largest(), space.smallest()
-    exit_chains = {
-        label: [Stage(sub, name) for name in exits_model.exits] for label, sub in (("largest", L), ("smallest", S))
+    return named, acc_h, acc_t
+
+
+def exit_chains(exits_model: Any) -> dict[str, list[Stage]]:
+    """Every exit of the largest and of the smallest subnet, in order."""
+    space = exits_model.space
+    return {
+        label: [Stage(sub, name) for name in exits_model.exits]
+        for label, sub in (("largest", space.largest()), ("smallest", space.smallest()))
     }
 
-    # every network a stage can run, timed together in interleaved rounds
+
+def measure_stages(
+    args: argparse.Namespace,
+    model: tailor.ElasticModel,
+    named: dict[str, Subnet],
+    exits_model: Any,
+    chains: dict[str, list[Stage]],
+) -> StageLatencies:
+    """Every network a stage can run, timed together in interleaved rounds."""
     table = StageLatencies(args)
     for sub in named.values():
         table.need(model, [Stage(sub)])
-    for chain in exit_chains.values():
+    for chain in chains.values():
         table.need(exits_model, chain)  # resumed increments
         for stage in chain:
             table.need(exits_model, [stage])  # prefixes from the input
@@ -417,24 +485,34 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         f"measuring {len(table.jobs)} stage networks: {args.rounds} rounds x {max(3, args.repeats // args.rounds)} calls"
     )
     table.measure()
+    return table
 
-    static_rows = []
-    for label, sub in named.items():
-        static_rows.append(
-            {
-                "label": label,
-                "id": sub.id,
-                "subnet": sub.to_dict(),
-                "cost_ms": table.costs(model, [Stage(sub)])[0],
-                "mmacs": stage_costs(model, [sub], "macs")[0] / 1e6,
-                "holdout_accuracy": acc_h[sub.id],
-                "test_accuracy": acc_t[sub.id],
-            }
-        )
-    largest = next(r for r in static_rows if r["label"] == "largest")
-    # the baseline front on test accuracy (what a static deployment gets at best); stages are chosen on held-out
-    front = pareto_front(static_rows, cost=lambda r: r["cost_ms"], accuracy=lambda r: r["test_accuracy"])
-    front_h = pareto_front(static_rows, cost=lambda r: r["cost_ms"], accuracy=lambda r: r["holdout_accuracy"])
+
+def static_table(
+    model: tailor.ElasticModel,
+    named: dict[str, Subnet],
+    table: StageLatencies,
+    acc_h: dict[str, float],
+    acc_t: dict[str, float],
+) -> list[dict[str, Any]]:
+    """One row per static subnet: label, id, latency, MMACs, held-out and test accuracy."""
+    return [
+        {
+            "label": label,
+            "id": sub.id,
+            "subnet": sub.to_dict(),
+            "cost_ms": table.costs(model, [Stage(sub)])[0],
+            "mmacs": stage_costs(model, [sub], "macs")[0] / 1e6,
+            "holdout_accuracy": acc_h[sub.id],
+            "test_accuracy": acc_t[sub.id],
+        }
+        for label, sub in named.items()
+    ]
+
+
+def log_static(
+    args: argparse.Namespace, static_rows: list[dict[str, Any]], largest: dict[str, Any], front: list[dict[str, Any]]
+) -> None:
     log(f"\nstatic subnets (latency: ms per image at batch {args.latency_batch}, {args.threads} thread(s)):")
     log(f"{'subnet':<16} {'id':<16} {'MMACs':>7} {'ms/img':>7} {'x largest':>9} {'held-out':>8} {'test':>7} front")
     for r in sorted(static_rows, key=lambda r: r["cost_ms"]):
@@ -443,10 +521,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             f"{r['cost_ms'] / largest['cost_ms']:>9.2f} {100 * r['holdout_accuracy']:>8.2f} "
             f"{100 * r['test_accuracy']:>7.2f} {'*' if r in front else ''}"
         )
-    static_points = [(r["cost_ms"], r["test_accuracy"]) for r in static_rows]
 
+
+def exit_grid(
+    exits_model: Any, chains: dict[str, list[Stage]], table: StageLatencies, test: Any
+) -> list[dict[str, Any]]:
+    """Test accuracy and latency (from the input) of every exit at the largest and the smallest width."""
     grid_rows = []
-    for label, chain in exit_chains.items():
+    for label, chain in chains.items():
         accuracy = exit_accuracy(exits_model, chain[0].subnet, test)
         for stage in chain:
             ms = table.costs(exits_model, [stage])[0]
@@ -454,12 +536,32 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     log("\nexit x width grid (test accuracy, ms/img to reach the exit from the input):")
     for row in grid_rows:
         log(f"  {row['width']:<9} @{row['exit']:<7} {100 * row['test_accuracy']:6.2f}%  {row['cost_ms']:.3f}")
+    return grid_rows
 
-    # width cascades: first stages are held-out front subnets well below the largest's latency
+
+Plan = tuple[str, tailor.ElasticModel, list[Stage], dict[str, RoutingPolicy | str]]
+
+
+def cascade_plans(
+    args: argparse.Namespace,
+    model: tailor.ElasticModel,
+    exits_model: Any,
+    chains: dict[str, list[Stage]],
+    static_rows: list[dict[str, Any]],
+    front_h: list[dict[str, Any]],
+    largest: dict[str, Any],
+    table: StageLatencies,
+) -> list[Plan]:
+    """The cascades to evaluate, with the policies of each; stages not timed yet are measured here.
+
+    Width cascades start at held-out front subnets well below the largest's latency; a 3-stage width
+    cascade goes through the front subnet between; early-exit and mixed cascades use the exit model.
+    """
+    L = model.space.largest()
     small_rows = [r for r in front_h if r["cost_ms"] <= args.first_stage_max * largest["cost_ms"] and r is not largest]
     small_rows = small_rows or [next(r for r in static_rows if r["label"] == "smallest")]
     first_sub = Subnet.from_dict(small_rows[0]["subnet"])
-    policies: dict[str, Policy | str] = {
+    policies: dict[str, RoutingPolicy | str] = {
         "confidence": Confidence(0.5),
         "confidence (T-scaled)": Confidence(0.5),
         "confidence (ensemble)": Confidence(0.5),
@@ -467,12 +569,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "margin": Margin(0.5),
         "learned": "learned",
     }
-    two_policies: dict[str, Policy | str] = {
+    two_policies: dict[str, RoutingPolicy | str] = {
         "confidence": Confidence(0.5),
         "confidence (ensemble)": Confidence(0.5),
         "learned": "learned",
     }
-    plans: list[tuple[str, tailor.ElasticModel, list[Stage], dict[str, Policy | str]]] = []
+    plans: list[Plan] = []
     for row in small_rows:
         first = Subnet.from_dict(row["subnet"])
         plans.append((f"{row['label']} -> largest", model, [Stage(first), Stage(L)], policies))
@@ -484,7 +586,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         mid = max(middle, key=lambda r: r["holdout_accuracy"] - r["cost_ms"] / largest["cost_ms"])
         three = [Stage(first_sub), Stage(Subnet.from_dict(mid["subnet"])), Stage(L)]
         plans.append((f"{small_rows[0]['label']} -> {mid['label']} -> largest", model, three, two_policies))
-    plans.append(("largest: stage1 -> stage2 -> final", exits_model, exit_chains["largest"], two_policies))
+    plans.append(("largest: stage1 -> stage2 -> final", exits_model, chains["largest"], two_policies))
     mixed = [Stage(first_sub), Stage(L, "stage2"), Stage(L)]
     table.need(exits_model, mixed)
     plans.append((f"{small_rows[0]['label']} -> largest@stage2 -> final", exits_model, mixed, two_policies))
@@ -494,21 +596,25 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         extra.jobs = {key: table.jobs[key] for key in missing}
         extra.measure()
         table.values.update(extra.values)
-    cascades = [
-        evaluate_cascade(name, net, stages, (fit, select, test), pols, args, table.costs(net, stages))
-        for name, net, stages, pols in plans
-    ]
+    return plans
 
-    # -- the target: cheapest held-out point within 0.3 pt of the largest (held-out), read on test
-    target_h = largest["holdout_accuracy"] - TARGET_GAP_PT / 100
+
+Pick = tuple[dict[str, Any], str, SweepPoint, SweepPoint]
+
+
+def best_pick(cascades: list[dict[str, Any]], target_h: float) -> Pick | None:
+    """The cheapest (cascade, policy, held-out point, test point) reaching `target_h` on held-out data."""
     picks = []
     for c in cascades:
         for label, curve in c["curves"].items():
             pick = pick_on_holdout(curve, target_h)
             if pick is not None:
                 picks.append((c, label, pick[0], pick[1]))
-    best = min(picks, key=lambda p: p[2].cost) if picks else None
+    return min(picks, key=lambda p: p[2].cost) if picks else None
 
+
+def log_cascades(cascades: list[dict[str, Any]], largest: dict[str, Any], target_h: float) -> None:
+    """Per cascade: its stages (accuracy, temperature, ECE) and, per policy, accuracy at budgets and the pick."""
     log(
         f"\ncascades (thresholds on held-out; test figures; largest: {100 * largest['test_accuracy']:.2f}% at "
         f"{largest['cost_ms']:.3f} ms/img):"
@@ -534,6 +640,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 else f"{'not reached':>15}"
             )
             log(f"    {label:<22} {text} {pick_text}")
+
+
+def static_at_budgets(
+    static_rows: list[dict[str, Any]], largest: dict[str, Any]
+) -> dict[float, tuple[float | None, float | None]]:
+    """Best single static subnet and best random mix of two at fractions of the largest's latency (test)."""
+    static_points = [(r["cost_ms"], r["test_accuracy"]) for r in static_rows]
     static_at = {
         f: (
             accuracy_at_cost(static_points, f * largest["cost_ms"]),
@@ -544,53 +657,60 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     log("\n  static front at the same budgets (best single subnet / random mix of two):")
     for f, (single, mix) in static_at.items():
         log(f"    {f:.1f}x largest: {fmt_pct(single)} / {fmt_pct(mix)}")
+    return static_at
 
-    result_best: dict[str, Any] = {}
-    if best is not None:
-        c, label, hp, tp = best
-        gap = 100 * (largest["test_accuracy"] - tp.accuracy)
-        ratio = tp.cost / largest["cost_ms"]
-        met = gap <= TARGET_GAP_PT and ratio <= TARGET_LATENCY_RATIO
-        wall = measured_wall_time(model if not isinstance_exit(c) else exits_model, c, label, tp, test, args, L)
-        log(
-            f"\nbest cascade (chosen on held-out): {c['name']} / {label} at thresholds {fmt_t(tp.thresholds)}: "
-            f"test {100 * tp.accuracy:.2f}% vs largest {100 * largest['test_accuracy']:.2f}% (gap {gap:+.2f} pt) at "
-            f"{ratio:.3f}x its latency ({tp.cost:.3f} vs {largest['cost_ms']:.3f} ms/img), {100 * tp.escalation:.1f}% "
-            f"escalated -> target (<= {TARGET_GAP_PT} pt at <= {TARGET_LATENCY_RATIO}x) {'MET' if met else 'MISSED'}"
-        )
-        for batch, row in ((k, v) for k, v in wall.items() if isinstance(v, dict)):
-            log(
-                f"measured wall time of Cascade.predict over the test set at batch {batch}: {row['cascade_s']:.2f} s "
-                f"vs largest alone {row['largest_s']:.2f} s = {row['ratio']:.3f}x (expected from stage latencies: "
-                f"{ratio:.3f}x); run accuracy {100 * wall['run_accuracy']:.2f}% (simulated {100 * tp.accuracy:.2f}%)"
-            )
-        analysis = escalation_analysis(c, label, tp, test)
-        log(
-            "escalation by difficulty (past stage 1): "
-            + ", ".join(
-                f"[{r['low']:.1f},{r['high']:.1f}] {100 * r['escalated'][0]:.0f}%" for r in analysis["by_difficulty"]
-            )
-        )
-        log(
-            "escalation by class (past stage 1): "
-            + ", ".join(f"{name} {100 * v:.0f}%" for name, v in zip(test.classes, analysis["by_class"]))
-        )
-        result_best = {
-            "cascade": c["name"],
-            "policy": label,
-            "thresholds": list(tp.thresholds),
-            "holdout": hp.to_dict(),
-            "test": tp.to_dict(),
-            "gap_pt": gap,
-            "latency_ratio": ratio,
-            "target_met": met,
-            "wall": wall,
-            **analysis,
-        }
-    else:
-        log(f"\nno cascade reached the largest subnet's held-out accuracy minus {TARGET_GAP_PT} pt")
 
-    # compute saved: per cascade and policy, the test latency of the cheapest held-out point within X pt
+def best_report(
+    best: Pick, largest: dict[str, Any], model: tailor.ElasticModel, exits_model: Any, test: Any, args: argparse.Namespace
+) -> dict[str, Any]:
+    """The chosen cascade against the target: test gap, latency ratio, measured wall time, escalation analysis."""
+    c, label, hp, tp = best
+    gap = 100 * (largest["test_accuracy"] - tp.accuracy)
+    ratio = tp.cost / largest["cost_ms"]
+    met = gap <= TARGET_GAP_PT and ratio <= TARGET_LATENCY_RATIO
+    L = model.space.largest()
+    wall = measured_wall_time(model if not isinstance_exit(c) else exits_model, c, label, tp, test, args, L)
+    log(
+        f"\nbest cascade (chosen on held-out): {c['name']} / {label} at thresholds {fmt_t(tp.thresholds)}: "
+        f"test {100 * tp.accuracy:.2f}% vs largest {100 * largest['test_accuracy']:.2f}% (gap {gap:+.2f} pt) at "
+        f"{ratio:.3f}x its latency ({tp.cost:.3f} vs {largest['cost_ms']:.3f} ms/img), {100 * tp.escalation:.1f}% "
+        f"escalated -> target (<= {TARGET_GAP_PT} pt at <= {TARGET_LATENCY_RATIO}x) {'MET' if met else 'MISSED'}"
+    )
+    for batch, row in ((k, v) for k, v in wall.items() if isinstance(v, dict)):
+        log(
+            f"measured wall time of Cascade.predict over the test set at batch {batch}: {row['cascade_s']:.2f} s "
+            f"vs largest alone {row['largest_s']:.2f} s = {row['ratio']:.3f}x (expected from stage latencies: "
+            f"{ratio:.3f}x); run accuracy {100 * wall['run_accuracy']:.2f}% (simulated {100 * tp.accuracy:.2f}%)"
+        )
+    analysis = escalation_analysis(c, label, tp, test)
+    log(
+        "escalation by difficulty (past stage 1): "
+        + ", ".join(
+            f"[{r['low']:.1f},{r['high']:.1f}] {100 * r['escalated'][0]:.0f}%" for r in analysis["by_difficulty"]
+        )
+    )
+    log(
+        "escalation by class (past stage 1): "
+        + ", ".join(f"{name} {100 * v:.0f}%" for name, v in zip(test.classes, analysis["by_class"]))
+    )
+    return {
+        "cascade": c["name"],
+        "policy": label,
+        "thresholds": list(tp.thresholds),
+        "holdout": hp.to_dict(),
+        "test": tp.to_dict(),
+        "gap_pt": gap,
+        "latency_ratio": ratio,
+        "target_met": met,
+        "wall": wall,
+        **analysis,
+    }
+
+
+def latency_within_gap(
+    cascades: list[dict[str, Any]], largest: dict[str, Any]
+) -> dict[str, dict[str, dict[str, float | None]]]:
+    """Per cascade and policy, the test latency of the cheapest held-out-chosen point within X pt of the largest."""
     saved: dict[str, dict[str, dict[str, float | None]]] = {}
     log("\nlatency (x largest, test) of the cheapest held-out-chosen point within X pt of the largest (held-out):")
     log(f"    {'cascade / policy':<58} {'0.3 pt':>14} {'0.5 pt':>14} {'1.0 pt':>14}")
@@ -606,9 +726,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 )
             saved.setdefault(c["name"], {})[label] = row
             log(f"    {c['name'] + ' / ' + label:<58} " + " ".join(f"{cell:>14}" for cell in cells))
+    return saved
 
-    # learned router vs confidence at equal latency, on the main (first) width cascade
-    main = cascades[0]
+
+def equal_latency(main: dict[str, Any], largest: dict[str, Any]) -> dict[str, dict[str, float | None]]:
+    """Learned router vs confidence (every policy) at equal latency, on the main (first) width cascade."""
     equal = {}
     for f in (0.3, 0.4, 0.5, 0.6):
         budget = f * largest["cost_ms"]
@@ -621,26 +743,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     log(f"    {'budget':<8}" + "".join(f"{lbl:>23}" for lbl in labels))
     for budget, row in equal.items():
         log(f"    {budget:<8}" + "".join(f"{fmt_pct(row[lbl]):>23}" for lbl in labels))
-
-    ece_rows = [{"cascade": c["name"], **row} for c in cascades for row in c["stage_rows"]]
-    plots = make_plots(args, static_rows, front, cascades, grid_rows, largest, best)
-    seconds = time.perf_counter() - started
-    log(f"\nplots: {', '.join(str(p) for p in plots)}\nwall time: {seconds:.0f} s")
-    return {
-        "settings": {k: v for k, v in vars(args).items()},
-        "supernet": source,
-        "static": static_rows,
-        "static_front": [r["label"] for r in front],
-        "static_at_budget": {f"{f:.1f}x": {"single": s, "mix": m} for f, (s, m) in static_at.items()},
-        "cascades": [cascade_json(c) for c in cascades],
-        "exit_grid": grid_rows,
-        "exits": exit_info,
-        "best": result_best,
-        "equal_latency": equal,
-        "latency_within_gap": saved,
-        "ece": ece_rows,
-        "seconds": seconds,
-    }
+    return equal
 
 
 def isinstance_exit(c: dict[str, Any]) -> bool:
@@ -680,7 +783,8 @@ def early_exits(model: tailor.ElasticModel, train: Any, args: argparse.Namespace
     seconds = time.perf_counter() - start
     save_exits(exits, path)
     log(f"\nexit heads trained (frozen backbone, {args.exit_epochs} epochs, 2 widths) in {seconds:.0f} s -> {path}")
-    return exits, {"source": str(path), "cached": False, "seconds": seconds, "history": history}
+    return exits, {"source": str(path), "cached": False, "seconds": seconds,
+                   "history": [h.to_dict() for h in history]}  # fmt: skip
 
 
 def model_digest(model: tailor.ElasticModel) -> str:
@@ -738,9 +842,7 @@ def escalation_analysis(c: dict[str, Any], label: str, point: SweepPoint, test: 
     """Per-class and per-difficulty escalation of the chosen operating point (simulated on test outputs)."""
     curve = c["curves"][label]
     policy = curve["policy"].with_thresholds(point.thresholds)
-    from tailor.route import simulate
-
-    result = simulate(c["outputs_test"], policy, c["costs"], curve["temperatures"], combine=curve["combine"])
+    result = simulate_cascade(c["outputs_test"], policy, c["costs"], curve["temperatures"], combine=curve["combine"])
     stages = len(c["stages"])
     by_class = per_class_escalation(test.labels, result.stage, test.num_classes, stages)[:, 0].tolist()
     by_difficulty = escalation_by_bins(test.difficulty, result.stage, [0.0, 0.2, 0.4, 0.6, 0.8, 1.0], stages)

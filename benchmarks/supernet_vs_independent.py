@@ -164,7 +164,8 @@ def supernet_arm(name: str, args: argparse.Namespace, seed: int, first: bool) ->
         recipe = Recipe(model=args.model, model_kwargs=args.model_kwargs, data=name, train_split={"n": len(train)} if sizes else {},
                         test_split={"n": len(test)} if sizes else {}, train=config).to_dict()  # fmt: skip
         folder = name if args.model == DEFAULT_MODEL else f"{args.model}_{name}"
-        saved = save(supernet, Path(args.save_supernets) / folder, metadata={"recipe": recipe, "history": history})
+        metadata = {"recipe": recipe, "history": [h.to_dict() for h in history]}
+        saved = save(supernet, Path(args.save_supernets) / folder, metadata=metadata)
         print(f"supernet checkpoint: {saved}", file=sys.stderr)
     rng = random.Random(args.seed)  # the same probe subnets for every data seed, so that rows can be averaged
     named = named_subnets(space, rng)

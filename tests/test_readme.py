@@ -35,6 +35,6 @@ def test_readme_python_blocks_run_as_written(tmp_path: Path, monkeypatch: pytest
     history, loaded = namespace["history"], namespace["model"]
     assert isinstance(loaded, tailor.ElasticModel) and loaded.default_input_size[0] == 1
     largest = loaded.space.largest().id
-    assert history[-1]["accuracy"][largest] > 0.3, "well above chance (0.1) after three epochs"
+    assert history[-1].accuracy[largest] > 0.3, "well above chance (0.1) after three epochs"
     assert all(loaded.has_norm_stats(s) for s in namespace["subs"])
     assert (tmp_path / "ck" / "tailor.json").is_file()

@@ -107,12 +107,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
         seed=args.seed, threads=args.threads
     )
     figures = run_demo(args.out, config, progress=not args.no_progress)
-    name, first = next(iter(figures["serving"]["results"].items()))  # the first policy the demo serves with
+    name, first = next(iter(figures.serving.results.items()))  # the first policy the demo serves with
     accuracy = "-" if first["mean_accuracy"] is None else f"{first['mean_accuracy']:.2%}"
     print(
-        f"supernet: largest {figures['training']['largest_accuracy']:.2%}, "
-        f"smallest {figures['training']['smallest_accuracy']:.2%}; "
-        f"front: {len(figures['search']['front'])} subnets; "
+        f"supernet: largest {figures.training.largest_accuracy:.2%}, "
+        f"smallest {figures.training.smallest_accuracy:.2%}; "
+        f"front: {len(figures.search.front)} subnets; "
         f"{name}: attainment {first['attainment']:.2%}, accuracy {accuracy}"
     )
     if config.smoke:

@@ -233,23 +233,15 @@ def _banner(figures: dict[str, Any]) -> str:
 
 def render_html(figures: dict[str, Any]) -> str:
     """The report page; numbers come from `figures` through `data-key` cells."""
-    config, training, serving = figures["config"], figures["training"], figures["serving"]
-    results = serving["results"]
-    batch_sizes = config["batch_sizes"]
-    run = [
-        ("mode", "run.mode", "text"), ("data set", "run.data", "text"), ("model", "run.model", "text"),
-        ("seed", "run.seed", "number"), ("torch threads", "run.threads", "number"),
-        ("started", "run.started_utc", "text"), ("duration (s)", "run.duration_s", "number"),
-        ("CPUs", "run.cpu_count", "number"), ("load average (1 min) at start", "run.load_average_start", "number"),
-        ("load average (1 min) at end", "run.load_average_end", "number"),
-        ("tailor", "run.tailor_version", "text"), ("torch", "run.torch_version", "text"),
-        ("ONNX Runtime", "run.onnxruntime_version", "text"), ("numpy", "run.numpy_version", "text"),
-        ("Optuna", "run.optuna_version", "text"), ("Python", "run.python_version", "text"),
-        ("platform", "run.platform", "text"),
-    ]  # fmt: skip
-    n_fit, n_held = figures["predictor"]["fitted_on"], figures["predictor"]["held_out"]
-    online = _online(results)
-    parts = [
+    sections = (_head, _run_section, _training_section, _predictor_section, _search_section, _profile_section,
+                _cascade_section, _serving_section, _timings_section)  # fmt: skip
+    parts = [part for section in sections for part in section(figures)] + ["</body></html>"]
+    return "\n".join(p for p in parts if p)
+
+
+def _head(figures: dict[str, Any]) -> list[str]:
+    config = figures["config"]
+    return [
         "<!doctype html><html><head><meta charset='utf-8'><title>tailor demo report</title>",
         f"<style>{_STYLE}</style></head><body>",
         "<h1>tailor demo report</h1>",
@@ -257,11 +249,35 @@ def render_html(figures: dict[str, Any]) -> str:
         f"<p>One {html.escape(config['model'])} supernet trained on <code>{html.escape(config['data'])}</code>, "
         "cut to many subnets, searched, profiled, cascaded and served in simulation. Every number below was "
         "measured in this run; <code>figures.json</code> holds them all.</p>",
+    ]
+
+
+_RUN_FACTS = [
+    ("mode", "run.mode", "text"), ("data set", "run.data", "text"), ("model", "run.model", "text"),
+    ("seed", "run.seed", "number"), ("torch threads", "run.threads", "number"),
+    ("started", "run.started_utc", "text"), ("duration (s)", "run.duration_s", "number"),
+    ("CPUs", "run.cpu_count", "number"), ("load average (1 min) at start", "run.load_average_start", "number"),
+    ("load average (1 min) at end", "run.load_average_end", "number"),
+    ("tailor", "run.tailor_version", "text"), ("torch", "run.torch_version", "text"),
+    ("ONNX Runtime", "run.onnxruntime_version", "text"), ("numpy", "run.numpy_version", "text"),
+    ("Optuna", "run.optuna_version", "text"), ("Python", "run.python_version", "text"),
+    ("platform", "run.platform", "text"),
+]  # fmt: skip
+
+
+def _run_section(figures: dict[str, Any]) -> list[str]:
+    return [
         "<h2>This run</h2>",
-        _facts(figures, run),
+        _facts(figures, _RUN_FACTS),
         _how("Latencies depend on the machine and on what else runs on it: a load average above the number of "
              "CPUs at start or end means other processes competed for them, and latency figures are then noisy. "
              "Accuracies do not depend on load (a fixed seed and thread count give the same weights)."),
+    ]  # fmt: skip
+
+
+def _training_section(figures: dict[str, Any]) -> list[str]:
+    training = figures["training"]
+    return [
         "<h2>Training</h2>",
         _table(
             figures,
@@ -285,6 +301,12 @@ def render_html(figures: dict[str, Any]) -> str:
              "scale). The bottom panel is held-out accuracy of the largest and the smallest subnet after each "
              "epoch, each with its own normalisation statistics. The gap between them is what the smallest "
              "subnet's far fewer MACs cost."),
+    ]  # fmt: skip
+
+
+def _predictor_section(figures: dict[str, Any]) -> list[str]:
+    n_fit, n_held = figures["predictor"]["fitted_on"], figures["predictor"]["held_out"]
+    return [
         "<h2>Latency predictor (ONNX Runtime, batch 1)</h2>",
         _table(
             figures,
@@ -296,6 +318,11 @@ def render_html(figures: dict[str, Any]) -> str:
              "it never saw. MAPE is its mean absolute percentage error on those; a MAPE of 10% means a subnet "
              "predicted at 1.0 ms typically takes 0.9 to 1.1 ms. The search below ranks subnets by this "
              "prediction, so an error larger than the gaps between subnets blurs the front."),
+    ]  # fmt: skip
+
+
+def _search_section(figures: dict[str, Any]) -> list[str]:
+    return [
         "<h2>Pareto front (NSGA-II)</h2>",
         _table(figures, ["subnets in the space", "subnets evaluated"], [["search.space_size", "search.budget"]]),
         _table(
@@ -310,6 +337,13 @@ def render_html(figures: dict[str, Any]) -> str:
              "trained on its own. The front keeps the subnets that no other subnet beats on both accuracy and "
              "predicted latency. Read it left to right: each step to the right buys accuracy with compute "
              "(the MAC axis is logarithmic)."),
+    ]  # fmt: skip
+
+
+def _profile_section(figures: dict[str, Any]) -> list[str]:
+    config = figures["config"]
+    batch_sizes = config["batch_sizes"]
+    return [
         "<h2>Serving profile (ONNX Runtime, median ms per batch)</h2>",
         _table(
             figures,
@@ -322,6 +356,11 @@ def render_html(figures: dict[str, Any]) -> str:
              f"again on ONNX Runtime (one thread, median of {config['repeats']} runs) at every batch size: the table "
              "the serving simulator plans with. A batch costs less per image than single requests do, which is "
              "what a server gains by waiting for a batch to fill."),
+    ]  # fmt: skip
+
+
+def _cascade_section(figures: dict[str, Any]) -> list[str]:
+    return [
         "<h2>Cascade (little → big, max-softmax confidence)</h2>",
         _table(
             figures,
@@ -342,6 +381,14 @@ def render_html(figures: dict[str, Any]) -> str:
              "alone), 1 escalates everything (both run). Expected ms = little ms + escalated share × big ms. A "
              "useful cascade reaches the big subnet's accuracy for less than the big subnet's latency: its "
              "curve lies above and to the left of the front subnets' line."),
+    ]  # fmt: skip
+
+
+def _serving_section(figures: dict[str, Any]) -> list[str]:
+    serving = figures["serving"]
+    results = serving["results"]
+    online = _online(results)
+    return [
         "<h2>Serving a bursty trace (simulated)</h2>",
         _table(
             figures,
@@ -381,14 +428,17 @@ def render_html(figures: dict[str, Any]) -> str:
              "the SLO; the accuracy of the answers given on time; and the subnet that served most requests in "
              "the bin (a gap: nothing served). The subnet axis is named by subnet id, least accurate at the "
              "bottom, as in the table above."),
+    ]  # fmt: skip
+
+
+def _timings_section(figures: dict[str, Any]) -> list[str]:
+    return [
         "<h2>Wall time (s)</h2>",
         _table(figures, [k.removesuffix("_s").replace("_", " ") for k in figures["timings"]],
                [[f"timings.{k}" for k in figures["timings"]]]),
         _how("Seconds each step of this run took on this machine; with a load average above the CPU count "
              "(see the top), other processes took part of them."),
-        "</body></html>",
     ]  # fmt: skip
-    return "\n".join(p for p in parts if p)
 
 
 def _profile_index(figures: dict[str, Any], subnet_id: str) -> int | None:

@@ -23,7 +23,7 @@ from tailor.route import (
     StageOutput,
     ensemble_outputs,
     fit_router,
-    simulate,
+    simulate_cascade,
 )
 
 
@@ -127,7 +127,7 @@ def test_predict_over_a_data_set_equals_simulation(
     outputs = probe.stage_outputs(images, batch_size=20)
     cascade = probe.with_policy(kind(quantile_thresholds(probe, outputs, [q1, q2])))
     result = cascade.predict(images, batch_size=13)  # batches of 13 rows: the decisions do not depend on them
-    expected = simulate(outputs, cascade.policy, cascade.costs)
+    expected = simulate_cascade(outputs, cascade.policy, cascade.costs)
     assert torch.equal(result.stage, expected.stage)
     assert torch.equal(result.predictions, expected.predictions)
 

@@ -17,7 +17,7 @@ from tailor.route import (
     accuracy_at_cost,
     ensemble_outputs,
     pareto_front,
-    simulate,
+    simulate_cascade,
     stage_costs,
     sweep,
     threshold_grid,
@@ -95,7 +95,7 @@ def test_threshold_grids_span_no_escalation_to_full_escalation() -> None:
     costs = [p.cost for p in points]
     assert costs[0] == pytest.approx(1.0) and costs[-1] == pytest.approx(4.0)
     for point in points:
-        result = simulate(outputs, policy.with_thresholds(point.thresholds[0]), [1.0, 3.0])
+        result = simulate_cascade(outputs, policy.with_thresholds(point.thresholds[0]), [1.0, 3.0])
         assert point.accuracy == result.accuracy(labels)
         assert point.cost == pytest.approx(1.0 + 3.0 * point.escalation)
     with pytest.raises(TailorError, match="points"):
@@ -121,7 +121,7 @@ def test_sweeping_the_mean_combination_reads_the_running_ensemble() -> None:
     assert all(abs(a.escalation - b.escalation) <= 1 / 300 for a, b in zip(last, mean))
     assert mean[-1].accuracy == float((both.argmax(1) == labels).double().mean())  # all escalated: the ensemble
     with pytest.raises(TailorError, match="combine"):
-        simulate(outputs, policy, [1.0, 3.0], combine="max")
+        simulate_cascade(outputs, policy, [1.0, 3.0], combine="max")
 
 
 def test_stage_costs_take_runtime_and_the_deprecated_backend_spelling() -> None:

@@ -134,8 +134,8 @@ def test_frozen_training_teaches_the_heads_and_leaves_the_backbone_alone() -> No
     backbone_after = {k: v for k, v in model.state_dict().items() if "subnet_" not in k}
     assert all(torch.equal(backbone_before[k], backbone_after[k]) for k in backbone_before)
     assert any(not torch.equal(heads_before[k], v) for k, v in exits.heads.state_dict().items())
-    assert set(history[0]["loss"]) == {"stage1", "stage2"}  # the frozen final output is not trained
-    assert history[-1]["loss"]["stage1"] < history[0]["loss"]["stage1"]
+    assert set(history[0].loss) == {"stage1", "stage2"}  # the frozen final output is not trained
+    assert history[-1].loss["stage1"] < history[0].loss["stage1"]
     assert all(model.has_norm_stats(s) for s in subs)  # calibrated before training on a frozen backbone
     for sub in subs:
         assert accuracy(exits, sub, data)["stage1"] > 0.6  # 4 classes: chance is 0.25
@@ -150,7 +150,7 @@ def test_joint_training_moves_the_backbone_and_recalibrates() -> None:
     subs = [model.space.largest(), model.space.smallest()]
     before = model.stages[0].blocks[0].conv1.weight.detach().clone()
     history = train_exits(exits, data, subs, epochs=4, batch_size=64, freeze_backbone=False, lr=0.05)
-    assert set(history[0]["loss"]) == {"stage2", "final"}
+    assert set(history[0].loss) == {"stage2", "final"}
     assert not torch.equal(before, model.stages[0].blocks[0].conv1.weight)
     assert all(exits.has_norm_stats(s) for s in subs)
     assert accuracy(exits.eval(), subs[0], data)["final"] > 0.6

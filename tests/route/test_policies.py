@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import math
 
 import pytest
@@ -10,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tailor.errors import TailorError
-from tailor.route import Confidence, Entropy, LearnedRouter, Margin, StageOutput, fit_router, make_policy
+from tailor.route import Confidence, Entropy, LearnedRouter, Margin, StageOutput, fit_router, make_routing_policy
 
 POLICY_TYPES = (Confidence, Entropy, Margin)
 
@@ -58,10 +59,34 @@ def test_per_transition_thresholds_and_their_errors() -> None:
         Margin(())
     assert policy.with_thresholds(0.7).thresholds == 0.7
     with pytest.raises(TailorError, match="unknown policy"):
-        make_policy("oracle")
+        make_routing_policy("oracle")
     with pytest.raises(TailorError, match="fit_router"):
-        make_policy("learned")
-    assert isinstance(make_policy("entropy", 0.2), Entropy)
+        make_routing_policy("learned")
+    assert isinstance(make_routing_policy("entropy", 0.2), Entropy)
+
+
+@pytest.mark.parametrize(
+    ("module", "old", "new"),
+    [
+        ("tailor.route", "Policy", "RoutingPolicy"),
+        ("tailor.route", "make_policy", "make_routing_policy"),
+        ("tailor.route", "simulate", "simulate_cascade"),
+        ("tailor.route.policies", "Policy", "RoutingPolicy"),
+        ("tailor.route.policies", "make_policy", "make_routing_policy"),
+        ("tailor.route.cascade", "simulate", "simulate_cascade"),
+    ],
+)
+def test_the_names_shared_with_serve_are_deprecated_aliases(module: str, old: str, new: str) -> None:
+    imported = importlib.import_module(module)
+    with pytest.warns(DeprecationWarning, match=f"{module}.{old} is deprecated.*use {new}"):
+        alias = getattr(imported, old)
+    assert alias is getattr(imported, new)
+    assert old not in getattr(imported, "__all__", ()), "star imports do not warn"
+    with pytest.raises(AttributeError, match="no attribute 'make_policy'"):
+        importlib.import_module("tailor.route.cascade").make_policy  # noqa: B018  (never a name there)
+    with pytest.warns(DeprecationWarning):
+        from tailor.route import Policy
+    assert issubclass(Confidence, Policy)
 
 
 def router_problem(n: int, seed: int) -> tuple[StageOutput, torch.Tensor, torch.Tensor]:

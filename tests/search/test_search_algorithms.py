@@ -102,8 +102,13 @@ def test_trial_cap_stops_with_a_warning() -> None:
         ({"objectives": ("macs", "macs")}, "twice"),
         ({"constraints": {"latency": -1}}, "upper bound > 0"),
         ({"constraints": {"accuracy": 2}}, r"lower bound in \[0, 1\]"),
-        ({"predictor": "forest"}, "unknown predictor"),
-        ({"population": 0}, "population"),
+        ({"algorithm": "evolution", "predictor": "forest"}, "unknown predictor 'forest'"),
+        ({"algorithm": "nsga2", "population": 0}, "population must be a positive integer"),
+        ({"algorithm": "evolution", "batch": -1}, "batch must be a positive integer"),
+        ({"predictor": "mlp"}, r"algorithm 'random' takes no option 'predictor' \(its options: none\)"),
+        ({"algorithm": "tpe", "population": 20}, "algorithm 'tpe' takes no option 'population'"),
+        ({"algorithm": "nsga2", "batch": 4}, r"takes no option 'batch' \(its options: population\)"),
+        ({"max_trials": 0}, "max_trials must be a positive integer"),
     ],
 )
 def test_bad_arguments_are_named(kwargs: dict, message: str) -> None:

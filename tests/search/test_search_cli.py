@@ -53,6 +53,7 @@ def test_search_writes_front_plot_and_pair_then_resumes(
         (["--objectives", "accuracy,speed"], "unknown metric 'speed'"),
         (["--budget", "0"], "budget"),
         (["--latency-source", "profile"], "--profile"),
+        (["--predictor", "mlp"], "algorithm 'nsga2' takes no option 'predictor'"),
     ],
 )
 def test_bad_arguments_exit_2(checkpoint: Path, tmp_path: Path, capsys, extra: list[str], message: str) -> None:

@@ -8,16 +8,27 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
+import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from safetensors.torch import load_file
 
 from tailor import CheckpointError, InvalidSubnetError, RecipeError, create_model
 from tailor.data import load_dataset
-from tailor.train import BatchSource, TrainConfig, Trainer, distillation_loss, evaluate, project_conflicting
+from tailor.space import Subnet
+from tailor.train import (
+    BatchSource,
+    EpochRecord,
+    TrainConfig,
+    Trainer,
+    distillation_loss,
+    evaluate,
+    project_conflicting,
+)
 from tailor.train.calibrate import calibrate
 from tailor.train.checkpoint import WEIGHTS_FILE
 from tailor.train.trainer import _lr_at, calibration_inputs
@@ -41,10 +52,73 @@ def test_sandwich_training_learns_every_subnet() -> None:
     trainer = Trainer(model, BlobImages(512, seed=1), config, eval_data=BlobImages(128, seed=2), device="cpu")
     history = trainer.fit()
     assert len(history) == 3
-    accuracy = history[-1]["accuracy"]
+    accuracy = history[-1].accuracy
     assert accuracy[model.space.largest().id] > 0.8
     assert accuracy[model.space.smallest().id] > 0.6
-    assert history[-1]["loss"]["largest"] < history[0]["loss"]["largest"]
+    assert history[-1].loss["largest"] < history[0].loss["largest"]
+
+
+def test_the_history_is_typed_and_its_json_is_the_metrics_log_and_the_train_state(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    model = create_model("small_cnn", num_classes=4, channels=(8, 8, 8))
+    config = TrainConfig(epochs=2, batch_size=32, augment=False, calib_batches=1)
+    log, ck = tmp_path / "log.jsonl", tmp_path / "ck"
+    trainer = Trainer(model, BlobImages(64, seed=1), config, eval_data=BlobImages(32, seed=2), log_path=log,
+                      checkpoint_dir=ck, device="cpu")  # fmt: skip
+    history = trainer.fit()
+    assert all(isinstance(h, EpochRecord) for h in history) and [h.epoch for h in history] == [0, 1]
+    logged = [json.loads(line) for line in log.read_text().splitlines()]
+    epochs = [{k: v for k, v in e.items() if k != "time"} for e in logged if e["event"] == "epoch"]
+    assert [h.to_dict() for h in history] == epochs
+    assert list(epochs[0]) == ["event", "epoch", "loss", "seconds", "accuracy"], "the log's key order is kept"
+    assert json.loads((ck / "train_state.json").read_text())["history"] == epochs
+    resumed = Trainer(model, BlobImages(64, seed=1), config, checkpoint_dir=ck, resume=True, device="cpu")
+    assert resumed.state.history == history, "read back from train_state.json as records"
+    assert EpochRecord.from_dict(epochs[1]) == history[1]
+    with pytest.warns(DeprecationWarning, match=r"EpochRecord\['accuracy'\] is deprecated; read .accuracy"):
+        assert history[1]["accuracy"] == history[1].accuracy
+    no_eval = EpochRecord(3, {"largest": 1.5}, 2.0)
+    assert no_eval.to_dict() == {"event": "epoch", "epoch": 3, "loss": {"largest": 1.5}, "seconds": 2.0}
+
+
+def test_a_given_loss_optimizer_and_augmentation_train_in_the_same_loop(tmp_path: Path) -> None:
+    def run() -> tuple[Trainer, list[EpochRecord], list[tuple[int, float]], dict[str, torch.Tensor]]:
+        torch.manual_seed(0)
+        model = create_model("small_cnn", num_classes=4, channels=(8, 8, 8))
+        calls: list[tuple[int, float]] = []
+
+        def augment(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+            calls.append((len(x), float(torch.rand((), generator=generator))))  # a seeded draw per step
+            return x.flip(3)
+
+        def loss(net: Any, sub: Subnet, x: torch.Tensor, y: torch.Tensor) -> dict[str, tuple[float, torch.Tensor]]:
+            net.train()
+            net.activate(sub)
+            logits = net(x)
+            return {"ce": (0.5, F.cross_entropy(logits, y)), "margin": (0.0, logits.std())}
+
+        fc = [model.fc.weight, model.fc.bias]
+        config = TrainConfig(epochs=2, batch_size=16, lr=0.01, sampler="fixed", seed=5)
+        space = model.space
+        trainer = Trainer(model, BlobImages(64, seed=1), config, subnets=[space.smallest(), space.largest()],
+                          device="cpu", log_path=tmp_path / "log.jsonl", loss=loss,
+                          optimizer=torch.optim.Adam(fc, lr=config.lr), augment=augment)  # fmt: skip
+        before = {k: v.clone() for k, v in model.state_dict().items()}
+        history = trainer.fit()
+        changed = {k: not torch.equal(v, before[k]) for k, v in model.state_dict().items()}
+        return trainer, history, calls, changed
+
+    trainer, history, calls, changed = run()
+    assert [set(h.loss) for h in history] == [{"ce", "margin"}] * 2, "the loss's own names, each averaged"
+    assert history[1].loss["ce"] < history[0].loss["ce"]
+    assert changed["fc.weight"] and changed["fc.bias"], "the given optimizer steps its parameters"
+    assert not any(changed[k] for k in changed if k.endswith("conv.weight")), "and only those"
+    assert len(calls) == 8 and all(n == 16 for n, _ in calls), "the given augmentation sees every batch"
+    assert isinstance(trainer.optimizer, torch.optim.Adam)
+    last = trainer.total_steps - 1
+    assert trainer.optimizer.param_groups[0]["lr"] == _lr_at(trainer.config, last, trainer.total_steps, 4)
+    _, again, calls_again, _ = run()
+    assert calls_again == calls and [h.loss for h in again] == [h.loss for h in history], "seeded like fit()"
 
 
 def test_students_learn_from_the_teacher() -> None:
@@ -377,7 +451,7 @@ def test_elasticized_user_models_train_with_the_sandwich_rule(name: str, tmp_pat
     data = BlobImages(32, seed=1, num_classes=10)
     trainer = Trainer(model, data, config, eval_data=data, checkpoint_dir=tmp_path / "ck", device="cpu")
     history = trainer.fit()
-    assert set(history[0]["accuracy"]) == {model.space.largest().id, model.space.smallest().id}
+    assert set(history[0].accuracy) == {model.space.largest().id, model.space.smallest().id}
     changed = [k for k, v in model.state_dict().items() if k in before and not torch.equal(v, before[k])]
     assert changed, "training must move the user's weights"
     fresh = tailor.elasticize(make_user_model(name), (x,), mode="per_group")

@@ -584,106 +584,179 @@ def build_profile(
     rounds = check_positive_int("rounds", rounds)
     if rounds > repeats:
         raise ProfileError(f"rounds ({rounds}) must not exceed repeats ({repeats}): each round takes >= 1 sample")
-    tolerance = Tolerance() if tolerance is None else tolerance
     shape = input_shape_of(model, input_shape)
     subs = list(subs)
     if not subs:
         raise ProfileError("build_profile: no subnets to measure")
     for sub in subs:
         static_subnet(model, sub)  # every subnet lies in the space before anything is timed
-    if check_inputs is None:
-        inputs, label = example_input(shape, 64, seed=20260).numpy(), check_inputs_label or "64 random normal inputs"
+    inputs, label = _check_inputs(shape, check_inputs, check_inputs_label)
+    bench = _Bench(model, runtimes, dev, threads, precision, shape, check, inputs, label,
+                   Tolerance() if tolerance is None else tolerance)  # fmt: skip
+    if rounds == 1:
+        measured = _measure_one_by_one(bench, subs, batches, warmup, repeats, progress)
     else:
-        inputs = np.ascontiguousarray(
-            check_inputs.detach().cpu().numpy() if isinstance(check_inputs, torch.Tensor) else check_inputs,
-            dtype=np.float32,
-        )
-        if inputs.ndim != len(shape) + 1 or tuple(inputs.shape[1:]) != shape or not len(inputs):
-            raise ProfileError(f"check_inputs: expected shape (N, {', '.join(map(str, shape))}), got {inputs.shape}")
-        label = check_inputs_label or f"{len(inputs)} given inputs"
+        measured = _measure_all_at_once(bench, subs, batches, warmup, repeats, rounds, progress)
+    entries = _entries(bench, subs, measured, accuracy, ids)
+    order = [rt.name for rt in runtimes]
+    arch = getattr(model, "architecture", None)
+    name = model_name or (arch.get("name") if isinstance(arch, Mapping) else None) or type(model).__name__
+    counts = Counter(e.runtime for e in entries)
+    top = max(order, key=lambda r: (counts.get(r, 0), -order.index(r)))
+    infos = {n: measured.infos[n] for n in order}
+    profile = Profile(name, shape, device_name(dev), top, threads, tuple(entries), infos)
+    failed = [i for i in profile.check("p50", warn=False) if i.kind == "outside tolerance"]
+    if failed:
+        warnings.warn("; ".join(i.message for i in failed), ProfileWarning, stacklevel=2)
+    return profile
 
-    def prepare_all(sub: Subnet) -> dict[str, PreparedModel]:
+
+def _check_inputs(
+    shape: tuple[int, ...], check_inputs: np.ndarray | torch.Tensor | None, label: str | None
+) -> tuple[np.ndarray, str]:
+    """The inputs every runtime's outputs are compared on (default: 64 seeded random inputs) and their label."""
+    if check_inputs is None:
+        return example_input(shape, 64, seed=20260).numpy(), label or "64 random normal inputs"
+    inputs = np.ascontiguousarray(
+        check_inputs.detach().cpu().numpy() if isinstance(check_inputs, torch.Tensor) else check_inputs,
+        dtype=np.float32,
+    )
+    if inputs.ndim != len(shape) + 1 or tuple(inputs.shape[1:]) != shape or not len(inputs):
+        raise ProfileError(f"check_inputs: expected shape (N, {', '.join(map(str, shape))}), got {inputs.shape}")
+    return inputs, label or f"{len(inputs)} given inputs"
+
+
+@dataclass(frozen=True)
+class _Bench:
+    """What measuring a profile needs: the model, the runtimes and how they run, the inputs outputs are checked on."""
+
+    model: ElasticModel
+    runtimes: list[Runtime]
+    device: torch.device
+    threads: int | None
+    precision: str | None
+    shape: tuple[int, ...]
+    check: bool
+    inputs: np.ndarray
+    label: str
+    tolerance: Tolerance
+
+    def prepare_all(self, sub: Subnet) -> dict[str, PreparedModel]:
+        """`sub` prepared on every runtime (all released again if one fails)."""
         prepared: dict[str, PreparedModel] = {}
         try:
-            for rt in runtimes:
-                prepared[rt.name] = rt.prepare(
-                    model, sub, device=dev, threads=threads, precision=precision, input_shape=shape
-                )
+            for rt in self.runtimes:
+                prepared[rt.name] = rt.prepare(self.model, sub, device=self.device, threads=self.threads,
+                                               precision=self.precision, input_shape=self.shape)  # fmt: skip
         except BaseException:
             release_all(prepared.values())
             raise
         return prepared
 
-    def checks_of(sub: Subnet, prepared: Mapping[str, PreparedModel]) -> dict[str, OutputCheck]:
-        if not check:
+    def checks_of(self, sub: Subnet, prepared: Mapping[str, PreparedModel]) -> dict[str, OutputCheck]:
+        """Each runtime's outputs on the check inputs against PyTorch fp32 ({} without `check`)."""
+        if not self.check:
             return {}
         with torch.inference_mode():
-            reference = static_subnet(model, sub)(torch.from_numpy(inputs)).numpy()
-        return {name: compare_outputs(run_batched(p, inputs), reference, tolerance, label) for name, p in prepared.items()}
+            reference = static_subnet(self.model, sub)(torch.from_numpy(self.inputs)).numpy()
+        return {name: compare_outputs(run_batched(p, self.inputs), reference, self.tolerance, self.label)
+                for name, p in prepared.items()}  # fmt: skip
 
-    measured: dict[Subnet, dict[str, dict[int, LatencyStats]]] = {}
-    checks: dict[Subnet, dict[str, OutputCheck]] = {}
-    infos: dict[str, RuntimeInfo] = {}
-    if rounds == 1:
-        side = min(SIDE_BY_SIDE_ROUNDS, repeats) if len(runtimes) > 1 else 1
-        for index, sub in enumerate(subs):
-            prepared = prepare_all(sub)
-            try:
-                timings = interleaved_timings(prepared, batches, warmup, repeats, side)
-                checks[sub] = checks_of(sub, prepared)
-            finally:
-                release_all(prepared.values())
-            measured[sub] = {n: {b: LatencyStats.from_samples(t.wall_ms) for b, t in per.items()}
-                             for n, per in timings.items()}  # fmt: skip
-            for name, p in prepared.items():
-                infos.setdefault(name, p.info)
-            if progress is not None:
-                progress(index + 1, len(subs))
-    else:
-        everything: dict[tuple[Subnet, str], PreparedModel] = {}
+
+@dataclass
+class _Measured:
+    """Latency per subnet, runtime and batch size; output checks per subnet and runtime; what each runtime ran."""
+
+    latency: dict[Subnet, dict[str, dict[int, LatencyStats]]] = field(default_factory=dict)
+    checks: dict[Subnet, dict[str, OutputCheck]] = field(default_factory=dict)
+    infos: dict[str, RuntimeInfo] = field(default_factory=dict)
+
+
+def _measure_one_by_one(
+    bench: _Bench,
+    subs: Sequence[Subnet],
+    batches: Sequence[int],
+    warmup: int,
+    repeats: int,
+    progress: Callable[[int, int], None] | None,
+) -> _Measured:
+    """One subnet after the other, its runtimes side by side; one subnet's prepared runtimes held at a time."""
+    measured = _Measured()
+    side = min(SIDE_BY_SIDE_ROUNDS, repeats) if len(bench.runtimes) > 1 else 1
+    for index, sub in enumerate(subs):
+        prepared = bench.prepare_all(sub)
         try:
-            for sub in subs:
-                for name, p in prepare_all(sub).items():
-                    everything[(sub, name)] = p
-            timings_all = interleaved_timings(everything, batches, warmup, repeats, rounds, progress)
-            for sub in subs:
-                checks[sub] = checks_of(sub, {n: everything[(sub, n)] for n in (r.name for r in runtimes)})
+            timings = interleaved_timings(prepared, batches, warmup, repeats, side)
+            measured.checks[sub] = bench.checks_of(sub, prepared)
         finally:
-            release_all(everything.values())
-        for (sub, name), per in timings_all.items():
-            measured.setdefault(sub, {})[name] = {b: LatencyStats.from_samples(t.wall_ms) for b, t in per.items()}
-            infos.setdefault(name, everything[(sub, name)].info)
+            release_all(prepared.values())
+        measured.latency[sub] = {n: {b: LatencyStats.from_samples(t.wall_ms) for b, t in per.items()}
+                                 for n, per in timings.items()}  # fmt: skip
+        for name, p in prepared.items():
+            measured.infos.setdefault(name, p.info)
+        if progress is not None:
+            progress(index + 1, len(subs))
+    return measured
 
-    order = [rt.name for rt in runtimes]
+
+def _measure_all_at_once(
+    bench: _Bench,
+    subs: Sequence[Subnet],
+    batches: Sequence[int],
+    warmup: int,
+    repeats: int,
+    rounds: int,
+    progress: Callable[[int, int], None] | None,
+) -> _Measured:
+    """Every subnet on every runtime prepared at once, alternating in `rounds` (`measure_interleaved`)."""
+    measured = _Measured()
+    everything: dict[tuple[Subnet, str], PreparedModel] = {}
+    try:
+        for sub in subs:
+            for name, p in bench.prepare_all(sub).items():
+                everything[(sub, name)] = p
+        timings_all = interleaved_timings(everything, batches, warmup, repeats, rounds, progress)
+        for sub in subs:
+            measured.checks[sub] = bench.checks_of(sub, {rt.name: everything[(sub, rt.name)] for rt in bench.runtimes})
+    finally:
+        release_all(everything.values())
+    for (sub, name), per in timings_all.items():
+        measured.latency.setdefault(sub, {})[name] = {b: LatencyStats.from_samples(t.wall_ms) for b, t in per.items()}
+        measured.infos.setdefault(name, everything[(sub, name)].info)
+    return measured
+
+
+def _entries(
+    bench: _Bench,
+    subs: Sequence[Subnet],
+    measured: _Measured,
+    accuracy: Mapping[Subnet, float] | Callable[[Subnet], float] | None,
+    ids: Mapping[Subnet, str] | None,
+) -> list[SubnetProfile]:
+    """One `SubnetProfile` per subnet, served on the fastest runtime within tolerance (`choose_runtime`)."""
     entries = []
     for sub in subs:
         acc = None
         if accuracy is not None:
             acc = accuracy(sub) if callable(accuracy) else accuracy.get(sub)
         ident = (ids or {}).get(sub, sub.id)
-        tables = {name: measured[sub][name] for name in order}
-        chosen = choose_runtime(tables, checks[sub])
+        tables = {rt.name: measured.latency[sub][rt.name] for rt in bench.runtimes}
+        chosen = choose_runtime(tables, measured.checks[sub])
         if chosen is None:
-            raise ProfileError(f"subnet {ident!r}: no runtime is within tolerance ({_checks_line(checks[sub])})")
+            raise ProfileError(
+                f"subnet {ident!r}: no runtime is within tolerance ({_checks_line(measured.checks[sub])})"
+            )
         entries.append(
             SubnetProfile(
                 id=ident,
-                macs=macs(model, sub, shape),
-                params=params(model, sub),
+                macs=macs(bench.model, sub, bench.shape),
+                params=params(bench.model, sub),
                 latency_ms=tables[chosen],
                 subnet=sub,
                 accuracy=None if acc is None else float(acc),
                 runtime=chosen,
                 alternatives={n: t for n, t in tables.items() if n != chosen},
-                checks=checks[sub],
+                checks=measured.checks[sub],
             )
         )
-    arch = getattr(model, "architecture", None)
-    name = model_name or (arch.get("name") if isinstance(arch, Mapping) else None) or type(model).__name__
-    counts = Counter(e.runtime for e in entries)
-    top = max(order, key=lambda r: (counts.get(r, 0), -order.index(r)))
-    profile = Profile(name, shape, device_name(dev), top, threads, tuple(entries), {n: infos[n] for n in order})
-    failed = [i for i in profile.check("p50", warn=False) if i.kind == "outside tolerance"]
-    if failed:
-        warnings.warn("; ".join(i.message for i in failed), ProfileWarning, stacklevel=2)
-    return profile
+    return entries

@@ -9,7 +9,7 @@ from tailor.route.calibration import (
     per_class_escalation,
     reliability,
 )
-from tailor.route.cascade import Cascade, CascadeResult, Stage, dataset_labels, ensemble_outputs, simulate
+from tailor.route.cascade import Cascade, CascadeResult, Stage, dataset_labels, ensemble_outputs, simulate_cascade
 from tailor.route.evaluate import (
     SweepPoint,
     accuracy_at_cost,
@@ -28,12 +28,13 @@ from tailor.route.policies import (
     Entropy,
     LearnedRouter,
     Margin,
-    Policy,
     RouterMLP,
+    RoutingPolicy,
     StageOutput,
     fit_router,
-    make_policy,
+    make_routing_policy,
 )
+from tailor.route.renamed import module_getattr
 
 __all__ = [
     "FINAL",
@@ -46,9 +47,9 @@ __all__ = [
     "ExitHead",
     "LearnedRouter",
     "Margin",
-    "Policy",
     "ReliabilityBin",
     "RouterMLP",
+    "RoutingPolicy",
     "Stage",
     "StageOutput",
     "SweepPoint",
@@ -62,17 +63,19 @@ __all__ = [
     "fit_router",
     "fit_temperature",
     "load_exits",
-    "make_policy",
+    "make_routing_policy",
     "multi_threshold_grid",
     "nll",
     "pareto_front",
     "per_class_escalation",
     "reliability",
     "save_exits",
-    "simulate",
+    "simulate_cascade",
     "stage_costs",
     "sweep",
     "threshold_grid",
     "train_exits",
     "upper_hull",
 ]
+
+__getattr__ = module_getattr(__name__)  # Policy, make_policy, simulate: the earlier names (deprecated)

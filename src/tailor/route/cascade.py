@@ -10,7 +10,7 @@ activations differ from a narrower one's everywhere.
 Every input is charged the summed cost of the stages it ran (`costs`: per-input cost of each stage as
 run in this cascade, e.g. milliseconds per image measured by `stage_costs`). The outputs of a stage for
 an input do not depend on which other inputs share its batch (eval mode, SubnetNorm statistics), so
-`simulate` reproduces `run` from each stage's outputs on the whole data set, which is how thresholds
+`simulate_cascade` reproduces `run` from each stage's outputs on the whole data set, which is how thresholds
 are swept without re-running the network.
 
 `combine="mean"` makes an escalated input's answer the average of the (temperature-scaled) softmax
@@ -34,7 +34,8 @@ from tailor.checks import non_negative_float, one_of, positive_float, positive_i
 from tailor.errors import SubnetNormFallbackWarning, TailorError
 from tailor.ops import ElasticModel
 from tailor.route.exits import FINAL, EarlyExitModel
-from tailor.route.policies import Policy, StageOutput
+from tailor.route.policies import RoutingPolicy, StageOutput
+from tailor.route.renamed import module_getattr
 from tailor.space import Subnet
 from tailor.train import BatchSource
 
@@ -186,7 +187,7 @@ class Cascade:
         self,
         model: ElasticModel,
         stages: Sequence[Stage | Subnet | tuple[Subnet, str]],
-        policy: Policy,
+        policy: RoutingPolicy,
         *,
         costs: Sequence[float] | None = None,
         temperatures: Sequence[float] | None = None,
@@ -194,8 +195,8 @@ class Cascade:
     ) -> None:
         if not isinstance(model, ElasticModel):
             raise TailorError(f"Cascade needs a tailor ElasticModel, got {type(model).__name__}")
-        if not isinstance(policy, Policy):
-            raise TailorError(f"Cascade: policy must be a tailor.route Policy, got {type(policy).__name__}")
+        if not isinstance(policy, RoutingPolicy):
+            raise TailorError(f"Cascade: policy must be a tailor.route RoutingPolicy, got {type(policy).__name__}")
         self.stages = [as_stage(s) for s in stages]
         if len(self.stages) < 2:
             raise TailorError(f"a cascade needs at least 2 stages, got {len(self.stages)}")
@@ -219,7 +220,7 @@ class Cascade:
         self.combine = _check_combine(combine, "Cascade")
         self.resumes = resume_flags(model, self.stages)
 
-    def with_policy(self, policy: Policy) -> Cascade:
+    def with_policy(self, policy: RoutingPolicy) -> Cascade:
         """The same stages, costs, temperatures and combination under another policy (or thresholds)."""
         return Cascade(
             self.model, self.stages, policy, costs=self.costs, temperatures=self.temperatures, combine=self.combine
@@ -338,7 +339,7 @@ class Cascade:
 
     def simulate(self, outputs: Sequence[StageOutput]) -> CascadeResult:
         """What `run` would return, computed from `stage_outputs` of the same inputs."""
-        return simulate(outputs, self.policy, self.costs, self.temperatures, combine=self.combine)
+        return simulate_cascade(outputs, self.policy, self.costs, self.temperatures, combine=self.combine)
 
 
 def resume_flags(model: ElasticModel, stages: Sequence[Stage]) -> tuple[bool, ...]:
@@ -385,25 +386,25 @@ def _whole_network(model: ElasticModel, x: torch.Tensor, features: bool) -> Stag
     return StageOutput(logits, logits)
 
 
-def simulate(
+def simulate_cascade(
     outputs: Sequence[StageOutput],
-    policy: Policy,
+    policy: RoutingPolicy,
     costs: Sequence[float],
     temperatures: Sequence[float] | None = None,
     combine: str = "last",
 ) -> CascadeResult:
     """Cascade decisions from precomputed stage outputs (each stage on every input), exactly as `run` makes them."""
-    if _check_combine(combine, "simulate") == "mean":
-        return simulate(ensemble_outputs(outputs, temperatures), policy, costs)
+    if _check_combine(combine, "simulate_cascade") == "mean":
+        return simulate_cascade(ensemble_outputs(outputs, temperatures), policy, costs)
     stages = len(outputs)
     if stages < 2:
-        raise TailorError(f"simulate: a cascade needs at least 2 stages, got {stages}")
+        raise TailorError(f"simulate_cascade: a cascade needs at least 2 stages, got {stages}")
     n = len(outputs[0])
     if any(len(o) != n for o in outputs):
-        raise TailorError(f"simulate: stages have different numbers of outputs {[len(o) for o in outputs]}")
+        raise TailorError(f"simulate_cascade: stages have different numbers of outputs {[len(o) for o in outputs]}")
     policy.check_transitions(stages - 1)
-    costs = _check_costs(costs, stages, "simulate")
-    temps = _check_temperatures(temperatures, stages, "simulate")
+    costs = _check_costs(costs, stages, "simulate_cascade")
+    temps = _check_temperatures(temperatures, stages, "simulate_cascade")
     answered = torch.full((n,), stages - 1, dtype=torch.long)
     open_rows = torch.ones(n, dtype=torch.bool)
     for k in range(stages - 1):
@@ -439,3 +440,6 @@ def dataset_labels(data: Any) -> torch.Tensor:
     if isinstance(labels, torch.Tensor):
         return labels.long()
     return torch.as_tensor([int(data[i][1]) for i in range(len(data))], dtype=torch.long)
+
+
+__getattr__ = module_getattr(__name__)  # Policy, make_policy, simulate: the earlier names (deprecated)

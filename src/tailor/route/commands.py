@@ -35,7 +35,15 @@ from tailor.route.evaluate import (
     threshold_grid,
 )
 from tailor.route.exits import FINAL, add_early_exits, load_exits, save_exits, train_exits
-from tailor.route.policies import POLICIES, Confidence, LearnedRouter, Policy, StageOutput, fit_router, make_policy
+from tailor.route.policies import (
+    POLICIES,
+    Confidence,
+    LearnedRouter,
+    RoutingPolicy,
+    StageOutput,
+    fit_router,
+    make_routing_policy,
+)
 from tailor.space import SUBNET_NOTATION, SearchSpace, parse_subnets
 from tailor.train import BatchSource, Checkpoint, calibrate, load_checkpoint
 from tailor.train.fit import checkpoint_data
@@ -143,9 +151,11 @@ def _exits_model(
     return exits
 
 
-def _policy(name: str, outputs: list[StageOutput], labels: torch.Tensor, costs: list[float], seed: int) -> Policy:
+def _policy(
+    name: str, outputs: list[StageOutput], labels: torch.Tensor, costs: list[float], seed: int
+) -> RoutingPolicy:
     if name != "learned":
-        return make_policy(name, 0.5)
+        return make_routing_policy(name, 0.5)
     correct = [o.logits.argmax(1) == labels for o in outputs]
     total = sum(costs)
     routers = []

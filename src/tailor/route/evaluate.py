@@ -28,9 +28,9 @@ from tailor.cost import latency, macs
 from tailor.cost.runtimes.base import runtime_argument
 from tailor.errors import SubnetNormFallbackWarning, TailorError
 from tailor.ops import ElasticModel
-from tailor.route.cascade import Stage, as_stage, ensemble_outputs, resume_flags, simulate
+from tailor.route.cascade import Stage, as_stage, ensemble_outputs, resume_flags, simulate_cascade
 from tailor.route.exits import FINAL, EarlyExitModel
-from tailor.route.policies import Policy, StageOutput
+from tailor.route.policies import RoutingPolicy, StageOutput
 
 METRICS = ("latency", "macs")
 T = TypeVar("T")
@@ -130,7 +130,7 @@ class SweepPoint:
 def sweep(
     outputs: Sequence[StageOutput],
     labels: torch.Tensor,
-    policy: Policy,
+    policy: RoutingPolicy,
     costs: Sequence[float],
     thresholds: Iterable[float | Sequence[float]],
     temperatures: Sequence[float] | None = None,
@@ -143,7 +143,7 @@ def sweep(
     points = []
     for value in thresholds:
         policy_t = policy.with_thresholds(value if isinstance(value, (int, float)) else tuple(value))
-        result = simulate(outputs, policy_t, costs, temperatures, combine=combine)
+        result = simulate_cascade(outputs, policy_t, costs, temperatures, combine=combine)
         transitions = len(outputs) - 1
         ts = (float(value),) * transitions if isinstance(value, (int, float)) else tuple(float(v) for v in value)
         points.append(SweepPoint(ts, result.accuracy(labels), result.mean_cost, tuple(result.reached())))

@@ -16,8 +16,8 @@ the heads at once, `forward` returns the final logits, `forward_exits` the logit
 is what `tailor.cost.latency` and `tailor.cost.macs` measure.
 
 `train_exits` trains the heads on a frozen, calibrated backbone, or heads and backbone jointly
-(sum of the exits' cross-entropies, then SubnetNorm recalibration), over a list of subnets: an
-exit x width grid. `save_exits` / `load_exits` store the heads in safetensors plus JSON.
+(sum of the exits' cross-entropies, `ExitLoss`, then SubnetNorm recalibration), over a list of subnets:
+an exit x width grid, with `tailor.train.Trainer`'s loop. `save_exits` / `load_exits` store the heads in safetensors plus JSON.
 """
 
 from __future__ import annotations
@@ -25,10 +25,8 @@ from __future__ import annotations
 import json
 import math
 import os
-import random
-import time
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -43,9 +41,8 @@ from tailor.errors import CheckpointError, SubnetNormFallbackWarning, TailorErro
 from tailor.jsonio import default_file_mode
 from tailor.ops import ElasticBatchNorm2d, ElasticConv2d, ElasticLinear, ElasticModel, ElasticStage
 from tailor.ops.base import ElasticOp
-from tailor.progress import Progress
 from tailor.space import Subnet
-from tailor.train import BatchSource, calibrate
+from tailor.train import EpochRecord, TrainConfig, Trainer
 from tailor.validation import validate
 
 FINAL = "final"
@@ -413,7 +410,7 @@ def train_exits(
     calib_batches: int = 8,
     device: torch.device | str | None = None,
     progress: bool = False,
-) -> list[dict[str, Any]]:
+) -> list[EpochRecord]:
     """Train the exit heads for every subnet in `subnets` (an exit x width grid); returns per-epoch losses.
 
     Each step runs every subnet on the same batch and sums the exits' cross-entropies (weighted by
@@ -421,7 +418,9 @@ def train_exits(
     SubnetNorm statistics (missing ones are calibrated first on `calib_batches` training batches) and
     only the heads learn (Adam, default lr 1e-3). `False`: backbone and heads learn together (SGD with
     Nesterov momentum, default lr 0.01, the final output included in the loss), after which the
-    subnets' SubnetNorm statistics are recalibrated. Cosine learning-rate decay; seeded data order.
+    subnets' SubnetNorm statistics are recalibrated. The loop is `tailor.train.Trainer`'s (cosine
+    learning-rate decay, data order and augmentation seeded by `seed`, progress); each `EpochRecord`'s
+    `loss` holds the mean cross-entropy of every trained exit.
     """
     if not isinstance(model, EarlyExitModel):
         raise TailorError(f"train_exits needs an EarlyExitModel (from add_early_exits), got {type(model).__name__}")
@@ -429,101 +428,83 @@ def train_exits(
     for name, value in (("epochs", epochs), ("batch_size", batch_size), ("calib_batches", calib_batches)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise TailorError(f"train_exits: {name} must be a positive integer, got {value!r}")
-    weights = {name: 1.0 for name in model.exits}
-    for name, value in (exit_weights or {}).items():
-        model.exit_index(name)
-        if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
-            raise TailorError(f"train_exits: exit weight of {name!r} must be a finite number >= 0, got {value!r}")
-        weights[name] = float(value)
-    device = torch.device(device) if device is not None else model._device()
-    model.to(device)
-    source = BatchSource(data, min(batch_size, len(data)), seed)
-    calib_source = BatchSource(data, min(batch_size, len(data)), seed)
+    loss = ExitLoss(model, exit_weights, frozen=freeze_backbone)
+    lr = (1e-3 if freeze_backbone else 0.01) if lr is None else lr
+    config = TrainConfig(epochs=epochs, batch_size=min(batch_size, len(data)), lr=lr, sampler="fixed",
+                         augment=augment is not None, calib_batches=calib_batches, seed=seed)  # fmt: skip
+    trainer = Trainer(model, data, config, subnets=subs, device=device or model._device(), progress=progress,
+                      loss=loss, optimizer=_exit_optimizer(model, lr, freeze_backbone), augment=augment)  # fmt: skip
     if freeze_backbone:
         missing = [sub for sub in subs if not model.has_norm_stats(sub)]
         if missing:
-            calibrate(model, missing, calib_source.batches(None), batches=calib_batches, device=device)
-    head_params = list(model.heads.parameters())
-    backbone_params = [p for name, p in model.named_parameters() if not name.startswith("heads.")]
-    if freeze_backbone:
-        optimizer: torch.optim.Optimizer = torch.optim.Adam(head_params, lr=1e-3 if lr is None else lr)
-    else:
-        optimizer = torch.optim.SGD(
-            head_params + backbone_params, lr=0.01 if lr is None else lr, momentum=0.9, nesterov=True, weight_decay=5e-4
-        )
-    base_lrs = [group["lr"] for group in optimizer.param_groups]
-    requires = [p.requires_grad for p in backbone_params]
+            trainer.calibrate(missing)
+    backbone = [p for name, p in model.named_parameters() if not name.startswith("heads.")]
+    requires = [p.requires_grad for p in backbone]
     was_training, previous = model.training, model.active_subnet
-    total = epochs * len(source)
-    bar = Progress("exit heads", total, progress, unit="step")
-    history = []
-    step = 0
     try:
         if freeze_backbone:
-            for p in backbone_params:
+            for p in backbone:
                 p.requires_grad_(False)
-        for epoch in range(epochs):
-            start = time.perf_counter()
-            sums: dict[str, float] = {}
-            count = 0
-            for x, y in source.batches(epoch):
-                x, y = x.to(device), y.to(device)
-                generator = torch.Generator(device=x.device).manual_seed(hash((seed, epoch, step)) & 0x7FFFFFFF)
-                if augment is not None:
-                    x = augment(x, generator)
-                scale = 0.5 * (1.0 + math.cos(math.pi * step / max(1, total)))
-                for group, base in zip(optimizer.param_groups, base_lrs):
-                    group["lr"] = base * scale
-                optimizer.zero_grad(set_to_none=True)
-                order = subs[:]
-                random.Random(hash((seed, epoch, step))).shuffle(order)
-                for sub in order:
-                    losses = _exit_losses(model, sub, x, y, freeze_backbone, weights)
-                    sum(w * loss for w, loss in losses.values()).backward()  # type: ignore[union-attr]
-                    for name, (_, loss) in losses.items():
-                        sums[name] = sums.get(name, 0.0) + float(loss.detach()) / len(subs)
-                optimizer.step()
-                step += 1
-                count += 1
-                bar(step, info=f"epoch {epoch + 1}/{epochs}")
-            record = {"epoch": epoch, "loss": {k: v / max(1, count) for k, v in sums.items()}}
-            record["seconds"] = time.perf_counter() - start
-            history.append(record)
+        history = trainer.fit()
     finally:
-        bar.close()
-        for p, flag in zip(backbone_params, requires):
+        for p, flag in zip(backbone, requires):
             p.requires_grad_(flag)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", SubnetNormFallbackWarning)
             model.train(was_training)
             model.activate(previous)
     if not freeze_backbone:
-        calibrate(model, subs, calib_source.batches(None), batches=calib_batches, device=device)
+        trainer.calibrate(subs)
     return history
 
 
-def _exit_losses(
-    model: EarlyExitModel, sub: Subnet, x: torch.Tensor, y: torch.Tensor, frozen: bool, weights: dict[str, float]
-) -> dict[str, tuple[float, torch.Tensor]]:
-    """{exit: (weight, cross-entropy)} of one subnet on one batch (frozen: backbone in eval mode, no graph)."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", SubnetNormFallbackWarning)
-        model.train(not frozen)
-        model.heads.train()
-        model.activate(sub)
-    losses = {}
-    h = x
-    for name in model.exits:
-        if name == FINAL and frozen:
-            break
-        with torch.set_grad_enabled(not frozen):
-            h = model.segments[name](h)
-        logits = h if name == FINAL else model.heads[name](h)
-        if weights[name] > 0:
-            losses[name] = (weights[name], F.cross_entropy(logits, y))
-    if not losses:
-        raise TailorError("train_exits: every trainable exit has weight 0")
-    return losses
+def _exit_optimizer(model: EarlyExitModel, lr: float, frozen: bool) -> torch.optim.Optimizer:
+    """Adam on the heads (frozen backbone), or SGD with Nesterov momentum on heads and backbone (joint)."""
+    heads = list(model.heads.parameters())
+    if frozen:
+        return torch.optim.Adam(heads, lr=lr)
+    backbone = [p for name, p in model.named_parameters() if not name.startswith("heads.")]
+    return torch.optim.SGD(heads + backbone, lr=lr, momentum=0.9, nesterov=True, weight_decay=5e-4)
+
+
+class ExitLoss:
+    """The loss `train_exits` trains with: `{exit: (weight, cross-entropy)}` of one subnet on one batch.
+
+    Frozen: the backbone runs in eval mode without a graph and the final output is not trained; the heads
+    train. Joint: everything runs in train mode, the final output included. Exits of weight 0 are left out.
+    """
+
+    def __init__(self, model: EarlyExitModel, exit_weights: Mapping[str, float] | None, frozen: bool) -> None:
+        self.weights = {name: 1.0 for name in model.exits}
+        for name, value in (exit_weights or {}).items():
+            model.exit_index(name)
+            if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
+                raise TailorError(f"train_exits: exit weight of {name!r} must be a finite number >= 0, got {value!r}")
+            self.weights[name] = float(value)
+        self.frozen = frozen
+
+    def __call__(
+        self, model: ElasticModel, sub: Subnet, x: torch.Tensor, y: torch.Tensor
+    ) -> dict[str, tuple[float, torch.Tensor]]:
+        assert isinstance(model, EarlyExitModel)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", SubnetNormFallbackWarning)
+            model.train(not self.frozen)
+            model.heads.train()
+            model.activate(sub)
+        losses = {}
+        h = x
+        for name in model.exits:
+            if name == FINAL and self.frozen:
+                break
+            with torch.set_grad_enabled(not self.frozen):
+                h = model.segments[name](h)
+            logits = h if name == FINAL else model.heads[name](h)
+            if self.weights[name] > 0:
+                losses[name] = (self.weights[name], F.cross_entropy(logits, y))
+        if not losses:
+            raise TailorError("train_exits: every trainable exit has weight 0")
+        return losses
 
 
 class ExitsSchema(BaseModel):

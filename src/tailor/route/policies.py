@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from tailor.errors import TailorError
+from tailor.route.renamed import module_getattr
 
 
 @dataclass
@@ -89,8 +90,8 @@ def _check_thresholds(value: float | Sequence[float], name: str) -> float | tupl
 
 
 @dataclass(frozen=True)
-class Policy:
-    """Base class: `score(out, stage)` in [0, 1]; inputs scoring below `threshold(stage)` are escalated."""
+class RoutingPolicy:
+    """How a cascade routes (base class): `score(out, stage)` in [0, 1]; inputs scoring below `threshold(stage)` are escalated."""
 
     thresholds: float | tuple[float, ...] = 0.5
     name: str = field(default="policy", init=False)
@@ -123,13 +124,13 @@ class Policy:
                 "transitions; give one per transition or a single number"
             )
 
-    def with_thresholds(self, thresholds: float | Sequence[float]) -> Policy:
+    def with_thresholds(self, thresholds: float | Sequence[float]) -> RoutingPolicy:
         """A copy of this policy with other thresholds (for sweeps)."""
         return dataclasses.replace(self, thresholds=thresholds)
 
 
 @dataclass(frozen=True)
-class Confidence(Policy):
+class Confidence(RoutingPolicy):
     """Stop where the max softmax probability reaches the threshold."""
 
     name: str = field(default="confidence", init=False)
@@ -139,7 +140,7 @@ class Confidence(Policy):
 
 
 @dataclass(frozen=True)
-class Entropy(Policy):
+class Entropy(RoutingPolicy):
     """Stop where 1 - entropy / log(classes) reaches the threshold."""
 
     name: str = field(default="entropy", init=False)
@@ -149,7 +150,7 @@ class Entropy(Policy):
 
 
 @dataclass(frozen=True)
-class Margin(Policy):
+class Margin(RoutingPolicy):
     """Stop where top-1 minus top-2 probability reaches the threshold."""
 
     name: str = field(default="margin", init=False)
@@ -192,7 +193,7 @@ class RouterMLP(nn.Module):
 
 
 @dataclass(frozen=True)
-class LearnedRouter(Policy):
+class LearnedRouter(RoutingPolicy):
     """One `RouterMLP` per transition; score = 1 - P(escalate)."""
 
     routers: tuple[RouterMLP, ...] = ()
@@ -229,9 +230,9 @@ class LearnedRouter(Policy):
 POLICIES = ("confidence", "entropy", "margin", "learned")
 
 
-def make_policy(name: str, thresholds: float | Sequence[float] = 0.5) -> Policy:
+def make_routing_policy(name: str, thresholds: float | Sequence[float] = 0.5) -> RoutingPolicy:
     """A threshold policy by name (`confidence`, `entropy`, `margin`); learned routers come from `fit_router`."""
-    table: dict[str, type[Policy]] = {"confidence": Confidence, "entropy": Entropy, "margin": Margin}
+    table: dict[str, type[RoutingPolicy]] = {"confidence": Confidence, "entropy": Entropy, "margin": Margin}
     if name == "learned":
         raise TailorError("the learned policy needs trained routers: use tailor.route.fit_router")
     if name not in table:
@@ -299,3 +300,6 @@ def fit_router(
         optimizer.step()
     router.eval()
     return router
+
+
+__getattr__ = module_getattr(__name__)  # Policy, make_policy, simulate: the earlier names (deprecated)

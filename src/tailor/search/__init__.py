@@ -10,7 +10,13 @@ import sys
 import types
 from typing import Any
 
-from tailor.search.algorithms import ALGORITHMS, search
+from tailor.search.algorithms import (
+    ALGORITHMS,
+    SamplerAlgorithm,
+    SearchAlgorithm,
+    algorithm_names,
+    register_algorithm,
+)
 from tailor.search.costs import CostSource, MeasuredCost, PredictedCost, ProfileCost, estimate_memory
 from tailor.search.encoding import SpaceEncoding
 from tailor.search.evaluator import BaseEvaluator, Evaluator
@@ -18,6 +24,7 @@ from tailor.search.metrics import COST_METRICS, METRICS, SearchError
 from tailor.search.pair import PairChoice, cascade_table, pair_search
 from tailor.search.pareto import Candidate, ParetoFront, front_hypervolume, hypervolume_2d, pareto_mask
 from tailor.search.predictor import SurrogateModel
+from tailor.search.runner import SearchRun, search
 from tailor.search.study import open_storage
 
 __all__ = [
@@ -33,9 +40,13 @@ __all__ = [
     "ParetoFront",
     "PredictedCost",
     "ProfileCost",
+    "SamplerAlgorithm",
+    "SearchAlgorithm",
     "SearchError",
+    "SearchRun",
     "SpaceEncoding",
     "SurrogateModel",
+    "algorithm_names",
     "cascade_table",
     "estimate_memory",
     "front_hypervolume",
@@ -43,6 +54,7 @@ __all__ = [
     "open_storage",
     "pair_search",
     "pareto_mask",
+    "register_algorithm",
     "search",
 ]
 

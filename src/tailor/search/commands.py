@@ -45,7 +45,7 @@ def add_commands(commands: Any) -> None:
     cli_args.add_seed(cmd)
     cmd.add_argument("--storage", help="SQLite path or database URL (default: <out>.db)")
     cmd.add_argument("--study-name", help="default: derived from the checkpoint, data, costs and settings")
-    cmd.add_argument("--predictor", choices=("ridge", "mlp"), default="ridge", help="evolution's accuracy predictor")
+    cmd.add_argument("--predictor", choices=("ridge", "mlp"), help="evolution's accuracy predictor (default: ridge)")
     cmd.add_argument("--latency-source", choices=LATENCY_SOURCES, default="measure",
                      help="latency measured per subnet, a fitted LatencyPredictor, or --profile")  # fmt: skip
     cli_args.add_profile(cmd, help="profile JSON (tailor profile) for --latency-source profile")

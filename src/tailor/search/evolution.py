@@ -71,7 +71,8 @@ def _unique_rows(rows: np.ndarray) -> np.ndarray:
     return rows[np.sort(first)]
 
 
-def _select(F: np.ndarray, v: np.ndarray, count: int) -> np.ndarray:
+def select_best(F: np.ndarray, v: np.ndarray, count: int) -> np.ndarray:
+    """Indices of the `count` best rows: by constrained non-domination rank, then crowding distance."""
     ranks = nondominated_ranks(F, v)
     crowd = crowding_distance(F, ranks)
     order = np.lexsort((-crowd, ranks))
@@ -94,7 +95,7 @@ def evolve(
     if len(pop) < population:
         pop = _unique_rows(np.concatenate([pop, encoding.random(rng, population - len(pop))]))
     F, v = score(pop)
-    keep = _select(F, v, population)
+    keep = select_best(F, v, population)
     pop, F, v = pop[keep], F[keep], v[keep]
     for _ in range(generations):
         ranks = nondominated_ranks(F, v)
@@ -115,6 +116,6 @@ def evolve(
         children = np.where(mutate, np.where(local, stepped, redrawn), children)
         merged = _unique_rows(np.concatenate([pop, children]))
         Fm, vm = score(merged)
-        keep = _select(Fm, vm, population)
+        keep = select_best(Fm, vm, population)
         pop, F, v = merged[keep], Fm[keep], vm[keep]
     return pop, F, v

@@ -11,6 +11,7 @@ from tailor.train.samplers import (
     UniformSampler,
     make_sampler,
 )
+from tailor.train.state import EpochRecord
 from tailor.train.trainer import (
     BatchSource,
     TrainConfig,
@@ -24,6 +25,7 @@ from tailor.train.trainer import (
 __all__ = [
     "BatchSource",
     "Checkpoint",
+    "EpochRecord",
     "FixedSampler",
     "RandomMinMaxSampler",
     "SandwichSampler",

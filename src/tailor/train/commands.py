@@ -199,7 +199,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     )
     history = trainer.fit()
     if trainer.ctx.is_main and history:
-        _print_accuracy(model, history[-1]["accuracy"], subs)
+        _print_accuracy(model, history[-1].accuracy or {}, subs)
         print(f"checkpoint: {out}  metrics: {log}")
     return 0
 

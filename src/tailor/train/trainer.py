@@ -21,13 +21,12 @@ import time
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import nullcontext
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import ConfigDict, Field, ValidationError, model_validator
 from pydantic.dataclasses import dataclass as pydantic_dataclass
 from torch.utils.data import DataLoader, Dataset
 
@@ -39,6 +38,7 @@ from tailor.train import distributed as distr
 from tailor.train.calibrate import calibrate
 from tailor.train.checkpoint import load_checkpoint, save
 from tailor.train.samplers import SubnetSampler, make_sampler
+from tailor.train.state import EpochRecord, TrainState, TrainStateSchema
 from tailor.validation import reraise, validate
 
 #: the samplers `TrainConfig.sampler` names (see `tailor.train.samplers`)
@@ -415,33 +415,11 @@ def evaluate(
 
 
 StepCallback = Callable[["Trainer", dict[str, Any]], None]
-
-
-class TrainStateSchema(BaseModel):
-    """`train_state.json` as the Trainer writes it and reads it back to resume (other keys are kept, unchecked)."""
-
-    model_config = ConfigDict(extra="allow")
-    epoch: Annotated[int, Field(strict=True, ge=0)]
-    step_in_epoch: Annotated[int, Field(strict=True, ge=0)]
-    global_step: Annotated[int, Field(strict=True, ge=0)]
-    history: list[dict[str, Any]]
-    config: dict[str, Any]
-    epoch_loss_sums: dict[str, Annotated[float, Field(strict=True)]] = {}
-    epoch_loss_steps: Annotated[int, Field(strict=True, ge=0)] = 0
-
-
-@dataclass
-class TrainState:
-    """Where training stands: the next (epoch, step within it) to run and the global step count."""
-
-    epoch: int = 0
-    step_in_epoch: int = 0
-    global_step: int = 0
-    history: list[dict[str, Any]] = field(default_factory=list)
-    # the running sums of this epoch's step losses and how many steps they hold, so that the epoch loss logged
-    # after a mid-epoch resume averages every step of the epoch, not only those after the checkpoint
-    epoch_loss_sums: dict[str, float] = field(default_factory=dict)
-    epoch_loss_steps: int = 0
+#: One subnet's losses on one batch, `loss(model, subnet, x, y) -> {name: (weight, loss)}`: it activates the subnet
+#: in the mode it needs and runs it; the Trainer back-propagates the weighted sum and logs each loss by name.
+SubnetLoss = Callable[[ElasticModel, Subnet, torch.Tensor, torch.Tensor], Mapping[str, tuple[float, torch.Tensor]]]
+#: A batch augmentation, `augment(x, generator) -> x` (e.g. `tailor.data.BatchAugmentation`).
+BatchAugment = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
 
 
 class Trainer:
@@ -449,6 +427,12 @@ class Trainer:
 
     `fit()` runs the remaining epochs; `checkpoint_dir` (if given) receives a checkpoint at the end of
     every epoch and every `config.checkpoint_every` steps, from which `resume=True` continues.
+
+    The same loop trains other objectives over the same data, seeds, schedule, progress, logs and checkpoints
+    (early-exit heads, `tailor.route.train_exits`): `loss` replaces the supernet loss (cross-entropy and in-place
+    distillation) by a `SubnetLoss`, `optimizer` the config's SGD over every trainable parameter (its learning
+    rate follows the config's schedule, peak `config.lr`), and `augment` the config's crop and flip (applied
+    when `config.augment` is set).
     """
 
     def __init__(
@@ -469,8 +453,13 @@ class Trainer:
         callbacks: Sequence[StepCallback] = (),
         num_workers: int = 0,
         metadata: Mapping[str, Any] | None = None,
+        loss: SubnetLoss | None = None,
+        optimizer: torch.optim.Optimizer | None = None,
+        augment: BatchAugment | None = None,
     ) -> None:
         self.config = config or TrainConfig()
+        self.loss = loss
+        self.augment = augment or self._config_augment
         self.metadata = dict(metadata or {})
         if device is None:
             device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -498,7 +487,7 @@ class Trainer:
         self.log_path = Path(log_path) if log_path is not None else None
         self.progress = progress and self.ctx.is_main
         self.callbacks = list(callbacks)
-        self.optimizer = self._make_optimizer()
+        self.optimizer = optimizer if optimizer is not None else self._make_optimizer()
         self.state = TrainState()
         self.model.set_in_place_grad(self.config.in_place_grad)
         if resume:
@@ -574,13 +563,17 @@ class Trainer:
             parsed.epoch,
             parsed.step_in_epoch,
             parsed.global_step,
-            list(parsed.history),
+            [EpochRecord.from_dict(h.model_dump()) for h in parsed.history],
             dict(parsed.epoch_loss_sums),
             parsed.epoch_loss_steps,
         )
         self.model.set_in_place_grad(self.config.in_place_grad)
 
     # -- one step -------------------------------------------------------------------------------------
+    def _config_augment(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """The config's augmentation: random crop (`crop_padding`) and horizontal flip (`flip`)."""
+        return _augment(x, self.config, generator)
+
     def _autocast(self) -> Any:
         if self.config.amp and self.device.type == "cuda":
             return torch.autocast("cuda", dtype=torch.bfloat16)
@@ -596,8 +589,11 @@ class Trainer:
     ) -> dict[str, float]:
         """Forward/backward every subnet in `subs` on one batch, then one optimizer step. Returns losses.
 
-        `student_weight` scales the non-teacher losses (default: the config's `student_loss_weight`).
+        `student_weight` scales the non-teacher losses (default: the config's `student_loss_weight`). With a
+        `loss`, each subnet's loss terms are its losses (by name, averaged over `subs`) and no one teaches.
         """
+        if self.loss is not None:
+            return self._loss_step(x, y, subs)
         cfg = self.config
         student_scale = cfg.student_loss_weight if student_weight is None else student_weight
         model = self.model
@@ -628,15 +624,32 @@ class Trainer:
         if teacher_grads is not None:
             cosine, _ = project_conflicting([p.grad for p in model.parameters()], teacher_grads)
             losses["student_teacher_cosine"] = cosine
-        distr.average_gradients(model, self.ctx)
-        if cfg.grad_clip is not None:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-        self.optimizer.step()
+        self._apply_gradients()
         return losses
 
+    def _loss_step(self, x: torch.Tensor, y: torch.Tensor, subs: Sequence[Subnet]) -> dict[str, float]:
+        """One step of the given `loss`: every subnet's weighted terms back-propagated, then one optimizer step."""
+        assert self.loss is not None
+        self.optimizer.zero_grad(set_to_none=True)
+        losses: dict[str, float] = {}
+        for sub in subs:
+            terms = self.loss(self.model, sub, x, y)
+            sum(weight * value for weight, value in terms.values()).backward()  # type: ignore[union-attr]
+            for name, (_, value) in terms.items():
+                losses[name] = losses.get(name, 0.0) + float(value.detach()) / len(subs)
+        self._apply_gradients()
+        return losses
+
+    def _apply_gradients(self) -> None:
+        """Average the accumulated gradients over ranks, clip them if the config says so, take the step."""
+        distr.average_gradients(self.model, self.ctx)
+        if self.config.grad_clip is not None:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip)
+        self.optimizer.step()
+
     # -- the loop -------------------------------------------------------------------------------------
-    def fit(self) -> list[dict[str, Any]]:
-        """Train the remaining epochs; returns the per-epoch history (losses, evaluation, time)."""
+    def fit(self) -> list[EpochRecord]:
+        """Train the remaining epochs; returns the history, one `EpochRecord` per epoch (losses, evaluation, time)."""
         cfg = self.config
         space = self.model.space
         try:
@@ -658,7 +671,7 @@ class Trainer:
                         generator = torch.Generator(device=x.device).manual_seed(
                             _seed("augment", cfg.seed, epoch, step, self.ctx.rank)
                         )
-                        x = _augment(x, cfg, generator)
+                        x = self.augment(x, generator)
                     lr = _lr_at(cfg, self.state.global_step, self.total_steps, self.steps_per_epoch)
                     for group in self.optimizer.param_groups:
                         group["lr"] = lr
@@ -685,16 +698,14 @@ class Trainer:
                         self.save_checkpoint()
                 progress.close()
                 distr.average_buffers(self.model, self.ctx)
-                summary: dict[str, Any] = {
-                    "event": "epoch",
-                    "epoch": epoch,
-                    "loss": {k: v / max(1, self.state.epoch_loss_steps) for k, v in totals.items()},
-                    "seconds": time.perf_counter() - start,
-                }
+                summary = EpochRecord(
+                    epoch, {k: v / max(1, self.state.epoch_loss_steps) for k, v in totals.items()},
+                    time.perf_counter() - start,
+                )  # fmt: skip
                 if self.eval_data is not None:
-                    summary["accuracy"] = self.calibrate_and_evaluate(self.eval_subnets)
+                    summary.accuracy = self.calibrate_and_evaluate(self.eval_subnets)
                 self.state.history.append(summary)
-                self._log(summary)
+                self._log(summary.to_dict())
                 self.state.epoch += 1
                 self.state.step_in_epoch = 0
                 self.state.epoch_loss_sums, self.state.epoch_loss_steps = {}, 0
@@ -728,7 +739,7 @@ class Trainer:
                 "epoch": self.state.epoch,
                 "step_in_epoch": self.state.step_in_epoch,
                 "global_step": self.state.global_step,
-                "history": self.state.history,
+                "history": [record.to_dict() for record in self.state.history],
                 "epoch_loss_sums": self.state.epoch_loss_sums,
                 "epoch_loss_steps": self.state.epoch_loss_steps,
                 "config": self.config.to_dict(),

@@ -8,9 +8,6 @@ file in this package with a `@register_runtime` class, plus its test: every modu
 with it (below), so nothing else needs editing.
 """
 
-import importlib
-import pkgutil
-
 from tailor.cost.runtimes.base import (
     CLOCKS,
     PRECISIONS,
@@ -28,16 +25,9 @@ from tailor.cost.runtimes.base import (
     register_runtime,
     run_batched,
 )
+from tailor.plugins import import_modules
 
-
-def _import_runtime_modules() -> None:
-    """Import every module of this package, so that each runtime file registers its runtime."""
-    for info in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
-        if info.name != "base":
-            importlib.import_module(f"{__name__}.{info.name}")
-
-
-_import_runtime_modules()
+import_modules(__name__, __path__)  # each runtime file registers its runtime
 
 __all__ = [
     "CLOCKS",
