@@ -488,8 +488,8 @@ def test_adamw_with_warm_up_trains_a_vit_supernet_and_resumes(tmp_path: Path) ->
     assert id(model.pos_embed) in exempt and id(model.cls_token) in exempt  # the model's no_weight_decay()
     assert id(model.stages[0].blocks[0].attn.qkv.weight) not in exempt
     history = trainer.fit()
-    assert history[-1]["accuracy"][model.space.largest().id] > 0.5  # chance: 0.1
-    assert history[-1]["accuracy"][model.space.smallest().id] > 0.3
+    assert history[-1].accuracy[model.space.largest().id] > 0.5  # chance: 0.1
+    assert history[-1].accuracy[model.space.smallest().id] > 0.3
     resumed = Trainer(create_model("vit_micro", **kwargs), train, config, checkpoint_dir=tmp_path / "ck", resume=True,
                       device="cpu")  # fmt: skip
     state, saved = resumed.optimizer.state_dict()["state"], trainer.optimizer.state_dict()["state"]
