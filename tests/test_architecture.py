@@ -15,7 +15,7 @@ DOC = Path(__file__).resolve().parents[1] / "docs" / "architecture.md"
 # bottom to top; a unit may import its own package and any unit of a lower layer
 LAYERS: list[set[str]] = [
     {"errors"},
-    {"jsonio", "progress", "plot", "validation"},
+    {"jsonio", "progress", "plot", "validation", "graph"},
     {"space", "data"},
     {"ops"},
     {"models", "convert"},

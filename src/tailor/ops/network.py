@@ -10,19 +10,18 @@ ordinary torch modules holding copies of the active weights and statistics.
 
 from __future__ import annotations
 
-import copy
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-import torch
 from torch import fx, nn
 
 from tailor.errors import InvalidSubnetError, SubnetNormFallbackWarning, UnsupportedModelError
 from tailor.ops.base import ElasticOp
 from tailor.ops.conv import _WeightSlice
+from tailor.ops.extract import extract_graph, trace_with_ops_as_leaves
 from tailor.ops.norm import ElasticBatchNorm2d
 from tailor.ops.select import ElasticStage
 from tailor.space import SearchSpace, Subnet, WidthDim
@@ -44,17 +43,6 @@ class _Plan:
     subnet: Subnet  # canonical form of the activated subnet
     assignments: tuple[tuple[nn.Module, Any], ...]
     norms: tuple[tuple[str, ElasticBatchNorm2d], ...]  # SubnetNorm layers that run in this subnet
-
-
-class _OpLeafTracer(fx.Tracer):
-    """Traces through containers and blocks, keeping each elastic op as one call."""
-
-    def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
-        if isinstance(m, ElasticOp):
-            return True
-        if isinstance(m, ElasticStage):
-            return False
-        return super().is_leaf_module(m, module_qualified_name)
 
 
 class ElasticModel(nn.Module):
@@ -154,7 +142,7 @@ class ElasticModel(nn.Module):
 
     def _traced_for_extraction(self) -> tuple[nn.Module, fx.Graph]:
         """(root, graph) that `extract` copies into a static module: `self`, traced with ops as leaves."""
-        return self, _OpLeafTracer().trace(self)
+        return self, trace_with_ops_as_leaves(self)
 
     def elastic_layers(self) -> Iterator[tuple[str, nn.Module]]:
         """(qualified name, module) of every elastic op and stage, in definition order."""
@@ -468,56 +456,5 @@ class ElasticModel(nn.Module):
             with self.activated(sub):
                 return self.extract()
         self.active_subnet  # noqa: B018 - makes sure some plan is applied
-        try:
-            source, graph = self._traced_for_extraction()
-        except UnsupportedModelError:
-            raise
-        except Exception as exc:  # fx raises many types for untraceable code
-            raise UnsupportedModelError(f"{type(self).__name__}.forward cannot be traced by torch.fx: {exc}") from exc
-        root = nn.Module()
-        for node in graph.nodes:
-            if node.op == "call_module" and not _has_submodule(root, node.target):
-                module = source.get_submodule(node.target)
-                static = module.to_static() if isinstance(module, ElasticOp) else copy.deepcopy(module)
-                _put_submodule(root, node.target, static)
-            elif node.op == "get_attr" and not _has_submodule(root, node.target):
-                _put_attr(root, node.target, source, node.target)
-        static_model = fx.GraphModule(root, graph, class_name=f"Static{type(self).__name__}")
-        static_model.train(self.training)
-        return static_model
-
-
-def _has_submodule(root: nn.Module, target: str) -> bool:
-    try:
-        root.get_submodule(target)
-    except AttributeError:
-        return False
-    return True
-
-
-def _parent(root: nn.Module, target: str) -> tuple[nn.Module, str]:
-    *path, leaf = target.split(".")
-    parent = root
-    for part in path:
-        if not hasattr(parent, part):
-            parent.add_module(part, nn.Module())
-        parent = getattr(parent, part)
-    return parent, leaf
-
-
-def _put_submodule(root: nn.Module, target: str, module: nn.Module) -> None:
-    parent, leaf = _parent(root, target)
-    parent.add_module(leaf, module)
-
-
-def _put_attr(root: nn.Module, target: str, source: nn.Module, source_target: str) -> None:
-    owner_path, _, attr = source_target.rpartition(".")
-    owner = source.get_submodule(owner_path) if owner_path else source
-    value = getattr(owner, attr)
-    parent, leaf = _parent(root, target)
-    if isinstance(value, nn.Parameter):
-        parent.register_parameter(leaf, nn.Parameter(value.detach().clone(), value.requires_grad))
-    elif isinstance(value, torch.Tensor):
-        parent.register_buffer(leaf, value.detach().clone())
-    else:
-        setattr(parent, leaf, copy.deepcopy(value))
+        source, graph = self._traced_for_extraction()
+        return extract_graph(source, graph, type(self).__name__, self.training)
