@@ -572,7 +572,7 @@ def _check_plans(model: ElasticizedModel) -> None:
     for width in choices:
         try:
             sub = model.space.uniform(width)
-            model._plan(sub)
+            model._plans.plan(sub)
         except InvalidSubnetError as exc:
             raise UnsupportedModelError(f"elasticize: width {width} cannot run: {exc}") from exc
 

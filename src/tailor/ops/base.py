@@ -14,7 +14,7 @@ bump).
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Mapping
+from collections.abc import Hashable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -115,6 +115,23 @@ class SlicedWeight(ElasticOp):
                 weight, bias = self._select(key)
                 cached = self._remember(key, (self.weight._version, weight.contiguous(), bias))
         return cached[1], cached[2]
+
+
+def set_cache_entries(ops: Iterable[nn.Module], entries: int) -> None:
+    """How many sliced-weight copies each elastic op among `ops` keeps for no-grad forwards (0: none)."""
+    if isinstance(entries, bool) or not isinstance(entries, int) or entries < 0:
+        raise InvalidSubnetError(f"weight cache entries must be an integer >= 0, got {entries!r}")
+    for module in ops:
+        if isinstance(module, ElasticOp):
+            module.cache_entries = entries
+            module.clear_cache()
+
+
+def clear_caches(ops: Iterable[nn.Module]) -> None:
+    """Drop the eval-mode weight copies of every elastic op among `ops`."""
+    for module in ops:
+        if isinstance(module, ElasticOp):
+            module.clear_cache()
 
 
 def channel_count(op_name: str, channels: Mapping[str, int], dim: str | None, full: int) -> int:

@@ -9,7 +9,7 @@ every later forward of the same configuration, until the weights change (`tailor
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any, NamedTuple
 
 import torch
@@ -297,6 +297,13 @@ class ElasticLinear(_WeightSlice, nn.Linear):
     @torch.no_grad()
     def to_static(self) -> nn.Linear:
         return static_linear(*self._static_weights(self._active.key))
+
+
+def set_in_place_grad(ops: Iterable[nn.Module], enabled: bool) -> None:
+    """Sliced conv/linear weights among `ops` add their gradient into `.grad` in place (no full-size temporaries)."""
+    for module in ops:
+        if isinstance(module, _WeightSlice):
+            module.in_place_grad = bool(enabled)
 
 
 def static_linear(weight: torch.Tensor, bias: torch.Tensor | None) -> nn.Linear:
