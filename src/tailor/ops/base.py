@@ -15,7 +15,7 @@ bump).
 from __future__ import annotations
 
 from collections.abc import Hashable, Iterable, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import torch
 from torch import nn
@@ -90,6 +90,14 @@ class ElasticOp(nn.Module):
         super()._load_from_state_dict(*args, **kwargs)  # type: ignore[misc]
 
 
+class CachedWeight(NamedTuple):
+    """A selected weight copied for no-grad forwards, and the parameter version it was copied at."""
+
+    version: int
+    weight: torch.Tensor
+    bias: torch.Tensor | None
+
+
 class SlicedWeight(ElasticOp):
     """The forward path of ops with an [out, in, ...] `weight` (and an optional `bias`): subclasses say which
     part a configuration key selects (`_select`); this class caches it for no-grad forwards."""
@@ -110,11 +118,11 @@ class SlicedWeight(ElasticOp):
         if torch.is_grad_enabled():
             return self._grad_select(key)
         cached = self._eval_cache.get(key)
-        if cached is None or cached[0] != self.weight._version:
+        if cached is None or cached.version != self.weight._version:
             with torch.no_grad():
                 weight, bias = self._select(key)
-                cached = self._remember(key, (self.weight._version, weight.contiguous(), bias))
-        return cached[1], cached[2]
+                cached = self._remember(key, CachedWeight(self.weight._version, weight.contiguous(), bias))
+        return cached.weight, cached.bias
 
 
 def set_cache_entries(ops: Iterable[nn.Module], entries: int) -> None:

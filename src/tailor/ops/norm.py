@@ -63,6 +63,30 @@ class _LayoutNorm(ElasticOp):
         return f"dim={self.dim!r}" if self.layout.is_prefix else f"layout={self.layout.segments}"
 
 
+class _Moments:
+    """Exact per-channel mean and variance of every value seen, batch by batch (Chan et al.'s pairwise update)."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.mean: torch.Tensor | None = None
+        self.m2: torch.Tensor | None = None  # sum of squared deviations from the mean
+
+    def add(self, n: int, mean: torch.Tensor, var: torch.Tensor) -> None:
+        """Fold in `n` values per channel with this `mean` and (biased) `var`."""
+        if self.count == 0:
+            self.count, self.mean, self.m2 = n, mean, var * n
+            return
+        total = self.count + n
+        delta = mean - self.mean
+        self.mean = self.mean + delta * (n / total)
+        self.m2 = self.m2 + var * n + delta.square() * (self.count * n / total)
+        self.count = total
+
+    def unbiased_var(self) -> torch.Tensor:
+        """The unbiased variance, as BatchNorm's `running_var` holds it."""
+        return self.m2 / max(self.count - 1, 1)  # type: ignore[operator]
+
+
 class BatchNormConfig(NamedTuple):
     """What an `ElasticBatchNorm2d` runs: active channels, which ones, and whose statistics."""
 
@@ -121,7 +145,8 @@ class ElasticBatchNorm2d(_LayoutNorm, nn.BatchNorm2d):
         names = self._subnet_stats.get(key)
         if names is None:
             return None
-        return self._buffers[names[0]], self._buffers[names[1]]  # type: ignore[return-value]
+        mean_name, var_name = names
+        return self._buffers[mean_name], self._buffers[var_name]  # type: ignore[return-value]
 
     def set_subnet_stats(self, key: str, mean: torch.Tensor, var: torch.Tensor) -> None:
         """Store running statistics of subnet `key` (1-D, one value per active channel)."""
@@ -133,10 +158,10 @@ class ElasticBatchNorm2d(_LayoutNorm, nn.BatchNorm2d):
                 f"<= {self.num_features}, got {tuple(mean.shape)} and {tuple(var.shape)}"
             )
         ref = self.running_mean
-        names = (MEAN_PREFIX + key, VAR_PREFIX + key)
-        self.register_buffer(names[0], mean.detach().to(ref.device, ref.dtype).clone())
-        self.register_buffer(names[1], var.detach().to(ref.device, ref.dtype).clone())
-        self._subnet_stats[key] = names
+        mean_name, var_name = MEAN_PREFIX + key, VAR_PREFIX + key
+        self.register_buffer(mean_name, mean.detach().to(ref.device, ref.dtype).clone())
+        self.register_buffer(var_name, var.detach().to(ref.device, ref.dtype).clone())
+        self._subnet_stats[key] = (mean_name, var_name)
         self.clear_cache()
 
     def remove_subnet_stats(self, key: str) -> None:
@@ -158,17 +183,15 @@ class ElasticBatchNorm2d(_LayoutNorm, nn.BatchNorm2d):
     # -- exact calibration --------------------------------------------------------------------------
     def begin_calibration(self) -> None:
         """Start accumulating exact statistics of the inputs seen (batch-normalised meanwhile)."""
-        object.__setattr__(self, "_calibration", [0, None, None])
+        object.__setattr__(self, "_calibration", _Moments())
 
     def finish_calibration(self, key: str) -> bool:
         """Store the accumulated statistics under `key`; False (nothing stored) if no input was seen."""
-        state = self._calibration
+        moments = self._calibration
         object.__setattr__(self, "_calibration", None)
-        if state is None or state[0] == 0:
+        if moments is None or moments.count == 0:
             return False
-        count, mean, m2 = state
-        var = m2 / max(count - 1, 1)  # unbiased, as BatchNorm's running_var
-        self.set_subnet_stats(key, mean, var)
+        self.set_subnet_stats(key, moments.mean, moments.unbiased_var())
         return True
 
     def cancel_calibration(self) -> None:
@@ -176,19 +199,9 @@ class ElasticBatchNorm2d(_LayoutNorm, nn.BatchNorm2d):
         object.__setattr__(self, "_calibration", None)
 
     def _calibrate_forward(self, x: torch.Tensor, columns: Columns) -> torch.Tensor:
-        state = self._calibration
         with torch.no_grad():
             var, mean = torch.var_mean(x.detach(), dim=(0, 2, 3), correction=0)
-            n = x.numel() // x.shape[1]
-            mean, var = mean.double(), var.double()
-            if state[0] == 0:
-                state[0], state[1], state[2] = n, mean, var * n
-            else:
-                total = state[0] + n
-                delta = mean - state[1]
-                state[1] = state[1] + delta * (n / total)
-                state[2] = state[2] + var * n + delta.square() * (state[0] * n / total)
-                state[0] = total
+            self._calibration.add(x.numel() // x.shape[1], mean.double(), var.double())
         weight, bias = self._pick(self.weight, columns), self._pick(self.bias, columns)
         return F.batch_norm(x, None, None, weight, bias, True, 0.0, self.eps)
 
