@@ -18,7 +18,7 @@ from torch import nn
 
 from tailor.errors import InvalidSubnetError, UnsupportedModelError
 from tailor.ops.base import ElasticOp, SlicedWeight, channel_count
-from tailor.ops.layout import SORT_SKIP_REASON, ChannelLayout, Columns, op_layout
+from tailor.ops.layout import ChannelLayout, Columns, LayoutInput
 
 
 def expand_channels(in_channels: int, ratio: float, divisor: int = 8) -> int:
@@ -62,27 +62,18 @@ class _PrefixSliceInPlaceGrad(torch.autograd.Function):
         return None, None, None
 
 
-class _WeightSlice(SlicedWeight):
+class _WeightSlice(LayoutInput, SlicedWeight):
     """Conv and linear layers: the first `out` rows of the weight and the input columns of an `in_layout`
     (a prefix: a view; other layouts: an index). Configuration keys are `(out, columns)`."""
 
-    in_layout: ChannelLayout
     out_dim: str | None
     #: Accumulate sliced gradients straight into `.grad` (see `_PrefixSliceInPlaceGrad`); set by the model.
     in_place_grad: bool = False
-
-    def _init_layout(self, in_dim: str | None, in_layout: ChannelLayout | None, in_features: int) -> None:
-        self.in_layout = op_layout(type(self).__name__, in_dim, in_layout, in_features)
 
     @property
     def in_dim(self) -> str | None:
         """The width dimension whose first channels the input is (None: fixed, or not one prefix: `in_layout`)."""
         return self.in_layout.prefix_dim
-
-    @property
-    def sort_skip_reason(self) -> str | None:
-        """Why `sort_channels` cannot permute the dimensions read here (None: it can)."""
-        return None if self.in_layout.is_prefix else SORT_SKIP_REASON
 
     def _io_dims(self, in_step: int, out_full: int, out_step: int) -> dict[str, tuple[int, int]]:
         """`width_dims`: the input layout's dimensions, then `out_dim` (a dimension read on both sides keeps one size)."""

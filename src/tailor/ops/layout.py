@@ -123,4 +123,18 @@ def op_layout(op: str, dim: str | None, layout: ChannelLayout | None, features: 
     return ChannelLayout.prefix(layout.prefix_dim, features) if layout.is_prefix else layout
 
 
-__all__ = ["SORT_SKIP_REASON", "ChannelLayout", "Columns", "Ranges", "op_layout"]
+class LayoutInput:
+    """Mixin of the ops whose input channels an `in_layout` describes (a prefix of one dimension, usually)."""
+
+    in_layout: ChannelLayout
+
+    def _init_layout(self, dim: str | None, layout: ChannelLayout | None, features: int) -> None:
+        self.in_layout = op_layout(type(self).__name__, dim, layout, features)
+
+    @property
+    def sort_skip_reason(self) -> str | None:
+        """Why `sort_channels` cannot permute the dimensions read here (None: it can, the input is a prefix)."""
+        return None if self.in_layout.is_prefix else SORT_SKIP_REASON
+
+
+__all__ = ["SORT_SKIP_REASON", "ChannelLayout", "Columns", "LayoutInput", "Ranges", "op_layout"]

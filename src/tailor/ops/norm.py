@@ -25,31 +25,24 @@ from torch import nn
 
 from tailor.errors import CheckpointError, InvalidSubnetError, UnsupportedModelError
 from tailor.ops.base import ElasticOp
-from tailor.ops.layout import SORT_SKIP_REASON, ChannelLayout, Columns, op_layout
+from tailor.ops.layout import ChannelLayout, Columns, LayoutInput
 
 MEAN_PREFIX = "subnet_mean_"
 VAR_PREFIX = "subnet_var_"
 
 
-class _LayoutNorm(ElasticOp):
-    """Norm layers reading the channels of a `layout` (a prefix of `dim` in the common case)."""
+class _LayoutNorm(LayoutInput, ElasticOp):
+    """Norm layers over the channels of a layout (a prefix of `dim` in the common case)."""
 
-    layout: ChannelLayout
-
-    def _init_layout(self, dim: str | None, layout: ChannelLayout | None, channels: int) -> None:
-        if layout is not None and layout.inner != 1:
-            raise UnsupportedModelError(f"{type(self).__name__}: a norm layer reads whole channels (inner must be 1)")
-        self.layout = op_layout(type(self).__name__, dim, layout, channels)
+    @property
+    def layout(self) -> ChannelLayout:
+        """The channels this layer normalises (its `in_layout`)."""
+        return self.in_layout
 
     @property
     def dim(self) -> str | None:
         """The width dimension whose first channels this layer normalises (None: fixed, or see `layout`)."""
-        return self.layout.prefix_dim
-
-    @property
-    def sort_skip_reason(self) -> str | None:
-        """Why `sort_channels` cannot permute the dimensions read here (None: it can)."""
-        return None if self.layout.is_prefix else SORT_SKIP_REASON
+        return self.in_layout.prefix_dim
 
     def _pick(self, tensor: torch.Tensor | None, columns: Columns) -> Any:
         """The active channels of a per-channel tensor: itself at full width, a view of a prefix, else a copy."""
@@ -57,10 +50,17 @@ class _LayoutNorm(ElasticOp):
             return None
         if type(columns) is int:
             return tensor if columns == tensor.shape[0] else tensor[:columns]
-        return tensor.index_select(0, self._feature_index(self.layout, columns, tensor.device))
+        return tensor.index_select(0, self._feature_index(self.in_layout, columns, tensor.device))
 
     def _layout_repr(self) -> str:
-        return f"dim={self.dim!r}" if self.layout.is_prefix else f"layout={self.layout.segments}"
+        return f"dim={self.dim!r}" if self.in_layout.is_prefix else f"layout={self.in_layout.segments}"
+
+
+def _whole_channels(norm: nn.Module, layout: ChannelLayout | None) -> ChannelLayout | None:
+    """`layout`, checked to read whole channels (a norm layer has no flattened inputs)."""
+    if layout is not None and layout.inner != 1:
+        raise UnsupportedModelError(f"{type(norm).__name__}: a norm layer reads whole channels (inner must be 1)")
+    return layout
 
 
 class _Moments:
@@ -118,17 +118,17 @@ class ElasticBatchNorm2d(_LayoutNorm, nn.BatchNorm2d):
     ) -> None:
         nn.BatchNorm2d.__init__(self, num_features, eps, momentum, affine, True, device=device, dtype=dtype)
         ElasticOp.__init__(self)
-        self._init_layout(dim, layout, num_features)
+        self._init_layout(dim, _whole_channels(self, layout), num_features)
         object.__setattr__(self, "_subnet_stats", {})  # subnet key -> (mean buffer name, var buffer name)
         object.__setattr__(self, "_calibration", None)
         self._active = BatchNormConfig(num_features, num_features, "", (num_features, ""))
 
     # -- configuration ------------------------------------------------------------------------------
     def width_dims(self) -> dict[str, tuple[int, int]]:
-        return self.layout.width_dims()
+        return self.in_layout.width_dims()
 
     def configure(self, channels: Mapping[str, int], stats_key: str) -> BatchNormConfig:
-        c, columns = self.layout.columns(type(self).__name__, channels)
+        c, columns = self.in_layout.columns(type(self).__name__, channels)
         return BatchNormConfig(c, columns, stats_key, (c, stats_key) if type(columns) is int else None)
 
     # -- per-subnet statistics ----------------------------------------------------------------------
@@ -230,7 +230,7 @@ class ElasticBatchNorm2d(_LayoutNorm, nn.BatchNorm2d):
         if type(columns) is int:  # views: batch_norm updates the shared statistics in place
             mean, var = self._pick(self.running_mean, columns), self._pick(self.running_var, columns)
             return F.batch_norm(x, mean, var, weight, bias, True, factor, self.eps)
-        index = self._feature_index(self.layout, columns, x.device)
+        index = self._feature_index(self.in_layout, columns, x.device)
         mean, var = self.running_mean.index_select(0, index), self.running_var.index_select(0, index)
         out = F.batch_norm(x, mean, var, weight, bias, True, factor, self.eps)  # updates the copies in place
         with torch.no_grad():
@@ -329,9 +329,9 @@ class ElasticGroupNorm(_LayoutNorm, nn.GroupNorm):
     ) -> None:
         nn.GroupNorm.__init__(self, num_groups, num_channels, eps, affine, device=device, dtype=dtype)
         ElasticOp.__init__(self)
-        self._init_layout(dim, layout, num_channels)
+        self._init_layout(dim, _whole_channels(self, layout), num_channels)
         self.channels_per_group = num_channels // num_groups
-        for segment, channels in self.layout.segments:
+        for segment, channels in self.in_layout.segments:
             if channels % self.channels_per_group:
                 raise UnsupportedModelError(
                     f"ElasticGroupNorm: segment {segment!r} of {channels} channels splits groups of "
@@ -340,11 +340,11 @@ class ElasticGroupNorm(_LayoutNorm, nn.GroupNorm):
         self._active = GroupNormConfig(num_channels, num_groups, num_channels, None)
 
     def width_dims(self) -> dict[str, tuple[int, int]]:
-        return self.layout.width_dims(self.channels_per_group)
+        return self.in_layout.width_dims(self.channels_per_group)
 
     def configure(self, channels: Mapping[str, int], stats_key: str) -> GroupNormConfig:
         name = type(self).__name__
-        c, columns = self.layout.columns(name, channels)
+        c, columns = self.in_layout.columns(name, channels)
         parts = ((0, c),) if type(columns) is int else columns
         for start, count in parts:
             if count % self.channels_per_group:

@@ -83,7 +83,9 @@ class Plans:
                 continue  # inside a skipped block: never runs in this subnet
             module = layer.module
             try:
-                config = module.configure(depths) if isinstance(module, ElasticStage) else module.configure(channels, key)
+                config = (
+                    module.configure(depths) if isinstance(module, ElasticStage) else module.configure(channels, key)
+                )
             except InvalidSubnetError as exc:
                 raise InvalidSubnetError(f"layer {layer.name!r}: {exc}") from None
             assignments.append((module, config))
