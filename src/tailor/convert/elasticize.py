@@ -491,54 +491,45 @@ def _elastic_layer(
     kind: str, old: nn.Module, layout: ChannelLayout, out_dim: str | None, norm_groups: int | None
 ) -> nn.Module:
     """The elastic op replacing `old` (a conv, linear or norm layer), reading `layout`, holding its parameters."""
-    if kind == "conv":
-        conv: nn.Conv2d = old  # type: ignore[assignment]
-        new: nn.Module = ElasticConv2d(
-            conv.in_channels,
-            conv.out_channels,
-            conv.kernel_size,  # type: ignore[arg-type]
-            conv.stride,  # type: ignore[arg-type]
-            conv.padding,  # type: ignore[arg-type]
-            conv.dilation,  # type: ignore[arg-type]
-            conv.groups,
-            conv.bias is not None,
-            in_layout=layout,
-            out_dim=out_dim,
-            **_factory(conv.weight),
-        )
-        return _adopt(new, old, ("weight", "bias"))
-    if kind == "linear":
-        linear: nn.Linear = old  # type: ignore[assignment]
-        new = ElasticLinear(
-            linear.in_features,
-            linear.out_features,
-            linear.bias is not None,
-            in_layout=layout,
-            out_dim=out_dim,
-            **_factory(linear.weight),
-        )
-        return _adopt(new, old, ("weight", "bias"))
-    if kind == "batchnorm":
-        bn: nn.BatchNorm2d = old  # type: ignore[assignment]
-        factory = _factory(bn.running_mean)
-        new = ElasticBatchNorm2d(bn.num_features, bn.eps, bn.momentum, bn.affine, layout=layout, **factory)
-        return _adopt(new, old, ("weight", "bias", "running_mean", "running_var", "num_batches_tracked"))
-    if kind == "layernorm":
-        ln: nn.LayerNorm = old  # type: ignore[assignment]
-        new = ElasticLayerNorm(
-            ln.normalized_shape[0],
-            ln.eps,
-            ln.elementwise_affine,
-            ln.bias is not None,
-            dim=layout.prefix_dim,
-            **_factory(ln.weight),
-        )
-        return _adopt(new, ln, ("weight", "bias"))
-    # group norm: the user's GroupNorm, or a BatchNorm2d turned into Model Slicing's group norm
-    affine = old.affine
-    ref = old.weight if affine and old.weight is not None else next(iter(old.buffers()), None)
-    new = ElasticGroupNorm(norm_groups or 1, layout.channels, old.eps, affine, layout=layout, **_factory(ref))
-    return _adopt(new, old, ("weight", "bias"))
+    build, adopted = _LAYER_BUILDERS[kind]
+    return _adopt(build(old, layout, out_dim, norm_groups), old, adopted)
+
+
+def _conv(conv: Any, layout: ChannelLayout, out_dim: str | None, _: int | None) -> nn.Module:
+    sizes = (conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding, conv.dilation)
+    factory = _factory(conv.weight)
+    return ElasticConv2d(*sizes, conv.groups, conv.bias is not None, in_layout=layout, out_dim=out_dim, **factory)
+
+
+def _linear(linear: Any, layout: ChannelLayout, out_dim: str | None, _: int | None) -> nn.Module:
+    sizes, factory = (linear.in_features, linear.out_features), _factory(linear.weight)
+    return ElasticLinear(*sizes, linear.bias is not None, in_layout=layout, out_dim=out_dim, **factory)
+
+
+def _batch_norm(bn: Any, layout: ChannelLayout, _: str | None, __: int | None) -> nn.Module:
+    factory = _factory(bn.running_mean)
+    return ElasticBatchNorm2d(bn.num_features, bn.eps, bn.momentum, bn.affine, layout=layout, **factory)
+
+
+def _layer_norm(ln: Any, layout: ChannelLayout, _: str | None, __: int | None) -> nn.Module:
+    args = (ln.normalized_shape[0], ln.eps, ln.elementwise_affine, ln.bias is not None)
+    return ElasticLayerNorm(*args, dim=layout.prefix_dim, **_factory(ln.weight))
+
+
+def _group_norm(old: Any, layout: ChannelLayout, _: str | None, groups: int | None) -> nn.Module:
+    """The user's GroupNorm, or a BatchNorm2d turned into Model Slicing's group norm."""
+    ref = old.weight if old.affine and old.weight is not None else next(iter(old.buffers()), None)
+    return ElasticGroupNorm(groups or 1, layout.channels, old.eps, old.affine, layout=layout, **_factory(ref))
+
+
+#: analysis kind -> (builder of the elastic op, the parameters and buffers it adopts from the user's layer)
+_LAYER_BUILDERS: dict[str, tuple[Any, tuple[str, ...]]] = {
+    "conv": (_conv, ("weight", "bias")),
+    "linear": (_linear, ("weight", "bias")),
+    "batchnorm": (_batch_norm, ("weight", "bias", "running_mean", "running_var", "num_batches_tracked")),
+    "layernorm": (_layer_norm, ("weight", "bias")),
+    "groupnorm": (_group_norm, ("weight", "bias")),
+}
 
 
 def _factory(reference: torch.Tensor | None) -> dict[str, Any]:

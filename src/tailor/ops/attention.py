@@ -30,8 +30,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from tailor.errors import InvalidSubnetError, UnsupportedModelError
-from tailor.ops.base import ElasticOp, SlicedWeight, channel_count
-from tailor.ops.conv import ElasticLinear, static_linear
+from tailor.ops.base import ElasticOp, channel_count
+from tailor.ops.conv import ElasticLinear, SlicedLinear
 
 
 class QKVConfig(NamedTuple):
@@ -42,7 +42,7 @@ class QKVConfig(NamedTuple):
     key: tuple[int, int] | None
 
 
-class ElasticQKVLinear(SlicedWeight, nn.Linear):
+class ElasticQKVLinear(SlicedLinear, nn.Linear):
     """The packed q/k/v projection `Linear(in, 3 * heads * head_dim)` running the first h heads of each of q, k, v.
 
     `in_dim` names the width dimension of its input features (None: fixed), `out_dim` the dimension of
@@ -112,17 +112,6 @@ class ElasticQKVLinear(SlicedWeight, nn.Linear):
         bias = None if self.bias is None else self.bias.view(3, self.features)[:, :features].reshape(3 * features)
         return weight, bias
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        key = self._active.key
-        if key is None:
-            return F.linear(x, self.weight, self.bias)
-        weight, bias = self._slices(key)
-        return F.linear(x, weight, bias)
-
-    @torch.no_grad()
-    def to_static(self) -> nn.Linear:
-        cin, features, _ = self._active
-        return static_linear(*self._select((features, cin)))
 
     def extra_repr(self) -> str:
         return (

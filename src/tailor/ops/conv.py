@@ -105,9 +105,6 @@ class _WeightSlice(LayoutInput, SlicedWeight):
             return weight, bias
         return self._select(key)
 
-    def _static_weights(self, key: tuple[int, Columns] | None) -> tuple[torch.Tensor, torch.Tensor | None]:
-        return (self.weight, self.bias) if key is None else self._select(key)
-
     def extra_repr(self) -> str:
         layout = self.in_layout
         inputs = f"in_dim={self.in_dim!r}" if layout.is_prefix else f"in_layout={layout.segments}, inner={layout.inner}"
@@ -217,7 +214,7 @@ class ElasticConv2d(_WeightSlice, nn.Conv2d):
     @torch.no_grad()
     def to_static(self) -> nn.Conv2d:
         cin, cout, groups, key = self._active
-        weight, bias = self._static_weights(key)
+        weight, bias = (self.weight, self.bias) if key is None else self._select(key)
         conv = nn.Conv2d(
             cin,
             cout,
@@ -233,6 +230,22 @@ class ElasticConv2d(_WeightSlice, nn.Conv2d):
         return _holding(conv, weight, bias)
 
 
+class SlicedLinear(SlicedWeight):
+    """Forward and extraction of linear layers running the weight their config's `key` selects (None: all)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        key = self._active.key
+        if key is None:
+            return F.linear(x, self.weight, self.bias)
+        weight, bias = self._slices(key)
+        return F.linear(x, weight, bias)
+
+    @torch.no_grad()
+    def to_static(self) -> nn.Linear:
+        key = self._active.key
+        return static_linear(*((self.weight, self.bias) if key is None else self._select(key)))
+
+
 class LinearConfig(NamedTuple):
     """What an `ElasticLinear` runs: input and output features, and its weight's key (None: all of it)."""
 
@@ -241,7 +254,7 @@ class LinearConfig(NamedTuple):
     key: tuple[int, Columns] | None
 
 
-class ElasticLinear(_WeightSlice, nn.Linear):
+class ElasticLinear(SlicedLinear, _WeightSlice, nn.Linear):
     """A `Linear` layer whose active input/output features are chosen by width dimensions.
 
     `in_dim`/`out_dim` name the dimensions of prefixes of its input and output features (None: fixed);
@@ -278,16 +291,6 @@ class ElasticLinear(_WeightSlice, nn.Linear):
             return LinearConfig(cin, cout, None)
         return LinearConfig(cin, cout, (cout, columns))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        key = self._active.key
-        if key is None:
-            return F.linear(x, self.weight, self.bias)
-        weight, bias = self._slices(key)
-        return F.linear(x, weight, bias)
-
-    @torch.no_grad()
-    def to_static(self) -> nn.Linear:
-        return static_linear(*self._static_weights(self._active.key))
 
 
 def set_in_place_grad(ops: Iterable[nn.Module], enabled: bool) -> None:
