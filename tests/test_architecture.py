@@ -15,7 +15,7 @@ DOC = Path(__file__).resolve().parents[1] / "docs" / "architecture.md"
 # bottom to top; a unit may import its own package and any unit of a lower layer
 LAYERS: list[set[str]] = [
     {"errors"},
-    {"jsonio", "progress", "plot", "validation", "checks", "plugins"},
+    {"jsonio", "progress", "plot", "validation", "checks", "plugins", "graph"},
     {"space", "data"},
     {"cli_args"},
     {"ops"},

@@ -14,15 +14,8 @@ from user_models import ZOO, make_user_model
 
 import tailor
 from model_helpers import macs
-from tailor.convert import (
-    ChannelGroup,
-    ElasticizedModel,
-    IndexedBatchNorm2d,
-    IndexedConv2d,
-    IndexedLinear,
-    elasticize,
-)
-from tailor.ops import ElasticBatchNorm2d, ElasticConv2d, ElasticGroupNorm, ElasticOp
+from tailor.convert import ChannelGroup, ElasticizedModel, elasticize
+from tailor.ops import ElasticBatchNorm2d, ElasticConv2d, ElasticGroupNorm, ElasticLinear, ElasticOp
 from tailor.space import Subnet
 
 MODELS = sorted(ZOO)
@@ -136,16 +129,12 @@ def test_training_reaches_the_shared_weights(name: str) -> None:
         if isinstance(module, ElasticConv2d) and module.groups == 1:
             assert module.weight.grad is not None, layer
             cout = channels.get(module.out_dim, module.out_channels) if module.out_dim else module.out_channels
-            cin = channels.get(module.in_dim, module.in_channels) if module.in_dim else module.in_channels
-            assert module.weight.grad[cout:].abs().sum() == 0 and module.weight.grad[:, cin:].abs().sum() == 0
-            grads += int(module.weight.grad[:cout, :cin].abs().sum() > 0)
-        if isinstance(module, IndexedConv2d):
             ranges = module.in_layout.select("test", channels)
             active = module.in_layout.indices(ranges) if ranges is not None else torch.arange(module.in_channels)
             inactive = torch.ones(module.in_channels, dtype=torch.bool)
             inactive[active] = False
-            assert module.weight.grad[:, inactive].abs().sum() == 0
-            grads += int(module.weight.grad[:, active].abs().sum() > 0)
+            assert module.weight.grad[cout:].abs().sum() == 0 and module.weight.grad[:, inactive].abs().sum() == 0
+            grads += int(module.weight.grad[:cout, active].abs().sum() > 0)
     assert grads > 0
     optimiser = torch.optim.SGD(model.parameters(), lr=0.1)
     optimiser.step()
@@ -225,9 +214,12 @@ def test_squeeze_excite_gates_join_the_block_group() -> None:
 def test_densenet_concatenations_use_indexed_inputs() -> None:
     _, model = convert("densenet")
     layers = layers_of(model)
-    assert isinstance(layers["block1.layers.1.conv1"], IndexedConv2d)
-    assert isinstance(layers["block1.layers.1.norm1"], IndexedBatchNorm2d)
-    assert isinstance(layers["block1.layers.0.conv1"], ElasticConv2d)  # reads a single tensor
+    concatenated = layers["block1.layers.1.conv1"]
+    assert isinstance(concatenated, ElasticConv2d) and len(concatenated.in_layout.segments) == 2
+    assert concatenated.in_dim is None and concatenated.sort_skip_reason is not None
+    assert isinstance(layers["block1.layers.1.norm1"], ElasticBatchNorm2d)
+    assert layers["block1.layers.1.norm1"].layout == concatenated.in_layout
+    assert layers["block1.layers.0.conv1"].in_dim is not None  # reads a single tensor: a prefix
     assert [dim for dim, _ in layers["trans1.2"].in_layout.segments] == [
         "stem",
         "block1.layers.0.conv2",
@@ -240,9 +232,9 @@ def test_densenet_concatenations_use_indexed_inputs() -> None:
 def test_flatten_of_a_2x2_map_reads_per_channel_blocks() -> None:
     _, model = convert("vgg_flatten2x2")
     fc = layers_of(model)["classifier.0"]
-    assert isinstance(fc, IndexedLinear) and fc.in_layout.inner == 4
+    assert isinstance(fc, ElasticLinear) and fc.in_layout.inner == 4 and fc.in_dim is None
     _, pooled = convert("vgg")
-    assert not isinstance(layers_of(pooled)["classifier.0"], IndexedLinear)
+    assert layers_of(pooled)["classifier.0"].in_layout.inner == 1
     assert layers_of(pooled)["classifier.0"].in_dim is not None
 
 

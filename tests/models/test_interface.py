@@ -145,7 +145,7 @@ def test_set_real_ch_maps_rounded_up_counts_back_to_their_choice() -> None:
     model = tailor.create_model("mobilenet_v3_large")
     dim = model.space.width_dim("stage2.block0.expand")  # 64 channels: 2/3 keeps ceil(42.67) = 43
     sub = model.space.largest().replace(widths={dim.name: 2 / 3})
-    model.set_real_ch(model.decode_ch(model._nest(model.space.channels(sub))))
+    model.set_real_ch(model.decode_ch(model._widths.nest(model.space.channels(sub))))
     assert model.active_subnet.width(dim.name) == 2 / 3
 
 

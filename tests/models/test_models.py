@@ -138,3 +138,19 @@ def test_repeated_eval_forwards_do_not_copy_weights_again() -> None:
             assert module._eval_cache.keys() == snapshot[name].keys()
             for key, entry in module._eval_cache.items():
                 assert all(a is b for a, b in zip(entry, snapshot[name][key])), name
+
+
+def test_every_family_module_is_registered_without_being_listed() -> None:
+    """A family is one module with `@register_model` factories: the registry finds it, no list to extend."""
+    import ast
+    from pathlib import Path
+
+    package = Path(tailor.models.__file__).parent
+    decorated = {
+        node.name
+        for path in package.glob("*.py")
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8")))
+        if isinstance(node, ast.FunctionDef)
+        and any(isinstance(d, ast.Name) and d.id == "register_model" for d in node.decorator_list)
+    }
+    assert len(decorated) >= 10 and decorated == set(tailor.list_models())

@@ -6,8 +6,9 @@
 """
 
 from tailor.convert.elasticize import DEFAULT_WIDTHS, FrozenChannelsWarning, elasticize, upgrade_dynamic_layers
-from tailor.convert.indexed import ChannelLayout, IndexedBatchNorm2d, IndexedConv2d, IndexedGroupNorm, IndexedLinear
+from tailor.convert.indexed import IndexedBatchNorm2d, IndexedConv2d, IndexedGroupNorm, IndexedLinear
 from tailor.convert.model import ChannelGroup, ElasticizedModel
+from tailor.ops import ChannelLayout  # its home is tailor.ops; kept here, where it was
 
 __all__ = [
     "DEFAULT_WIDTHS",

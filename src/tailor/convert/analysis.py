@@ -36,7 +36,8 @@ import torch.nn.functional as F
 from torch import fx, nn
 
 from tailor.convert.attention import AttentionUnit
-from tailor.convert.trace import TensorValue, is_autograd_function, node_name
+from tailor.convert.trace import TensorValue, is_autograd_function
+from tailor.graph import node_name
 from tailor.ops.attention import unsupported_multihead_attention
 
 # -- values ------------------------------------------------------------------------------------------

@@ -25,11 +25,11 @@ from torch import fx, nn
 
 from tailor.convert.analysis import Analysis, Reason
 from tailor.convert.attention import AttentionUnit, recognise_attention
-from tailor.convert.indexed import ChannelLayout, IndexedBatchNorm2d, IndexedConv2d, IndexedGroupNorm, IndexedLinear
 from tailor.convert.model import ChannelGroup, ElasticizedModel, GroupDim
 from tailor.convert.trace import ConvertTracer, Recorder
 from tailor.errors import InvalidSubnetError, UnsupportedModelError
 from tailor.ops import (
+    ChannelLayout,
     ElasticBatchNorm2d,
     ElasticConv2d,
     ElasticGroupNorm,
@@ -443,7 +443,7 @@ def _convert_layers(net: nn.Module, analysis: Analysis, dim_of: dict[int, str | 
         out_dim = dim_of[analysis.find(use.out_atom)] if use.out_atom is not None else None
         if use.kind in ("attention", "mha"):
             heads_dim = dim_of[analysis.find(use.heads_atom)] if use.heads_atom is not None else None
-            new = _elastic_attention(use.kind, old, _prefix(layout)[1], heads_dim, out_dim)
+            new = _elastic_attention(use.kind, old, layout.prefix_dim, heads_dim, out_dim)
         else:
             new = _elastic_layer(use.kind, old, layout, out_dim, use.norm_groups)
         new.train(old.training)
@@ -458,14 +458,6 @@ def _replace_module(net: nn.Module, old: nn.Module, new: nn.Module) -> None:
         for child_name, child in list(parent._modules.items()):
             if child is old:
                 parent._modules[child_name] = new
-
-
-def _prefix(layout: ChannelLayout) -> tuple[bool, str | None]:
-    """(whether the layout reads a prefix of one dimension, that dimension)."""
-    elastic = [dim for dim, _ in layout.segments if dim is not None]
-    if not elastic:
-        return True, None
-    return len(layout.segments) == 1 and layout.inner == 1, elastic[0]
 
 
 def _elastic_attention(
@@ -498,85 +490,53 @@ def _elastic_attention(
 def _elastic_layer(
     kind: str, old: nn.Module, layout: ChannelLayout, out_dim: str | None, norm_groups: int | None
 ) -> nn.Module:
-    prefix, in_dim = _prefix(layout)
-    if kind == "conv":
-        conv: nn.Conv2d = old  # type: ignore[assignment]
-        factory = dict(device=conv.weight.device, dtype=conv.weight.dtype)
-        if prefix:
-            new: nn.Module = ElasticConv2d(
-                conv.in_channels,
-                conv.out_channels,
-                conv.kernel_size,  # type: ignore[arg-type]
-                conv.stride,  # type: ignore[arg-type]
-                conv.padding,  # type: ignore[arg-type]
-                conv.dilation,  # type: ignore[arg-type]
-                conv.groups,
-                conv.bias is not None,
-                in_dim=in_dim,
-                out_dim=out_dim,
-                **factory,
-            )
-        else:
-            new = IndexedConv2d(
-                layout,
-                conv.out_channels,
-                conv.kernel_size,
-                conv.stride,
-                conv.padding,
-                conv.dilation,  # type: ignore[arg-type]
-                conv.bias is not None,
-                out_dim=out_dim,
-                **factory,
-            )
-        return _adopt(new, old, ("weight", "bias"))
-    if kind == "linear":
-        linear: nn.Linear = old  # type: ignore[assignment]
-        factory = dict(device=linear.weight.device, dtype=linear.weight.dtype)
-        if prefix:
-            new = ElasticLinear(
-                linear.in_features,
-                linear.out_features,
-                linear.bias is not None,
-                in_dim=in_dim,
-                out_dim=out_dim,
-                **factory,
-            )
-        else:
-            new = IndexedLinear(layout, linear.out_features, linear.bias is not None, out_dim=out_dim, **factory)
-        return _adopt(new, old, ("weight", "bias"))
-    if kind == "batchnorm":
-        bn: nn.BatchNorm2d = old  # type: ignore[assignment]
-        factory = dict(device=bn.running_mean.device, dtype=bn.running_mean.dtype)
-        if prefix:
-            new = ElasticBatchNorm2d(bn.num_features, bn.eps, bn.momentum, bn.affine, dim=in_dim, **factory)
-        else:
-            new = IndexedBatchNorm2d(layout, bn.eps, bn.momentum, bn.affine, **factory)
-        return _adopt(new, old, ("weight", "bias", "running_mean", "running_var", "num_batches_tracked"))
-    if kind == "layernorm":
-        ln: nn.LayerNorm = old  # type: ignore[assignment]
-        ref = ln.weight if ln.weight is not None else None
-        new = ElasticLayerNorm(
-            ln.normalized_shape[0],
-            ln.eps,
-            ln.elementwise_affine,
-            ln.bias is not None,
-            dim=in_dim,
-            device=None if ref is None else ref.device,
-            dtype=None if ref is None else ref.dtype,
-        )
-        return _adopt(new, ln, ("weight", "bias"))
-    # group norm: the user's GroupNorm, or a BatchNorm2d turned into Model Slicing's group norm
-    channels = layout.channels
-    groups = norm_groups or 1
-    affine = old.affine
-    ref = old.weight if affine and old.weight is not None else next(iter(old.buffers()), None)
-    factory = dict(device=None if ref is None else ref.device, dtype=None if ref is None else ref.dtype)
-    eps = old.eps
-    if prefix:
-        new = ElasticGroupNorm(groups, channels, eps, affine, dim=in_dim, **factory)
-    else:
-        new = IndexedGroupNorm(groups, layout, eps, affine, **factory)
-    return _adopt(new, old, ("weight", "bias"))
+    """The elastic op replacing `old` (a conv, linear or norm layer), reading `layout`, holding its parameters."""
+    build, adopted = _LAYER_BUILDERS[kind]
+    return _adopt(build(old, layout, out_dim, norm_groups), old, adopted)
+
+
+def _conv(conv: Any, layout: ChannelLayout, out_dim: str | None, _: int | None) -> nn.Module:
+    sizes = (conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding, conv.dilation)
+    factory = _factory(conv.weight)
+    return ElasticConv2d(*sizes, conv.groups, conv.bias is not None, in_layout=layout, out_dim=out_dim, **factory)
+
+
+def _linear(linear: Any, layout: ChannelLayout, out_dim: str | None, _: int | None) -> nn.Module:
+    sizes, factory = (linear.in_features, linear.out_features), _factory(linear.weight)
+    return ElasticLinear(*sizes, linear.bias is not None, in_layout=layout, out_dim=out_dim, **factory)
+
+
+def _batch_norm(bn: Any, layout: ChannelLayout, _: str | None, __: int | None) -> nn.Module:
+    factory = _factory(bn.running_mean)
+    return ElasticBatchNorm2d(bn.num_features, bn.eps, bn.momentum, bn.affine, layout=layout, **factory)
+
+
+def _layer_norm(ln: Any, layout: ChannelLayout, _: str | None, __: int | None) -> nn.Module:
+    args = (ln.normalized_shape[0], ln.eps, ln.elementwise_affine, ln.bias is not None)
+    return ElasticLayerNorm(*args, dim=layout.prefix_dim, **_factory(ln.weight))
+
+
+def _group_norm(old: Any, layout: ChannelLayout, _: str | None, groups: int | None) -> nn.Module:
+    """The user's GroupNorm, or a BatchNorm2d turned into Model Slicing's group norm."""
+    ref = old.weight if old.affine and old.weight is not None else next(iter(old.buffers()), None)
+    return ElasticGroupNorm(groups or 1, layout.channels, old.eps, old.affine, layout=layout, **_factory(ref))
+
+
+#: analysis kind -> (builder of the elastic op, the parameters and buffers it adopts from the user's layer)
+_LAYER_BUILDERS: dict[str, tuple[Any, tuple[str, ...]]] = {
+    "conv": (_conv, ("weight", "bias")),
+    "linear": (_linear, ("weight", "bias")),
+    "batchnorm": (_batch_norm, ("weight", "bias", "running_mean", "running_var", "num_batches_tracked")),
+    "layernorm": (_layer_norm, ("weight", "bias")),
+    "groupnorm": (_group_norm, ("weight", "bias")),
+}
+
+
+def _factory(reference: torch.Tensor | None) -> dict[str, Any]:
+    """`device` and `dtype` of a new layer: those of the tensor it adopts (None: torch's defaults)."""
+    if reference is None:
+        return {"device": None, "dtype": None}
+    return {"device": reference.device, "dtype": reference.dtype}
 
 
 def _adopt(new: nn.Module, old: nn.Module, names: tuple[str, ...]) -> nn.Module:
@@ -603,7 +563,7 @@ def _check_plans(model: ElasticizedModel) -> None:
     for width in choices:
         try:
             sub = model.space.uniform(width)
-            model._plan(sub)
+            model._plans.plan(sub)
         except InvalidSubnetError as exc:
             raise UnsupportedModelError(f"elasticize: width {width} cannot run: {exc}") from exc
 

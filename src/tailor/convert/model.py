@@ -21,6 +21,7 @@ from torch import fx, nn
 from tailor.convert.trace import ConvertTracer
 from tailor.errors import InvalidSubnetError, UnsupportedModelError
 from tailor.ops import ElasticModel
+from tailor.ops.width_protocol import WidthProtocol
 from tailor.space import SearchSpace, Subnet, WidthDim, active_channels
 
 
@@ -59,12 +60,39 @@ class GroupDim:
         return active_channels(width, self.channels, self.step)
 
 
+class GroupWidthProtocol(WidthProtocol):
+    """The width protocol where ops read channel groups that space dimensions (knobs) drive: counts per
+    dimension become counts per group (the same in per_group mode, where a dimension is its group's own)."""
+
+    tied = "channel group"
+    model: ElasticizedModel
+
+    def knob(self, op_dim: str) -> str:
+        return self.model._group_dims[op_dim].knob
+
+    def layer_count(self, op_dim: str, counts: dict[str, int]) -> int:
+        group = self.model._group_dims[op_dim]
+        return group.count(counts[group.knob] / self.model.space.width_dim(group.knob).channels)
+
+    def width_for(self, dim: WidthDim, wanted: dict[str, int]) -> float:
+        groups = self.model._group_dims
+        choice = next(
+            (w for w in dim.choices or () if all(groups[n].count(w) == c for n, c in wanted.items())),
+            None,
+        )
+        if choice is None:
+            raise InvalidSubnetError(f"set_real_ch: dimension {dim.name!r} cannot run the counts {wanted}")
+        return choice
+
+
 class ElasticizedModel(ElasticModel):
     """A user's model made elastic by `tailor.elasticize`: `space`, `activate`, `activated`, `extract`.
 
     `net` is the converted copy of the user's model (the original is untouched); `channel_groups` lists
     what the analysis found, `mode` and `norm` how it was converted.
     """
+
+    width_protocol = GroupWidthProtocol
 
     def __init__(
         self,
@@ -137,38 +165,3 @@ class ElasticizedModel(ElasticModel):
             step = f", step {g.step}" if g.step > 1 else ""
             lines.append(f"  {g.name}: {g.channels} channels{step}, {status}; layers: {', '.join(g.layers)}")
         return "\n".join(lines)
-
-    # -- the slimmable-models width protocol ----------------------------------------------------------
-    # Layers read channel groups, which space dimensions drive: counts per dimension are mapped to
-    # counts per group (identical in per_group mode, where a dimension is its group's own).
-    def _layer_dims(self) -> list[tuple[str, str, str]]:
-        layers = []
-        for name, module in self.elastic_layers():
-            out_dim = getattr(module, "out_dim", None)
-            if out_dim is not None:
-                layers.append((self._group_of(self._group_dims[out_dim].knob), name, out_dim))
-        return layers
-
-    def decode_ch(self, ch: Any) -> list[Any]:
-        """Per-dimension channel counts (`decode_wm`'s output) -> per-layer output counts, per group."""
-        counts = self._decode_ch_counts(ch)
-        per_group: dict[str, list[int]] = {group: [] for group, _ in self._groups()}
-        for group, _, name in self._layer_dims():
-            g = self._group_dims[name]
-            per_group[group].append(g.count(counts[g.knob] / self.space.width_dim(g.knob).channels))
-        return [per_group[group] for group, _ in self._groups()]
-
-    def set_real_ch(self, real_ch: Any) -> None:
-        """Activate the subnet whose layers have the per-layer output counts `real_ch` (`decode_ch`'s form)."""
-        wanted = self._real_ch_counts(real_ch, self._layer_dims(), "channel group")
-        widths = {}
-        for dim in self.space.widths:
-            members = {n: c for n, c in wanted.items() if self._group_dims[n].knob == dim.name}
-            choice = next(
-                (w for w in dim.choices or () if all(self._group_dims[n].count(w) == c for n, c in members.items())),
-                None,
-            )
-            if choice is None:
-                raise InvalidSubnetError(f"set_real_ch: dimension {dim.name!r} cannot run the counts {members}")
-            widths[dim.name] = choice
-        self.activate(Subnet(widths, self.active_subnet.depths))

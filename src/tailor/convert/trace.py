@@ -1,9 +1,9 @@
 """Tracing a user's model with `torch.fx`, and recording what each node computed on example inputs.
 
-The tracer keeps `torch.nn` layers and elastic ops as single calls, records each node's source line,
-records calls of custom autograd functions as one opaque call (fx would otherwise inline their
-forward and lose what they are), and turns fx's failures into `UnsupportedModelError`s that name
-the node and the operation where tracing stopped.
+The tracer (a `tailor.graph.LeafTracer`) keeps `torch.nn` layers and elastic ops as single calls, records
+each node's source line, records calls of custom autograd functions as one opaque call (fx would otherwise
+inline their forward and lose what they are), and turns fx's failures into `UnsupportedModelError`s that
+name the node and the operation where tracing stopped.
 
 Given example inputs, it also runs every node as it records it (a lock-step evaluation), so that the
 Python numbers computed from tensor sizes are known: `int(x.size(1) * ratio)`, `range(x.size(0))` or
@@ -16,8 +16,6 @@ holds no `size()` calls for them (ONNX needs static pooling kernels) while its b
 from __future__ import annotations
 
 import operator
-import os
-import re
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -27,10 +25,8 @@ import torch
 from torch import fx, nn
 
 from tailor.errors import UnsupportedModelError
+from tailor.graph import LeafTracer, attribute, autograd_function_of, node_name
 from tailor.ops.base import ElasticOp
-
-_FRAME = re.compile(r'File "([^"]+)", line (\d+), in [^\n]*\n\s*([^\n]*)')
-_TORCH_DIR = os.path.dirname(torch.__file__)
 
 
 @dataclass(frozen=True)
@@ -65,49 +61,6 @@ def abstract(value: Any) -> Any:
     if isinstance(value, (bool, int, float)) or value is None:
         return value
     return OPAQUE
-
-
-def describe(node: fx.Node, root: nn.Module | None = None) -> str:
-    """A short, human-readable name for a node's operation: `torch.cat`, `Tensor.view`, `layer 'fc' (Linear)`."""
-    if node.op == "call_module":
-        kind = ""
-        if root is not None:
-            try:
-                kind = f" ({type(root.get_submodule(node.target)).__name__})"
-            except AttributeError:
-                kind = ""
-        return f"layer {node.target!r}{kind}"
-    if node.op == "call_method":
-        return f"Tensor.{node.target}"
-    if node.op == "call_function":
-        target = node.target
-        function_class = autograd_function_of(target)
-        if function_class is not None:
-            return f"custom autograd function {function_class.__qualname__}"
-        module = getattr(target, "__module__", None) or ""
-        name = getattr(target, "__qualname__", None) or getattr(target, "__name__", repr(target))
-        module = {"_operator": "operator", "torch.nn.functional": "F", "torch._C._nn": "F"}.get(module, module)
-        if module.startswith("torch._C"):
-            module = "torch"
-        return f"{module}.{name}" if module else name
-    if node.op == "get_attr":
-        return f"attribute {node.target!r}"
-    return node.op
-
-
-def location(node: fx.Node) -> str:
-    """' at file.py:12: `code`' for the innermost user frame that created the node ('' when unknown)."""
-    trace = node.stack_trace or node.meta.get("stack_trace") or ""
-    frames = [m for m in _FRAME.finditer(trace) if not m.group(1).startswith(_TORCH_DIR) and m.group(1) != __file__]
-    if not frames:
-        return ""
-    path, line, code = frames[-1].groups()
-    return f" at {path.rsplit('/', 1)[-1]}:{line}: `{code.strip()}`"
-
-
-def node_name(node: fx.Node, root: nn.Module | None = None) -> str:
-    """ "node 'name' (operation) at file:line: `code`"."""
-    return f"node {node.name!r} ({describe(node, root)}){location(node)}"
 
 
 #: Marks a node whose value the lock-step evaluation could not compute (the trace goes on symbolically).
@@ -147,7 +100,12 @@ class ConcreteProxy(fx.Proxy):
         return super().__getattr__(name)
 
 
-class ConvertTracer(fx.Tracer):
+def _converted_leaf(module: nn.Module) -> bool:
+    """Elastic ops and modules marked `traced_as_layer` are single calls of a convert trace."""
+    return isinstance(module, ElasticOp) or getattr(module, "traced_as_layer", False)
+
+
+class ConvertTracer(LeafTracer):
     """fx tracer for `elasticize`: torch.nn layers, elastic ops and modules marked `traced_as_layer` are
     leaves; failures name the node.
 
@@ -156,10 +114,7 @@ class ConvertTracer(fx.Tracer):
     """
 
     def __init__(self, example_inputs: tuple[Any, ...] | None = None, specialise_sizes: bool = False) -> None:
-        super().__init__()
-        self.record_stack_traces = True
-        self.last_node: fx.Node | None = None
-        self._root: nn.Module | None = None
+        super().__init__(_converted_leaf, stack_traces=True)
         self.example_inputs = example_inputs
         self.specialise_sizes = specialise_sizes and example_inputs is not None
         self._values: dict[fx.Node, Any] | None = None
@@ -201,7 +156,7 @@ class ConvertTracer(fx.Tracer):
                 return inputs[index]
             return node.args[0] if node.args else _UNKNOWN  # a default argument
         if node.op == "get_attr":
-            return operator.attrgetter(str(node.target))(self._root)
+            return attribute(self.traced_root, str(node.target))  # type: ignore[arg-type]
         if node.op not in ("call_module", "call_function", "call_method"):
             return _NOTHING
         args = fx.node.map_arg(node.args, value_of)
@@ -209,7 +164,7 @@ class ConvertTracer(fx.Tracer):
         if missing:
             return _UNKNOWN
         if node.op == "call_module":
-            return self._root.get_submodule(str(node.target))(*args, **kwargs)  # type: ignore[union-attr]
+            return self.traced_root.get_submodule(str(node.target))(*args, **kwargs)  # type: ignore[union-attr]
         if node.op == "call_function":
             return node.target(*args, **kwargs)  # type: ignore[operator]
         return getattr(args[0], str(node.target))(*args[1:], **kwargs)
@@ -235,23 +190,16 @@ class ConvertTracer(fx.Tracer):
                     return sizes
         return super().create_proxy(kind, target, args, kwargs, *rest, **more)
 
-    def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
-        if isinstance(m, ElasticOp) or getattr(m, "traced_as_layer", False):
-            return True
-        return super().is_leaf_module(m, module_qualified_name)
-
     def create_node(self, *args: Any, **kwargs: Any) -> fx.Node:
         node = super().create_node(*args, **kwargs)
-        self.last_node = node
         if self._values is not None:
             self._evaluate(node)
         return node
 
     def _fail(self, node: fx.Node, what: str) -> UnsupportedModelError:
-        owner = type(self._root).__name__ if self._root is not None else "the model"
-        return UnsupportedModelError(
-            f"{owner}.forward cannot be traced by torch.fx: {node_name(node, self._root)} {what}"
-        )
+        root = self.traced_root
+        owner = type(root).__name__ if root is not None else "the model"
+        return UnsupportedModelError(f"{owner}.forward cannot be traced by torch.fx: {node_name(node, root)} {what}")
 
     def to_bool(self, obj: fx.Proxy) -> bool:
         value = self.concrete(obj.node)
@@ -271,23 +219,14 @@ class ConvertTracer(fx.Tracer):
         raise self._fail(obj.node, "is unpacked with ** and cannot be traced")
 
     def trace(self, root: nn.Module | Callable[..., Any], concrete_args: dict[str, Any] | None = None) -> fx.Graph:
-        self._root = root if isinstance(root, nn.Module) else None
-        self.last_node = None
-        evaluate = self.example_inputs is not None and self._root is not None
+        self.traced_root = root if isinstance(root, nn.Module) else None
+        evaluate = self.example_inputs is not None and self.traced_root is not None
         self._values = {} if evaluate else None
         self._placeholders = 0
-        buffers = [(b, b.clone()) for b in self._root.buffers()] if evaluate else []  # type: ignore[union-attr]
+        buffers = [(b, b.clone()) for b in self.traced_root.buffers()] if evaluate else []  # type: ignore[union-attr]
         try:
             with _autograd_functions_as_calls(self), torch.no_grad():
                 return super().trace(root, concrete_args)
-        except UnsupportedModelError:
-            raise
-        except Exception as exc:  # fx and user code raise many types while tracing
-            owner = type(root).__name__
-            where = f" after {node_name(self.last_node, self._root)}" if self.last_node is not None else ""
-            raise UnsupportedModelError(
-                f"{owner}.forward cannot be traced by torch.fx{where}: {type(exc).__name__}: {exc}"
-            ) from exc
         finally:
             self._values = None  # drop the example's activations
             with torch.no_grad():
@@ -368,12 +307,6 @@ def function_call(cls: type) -> Callable[..., Any]:
     return call
 
 
-def autograd_function_of(target: Any) -> type | None:
-    """The custom autograd function a call_function target calls, if it is one."""
-    owner = getattr(target, "autograd_function", None) or getattr(target, "__self__", None)
-    return owner if isinstance(owner, type) and issubclass(owner, torch.autograd.Function) else None
-
-
 def is_autograd_function(target: Any) -> bool:
     """Whether a call_function target calls some custom `torch.autograd.Function`."""
     return autograd_function_of(target) is not None
@@ -388,10 +321,6 @@ __all__ = [
     "Recorder",
     "TensorValue",
     "abstract",
-    "autograd_function_of",
-    "describe",
     "function_call",
     "is_autograd_function",
-    "location",
-    "node_name",
 ]

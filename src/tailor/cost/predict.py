@@ -27,7 +27,6 @@ from typing import Any
 import numpy as np
 import torch
 from torch import fx, nn
-from torch.fx.passes.shape_prop import ShapeProp
 
 from tailor.checks import non_negative_int, positive_float
 from tailor.cost.measure import CLOCKS, prepare_module
@@ -35,23 +34,12 @@ from tailor.cost.runtimes.base import PreparedModel, Runtime, check_device, get_
 from tailor.errors import ProfileError, UnsupportedModelError
 from tailor.export._common import check_positive_int, input_shape_of, static_subnet
 from tailor.export.fold import fold_batchnorm
+from tailor.graph import attribute, cut_points, output_shape, propagate_shapes, subgraph
 from tailor.ops import ElasticModel
 from tailor.space import Subnet
 
 FEATURES = ("macs", "activations", "weights", "ops")
 TABLE_FEATURES = ("table_ms", "blocks")
-
-
-def _shaped_graph(model: ElasticModel, sub: Subnet, batch_size: int, shape: Sequence[int]) -> fx.GraphModule:
-    static = static_subnet(model, sub)
-    with torch.inference_mode():
-        ShapeProp(static).propagate(torch.zeros((batch_size, *shape)))
-    return static
-
-
-def _meta_shape(node: fx.Node) -> tuple[int, ...] | None:
-    meta = node.meta.get("tensor_meta")
-    return tuple(meta.shape) if meta is not None and hasattr(meta, "shape") else None
 
 
 def features(
@@ -60,12 +48,12 @@ def features(
     """`{macs, activations, weights, ops}` of one batch through the extracted subnet (see module docstring)."""
     batch_size = check_positive_int("batch_size", batch_size)
     shape = input_shape_of(model, input_shape)
-    static = _shaped_graph(model, sub, batch_size, shape)
+    static = propagate_shapes(static_subnet(model, sub), torch.zeros((batch_size, *shape)))
     total = dict.fromkeys(FEATURES, 0.0)
     for node in static.graph.nodes:
         if node.op not in ("call_module", "call_function", "call_method"):
             continue
-        out = _meta_shape(node)
+        out = output_shape(node)
         out_elems = float(np.prod(out)) if out else 0.0
         total["ops"] += 1
         total["activations"] += out_elems
@@ -96,24 +84,11 @@ class Block:
     input_shape: tuple[int, ...] = field(compare=False, hash=False)
 
 
-def _cut_points(nodes: list[fx.Node]) -> list[int]:
-    """Indices after which exactly one tensor (that node's output) is still needed by later nodes."""
-    order = {n: i for i, n in enumerate(nodes)}
-    end = len(nodes)
-    last_use = {n: max((order.get(u, end) for u in n.users), default=order[n]) for n in nodes}
-    live: set[fx.Node] = set()
-    cuts = []
-    for i, node in enumerate(nodes):
-        live.add(node)
-        live = {n for n in live if last_use[n] > i}
-        if node.op != "placeholder" and live == {node}:
-            cuts.append(i)
-    return cuts
-
-
 def _signature(gm: fx.GraphModule, node: fx.Node, index: Mapping[fx.Node, Any]) -> tuple:
     def arg(value: Any) -> Any:
         if isinstance(value, fx.Node):
+            if value.op == "get_attr" and value not in index:  # a constant read inside the block: its shape
+                return ("attr", tuple(getattr(attribute(gm, str(value.target)), "shape", ())))
             return index[value]
         if isinstance(value, (list, tuple)):
             return tuple(arg(v) for v in value)
@@ -129,7 +104,7 @@ def _signature(gm: fx.GraphModule, node: fx.Node, index: Mapping[fx.Node, Any]) 
         what: tuple = (type(module).__qualname__, module.extra_repr(), params)
     else:
         what = (getattr(node.target, "__qualname__", None) or str(node.target),)
-    out = _meta_shape(node)
+    out = output_shape(node)
     return (node.op, what, arg(node.args), arg(dict(node.kwargs)), out[1:] if out else None)
 
 
@@ -138,28 +113,14 @@ def _has_weights(gm: fx.GraphModule, nodes: Sequence[fx.Node]) -> bool:
 
 
 def _block(gm: fx.GraphModule, source: fx.Node, body: Sequence[fx.Node]) -> Block:
-    """Copy `body` (fed only by `source`, plus constants) into a module of its own, with its key."""
-    graph = fx.Graph()
-    env: dict[fx.Node, fx.Node] = {source: graph.placeholder("x")}
+    """`body` (fed only by `source`, plus constants) as a module of its own, with its key."""
+    shape = output_shape(source)[1:]  # type: ignore[index]
     index: dict[fx.Node, Any] = {source: "in"}
-
-    def lookup(node: fx.Node) -> fx.Node:
-        if node not in env:  # a constant (get_attr) read inside this block
-            env[node] = graph.node_copy(node)
-            attr: Any = gm
-            for part in str(node.target).split("."):
-                attr = getattr(attr, part)
-            index[node] = ("attr", tuple(getattr(attr, "shape", ())))
-        return env[node]
-
-    shape = _meta_shape(source)[1:]  # type: ignore[index]
     key: list[Any] = [shape]
     for i, node in enumerate(body):
-        env[node] = graph.node_copy(node, lookup)
         key.append(_signature(gm, node, index))
         index[node] = i
-    graph.output(env[body[-1]])
-    return Block(tuple(key), fx.GraphModule(gm, graph), shape)
+    return Block(tuple(key), subgraph(gm, source, body), shape)
 
 
 def subnet_blocks(
@@ -177,15 +138,13 @@ def subnet_blocks(
     """
     shape = input_shape_of(model, input_shape)
     static = static_subnet(model, sub)
-    gm = fold_batchnorm(static)[0] if fold else static
-    with torch.inference_mode():
-        ShapeProp(gm).propagate(torch.zeros((1, *shape)))
+    gm = propagate_shapes(fold_batchnorm(static)[0] if fold else static, torch.zeros((1, *shape)))
     nodes = [n for n in gm.graph.nodes if n.op not in ("get_attr", "output")]
     if sum(n.op == "placeholder" for n in nodes) != 1 or nodes[0].op != "placeholder":
         raise UnsupportedModelError(f"latency tables need a single-input model, {type(model).__name__} is not")
     pieces: list[tuple[fx.Node, list[fx.Node]]] = []
     start = 0
-    for cut in _cut_points(nodes):
+    for cut in cut_points(nodes):
         body = nodes[start + 1 : cut + 1]
         if pieces and not _has_weights(gm, body):
             pieces[-1][1].extend(body)  # an activation or pooling: part of the block before
@@ -195,7 +154,7 @@ def subnet_blocks(
             pieces.append((nodes[start], list(body)))
         start = cut
     for source, _ in pieces:
-        if _meta_shape(source) is None:
+        if output_shape(source) is None:
             raise UnsupportedModelError(f"cannot cut {type(model).__name__} into blocks: {source.name} has no shape")
     return [_block(gm, source, body) for source, body in pieces]
 

@@ -13,19 +13,7 @@ import copy
 import torch
 from torch import fx, nn
 
-
-def _module(gm: fx.GraphModule, node: fx.Node) -> nn.Module | None:
-    if node.op != "call_module":
-        return None
-    return gm.get_submodule(str(node.target))
-
-
-def _delete_submodule(gm: fx.GraphModule, target: str) -> None:
-    *path, leaf = target.split(".")
-    parent: nn.Module = gm
-    for part in path:
-        parent = getattr(parent, part)
-    delattr(parent, leaf)
+from tailor.graph import called_module
 
 
 @torch.no_grad()
@@ -59,7 +47,7 @@ def fold_batchnorm(gm: fx.GraphModule) -> tuple[fx.GraphModule, int]:
             calls[str(node.target)] = calls.get(str(node.target), 0) + 1
     folded = 0
     for node in list(gm.graph.nodes):
-        bn = _module(gm, node)
+        bn = called_module(gm, node)
         if not isinstance(bn, nn.BatchNorm2d) or not bn.track_running_stats or len(node.args) != 1:
             continue
         prev = node.args[0]
@@ -67,16 +55,13 @@ def fold_batchnorm(gm: fx.GraphModule) -> tuple[fx.GraphModule, int]:
             continue
         if prev.op != "call_module" or calls[str(prev.target)] != 1:  # a shared module cannot be rewritten
             continue
-        conv = _module(gm, prev)
+        conv = called_module(gm, prev)
         if not isinstance(conv, nn.Conv2d) or conv.weight.shape[0] != bn.num_features:
             continue
-        conv_target = str(prev.target)
-        *path, leaf = conv_target.split(".")
-        parent: nn.Module = gm.get_submodule(".".join(path)) if path else gm
-        setattr(parent, leaf, fold_conv_bn(conv, bn))
+        gm.set_submodule(str(prev.target), fold_conv_bn(conv, bn))
         node.replace_all_uses_with(prev)
         gm.graph.erase_node(node)
-        _delete_submodule(gm, str(node.target))
+        gm.delete_submodule(str(node.target))
         folded += 1
     gm.graph.lint()
     gm.recompile()

@@ -1,8 +1,5 @@
-"""Slimmable model families and the registry (see README.md here)."""
+"""Slimmable model families and the registry (see README.md here); the registry imports each family's module."""
 
-from tailor.models import efficientnet as efficientnet
-from tailor.models import mobilenet as mobilenet
-from tailor.models import vit as vit
 from tailor.models.registry import create_model, list_models, register_model
 from tailor.models.resnet import ElasticResNet
 from tailor.models.small_cnn import SmallCNN

@@ -1,8 +1,15 @@
-"""The model registry: `create_model(name, ...)` and `list_models()`, as timm does it."""
+"""The model registry: `create_model(name, ...)` and `list_models()`, as timm does it.
+
+A model family is one module of `tailor.models` whose factories carry `@register_model`; the registry imports
+every module of the package the first time it is asked (no list of families to keep up to date).
+"""
 
 from __future__ import annotations
 
+import importlib
+import pkgutil
 from collections.abc import Callable
+from functools import cache
 from typing import Any, TypeVar
 
 from tailor.errors import UnsupportedModelError
@@ -22,13 +29,23 @@ def register_model(factory: Factory) -> Factory:
     return factory
 
 
+@cache
+def _import_families() -> None:
+    """Import every module of `tailor.models` once, so that each family's factories are registered."""
+    package = importlib.import_module("tailor.models")
+    for module in pkgutil.iter_modules(package.__path__):
+        importlib.import_module(f"tailor.models.{module.name}")
+
+
 def list_models() -> list[str]:
     """Names of all registered models, sorted."""
+    _import_families()
     return sorted(_FACTORIES)
 
 
 def create_model(name: str, num_classes: int | None = None, in_chans: int = 3, **kwargs: Any) -> ElasticModel:
     """Build registered model `name` (its own default class count unless `num_classes` is given)."""
+    _import_families()
     try:
         factory = _FACTORIES[name]
     except KeyError:

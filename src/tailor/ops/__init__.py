@@ -3,6 +3,7 @@
 from tailor.ops.attention import ElasticMultiheadAttention, ElasticQKVLinear, ElasticSelfAttention
 from tailor.ops.base import ElasticOp
 from tailor.ops.conv import ElasticConv2d, ElasticLinear, expand_channels
+from tailor.ops.layout import ChannelLayout
 from tailor.ops.network import ElasticModel
 from tailor.ops.norm import ElasticBatchNorm2d, ElasticGroupNorm
 from tailor.ops.select import DEPTH_RULES, ElasticStage, kept_blocks
@@ -11,6 +12,7 @@ from tailor.ops.transformer import ElasticLayerNorm, ElasticMlp
 
 __all__ = [
     "DEPTH_RULES",
+    "ChannelLayout",
     "ChannelSort",
     "ElasticBatchNorm2d",
     "ElasticConv2d",

@@ -23,7 +23,7 @@ Both are containers of elastic ops, traced through by `extract`, so extracted su
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -31,10 +31,18 @@ from torch import nn
 
 from tailor.errors import InvalidSubnetError, UnsupportedModelError
 from tailor.ops.base import ElasticOp, channel_count
-from tailor.ops.conv import ElasticLinear
+from tailor.ops.conv import ElasticLinear, SlicedLinear
 
 
-class ElasticQKVLinear(ElasticOp, nn.Linear):
+class QKVConfig(NamedTuple):
+    """What an `ElasticQKVLinear` runs: input features, features of each of q, k and v, and its weight's key."""
+
+    in_features: int
+    head_features: int
+    key: tuple[int, int] | None
+
+
+class ElasticQKVLinear(SlicedLinear, nn.Linear):
     """The packed q/k/v projection `Linear(in, 3 * heads * head_dim)` running the first h heads of each of q, k, v.
 
     `in_dim` names the width dimension of its input features (None: fixed), `out_dim` the dimension of
@@ -63,7 +71,7 @@ class ElasticQKVLinear(ElasticOp, nn.Linear):
         self.head_dim = head_dim
         self.in_dim = in_dim
         self.out_dim = out_dim
-        self._active = (in_features, num_heads * head_dim, None)
+        self._active = QKVConfig(in_features, num_heads * head_dim, None)
 
     @property
     def features(self) -> int:
@@ -82,53 +90,28 @@ class ElasticQKVLinear(ElasticOp, nn.Linear):
             dims[self.out_dim] = (self.features, self.head_dim)
         return dims
 
-    def configure(self, channels: Mapping[str, int], stats_key: str) -> tuple[int, int, tuple[int, int] | None]:
+    def configure(self, channels: Mapping[str, int], stats_key: str) -> QKVConfig:
         name = type(self).__name__
         cin = channel_count(name, channels, self.in_dim, self.in_features)
         features = channel_count(name, channels, self.out_dim, self.features)
         if features % self.head_dim:
             raise InvalidSubnetError(f"{name}: {features} features are not whole heads of {self.head_dim}")
         if cin == self.in_features and features == self.features:
-            return (cin, features, None)
-        return (cin, features, (features, cin))
+            return QKVConfig(cin, features, None)
+        return QKVConfig(cin, features, (features, cin))
 
     @property
     def active_heads(self) -> int:
         """Heads the active configuration runs."""
-        return self._active[1] // self.head_dim
+        return self._active.head_features // self.head_dim
 
-    def _select(self, features: int, cin: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def _select(self, key: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Rows of the first `features` features of each of q, k, v and the first `cin` input columns."""
+        features, cin = key
         weight = self.weight.view(3, self.features, self.in_features)[:, :features, :cin].reshape(3 * features, cin)
         bias = None if self.bias is None else self.bias.view(3, self.features)[:, :features].reshape(3 * features)
         return weight, bias
 
-    def _slices(self, key: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor | None]:
-        if torch.is_grad_enabled():
-            return self._select(*key)
-        cached = self._eval_cache.get(key)
-        if cached is None or cached[0] != self.weight._version:
-            with torch.no_grad():
-                weight, bias = self._select(*key)
-                cached = self._remember(key, (self.weight._version, weight.contiguous(), bias))
-        return cached[1], cached[2]
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        key = self._active[2]
-        if key is None:
-            return F.linear(x, self.weight, self.bias)
-        weight, bias = self._slices(key)
-        return F.linear(x, weight, bias)
-
-    @torch.no_grad()
-    def to_static(self) -> nn.Linear:
-        cin, features, _ = self._active
-        linear = nn.Linear(cin, 3 * features, self.bias is not None, device=self.weight.device, dtype=self.weight.dtype)
-        weight, bias = self._select(features, cin)
-        linear.weight.copy_(weight)
-        if bias is not None:
-            linear.bias.copy_(bias)
-        return linear
 
     def extra_repr(self) -> str:
         return (

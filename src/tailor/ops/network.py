@@ -6,55 +6,31 @@ and puts blocks with elastic depth into `ElasticStage`s. From that the base clas
 switches by assigning those configurations in place — no weights are copied or sliced then.
 `extract(sub)` traces the active network with `torch.fx` and returns a `GraphModule` made only of
 ordinary torch modules holding copies of the active weights and statistics.
+
+The model keeps its space, its forward and the hooks subclasses override; each other role is a
+collaborator it delegates to: the layer index and plans (`plans`, `layer_index`), per-subnet norm
+statistics (`norm_stats`), the weight cache (`base`), the slimmable width protocol (`width_protocol`)
+and extraction (`extract`).
 """
 
 from __future__ import annotations
 
-import copy
-import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
-import torch
 from torch import fx, nn
 
-from tailor.errors import InvalidSubnetError, SubnetNormFallbackWarning, UnsupportedModelError
-from tailor.ops.base import ElasticOp
-from tailor.ops.conv import _WeightSlice
+from tailor.errors import InvalidSubnetError
+from tailor.ops.base import clear_caches, set_cache_entries
+from tailor.ops.conv import set_in_place_grad
+from tailor.ops.extract import extract_graph, trace_with_ops_as_leaves
+from tailor.ops.layer_index import lookup_dim
 from tailor.ops.norm import ElasticBatchNorm2d
-from tailor.ops.select import ElasticStage
+from tailor.ops.norm_stats import calibrated_keys, has_own_stats, stats_bytes, warn_if_shared
+from tailor.ops.plans import Plans
+from tailor.ops.width_protocol import WidthProtocol
 from tailor.space import SearchSpace, Subnet, WidthDim
-
-#: Plans kept per model before the oldest are dropped (a plan is a tuple of small configs).
-PLAN_CACHE_SIZE = 4096
-
-
-@dataclass(frozen=True)
-class _IndexEntry:
-    name: str
-    module: nn.Module
-    # (stage, block position) pairs enclosing this module: it runs only if each stage's depth > position
-    conditions: tuple[tuple[ElasticStage, int], ...]
-
-
-@dataclass(frozen=True)
-class _Plan:
-    subnet: Subnet  # canonical form of the activated subnet
-    assignments: tuple[tuple[nn.Module, Any], ...]
-    norms: tuple[tuple[str, ElasticBatchNorm2d], ...]  # SubnetNorm layers that run in this subnet
-
-
-class _OpLeafTracer(fx.Tracer):
-    """Traces through containers and blocks, keeping each elastic op as one call."""
-
-    def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
-        if isinstance(m, ElasticOp):
-            return True
-        if isinstance(m, ElasticStage):
-            return False
-        return super().is_leaf_module(m, module_qualified_name)
 
 
 class ElasticModel(nn.Module):
@@ -69,84 +45,22 @@ class ElasticModel(nn.Module):
     default_input_size: tuple[int, int, int] = (3, 224, 224)
     #: {"name": registered model, "kwargs": {...}} when built by `create_model` (checkpoints rebuild from it).
     architecture: dict[str, Any] | None = None
+    #: The slimmable width protocol's implementation (models whose ops read other dimensions subclass it).
+    width_protocol: ClassVar[type[WidthProtocol]] = WidthProtocol
 
     def __init__(self, space: SearchSpace) -> None:
         super().__init__()
         if not isinstance(space, SearchSpace):
             raise InvalidSubnetError(f"ElasticModel needs a SearchSpace, got {type(space).__name__}")
         self.space = space
-        object.__setattr__(self, "_plans", {})
-        object.__setattr__(self, "_index_cache", None)
-        object.__setattr__(self, "_active_plan", None)
+        object.__setattr__(self, "_plans", Plans(self))
+        object.__setattr__(self, "_widths", self.width_protocol(self))
 
-    # -- structure ----------------------------------------------------------------------------------
-    def _index(self) -> tuple[_IndexEntry, ...]:
-        if self._index_cache is None:
-            entries: list[_IndexEntry] = []
-            self._collect(self, "", (), entries)
-            self._check_against_space(entries)
-            object.__setattr__(self, "_index_cache", tuple(entries))
-        return self._index_cache  # type: ignore[return-value]
-
-    def _collect(self, module: nn.Module, prefix: str, conditions: tuple, out: list[_IndexEntry]) -> None:
-        for child_name, child in module.named_children():
-            name = f"{prefix}{child_name}"
-            if isinstance(child, ElasticOp):
-                out.append(_IndexEntry(name, child, conditions))
-            elif isinstance(child, ElasticStage):
-                out.append(_IndexEntry(name, child, conditions))
-                for position, block in enumerate(child.blocks):
-                    self._collect(block, f"{name}.blocks.{position}.", conditions + ((child, position),), out)
-                    if isinstance(block, (ElasticOp, ElasticStage)):
-                        out.append(_IndexEntry(f"{name}.blocks.{position}", block, conditions + ((child, position),)))
-            else:
-                self._collect(child, f"{name}.", conditions, out)
-
-    def _check_against_space(self, entries: list[_IndexEntry]) -> None:
-        for entry in entries:
-            module = entry.module
-            if isinstance(module, ElasticStage):
-                dim = self._lookup(entry.name, "depth", module.depth_dim)
-                if dim.max > len(module.blocks):
-                    raise UnsupportedModelError(
-                        f"layer {entry.name!r}: depth dimension {dim.name!r} allows {dim.max} blocks, the stage has {len(module.blocks)}"
-                    )
-                self._check_skippable(entry.name, module, dim.min)
-                continue
-            for dim_name, (channels, step) in module.width_dims().items():
-                dim = self._op_width_dim(entry.name, dim_name)
-                if dim.channels != channels:
-                    raise UnsupportedModelError(
-                        f"layer {entry.name!r}: width dimension {dim_name!r} has {dim.channels} channels, the layer {channels}"
-                    )
-                if dim.step % step:
-                    raise UnsupportedModelError(
-                        f"layer {entry.name!r}: width dimension {dim_name!r} has step {dim.step}, the layer needs a multiple of {step}"
-                    )
-
-    @staticmethod
-    def _check_skippable(name: str, stage: ElasticStage, min_depth: int) -> None:
-        """Blocks that a subnet may skip must keep the stage's resolution (no strided conv or pooling)."""
-        for position in stage.skippable_positions(min_depth):
-            for sub_name, sub in stage.blocks[position].named_modules():
-                strided = isinstance(sub, nn.Conv2d) and sub.stride != (1, 1)
-                if strided or isinstance(sub, (nn.MaxPool2d, nn.AvgPool2d)):
-                    path = ".".join(part for part in (name, "blocks", str(position), sub_name) if part)
-                    raise UnsupportedModelError(f"layer {path!r}: a block that depth may skip cannot downsample")
-
-    def _lookup(self, layer: str, kind: str, name: str) -> Any:
-        try:
-            return self.space.width_dim(name) if kind == "width" else self.space.depth_dim(name)
-        except InvalidSubnetError:
-            raise UnsupportedModelError(
-                f"layer {layer!r}: {kind} dimension {name!r} is not in the model's space"
-            ) from None
-
-    # Hooks for models whose ops read internal channel groups that fewer space dimensions drive
-    # (`tailor.convert`'s uniform mode): by default an op's width dimension is a space dimension.
+    # -- hooks: models whose ops read internal channel groups that fewer space dimensions drive
+    # (`tailor.convert`'s uniform mode) override these; by default an op's dimension is a space dimension.
     def _op_width_dim(self, layer: str, name: str) -> WidthDim:
         """The width dimension (full channels, step) that an op's dimension `name` refers to."""
-        return self._lookup(layer, "width", name)
+        return lookup_dim(self, layer, "width", name)
 
     def _op_channels(self, canonical: Subnet) -> dict[str, int]:
         """Active channels of every dimension the ops read, under a canonical subnet of the space."""
@@ -154,18 +68,7 @@ class ElasticModel(nn.Module):
 
     def _traced_for_extraction(self) -> tuple[nn.Module, fx.Graph]:
         """(root, graph) that `extract` copies into a static module: `self`, traced with ops as leaves."""
-        return self, _OpLeafTracer().trace(self)
-
-    def elastic_layers(self) -> Iterator[tuple[str, nn.Module]]:
-        """(qualified name, module) of every elastic op and stage, in definition order."""
-        for entry in self._index():
-            yield entry.name, entry.module
-
-    def invalidate_plans(self) -> None:
-        """Forget cached plans and the layer index (call after replacing layers, e.g. a new head)."""
-        self._plans.clear()
-        object.__setattr__(self, "_index_cache", None)
-        object.__setattr__(self, "_active_plan", None)
+        return self, trace_with_ops_as_leaves(self)
 
     def init_weights(self, module: nn.Module | None = None) -> None:
         """(Re)initialise `module` (default: this model) with this family's scheme.
@@ -180,55 +83,21 @@ class ElasticModel(nn.Module):
             if callable(reset):
                 reset()
 
-    # -- activation ---------------------------------------------------------------------------------
-    def _plan(self, sub: Subnet) -> _Plan:
-        plan = self._plans.get(sub)
-        if plan is not None:
-            return plan
-        self.space.validate(sub)
-        canonical = self.space.canonical(sub)
-        plan = self._plans.get(canonical)
-        if plan is None:
-            plan = self._build_plan(canonical)
-        if len(self._plans) >= PLAN_CACHE_SIZE:
-            self._plans.clear()
-        self._plans[canonical] = plan
-        self._plans[sub] = plan
-        return plan
+    # -- layers and activation (`tailor.ops.plans`) ---------------------------------------------------
+    def elastic_layers(self) -> Iterator[tuple[str, nn.Module]]:
+        """(qualified name, module) of every elastic op and stage, in definition order."""
+        for layer in self._plans.layers():
+            yield layer.name, layer.module
 
-    def _build_plan(self, canonical: Subnet) -> _Plan:
-        channels = self._op_channels(canonical)
-        depths = canonical.depths
-        key = canonical.id
-        assignments: list[tuple[nn.Module, Any]] = []
-        norms: list[tuple[str, ElasticBatchNorm2d]] = []
-        for entry in self._index():
-            if any(not stage.runs(position, depths[stage.depth_dim]) for stage, position in entry.conditions):
-                continue  # inside a skipped block: never runs in this subnet
-            module = entry.module
-            try:
-                if isinstance(module, ElasticStage):
-                    config = module.configure(depths)
-                else:
-                    config = module.configure(channels, key)
-            except InvalidSubnetError as exc:
-                raise InvalidSubnetError(f"layer {entry.name!r}: {exc}") from None
-            assignments.append((module, config))
-            if isinstance(module, ElasticBatchNorm2d):
-                norms.append((entry.name, module))
-        return _Plan(canonical, tuple(assignments), tuple(norms))
+    def invalidate_plans(self) -> None:
+        """Forget cached plans and the layer index (call after replacing layers, e.g. a new head)."""
+        self._plans.invalidate()
 
     def activate(self, sub: Subnet) -> None:
         """Switch the supernet to run `sub` (in place; weights are shared, nothing is copied)."""
-        plan = self._plans.get(sub)
-        if plan is None:
-            plan = self._plan(sub)
-        assign = object.__setattr__
-        for module, config in plan.assignments:
-            assign(module, "_active", config)
-        assign(self, "_active_plan", plan)
+        plan = self._plans.activate(sub)
         if not self.training:
-            self._warn_if_shared_stats(plan)
+            warn_if_shared(plan, stacklevel=2)
 
     @contextmanager
     def activated(self, sub: Subnet) -> Iterator[ElasticModel]:
@@ -243,25 +112,28 @@ class ElasticModel(nn.Module):
     @property
     def active_subnet(self) -> Subnet:
         """The subnet the model runs now (canonical form); the largest until one is activated."""
-        if self._active_plan is None:
+        if self._plans.active is None:
             self.activate(self.space.largest())
-        return self._active_plan.subnet  # type: ignore[union-attr]
+        return self._plans.active.subnet  # type: ignore[union-attr]
 
-    # -- SubnetNorm statistics ----------------------------------------------------------------------
+    def train(self, mode: bool = True) -> ElasticModel:
+        super().train(mode)
+        if not mode and self._plans.active is not None:
+            warn_if_shared(self._plans.active, stacklevel=2)
+        return self
+
+    # -- SubnetNorm statistics (`tailor.ops.norm_stats`) ----------------------------------------------
     def norm_layers(self, sub: Subnet | None = None) -> list[tuple[str, ElasticBatchNorm2d]]:
         """SubnetNorm layers that run in `sub` (default: the active subnet)."""
-        plan = self._plan(sub) if sub is not None else self._plan(self.active_subnet)
-        return list(plan.norms)
+        return list(self._plans.plan(self.active_subnet if sub is None else sub).norms)
 
     def stats_key(self, sub: Subnet) -> str:
         """The key under which `sub`'s SubnetNorm statistics are stored (its canonical id)."""
-        return self._plan(sub).subnet.id
+        return self._plans.plan(sub).subnet.id
 
     def has_norm_stats(self, sub: Subnet) -> bool:
         """Whether every SubnetNorm layer that `sub` runs holds statistics of its own for it."""
-        plan = self._plan(sub)
-        key = plan.subnet.id
-        return all(bn.has_subnet_stats(key) for _, bn in plan.norms)
+        return has_own_stats(self._plans.plan(sub))
 
     @property
     def uses_shared_norm_stats(self) -> bool:
@@ -270,58 +142,20 @@ class ElasticModel(nn.Module):
 
     def calibrated_subnet_keys(self) -> set[str]:
         """Keys of subnets that hold statistics in at least one SubnetNorm layer."""
-        keys: set[str] = set()
-        for _, module in self.elastic_layers():
-            if isinstance(module, ElasticBatchNorm2d):
-                keys.update(module.subnet_stats_keys())
-        return keys
-
-    def _warn_if_shared_stats(self, plan: _Plan) -> None:
-        key = plan.subnet.id
-        missing = [name for name, bn in plan.norms if key not in bn._subnet_stats]
-        if missing and any(bn._subnet_stats for _, bn in plan.norms):
-            warnings.warn(
-                f"subnet {key} has no SubnetNorm statistics of its own in {len(missing)} layer(s) "
-                f"(first: {missing[0]!r}); eval uses the shared running statistics. "
-                "Calibrate it with tailor.calibrate(model, [subnet], loader).",
-                SubnetNormFallbackWarning,
-                stacklevel=3,
-            )
+        return calibrated_keys(module for _, module in self.elastic_layers())
 
     def norm_stats_bytes(self) -> dict[str, int]:
         """Bytes of per-subnet statistics against bytes of shared weights (parameters + buffers)."""
-        stats = 0
-        for _, module in self.elastic_layers():
-            if isinstance(module, ElasticBatchNorm2d):
-                stats += module.subnet_stats_bytes()
-        shared = sum(p.numel() * p.element_size() for p in self.parameters())
-        shared += sum(
-            b.numel() * b.element_size()
-            for name, b in self.named_buffers()
-            if not name.rsplit(".", 1)[-1].startswith(("subnet_mean_", "subnet_var_"))
-        )
-        return {"subnet_stats_bytes": stats, "shared_bytes": shared, "subnets": len(self.calibrated_subnet_keys())}
+        return stats_bytes(self, (module for _, module in self.elastic_layers()))
 
-    def train(self, mode: bool = True) -> ElasticModel:
-        super().train(mode)
-        if not mode and self._active_plan is not None:
-            self._warn_if_shared_stats(self._active_plan)
-        return self
-
+    # -- the weight cache (`tailor.ops.base`) ---------------------------------------------------------
     def clear_cache(self) -> None:
         """Drop every op's eval-mode weight slices (only needed after editing weights via `.data`)."""
-        for _, module in self.elastic_layers():
-            if isinstance(module, ElasticOp):
-                module.clear_cache()
+        clear_caches(module for _, module in self.elastic_layers())
 
     def set_weight_cache(self, entries: int) -> None:
         """How many sliced-weight copies each op keeps for no-grad forwards (0: slice on every call)."""
-        if entries < 0:
-            raise InvalidSubnetError(f"weight cache entries must be >= 0, got {entries}")
-        for _, module in self.elastic_layers():
-            if isinstance(module, ElasticOp):
-                module.cache_entries = entries
-                module.clear_cache()
+        set_cache_entries((module for _, module in self.elastic_layers()), entries)
 
     def set_in_place_grad(self, enabled: bool) -> None:
         """Sliced conv/linear weights add their gradient into `.grad` in place (no full-size temporaries).
@@ -329,49 +163,18 @@ class ElasticModel(nn.Module):
         Used by the supernet trainer, which accumulates several subnets' gradients per step and
         all-reduces `.grad` itself: with this on, parameter hooks do not see sliced gradients.
         """
-        for _, module in self.elastic_layers():
-            if isinstance(module, _WeightSlice):
-                module.in_place_grad = bool(enabled)
+        set_in_place_grad((module for _, module in self.elastic_layers()), enabled)
 
-    # -- the slimmable-models width protocol ---------------------------------------------------------
-    # Width dimensions are grouped by the text before their first dot ("stem", "stage2", "head", ...):
-    # that grouping is the hierarchy of the seed's `channel_space`, `decode_wm` and `decode_ch`.
+    # -- the slimmable width protocol (`tailor.ops.width_protocol`) -------------------------------------
     @property
     def search_dim(self) -> int:
         """Number of independent width dimensions (the length of a `wm` vector)."""
         return self.space.search_dim
 
-    @staticmethod
-    def _group_of(dim: str) -> str:
-        return dim.split(".", 1)[0]
-
-    def _groups(self) -> list[tuple[str, list[str]]]:
-        groups: dict[str, list[str]] = {}
-        for dim in self.space.widths:
-            groups.setdefault(self._group_of(dim.name), []).append(dim.name)
-        return list(groups.items())
-
-    def _nest(self, values: dict[str, Any]) -> list[Any]:
-        """Per-dimension values arranged as the hierarchy: a lone undotted dimension is a scalar."""
-        return [values[names[0]] if names == [group] else [values[n] for n in names] for group, names in self._groups()]
-
-    def _flatten(self, nested: Any, what: str) -> dict[str, Any]:
-        """Inverse of `_nest`: hierarchical values -> {dimension: value}, shape-checked."""
-        groups = self._groups()
-        if not isinstance(nested, (list, tuple)) or len(nested) != len(groups):
-            raise InvalidSubnetError(f"{what}: expected {len(groups)} groups, got {nested!r:.200}")
-        flat: dict[str, Any] = {}
-        for (group, dims), item in zip(groups, nested):
-            items = [item] if dims == [group] else item
-            if not isinstance(items, (list, tuple)) or len(items) != len(dims):
-                raise InvalidSubnetError(f"{what}: group {group!r} needs {len(dims)} value(s), got {item!r:.200}")
-            flat.update(zip(dims, items))
-        return flat
-
     @property
     def channel_space(self) -> list[Any]:
         """Full channel count of every width dimension, grouped per stage (the seed's `channel_space`)."""
-        return self._nest({d.name: d.channels for d in self.space.widths})
+        return self._widths.channel_space()
 
     def decode_wm(self, wm: Any) -> list[Any]:
         """Flat width multipliers (len `search_dim`) -> hierarchical channel counts, one per dimension.
@@ -379,17 +182,7 @@ class ElasticModel(nn.Module):
         Values are read as `space.from_wm` reads them; a wrong length or a value outside [0, 1]
         raises `InvalidSubnetError`.
         """
-        sub = self.space.from_wm(list(wm))
-        return self._nest(self.space.channels(sub))
-
-    def _layer_dims(self) -> list[tuple[str, str, str]]:
-        """(group, layer name, width dimension) of every op whose output channels are elastic."""
-        layers = []
-        for name, module in self.elastic_layers():
-            out_dim = getattr(module, "out_dim", None)
-            if out_dim is not None:
-                layers.append((self._group_of(out_dim), name, out_dim))
-        return layers
+        return self._widths.decode_wm(wm)
 
     def decode_ch(self, ch: Any) -> list[Any]:
         """Hierarchical per-dimension channel counts (`decode_wm`'s output) -> per-layer output counts.
@@ -397,48 +190,7 @@ class ElasticModel(nn.Module):
         Each group lists the output channels of its layers in definition order, so channels tied by a
         residual add or a depthwise conv appear once per layer that produces them.
         """
-        counts = self._decode_ch_counts(ch)
-        per_group: dict[str, list[int]] = {group: [] for group, _ in self._groups()}
-        for group, _, dim in self._layer_dims():
-            per_group[group].append(counts[dim])
-        return [per_group[group] for group, _ in self._groups()]
-
-    def _decode_ch_counts(self, ch: Any) -> dict[str, int]:
-        """`decode_ch`'s input flattened to {dimension: channel count}, each checked against its dimension."""
-        counts = self._flatten(ch, "decode_ch")
-        for dim in self.space.widths:
-            count = counts[dim.name]
-            if isinstance(count, bool) or not isinstance(count, int) or not 1 <= count <= dim.channels:
-                raise InvalidSubnetError(f"decode_ch: dimension {dim.name!r} = {count!r} is not in [1, {dim.channels}]")
-        return counts
-
-    def _real_ch_counts(self, real_ch: Any, layers: list[tuple[str, str, str]], tied: str) -> dict[str, int]:
-        """Parse `set_real_ch`'s per-group, per-layer counts into {key: count}, checking tied layers agree.
-
-        `layers` lists (group, layer name, key) in `decode_ch`'s order; layers with one key must agree.
-        """
-        groups = [group for group, _ in self._groups()]
-        if not isinstance(real_ch, (list, tuple)) or len(real_ch) != len(groups):
-            raise InvalidSubnetError(f"set_real_ch: expected {len(groups)} groups, got {real_ch!r:.200}")
-        given = dict(zip(groups, real_ch))
-        counts: dict[str, int] = {}
-        position = dict.fromkeys(groups, 0)
-        for group, name, key in layers:
-            values = given[group]
-            if not isinstance(values, (list, tuple)) or position[group] >= len(values):
-                raise InvalidSubnetError(f"set_real_ch: group {group!r} has too few layer counts (missing {name!r})")
-            value = values[position[group]]
-            position[group] += 1
-            if counts.setdefault(key, value) != value:
-                raise InvalidSubnetError(
-                    f"set_real_ch: layer {name!r} has {value} channels but {tied} {key!r} is tied to {counts[key]}"
-                )
-        for group in groups:
-            if position[group] != len(given[group]):
-                raise InvalidSubnetError(
-                    f"set_real_ch: group {group!r} has {len(given[group])} counts for {position[group]} layers"
-                )
-        return counts
+        return self._widths.decode_ch(ch)
 
     def set_real_ch(self, real_ch: Any) -> None:
         """Activate the subnet whose layers have the per-layer output counts `real_ch` (`decode_ch`'s form).
@@ -446,18 +198,9 @@ class ElasticModel(nn.Module):
         Layers tied to one dimension must agree, and each count must be selectable by its dimension;
         otherwise `InvalidSubnetError` names the layer. Depths stay as they are.
         """
-        counts = self._real_ch_counts(real_ch, self._layer_dims(), "dimension")
-        widths = {}
-        for dim in self.space.widths:
-            count = counts[dim.name]
-            valid = isinstance(count, int) and not isinstance(count, bool) and 1 <= count <= dim.channels
-            width = dim.width_of_channels(count) if valid else None
-            if width is None:
-                raise InvalidSubnetError(f"set_real_ch: dimension {dim.name!r} cannot run {count!r} channels")
-            widths[dim.name] = width
-        self.activate(Subnet(widths, self.active_subnet.depths))
+        self._widths.set_real_ch(real_ch)
 
-    # -- extraction ---------------------------------------------------------------------------------
+    # -- extraction (`tailor.ops.extract`) ------------------------------------------------------------
     def extract(self, sub: Subnet | None = None) -> fx.GraphModule:
         """A plain torch module computing `sub` (default: the active subnet) with copied weights.
 
@@ -468,56 +211,5 @@ class ElasticModel(nn.Module):
             with self.activated(sub):
                 return self.extract()
         self.active_subnet  # noqa: B018 - makes sure some plan is applied
-        try:
-            source, graph = self._traced_for_extraction()
-        except UnsupportedModelError:
-            raise
-        except Exception as exc:  # fx raises many types for untraceable code
-            raise UnsupportedModelError(f"{type(self).__name__}.forward cannot be traced by torch.fx: {exc}") from exc
-        root = nn.Module()
-        for node in graph.nodes:
-            if node.op == "call_module" and not _has_submodule(root, node.target):
-                module = source.get_submodule(node.target)
-                static = module.to_static() if isinstance(module, ElasticOp) else copy.deepcopy(module)
-                _put_submodule(root, node.target, static)
-            elif node.op == "get_attr" and not _has_submodule(root, node.target):
-                _put_attr(root, node.target, source, node.target)
-        static_model = fx.GraphModule(root, graph, class_name=f"Static{type(self).__name__}")
-        static_model.train(self.training)
-        return static_model
-
-
-def _has_submodule(root: nn.Module, target: str) -> bool:
-    try:
-        root.get_submodule(target)
-    except AttributeError:
-        return False
-    return True
-
-
-def _parent(root: nn.Module, target: str) -> tuple[nn.Module, str]:
-    *path, leaf = target.split(".")
-    parent = root
-    for part in path:
-        if not hasattr(parent, part):
-            parent.add_module(part, nn.Module())
-        parent = getattr(parent, part)
-    return parent, leaf
-
-
-def _put_submodule(root: nn.Module, target: str, module: nn.Module) -> None:
-    parent, leaf = _parent(root, target)
-    parent.add_module(leaf, module)
-
-
-def _put_attr(root: nn.Module, target: str, source: nn.Module, source_target: str) -> None:
-    owner_path, _, attr = source_target.rpartition(".")
-    owner = source.get_submodule(owner_path) if owner_path else source
-    value = getattr(owner, attr)
-    parent, leaf = _parent(root, target)
-    if isinstance(value, nn.Parameter):
-        parent.register_parameter(leaf, nn.Parameter(value.detach().clone(), value.requires_grad))
-    elif isinstance(value, torch.Tensor):
-        parent.register_buffer(leaf, value.detach().clone())
-    else:
-        setattr(parent, leaf, copy.deepcopy(value))
+        source, graph = self._traced_for_extraction()
+        return extract_graph(source, graph, type(self).__name__, self.training)

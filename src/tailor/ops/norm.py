@@ -7,29 +7,101 @@ statistics per subnet, as registered buffers named `subnet_mean_<id>` / `subnet_
 are saved in `state_dict`, moved by `.to()`, and hold only the subnet's active channels). A subnet
 with no statistics of its own falls back to the shared running statistics; `has_subnet_stats`
 tells which, and `ElasticModel.uses_shared_norm_stats` reports it for the active subnet.
+
+Both normalise a prefix of their channels (`dim`), or the channels a `ChannelLayout` selects (`layout`:
+e.g. after a concatenation of separately narrowed tensors). Prefixes are views of the shared tensors
+(cached for eval); a layout's channels are indexed copies, taken at each forward so that training steps
+and calibration are always seen.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from tailor.errors import CheckpointError, InvalidSubnetError
-from tailor.ops.base import ElasticOp, channel_count
+from tailor.errors import CheckpointError, InvalidSubnetError, UnsupportedModelError
+from tailor.ops.base import ElasticOp
+from tailor.ops.layout import ChannelLayout, Columns, LayoutInput
 
 MEAN_PREFIX = "subnet_mean_"
 VAR_PREFIX = "subnet_var_"
 
 
-class ElasticBatchNorm2d(ElasticOp, nn.BatchNorm2d):
-    """BatchNorm over a prefix of channels, with per-subnet running statistics (SubnetNorm).
+class _LayoutNorm(LayoutInput, ElasticOp):
+    """Norm layers over the channels of a layout (a prefix of `dim` in the common case)."""
 
-    Training mode normalises with batch statistics and updates the shared running statistics
-    (first `c` channels). Eval mode uses the active subnet's own statistics when it has them.
+    @property
+    def layout(self) -> ChannelLayout:
+        """The channels this layer normalises (its `in_layout`)."""
+        return self.in_layout
+
+    @property
+    def dim(self) -> str | None:
+        """The width dimension whose first channels this layer normalises (None: fixed, or see `layout`)."""
+        return self.in_layout.prefix_dim
+
+    def _pick(self, tensor: torch.Tensor | None, columns: Columns) -> Any:
+        """The active channels of a per-channel tensor: itself at full width, a view of a prefix, else a copy."""
+        if tensor is None:
+            return None
+        if type(columns) is int:
+            return tensor if columns == tensor.shape[0] else tensor[:columns]
+        return tensor.index_select(0, self._feature_index(self.in_layout, columns, tensor.device))
+
+    def _layout_repr(self) -> str:
+        return f"dim={self.dim!r}" if self.in_layout.is_prefix else f"layout={self.in_layout.segments}"
+
+
+def _whole_channels(norm: nn.Module, layout: ChannelLayout | None) -> ChannelLayout | None:
+    """`layout`, checked to read whole channels (a norm layer has no flattened inputs)."""
+    if layout is not None and layout.inner != 1:
+        raise UnsupportedModelError(f"{type(norm).__name__}: a norm layer reads whole channels (inner must be 1)")
+    return layout
+
+
+class _Moments:
+    """Exact per-channel mean and variance of every value seen, batch by batch (Chan et al.'s pairwise update)."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.mean: torch.Tensor | None = None
+        self.m2: torch.Tensor | None = None  # sum of squared deviations from the mean
+
+    def add(self, n: int, mean: torch.Tensor, var: torch.Tensor) -> None:
+        """Fold in `n` values per channel with this `mean` and (biased) `var`."""
+        if self.count == 0:
+            self.count, self.mean, self.m2 = n, mean, var * n
+            return
+        total = self.count + n
+        delta = mean - self.mean
+        self.mean = self.mean + delta * (n / total)
+        self.m2 = self.m2 + var * n + delta.square() * (self.count * n / total)
+        self.count = total
+
+    def unbiased_var(self) -> torch.Tensor:
+        """The unbiased variance, as BatchNorm's `running_var` holds it."""
+        return self.m2 / max(self.count - 1, 1)  # type: ignore[operator]
+
+
+class BatchNormConfig(NamedTuple):
+    """What an `ElasticBatchNorm2d` runs: active channels, which ones, and whose statistics."""
+
+    channels: int
+    columns: Columns
+    stats_key: str
+    cache_key: tuple[int, str] | None  # None: indexed copies, taken afresh at every forward (never stale)
+
+
+class ElasticBatchNorm2d(_LayoutNorm, nn.BatchNorm2d):
+    """BatchNorm over the active channels, with per-subnet running statistics (SubnetNorm).
+
+    Training mode normalises with batch statistics and updates the shared running statistics of the
+    active channels. Eval mode uses the active subnet's own statistics when it has them (they hold the
+    active channels in the order they arrive).
     """
 
     def __init__(
@@ -40,23 +112,24 @@ class ElasticBatchNorm2d(ElasticOp, nn.BatchNorm2d):
         affine: bool = True,
         *,
         dim: str | None = None,
+        layout: ChannelLayout | None = None,
         device: Any = None,
         dtype: Any = None,
     ) -> None:
         nn.BatchNorm2d.__init__(self, num_features, eps, momentum, affine, True, device=device, dtype=dtype)
         ElasticOp.__init__(self)
-        self.dim = dim
+        self._init_layout(dim, _whole_channels(self, layout), num_features)
         object.__setattr__(self, "_subnet_stats", {})  # subnet key -> (mean buffer name, var buffer name)
         object.__setattr__(self, "_calibration", None)
-        self._active = (num_features, "", (num_features, ""))
+        self._active = BatchNormConfig(num_features, num_features, "", (num_features, ""))
 
     # -- configuration ------------------------------------------------------------------------------
     def width_dims(self) -> dict[str, tuple[int, int]]:
-        return {} if self.dim is None else {self.dim: (self.num_features, 1)}
+        return self.in_layout.width_dims()
 
-    def configure(self, channels: Mapping[str, int], stats_key: str) -> tuple[int, str, tuple[int, str]]:
-        c = channel_count("ElasticBatchNorm2d", channels, self.dim, self.num_features)
-        return (c, stats_key, (c, stats_key))
+    def configure(self, channels: Mapping[str, int], stats_key: str) -> BatchNormConfig:
+        c, columns = self.in_layout.columns(type(self).__name__, channels)
+        return BatchNormConfig(c, columns, stats_key, (c, stats_key) if type(columns) is int else None)
 
     # -- per-subnet statistics ----------------------------------------------------------------------
     def has_subnet_stats(self, key: str) -> bool:
@@ -72,7 +145,8 @@ class ElasticBatchNorm2d(ElasticOp, nn.BatchNorm2d):
         names = self._subnet_stats.get(key)
         if names is None:
             return None
-        return self._buffers[names[0]], self._buffers[names[1]]  # type: ignore[return-value]
+        mean_name, var_name = names
+        return self._buffers[mean_name], self._buffers[var_name]  # type: ignore[return-value]
 
     def set_subnet_stats(self, key: str, mean: torch.Tensor, var: torch.Tensor) -> None:
         """Store running statistics of subnet `key` (1-D, one value per active channel)."""
@@ -84,10 +158,10 @@ class ElasticBatchNorm2d(ElasticOp, nn.BatchNorm2d):
                 f"<= {self.num_features}, got {tuple(mean.shape)} and {tuple(var.shape)}"
             )
         ref = self.running_mean
-        names = (MEAN_PREFIX + key, VAR_PREFIX + key)
-        self.register_buffer(names[0], mean.detach().to(ref.device, ref.dtype).clone())
-        self.register_buffer(names[1], var.detach().to(ref.device, ref.dtype).clone())
-        self._subnet_stats[key] = names
+        mean_name, var_name = MEAN_PREFIX + key, VAR_PREFIX + key
+        self.register_buffer(mean_name, mean.detach().to(ref.device, ref.dtype).clone())
+        self.register_buffer(var_name, var.detach().to(ref.device, ref.dtype).clone())
+        self._subnet_stats[key] = (mean_name, var_name)
         self.clear_cache()
 
     def remove_subnet_stats(self, key: str) -> None:
@@ -109,93 +183,80 @@ class ElasticBatchNorm2d(ElasticOp, nn.BatchNorm2d):
     # -- exact calibration --------------------------------------------------------------------------
     def begin_calibration(self) -> None:
         """Start accumulating exact statistics of the inputs seen (batch-normalised meanwhile)."""
-        object.__setattr__(self, "_calibration", [0, None, None])
+        object.__setattr__(self, "_calibration", _Moments())
 
     def finish_calibration(self, key: str) -> bool:
         """Store the accumulated statistics under `key`; False (nothing stored) if no input was seen."""
-        state = self._calibration
+        moments = self._calibration
         object.__setattr__(self, "_calibration", None)
-        if state is None or state[0] == 0:
+        if moments is None or moments.count == 0:
             return False
-        count, mean, m2 = state
-        var = m2 / max(count - 1, 1)  # unbiased, as BatchNorm's running_var
-        self.set_subnet_stats(key, mean, var)
+        self.set_subnet_stats(key, moments.mean, moments.unbiased_var())
         return True
 
     def cancel_calibration(self) -> None:
         """Stop calibrating without storing anything."""
         object.__setattr__(self, "_calibration", None)
 
-    def _calibrate_forward(self, x: torch.Tensor, c: int) -> torch.Tensor:
-        state = self._calibration
+    def _calibrate_forward(self, x: torch.Tensor, columns: Columns) -> torch.Tensor:
         with torch.no_grad():
             var, mean = torch.var_mean(x.detach(), dim=(0, 2, 3), correction=0)
-            n = x.numel() // x.shape[1]
-            mean, var = mean.double(), var.double()
-            if state[0] == 0:
-                state[0], state[1], state[2] = n, mean, var * n
-            else:
-                total = state[0] + n
-                delta = mean - state[1]
-                state[1] = state[1] + delta * (n / total)
-                state[2] = state[2] + var * n + delta.square() * (state[0] * n / total)
-                state[0] = total
-        weight = self.weight[:c] if self.weight is not None else None
-        bias = self.bias[:c] if self.bias is not None else None
+            self._calibration.add(x.numel() // x.shape[1], mean.double(), var.double())
+        weight, bias = self._pick(self.weight, columns), self._pick(self.bias, columns)
         return F.batch_norm(x, None, None, weight, bias, True, 0.0, self.eps)
 
     # -- forward ------------------------------------------------------------------------------------
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        c, key, cache_key = self._active
+        config = self._active
         if self._calibration is not None:
-            return self._calibrate_forward(x, c)
+            return self._calibrate_forward(x, config.columns)
         if self.training:
-            return self._train_forward(x, c)
-        if torch.is_grad_enabled():
-            mean, var, weight, bias = self._eval_tensors(c, key)
+            return self._train_forward(x, config.columns)
+        cache_key = config.cache_key
+        if cache_key is None or torch.is_grad_enabled():
+            mean, var, weight, bias = self._eval_tensors(config.channels, config.columns, config.stats_key)
         else:
             cached = self._eval_cache.get(cache_key)
             if cached is None:
-                cached = self._remember(cache_key, self._eval_tensors(c, key))
+                tensors = self._eval_tensors(config.channels, config.columns, config.stats_key)
+                cached = self._remember(cache_key, tensors)
             mean, var, weight, bias = cached
         return F.batch_norm(x, mean, var, weight, bias, False, 0.0, self.eps)
 
-    def _train_forward(self, x: torch.Tensor, c: int) -> torch.Tensor:
-        factor = 0.0 if self.momentum is None else self.momentum
+    def _train_forward(self, x: torch.Tensor, columns: Columns) -> torch.Tensor:
         self.num_batches_tracked.add_(1)
-        if self.momentum is None:
-            factor = 1.0 / float(self.num_batches_tracked)
-        if c == self.num_features:
-            return F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias, True, factor, self.eps)
-        weight = self.weight[:c] if self.weight is not None else None
-        bias = self.bias[:c] if self.bias is not None else None
-        return F.batch_norm(x, self.running_mean[:c], self.running_var[:c], weight, bias, True, factor, self.eps)
+        factor = 1.0 / float(self.num_batches_tracked) if self.momentum is None else self.momentum
+        weight, bias = self._pick(self.weight, columns), self._pick(self.bias, columns)
+        if type(columns) is int:  # views: batch_norm updates the shared statistics in place
+            mean, var = self._pick(self.running_mean, columns), self._pick(self.running_var, columns)
+            return F.batch_norm(x, mean, var, weight, bias, True, factor, self.eps)
+        index = self._feature_index(self.in_layout, columns, x.device)
+        mean, var = self.running_mean.index_select(0, index), self.running_var.index_select(0, index)
+        out = F.batch_norm(x, mean, var, weight, bias, True, factor, self.eps)  # updates the copies in place
+        with torch.no_grad():
+            self.running_mean.index_copy_(0, index, mean)
+            self.running_var.index_copy_(0, index, var)
+        return out
 
     def _eval_tensors(
-        self, c: int, key: str
+        self, c: int, columns: Columns, key: str
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
         own = self.subnet_stats(key)
         if own is not None:
             mean, var = own
             if mean.numel() != c:
                 raise InvalidSubnetError(
-                    f"ElasticBatchNorm2d: statistics of {key!r} cover {mean.numel()} channels, the subnet runs {c}"
+                    f"{type(self).__name__}: statistics of {key!r} cover {mean.numel()} channels, the subnet runs {c}"
                 )
-        elif c == self.num_features:
-            mean, var = self.running_mean, self.running_var
         else:
-            mean, var = self.running_mean[:c], self.running_var[:c]
-        if c == self.num_features:
-            return mean, var, self.weight, self.bias
-        weight = self.weight[:c] if self.weight is not None else None
-        bias = self.bias[:c] if self.bias is not None else None
-        return mean, var, weight, bias
+            mean, var = self._pick(self.running_mean, columns), self._pick(self.running_var, columns)
+        return mean, var, self._pick(self.weight, columns), self._pick(self.bias, columns)
 
     # -- extraction and state -----------------------------------------------------------------------
     @torch.no_grad()
     def to_static(self) -> nn.BatchNorm2d:
-        c, key, _ = self._active
-        mean, var, weight, bias = self._eval_tensors(c, key)
+        c, columns, key, _ = self._active
+        mean, var, weight, bias = self._eval_tensors(c, columns, key)
         ref = self.running_mean
         bn = nn.BatchNorm2d(c, self.eps, self.momentum, self.affine, True, device=ref.device, dtype=ref.dtype)
         bn.running_mean.copy_(mean)
@@ -234,14 +295,24 @@ class ElasticBatchNorm2d(ElasticOp, nn.BatchNorm2d):
         )
 
     def extra_repr(self) -> str:
-        return f"{super().extra_repr()}, dim={self.dim!r}, subnet_stats={len(self._subnet_stats)}"
+        return f"{super().extra_repr()}, {self._layout_repr()}, subnet_stats={len(self._subnet_stats)}"
 
 
-class ElasticGroupNorm(ElasticOp, nn.GroupNorm):
+class GroupNormConfig(NamedTuple):
+    """What an `ElasticGroupNorm` runs: active channels, their groups, and which channels."""
+
+    channels: int
+    groups: int
+    columns: Columns
+    cache_key: int | None  # None: full width, or indexed copies taken afresh at every forward
+
+
+class ElasticGroupNorm(_LayoutNorm, nn.GroupNorm):
     """Model Slicing's group norm: channels per group stay fixed, whole groups are dropped.
 
     At `c` active channels it normalises `c / (num_channels / num_groups)` groups, so a narrower
-    subnet computes exactly the statistics its channels would get in the full layer's groups.
+    subnet computes exactly the statistics its channels would get in the full layer's groups. With a
+    `layout`, every segment holds whole groups and a subnet keeps whole groups of each segment.
     """
 
     def __init__(
@@ -252,44 +323,55 @@ class ElasticGroupNorm(ElasticOp, nn.GroupNorm):
         affine: bool = True,
         *,
         dim: str | None = None,
+        layout: ChannelLayout | None = None,
         device: Any = None,
         dtype: Any = None,
     ) -> None:
         nn.GroupNorm.__init__(self, num_groups, num_channels, eps, affine, device=device, dtype=dtype)
         ElasticOp.__init__(self)
-        self.dim = dim
+        self._init_layout(dim, _whole_channels(self, layout), num_channels)
         self.channels_per_group = num_channels // num_groups
-        self._active = (num_channels, num_groups)
+        for segment, channels in self.in_layout.segments:
+            if channels % self.channels_per_group:
+                raise UnsupportedModelError(
+                    f"ElasticGroupNorm: segment {segment!r} of {channels} channels splits groups of "
+                    f"{self.channels_per_group}"
+                )
+        self._active = GroupNormConfig(num_channels, num_groups, num_channels, None)
 
     def width_dims(self) -> dict[str, tuple[int, int]]:
-        return {} if self.dim is None else {self.dim: (self.num_channels, self.channels_per_group)}
+        return self.in_layout.width_dims(self.channels_per_group)
 
-    def configure(self, channels: Mapping[str, int], stats_key: str) -> tuple[int, int]:
-        c = channel_count("ElasticGroupNorm", channels, self.dim, self.num_channels)
-        if c % self.channels_per_group:
-            raise InvalidSubnetError(
-                f"ElasticGroupNorm: {c} channels is not a whole number of groups of {self.channels_per_group}"
-            )
-        return (c, c // self.channels_per_group)
+    def configure(self, channels: Mapping[str, int], stats_key: str) -> GroupNormConfig:
+        name = type(self).__name__
+        c, columns = self.in_layout.columns(name, channels)
+        parts = ((0, c),) if type(columns) is int else columns
+        for start, count in parts:
+            if count % self.channels_per_group:
+                where = f" from channel {start}" if start else ""
+                raise InvalidSubnetError(
+                    f"{name}: {count} channels{where} is not a whole number of groups of {self.channels_per_group}"
+                )
+        sliced = type(columns) is int and c < self.num_channels and self.affine
+        return GroupNormConfig(c, c // self.channels_per_group, columns, c if sliced else None)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        c, groups = self._active
+        c, groups, columns, cache_key = self._active
         if c == self.num_channels:
             return F.group_norm(x, groups, self.weight, self.bias, self.eps)
-        if torch.is_grad_enabled() or not self.affine:
-            weight = self.weight[:c] if self.weight is not None else None
-            bias = self.bias[:c] if self.bias is not None else None
+        if cache_key is None or torch.is_grad_enabled():
+            weight, bias = self._pick(self.weight, columns), self._pick(self.bias, columns)
         else:
-            cached = self._eval_cache.get(c)
+            cached = self._eval_cache.get(cache_key)
             if cached is None:
-                cached = self._remember(c, (self.weight[:c], self.bias[:c]))
+                cached = self._remember(cache_key, (self.weight[:c], self.bias[:c]))
             weight, bias = cached
         return F.group_norm(x, groups, weight, bias, self.eps)
 
     @torch.no_grad()
     def to_static(self) -> nn.GroupNorm:
-        c, groups = self._active
-        ref = self.weight if self.weight is not None else None
+        c, groups, columns, _ = self._active
+        ref = self.weight
         gn = nn.GroupNorm(
             groups,
             c,
@@ -299,9 +381,9 @@ class ElasticGroupNorm(ElasticOp, nn.GroupNorm):
             dtype=None if ref is None else ref.dtype,
         )
         if self.affine:
-            gn.weight.copy_(self.weight[:c])
-            gn.bias.copy_(self.bias[:c])
+            gn.weight.copy_(self._pick(self.weight, columns))
+            gn.bias.copy_(self._pick(self.bias, columns))
         return gn
 
     def extra_repr(self) -> str:
-        return f"{super().extra_repr()}, dim={self.dim!r}"
+        return f"{super().extra_repr()}, {self._layout_repr()}"

@@ -12,7 +12,7 @@ shrink (what `tailor.elasticize` makes of a user's transformer).
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -21,6 +21,13 @@ from torch import nn
 from tailor.errors import UnsupportedModelError
 from tailor.ops.base import ElasticOp, channel_count
 from tailor.ops.conv import ElasticLinear
+
+
+class LayerNormConfig(NamedTuple):
+    """What an `ElasticLayerNorm` runs: its active features, and whether that is fewer than all."""
+
+    features: int
+    sliced: bool
 
 
 class ElasticLayerNorm(ElasticOp, nn.LayerNorm):
@@ -43,14 +50,14 @@ class ElasticLayerNorm(ElasticOp, nn.LayerNorm):
         ElasticOp.__init__(self)
         self.dim = dim
         self.num_features = normalized_shape
-        self._active = (normalized_shape, False)
+        self._active = LayerNormConfig(normalized_shape, False)
 
     def width_dims(self) -> dict[str, tuple[int, int]]:
         return {} if self.dim is None else {self.dim: (self.num_features, 1)}
 
-    def configure(self, channels: Mapping[str, int], stats_key: str) -> tuple[int, bool]:
+    def configure(self, channels: Mapping[str, int], stats_key: str) -> LayerNormConfig:
         c = channel_count("ElasticLayerNorm", channels, self.dim, self.num_features)
-        return (c, c != self.num_features)
+        return LayerNormConfig(c, c != self.num_features)
 
     def _affine(self, c: int) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         weight = self.weight[:c] if self.weight is not None else None
