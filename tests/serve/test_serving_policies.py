@@ -171,3 +171,28 @@ def test_decide_reads_the_queue_and_names_the_subnet() -> None:
 def brute_named(p: ServingProfile, slack: float, queued: int) -> tuple[str, int]:
     s, b = brute_maxacc(p, slack, queued)
     return p.subnet_ids[s], b
+
+
+def test_every_policy_file_registers_a_policy_and_a_new_one_plugs_in() -> None:
+    import pkgutil
+
+    import tailor.serve.policies as package
+    from tailor.serve import Policy, make_policy, policy_names, register_policy, simulate, synthetic_profile, traces
+    from tailor.serve.policies import base
+
+    files = {m.name for m in pkgutil.iter_modules(package.__path__)} - {"base"}
+    registered = {name.split(":")[0] for name in policy_names()} - {"upper_bound"}
+    assert files == registered  # one file, one policy, nothing else to edit
+
+    @register_policy("always-smallest-test")
+    class AlwaysSmallest(Policy):
+        def choose(self, now_ms, earliest_deadline_ms, queue_len, arrivals, idle_workers):  # type: ignore[override]
+            return 0, 1
+
+    try:
+        p = synthetic_profile([0.5, 0.9], [1.0, 2.0], [0.1, 0.2])
+        assert isinstance(make_policy("always-smallest-test", p, slo_ms=20), AlwaysSmallest)
+        r = simulate(p, traces.poisson(50, 2, seed=0), policy="always-smallest-test", slo_ms=20)
+        assert r.subnet_requests == {"s0": r.requests - r.outcomes["expired"], "s1": 0}
+    finally:
+        base._REGISTRY.pop("always-smallest-test")

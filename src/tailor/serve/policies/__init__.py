@@ -1,9 +1,10 @@
 """Serving policies, one file each, registered by name; the contract is in `base.py` (see README.md).
 
-Importing this package registers every built-in policy; `make_policy(name, profile, **options)` builds one.
+Importing this package imports every module in it, each registering its policy (a new policy is one file);
+`make_policy(name, profile, **options)` builds one.
 """
 
-from tailor.serve.policies import drainfit, fixed, infaas, maxacc, maxbatch, slackfit
+from tailor.plugins import import_modules
 from tailor.serve.policies.base import (
     DEFAULT_POLICY,
     Decision,
@@ -21,6 +22,8 @@ from tailor.serve.policies.maxacc import MaxAcc
 from tailor.serve.policies.maxbatch import MaxBatch
 from tailor.serve.policies.slackfit import SlackFit
 
+import_modules(__name__, __path__)  # each policy file registers its policy
+
 __all__ = [
     "DEFAULT_POLICY",
     "Decision",
@@ -33,13 +36,7 @@ __all__ = [
     "PolicyError",
     "QueueView",
     "SlackFit",
-    "drainfit",
-    "fixed",
-    "infaas",
     "make_policy",
-    "maxacc",
-    "maxbatch",
     "policy_names",
     "register_policy",
-    "slackfit",
 ]
