@@ -167,9 +167,30 @@ def _shed_while_frozen(live: ServerThread, engine, pids: list, shed: float, sock
         with _connect(live) as sock:
             sock.sendall(_request())  # default deadline: the server's SLO of 2 s
             status, headers, body = _answer(sock)
-        assert status == 503 and int(headers["retry-after"]) >= 1, body
-        assert "cannot be drained within the deadline of 2000 ms" in json.loads(body)["error"]
-        assert live.metric("tailor_rejections_total", 'reason="admission"') == shed + 1
+            assert status == 503 and int(headers["retry-after"]) >= 1, body
+            assert "cannot be drained within the deadline of 2000 ms" in json.loads(body)["error"]
+            assert live.metric("tailor_rejections_total", 'reason="admission"') == shed + 1
+            # answered by the HTTP protocol itself, before any ASGI handler ran (uvicorn's responses carry a date)
+            assert "date" not in headers and headers.get("connection") != "close"
+            sock.sendall(_request(body=BODY[:100], length=len(BODY)))  # the same connection stays usable: a body in pieces
+            time.sleep(0.05)
+            sock.sendall(BODY[100:])
+            status, headers, _ = _answer(sock)
+            assert status == 503 and live.metric("tailor_rejections_total", 'reason="admission"') == shed + 2
+            # a held request that sets its own, longer deadline is handed to the handler and queued
+            own = BODY.replace(b'"inputs"', b'"parameters": {"deadline_ms": 60000}, "inputs"')
+            queued = len(engine.scheduler.queue)
+            sock.sendall(_request(body=own))
+            live.wait_for(lambda: len(engine.scheduler.queue) == queued + 1, what="the request with its own deadline")
+            socks.append(sock.dup())
+        saved, live.server.config.read_timeout_s = live.server.config.read_timeout_s, 0.3
+        try:  # a held body that stops arriving is answered 408, as in the handler
+            with _connect(live) as slow:
+                slow.sendall(_request(body=BODY[:10], length=len(BODY)))
+                status, _, body = _answer(slow)
+            assert status == 408 and "body did not arrive within 0.3 s" in json.loads(body)["error"]
+        finally:
+            live.server.config.read_timeout_s = saved
     finally:
         engine.scheduler.fastest_ms_per_sample = min(
             engine.scheduler.profile.latency_ms(s, engine.scheduler.max_batch_size) / engine.scheduler.max_batch_size

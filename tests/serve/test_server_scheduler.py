@@ -441,3 +441,40 @@ def test_the_policy_plans_with_the_measured_non_compute_time() -> None:
     assert fixed.margin_ms == 2.0
     with pytest.raises(ValueError, match="overhead_margin_ms must be in"):
         Engine(clock_engine.scheduler, FakeExecutor(), slo_ms=100.0, overhead_margin_ms=150.0)
+
+
+def test_admission_uses_the_drain_rate_measured_behind_a_long_queue_and_forgets_it() -> None:
+    """A queue that drains 8 samples per 30 ms (far slower than the profile's fastest batch) is measured on the
+    requests that waited behind it; admission then refuses what only the profile's rate could drain in time,
+    and the measurement fades back to the profile's rate once no long queue is seen."""
+
+    async def scenario() -> None:
+        engine, executor, clock = make_engine(FixedPolicy(batch=8), queue_limit=None)
+        profiled = engine.drain_ms_per_sample()
+        assert profiled == pytest.approx(engine.scheduler.fastest_ms_per_sample)
+        await engine.start()
+        pending = [asyncio.ensure_future(engine.submit(images(1, i), deadline_ms=10_000.0)) for i in range(41)]
+        await settle()
+        while executor.busy():
+            clock.now += 30.0
+            executor.complete()
+            await settle()
+        await asyncio.gather(*pending)
+        measured = engine.drain_ms_per_sample()
+        assert 2.5 < measured < 4.5 and measured > 6 * profiled  # ~30 ms per 8 samples, not the profile's
+        queued = [asyncio.ensure_future(engine.submit(images(1, i), deadline_ms=10_000.0)) for i in range(31)]
+        await settle()  # one batch runs, 23 samples wait
+        waiting = engine.scheduler.queued_samples
+        deadline = clock.now + waiting * (profiled + measured) / 2 + engine.scheduler.hopeless_ms
+        assert not engine.admits(deadline)  # the profile's rate would have admitted it
+        clock.now += 10_000.0  # ten time constants without a long queue: back to the profile
+        assert engine.drain_ms_per_sample() == pytest.approx(profiled, rel=1e-3)
+        assert engine.admits(clock.now + waiting * (profiled + measured) / 2 + engine.scheduler.hopeless_ms)
+        assert engine.refuse("admission", "x").retry_after_s >= 1
+        engine.admission = False
+        assert engine.admits(clock.now)  # admission control off: everything is queued
+        for future in queued:
+            future.cancel()
+        await engine.close(0.0)
+
+    asyncio.run(scenario())

@@ -257,6 +257,30 @@ class InferenceServer:
             self.autoscaler.stop()
         await self.engine.close(self.config.drain_timeout_s)
 
+    def sheds(self, raw_path: bytes, arrival_ms: float) -> bool:
+        """Whether an inference request on `raw_path` that arrived at `arrival_ms` would be refused by admission
+        with the default deadline (the protocol then holds its body instead of starting the ASGI handler)."""
+        engine = self.engine
+        if not engine.accepting or self.spec is None or not raw_path.endswith(b"/infer"):
+            return False
+        parts = raw_path.split(b"/")
+        if not (len(parts) == 5 or (len(parts) == 7 and parts[4] == b"versions")) or parts[:3] != [b"", b"v2", b"models"]:
+            return False
+        if parts[3] != self.name.encode() or (len(parts) == 7 and parts[5] != b"1"):
+            return False  # the handler answers 404 naming what exists
+        return not engine.admits(arrival_ms + self.config.slo_ms)
+
+    def shed_response(self, raw_path: bytes, arrival_ms: float) -> bytes | None:
+        """The complete 503 (JSON, Retry-After, keep-alive) for a held request that admission still refuses,
+        counted as rejected; None when it would now be admitted (the protocol hands it to the handler)."""
+        if not self.sheds(raw_path, arrival_ms):
+            return None
+        refusal = self.engine.refuse("admission", f"overloaded: the {len(self.scheduler.queue)} queued requests "
+                                     f"cannot be drained within the deadline of {self.config.slo_ms:.6g} ms")
+        self.metrics.rejected("admission", (monotonic_ms() - arrival_ms) / 1e3)
+        return _raw_response(503, "Service Unavailable", str(refusal), {"retry-after": str(refusal.retry_after_s)},
+                             close=False)
+
     def connections(self) -> int:
         """Open client connections (0 when not served by uvicorn)."""
         return len(self.server_state.connections) if self.server_state is not None else 0
@@ -401,7 +425,8 @@ class InferenceServer:
                                                         "(starting or shutting down)"), arrival)
             return
         try:
-            body = await asyncio.wait_for(_read_body(receive, config.max_body_bytes), config.read_timeout_s)
+            async with asyncio.timeout(config.read_timeout_s):  # no extra task per request, unlike wait_for
+                body = await _read_body(receive, config.max_body_bytes)
         except TimeoutError:
             await self._invalid(send, ProtocolError(f"the request body did not arrive within "
                                                     f"{config.read_timeout_s:g} s", 408), arrival, close=True)
@@ -559,23 +584,41 @@ def bind_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
-def _raw_error(status: int, reason: str, message: str) -> bytes:
+def _raw_response(status: int, reason: str, message: str, headers: dict[str, str] | None = None,
+                  close: bool = True) -> bytes:
+    """A complete HTTP/1.1 JSON error response, for answers written by the protocol itself (no ASGI cycle)."""
     body = protocol.error_body(message)
-    return (f"HTTP/1.1 {status} {reason}\r\ncontent-type: application/json\r\nconnection: close\r\n"
-            f"content-length: {len(body)}\r\n\r\n").encode() + body
+    lines = [f"HTTP/1.1 {status} {reason}", "content-type: application/json", f"content-length: {len(body)}"]
+    lines += [f"{name}: {value}" for name, value in (headers or {}).items()]
+    if close:
+        lines.append("connection: close")
+    return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
+
+
+def _raw_error(status: int, reason: str, message: str) -> bytes:
+    return _raw_response(status, reason, message)
 
 
 def arrival_stamping_protocol(
-    read_timeout_s: Callable[[], float], on_invalid: Callable[[], None] = lambda: None
+    read_timeout_s: Callable[[], float], on_invalid: Callable[[], None] = lambda: None,
+    shedder: InferenceServer | None = None, max_body_bytes: int = 0,
 ) -> type[asyncio.Protocol]:
     """uvicorn's httptools protocol, stamping each request's arrival (first byte read) into its ASGI scope,
     answering a connection whose headers take longer than `read_timeout_s()` with a 408, and answering what the
-    HTTP parser refuses (e.g. both Content-Length and Transfer-Encoding) with a JSON 400; both count as invalid."""
+    HTTP parser refuses (e.g. both Content-Length and Transfer-Encoding) with a JSON 400; both count as invalid.
+
+    Shedding without ASGI (`shedder`): under overload most inference requests are refused, and on a 2-core
+    machine the ASGI task, scope and send/receive calls of each refusal cost the workers' CPU the requests
+    that were admitted need. When `shedder.sheds` says admission would refuse a request with the default
+    deadline, its body is held here; once complete, a body that does not set its own deadline is answered
+    503 straight from the protocol; any other (its own deadline, a content encoding, pipelining, a body over
+    the limit) is handed to the ASGI handler as if it had just arrived."""
     import httptools
     from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
     class ArrivalStampingProtocol(HttpToolsProtocol):
         _header_timer: asyncio.TimerHandle | None = None
+        _held: bytearray | None = None  # the body of a request considered for shedding (no ASGI task yet)
 
         def on_message_begin(self) -> None:
             super().on_message_begin()
@@ -586,7 +629,80 @@ def arrival_stamping_protocol(
             if self._header_timer is not None:
                 self._header_timer.cancel()
                 self._header_timer = None
+            if shedder is not None and self._may_shed():
+                self._held = bytearray()
+                self._header_timer = self.loop.call_later(read_timeout_s(), self._slow_body)
+                return
             super().on_headers_complete()
+
+        def _may_shed(self) -> bool:
+            """An inference POST that admission would refuse, that can be answered here without reordering."""
+            if self.parser.get_method() != b"POST" or self.expect_100_continue or self.parser.should_upgrade():
+                return False
+            if self.cycle is not None and not self.cycle.response_complete:
+                return False  # a pipelined request: answers must keep the requests' order
+            for name, value in self.headers:
+                if name == b"content-encoding" and value.strip().lower() != b"identity":
+                    return False  # its deadline cannot be seen without decoding
+                if name == b"content-length" and (not value.strip().isdigit() or int(value) > max_body_bytes):
+                    return False
+            raw_path = self.url.split(b"?", 1)[0]
+            assert shedder is not None
+            return shedder.sheds(raw_path, self.scope["state"][ARRIVAL_KEY])
+
+        def on_body(self, body: bytes) -> None:
+            held = self._held
+            if held is None:
+                super().on_body(body)
+                return
+            held += body
+            if len(held) > max_body_bytes:
+                self._hand_over()  # the handler answers 413
+
+        def on_message_complete(self) -> None:
+            held = self._held
+            if held is None:
+                super().on_message_complete()
+                return
+            if self._header_timer is not None:
+                self._header_timer.cancel()
+                self._header_timer = None
+            assert shedder is not None
+            answer = None
+            if not protocol.may_set_deadline(held):
+                answer = shedder.shed_response(self.url.split(b"?", 1)[0], self.scope["state"][ARRIVAL_KEY])
+            if answer is None:
+                self._hand_over()
+                super().on_message_complete()
+                return
+            self._held = None
+            keep_alive = self.parser.should_keep_alive() and self.parser.get_http_version() == "1.1"
+            self.transport.write(answer if keep_alive else answer.replace(b"\r\n\r\n", b"\r\nconnection: close\r\n\r\n", 1))
+            self.server_state.total_requests += 1
+            if not keep_alive:
+                self.transport.close()
+            elif self.timeout_keep_alive_task is None:
+                self.timeout_keep_alive_task = self.loop.call_later(self.timeout_keep_alive,
+                                                                    self.timeout_keep_alive_handler)
+
+        def _hand_over(self) -> None:
+            """Start the ASGI handler for the held request and give it the body received so far."""
+            held, self._held = self._held, None
+            if self._header_timer is not None:
+                self._header_timer.cancel()
+                self._header_timer = None
+            super().on_headers_complete()
+            if held:
+                super().on_body(bytes(held))
+
+        def _slow_body(self) -> None:
+            self._header_timer = None
+            if self._held is not None and self.transport is not None and not self.transport.is_closing():
+                self._held = None
+                on_invalid()
+                message = f"the request body did not arrive within {read_timeout_s():g} s"
+                self.transport.write(_raw_error(408, "Request Timeout", message))
+                self.transport.close()
 
         def _slow_headers(self) -> None:
             self._header_timer = None
@@ -617,6 +733,9 @@ def arrival_stamping_protocol(
             if self._header_timer is not None:
                 self._header_timer.cancel()
                 self._header_timer = None
+            if self._held is not None:  # the client left with its request unanswered
+                self._held = None
+                on_invalid()
             super().connection_lost(exc)
 
     return ArrivalStampingProtocol
@@ -633,7 +752,9 @@ def uvicorn_server(server: InferenceServer, log_level: str | None = None) -> uvi
         limit_concurrency=None,  # the server answers too many connections itself, with a JSON 503 it counts
         loop="auto",  # uvloop when installed
         http=arrival_stamping_protocol(lambda: server.config.read_timeout_s,
-                                       lambda: server.metrics.outcome("invalid")),
+                                       lambda: server.metrics.outcome("invalid"),
+                                       shedder=server if server.config.admission else None,
+                                       max_body_bytes=server.config.max_body_bytes),
         h11_max_incomplete_event_size=server.config.max_header_bytes,
     )
     runner = uvicorn.Server(config)

@@ -12,8 +12,10 @@ Two layers, neither of which knows HTTP:
   deadline while its batch still runs), expired (504, never computed), rejected (503) or failed (500).
 
 Deadlines count from a request's arrival (the first byte the server read), so time spent waiting to be
-parsed is not hidden. `Engine.admits(deadline_ms)` sheds early: a request that even the fastest drain of
-the queue could not answer in time is refused before its body is parsed.
+parsed is not hidden. `Engine.admits(deadline_ms)` sheds early: a request that the queue cannot drain in
+time is refused before its body is parsed. How fast the queue drains is measured on the requests that
+waited behind a long one (the profile's fastest subnet alone would admit what a front end sharing the
+cores with the workers then has no time to serve: every admitted request expires and goodput falls to 0).
 """
 
 from __future__ import annotations
@@ -72,6 +74,7 @@ class Job:
     enqueued_ms: float
     attempts: int = 0
     answered: bool = False  # an outcome has been counted (exactly once per request)
+    ahead: int = 0  # samples queued in front of it when it was admitted (for the measured drain rate)
 
     @property
     def samples(self) -> int:
@@ -229,6 +232,8 @@ class Engine:
         retry_crashed: bool = True,
         overhead_margin_ms: float | None = None,
         admission: bool = True,
+        drain_memory_s: float = 1.0,
+        drain_smoothing: float = 0.05,
     ) -> None:
         if not slo_ms > 0:
             raise ValueError(f"slo_ms must be > 0, got {slo_ms}")
@@ -248,10 +253,14 @@ class Engine:
         self.watchdog_slo_factor = watchdog_slo_factor
         self.retry_crashed = retry_crashed
         self.admission = admission
+        self.drain_memory_s = drain_memory_s
+        self.drain_smoothing = drain_smoothing
         if overhead_margin_ms is not None and not 0 <= overhead_margin_ms < self.slo_ms:
             raise ValueError(f"overhead_margin_ms must be in [0, slo_ms), got {overhead_margin_ms}")
         self.fixed_margin_ms = overhead_margin_ms
         self._round_trips: collections.deque[float] = collections.deque(maxlen=256)
+        self._drain_observed_ms: float | None = None  # measured queue drain time per queued sample (EWMA)
+        self._drain_observed_at = 0.0
         self._estimated_margin_ms = 0.0
         self._observed = 0
         self.accepting = False
@@ -322,26 +331,57 @@ class Engine:
     def admits(self, deadline_ms: float, samples: int = 1) -> bool:
         """Whether a request due at `deadline_ms` could still be answered in time behind the queue.
 
-        Optimistic on purpose (the fastest subnet at its largest batch drains the queue on every ready worker,
-        the first busy worker frees up at its planned time), so it refuses only requests that cannot make it.
+        The queue drains at `drain_ms_per_sample`: the profile's fastest rate until the server has measured
+        how fast its queue really drains under this load (which counts what the profile cannot: the front end
+        parsing on the same cores, the pipe, a slowed worker), so what is admitted can be served in time.
         """
         if not self.admission:
             return True
         scheduler = self.scheduler
-        workers = max(1, self.executor.ready_workers())
         now = self.clock()
         if now + scheduler.hopeless_ms > deadline_ms:
             return True  # hopeless even on an idle server: queued, it is answered 504 at once (retrying cannot help)
         start = now
         if self.executor.idle_workers() <= 0 and self._running_batches:
             start = min(self.busy_until(now))
-        finish = start + scheduler.drain_ms(workers) + samples * scheduler.fastest_ms_per_sample / workers
+        own_ms = samples * scheduler.fastest_ms_per_sample / max(1, self.executor.ready_workers())
+        finish = start + scheduler.queued_samples * self.drain_ms_per_sample(now) + own_ms
         return finish + scheduler.hopeless_ms <= deadline_ms
 
+    def drain_ms_per_sample(self, now_ms: float | None = None) -> float:
+        """Milliseconds the queue needs per queued sample: the larger of the profile's fastest rate (the fastest
+        subnet at its largest batch on every ready worker) and the rate measured on requests that waited behind
+        a long queue; the measurement fades back to the profile's with a time constant of `drain_memory_s`."""
+        profiled = self.scheduler.fastest_ms_per_sample / max(1, self.executor.ready_workers())
+        observed = self._drain_observed_ms
+        if observed is None or observed <= profiled:
+            return profiled
+        now = self.clock() if now_ms is None else now_ms
+        fade = math.exp(-max(0.0, now - self._drain_observed_at) / (1e3 * self.drain_memory_s))
+        return profiled + (observed - profiled) * fade
+
+    def _observe_drain(self, batch: Batch, now: float) -> None:
+        """Per dispatched request that waited behind at least `max_batch_size` samples: its wait per sample
+        ahead of it (a long queue, so that the batch running when it arrived is a small part of the wait)."""
+        floor = self.scheduler.max_batch_size
+        for request in batch.requests:
+            job: Job = request.payload
+            if job.ahead < floor or job.attempts:
+                continue
+            sample = (now - job.enqueued_ms) / job.ahead
+            observed = self._drain_observed_ms
+            if observed is None:
+                self._drain_observed_ms = sample
+            else:
+                faded = self.drain_ms_per_sample(now)  # an old measurement counts for what is left of it
+                self._drain_observed_ms = faded + self.drain_smoothing * (sample - faded)
+            self._drain_observed_at = now
+
     def refuse(self, reason: str, message: str) -> Overloaded:
-        """An `Overloaded` for a request refused before it was queued (the caller counts it)."""
-        workers = max(1, self.executor.ready_workers())
-        return Overloaded(message, self.scheduler.retry_after_s(workers), reason)
+        """An `Overloaded` for a request refused before it was queued (the caller counts it); Retry-After is the
+        whole seconds the queue needs to drain at the measured rate (at least 1)."""
+        drain_ms = self.scheduler.queued_samples * self.drain_ms_per_sample()
+        return Overloaded(message, max(1, math.ceil(drain_ms / 1e3)), reason)
 
     # -- requests -------------------------------------------------------------------------------------------
     async def submit(self, inputs: np.ndarray, deadline_ms: float | None = None, arrival_ms: float | None = None) -> Served:
@@ -362,7 +402,8 @@ class Engine:
                               f"drained within this request's deadline of {budget:.6g} ms")
         assert self._loop is not None
         future: asyncio.Future[Served] = self._loop.create_future()
-        request = Request(next(self._ids), arrival, arrival + budget, Job(inputs, future, now))
+        request = Request(next(self._ids), arrival, arrival + budget,
+                          Job(inputs, future, now, ahead=self.scheduler.queued_samples))
         if not self.scheduler.admit(request):
             self.metrics.rejected("queue_full", (now - arrival) / 1e3)
             raise self.refuse("queue_full", f"overloaded: the queue holds its limit of {self.scheduler.queue_limit} "
@@ -423,8 +464,9 @@ class Engine:
     @property
     def margin_ms(self) -> float:
         """Time the policy is told has already passed: what a batch costs besides compute (dispatch, pipe,
-        waking the worker and the server). Fixed when configured; else the 90th percentile of the last 256
-        batches' (dispatch-to-answer - compute), capped at a quarter of the SLO."""
+        waking the worker and the server, and a worker slowed past its plan). Fixed when configured; else the
+        90th percentile of the last 256 batches' (dispatch-to-answer - min(compute, planned)), capped at a
+        quarter of the SLO."""
         return self.fixed_margin_ms if self.fixed_margin_ms is not None else self._estimated_margin_ms
 
     def _observe_round_trip(self, overhead_ms: float) -> None:
@@ -466,6 +508,7 @@ class Engine:
         self.inflight += 1
         self.running += len(requests)
         self._running_batches[id(batch)] = (batch, now)
+        self._observe_drain(batch, now)
         pending.add_done_callback(lambda done: self._batch_done(batch, now, done))
         self._arm_deadline(batch)
 
@@ -541,7 +584,8 @@ class Engine:
         metrics = self.metrics
         subnet = batch.subnet_id
         metrics.batch(subnet, batch.samples, len(batch.requests), result.compute_ms / 1e3)
-        self._observe_round_trip(now - dispatched_ms - result.compute_ms)
+        # what the batch took beyond its compute, or beyond its plan when a slowed worker took longer than planned
+        self._observe_round_trip(now - dispatched_ms - min(result.compute_ms, batch.planned_ms))
         accuracy = self.scheduler.profile.accuracy(subnet)
         offset = 0
         for request in batch.requests:
