@@ -154,6 +154,7 @@ def test_requests_the_queue_cannot_drain_in_time_are_shed_before_parsing(live: S
         status, _, _ = _answer(sock)
         assert status == 200
         sock.close()
+    assert engine.reserved == 0  # every place held for a request between its headers and the queue was given back
 
 
 def _shed_while_frozen(live: ServerThread, engine, pids: list, shed: float, socks: list) -> None:

@@ -79,3 +79,30 @@ def test_a_worker_that_cannot_load_the_model_fails_the_start(tmp_path: Path, art
 
     with pytest.raises(WorkerStartError, match="worker could not start: CheckpointError: .*missing.* not a directory"):
         asyncio.run(start())
+
+
+def test_batches_reach_the_worker_through_its_shared_buffer_or_the_pipe_when_larger(
+    artifacts: tuple[Path, Path, dict],
+) -> None:
+    """Inputs up to `max_batch_samples` go through the worker's shared buffer (a 0600 file), larger batches
+    through the pipe; both compute what the supernet computes, and closing the pool removes the buffer."""
+    checkpoint, _, subnets = artifacts
+    x = np.random.default_rng(1).standard_normal((5, 3, 32, 32)).astype(np.float32)
+
+    async def scenario() -> list[Path]:
+        pool = WorkerPool(checkpoint, subnets, workers=1, input_shape=(3, 32, 32), max_batch_samples=2)
+        await pool.start()
+        try:
+            buffers = [Path(slot.inputs_path) for slot in pool.slots]
+            assert all(p.exists() and p.stat().st_mode & 0o777 == 0o600 for p in buffers)
+            assert all(p.stat().st_size == 2 * 3 * 32 * 32 * 4 for p in buffers)
+            for subnet_id, rows in (("small", 2), ("full", 5), ("half", 1)):  # shared, pipe, shared
+                result = await pool.run(subnet_id, x[:rows])
+                expected = reference_outputs(checkpoint, subnets[subnet_id], x[:rows])
+                np.testing.assert_allclose(result.outputs, expected, rtol=1e-5, atol=1e-5)
+        finally:
+            await pool.close()
+        return buffers
+
+    buffers = asyncio.run(scenario())
+    assert not any(p.exists() for p in buffers)

@@ -7,9 +7,12 @@ binary-tensor extension), the same under `/versions/{version}`, and `GET /metric
 
 The inference path is a plain ASGI handler in front of Starlette (which serves the rest): under overload
 it is what runs thousands of times a second, so it does the cheap checks first and sheds before parsing.
-A request's clock starts when the server reads its first byte (`ArrivalStampingProtocol`, a subclass of
-uvicorn's httptools protocol that also bounds the time to receive the headers); the engine refuses, before
-the body is parsed, a request that the queue cannot drain within its deadline.
+A request's clock starts when the server reads its first byte, moved back by the event loop's current lag
+(`ArrivalStampingProtocol`, a subclass of uvicorn's httptools protocol that also bounds the time to receive
+the headers and body; `LoopLag`). Under overload most requests are refused, so refusing must be cheap: the
+protocol asks admission at the headers and answers a refused request 503 itself, without an ASGI task
+(`InferenceServer.sheds`); a request let through holds a place in admission until it is queued. The event
+loop is uvloop's when installed.
 
 Answers: 200 with `parameters.subnet` naming the subnet that served it; 4xx naming the problem for bad
 input (400), an unknown model (404), a slow body (408), a body over the limit (413), an unsupported
@@ -61,6 +64,7 @@ from tailor.train.checkpoint import read_config
 logger = logging.getLogger("tailor.serve")
 _JSON = "application/json"
 ARRIVAL_KEY = "tailor.arrival_ms"
+RESERVED_KEY = "tailor.reserved"  # the protocol admitted this request at its headers (see `InferenceServer.infer`)
 Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
 Send = Callable[[dict[str, Any]], Awaitable[None]]
@@ -160,6 +164,44 @@ def _header(headers: list[tuple[bytes, bytes]], name: bytes) -> str | None:
     return b",".join(values).decode("latin-1")
 
 
+class LoopLag:
+    """How late the event loop runs a timer that is due every `interval_s` (a smoothed maximum, in ms).
+
+    A request's first byte is read only when the loop gets to its socket; under overload one pass of the loop
+    takes milliseconds, and that wait is invisible to a clock started in `data_received` while the client has
+    been waiting all along. Arrival stamps are moved back by this lag, so deadlines, admission and the policy
+    count it. Written here because no kept library measures asyncio's lag (Node's `monitorEventLoopDelay` is
+    the same idea); the tick costs a few microseconds `1 / interval_s` times a second.
+    """
+
+    def __init__(self, interval_s: float = 0.005, decay: float = 0.9) -> None:
+        self.interval_s = interval_s
+        self.decay = decay
+        self.lag_ms = 0.0
+        self._due = 0.0
+        self._handle: asyncio.TimerHandle | None = None
+
+    def start(self) -> None:
+        self._due = monotonic_ms() + 1e3 * self.interval_s
+        self._handle = asyncio.get_running_loop().call_later(self.interval_s, self._tick)
+
+    def stop(self) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
+
+    def _tick(self) -> None:
+        now = monotonic_ms()
+        late = max(0.0, now - self._due)
+        self.lag_ms = late if late > self.lag_ms else self.decay * self.lag_ms + (1 - self.decay) * late
+        self._due = now + 1e3 * self.interval_s
+        self._handle = asyncio.get_running_loop().call_later(self.interval_s, self._tick)
+
+    def arrival_ms(self) -> float:
+        """Now, moved back by the loop's current lag: when a request read now most likely reached the socket."""
+        return monotonic_ms() - self.lag_ms
+
+
 class InferenceServer:
     """One served model: profile, policy, worker pool, engine, metrics, and the ASGI app around them.
 
@@ -191,6 +233,7 @@ class InferenceServer:
         self.pool: Any = self._executor(config)
         self.autoscaler: Any = None
         self.server_state: Any = None  # uvicorn's ServerState (open connections), set when served by uvicorn
+        self.loop_lag = LoopLag()
         self.metrics = ServingMetrics(
             self.scheduler.max_batch_size,
             queue_length=lambda: len(self.scheduler.queue),
@@ -199,6 +242,7 @@ class InferenceServer:
             restarts=lambda: self.pool.restarts,
             margin_ms=lambda: self.engine.margin_ms,
             connections=self.connections,
+            loop_lag_ms=lambda: self.loop_lag.lag_ms,
         )
         self.engine = Engine(self.scheduler, self.pool, config.slo_ms, self.metrics, poll_ms=config.poll_ms,
                              max_timeout_s=config.compute_timeout_s, watchdog_slo_factor=config.watchdog_slo_factor,
@@ -215,6 +259,7 @@ class InferenceServer:
                   "device": config.device}
         if config.cluster is None:
             return WorkerPool(config.checkpoint, self.subnets, workers=config.workers, spares=config.spare_workers,
+                              max_batch_samples=self.scheduler.max_batch_size,
                               **common)
         from tailor.serve.cluster import RayExecutor
 
@@ -231,6 +276,7 @@ class InferenceServer:
     async def start(self) -> None:
         """Start the workers (they load the checkpoint) and the scheduler; the model spec is known after."""
         await self.engine.start()
+        self.loop_lag.start()
         if self.config.cluster is not None and self.pool.min_workers < self.pool.max_workers:
             from tailor.serve.cluster import Autoscaler
 
@@ -255,7 +301,18 @@ class InferenceServer:
         """Drain: answer what is queued or running (bounded by the drain timeout), then stop the workers."""
         if self.autoscaler is not None:
             self.autoscaler.stop()
+        self.loop_lag.stop()
         await self.engine.close(self.config.drain_timeout_s)
+
+    def over_connection_limit(self) -> bool:
+        """Whether more connections are open than `max_connections` (a request on one is refused, 503)."""
+        return self.server_state is not None and self.connections() > self.config.max_connections
+
+    def connection_refusal(self, arrival_ms: float) -> bytes:
+        """The complete 503 for a request on a connection over the limit (closing it), counted as rejected."""
+        self.metrics.rejected("connections", (monotonic_ms() - arrival_ms) / 1e3)
+        return _raw_response(503, "Service Unavailable", f"too many connections: the server keeps at most "
+                             f"{self.config.max_connections} open; retry on a new one", {"retry-after": "1"})
 
     def sheds(self, raw_path: bytes, arrival_ms: float) -> bool:
         """Whether an inference request on `raw_path` that arrived at `arrival_ms` would be refused by admission
@@ -300,6 +357,8 @@ class InferenceServer:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
             if self.server_state is not None and self.connections() > self.config.max_connections:
+                if scope.get("state", {}).pop(RESERVED_KEY, False):
+                    self.engine.reserved -= 1
                 arrival = scope.get("state", {}).get(ARRIVAL_KEY) or monotonic_ms()
                 self.metrics.rejected("connections", (monotonic_ms() - arrival) / 1e3)
                 await _send_error(send, 503, f"too many connections: the server keeps at most "
@@ -408,7 +467,30 @@ class InferenceServer:
 
     # -- inference -----------------------------------------------------------------------------------------
     async def infer(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """One inference request: cheap checks, early shedding, read + parse, queue, answer (exactly once)."""
+        """One inference request: cheap checks, early shedding, read + parse, queue, answer (exactly once).
+
+        A request the protocol let through holds a place in admission (`Engine.reserved`) until it is queued or
+        answered, so that the requests read in one pass of the event loop are not all admitted against the same
+        queue before any of them is queued."""
+        state = scope.get("state", {})
+        if not state.pop(RESERVED_KEY, False):
+            await self._infer(scope, receive, send)
+            return
+        released = False
+
+        def release() -> None:
+            nonlocal released
+            if not released:
+                released = True
+                self.engine.reserved -= 1
+
+        try:
+            await self._infer(scope, receive, send, release)
+        finally:
+            release()
+
+    async def _infer(self, scope: Scope, receive: Receive, send: Send,
+                     release: Callable[[], None] = lambda: None) -> None:
         arrival = scope.get("state", {}).get(ARRIVAL_KEY) or monotonic_ms()
         config = self.config
         headers: list[tuple[bytes, bytes]] = scope["headers"]
@@ -441,6 +523,7 @@ class InferenceServer:
         try:
             body = protocol.decode_content(body, _header(headers, b"content-encoding"), config.max_body_bytes)
             json_part = body if length_header is None else body[: protocol.header_length(length_header, len(body))]
+            release()  # its own place does not count against it
             if not protocol.may_set_deadline(json_part) and not self.engine.admits(arrival + config.slo_ms):
                 # shed before parsing: the default deadline cannot be met behind the queue
                 await self._refuse(send, self.engine.refuse("admission", f"overloaded: the {len(self.scheduler.queue)} "
@@ -453,6 +536,7 @@ class InferenceServer:
             return
         self.statistics.received(monotonic_ms() - arrival)
         try:
+            release()  # submit queues it (or refuses it) before it first waits
             served = await self.engine.submit(parsed.inputs, parsed.deadline_ms, arrival)
         except Overloaded as exc:
             await _send_error(send, 503, str(exc), {"retry-after": str(exc.retry_after_s)})
@@ -602,6 +686,7 @@ def _raw_error(status: int, reason: str, message: str) -> bytes:
 def arrival_stamping_protocol(
     read_timeout_s: Callable[[], float], on_invalid: Callable[[], None] = lambda: None,
     shedder: InferenceServer | None = None, max_body_bytes: int = 0,
+    arrival_clock: Callable[[], float] = monotonic_ms,
 ) -> type[asyncio.Protocol]:
     """uvicorn's httptools protocol, stamping each request's arrival (first byte read) into its ASGI scope,
     answering a connection whose headers take longer than `read_timeout_s()` with a 408, and answering what the
@@ -622,14 +707,14 @@ def arrival_stamping_protocol(
 
         def on_message_begin(self) -> None:
             super().on_message_begin()
-            self.scope["state"][ARRIVAL_KEY] = monotonic_ms()
+            self.scope["state"][ARRIVAL_KEY] = arrival_clock()
             self._header_timer = self.loop.call_later(read_timeout_s(), self._slow_headers)
 
         def on_headers_complete(self) -> None:
             if self._header_timer is not None:
                 self._header_timer.cancel()
                 self._header_timer = None
-            if shedder is not None and self._may_shed():
+            if shedder is not None and (shedder.over_connection_limit() or self._may_shed()):
                 self._held = bytearray()
                 self._header_timer = self.loop.call_later(read_timeout_s(), self._slow_body)
                 return
@@ -648,7 +733,16 @@ def arrival_stamping_protocol(
                     return False
             raw_path = self.url.split(b"?", 1)[0]
             assert shedder is not None
-            return shedder.sheds(raw_path, self.scope["state"][ARRIVAL_KEY])
+            if shedder.sheds(raw_path, self.scope["state"][ARRIVAL_KEY]):
+                return True
+            self._reserve()
+            return False
+
+        def _reserve(self) -> None:
+            """Hold a place in admission for a request handed to the handler (released once it is queued)."""
+            assert shedder is not None
+            shedder.engine.reserved += 1
+            self.scope["state"][RESERVED_KEY] = True
 
         def on_body(self, body: bytes) -> None:
             held = self._held
@@ -668,10 +762,17 @@ def arrival_stamping_protocol(
                 self._header_timer.cancel()
                 self._header_timer = None
             assert shedder is not None
+            if shedder.over_connection_limit():  # answered and closed without an ASGI handler
+                self._held = None
+                self.transport.write(shedder.connection_refusal(self.scope["state"][ARRIVAL_KEY]))
+                self.server_state.total_requests += 1
+                self.transport.close()
+                return
             answer = None
             if not protocol.may_set_deadline(held):
                 answer = shedder.shed_response(self.url.split(b"?", 1)[0], self.scope["state"][ARRIVAL_KEY])
             if answer is None:
+                self._reserve()
                 self._hand_over()
                 super().on_message_complete()
                 return
@@ -750,11 +851,12 @@ def uvicorn_server(server: InferenceServer, log_level: str | None = None) -> uvi
         access_log=False,
         timeout_graceful_shutdown=int(server.config.drain_timeout_s) + 1,
         limit_concurrency=None,  # the server answers too many connections itself, with a JSON 503 it counts
-        loop="auto",  # uvloop when installed
+        loop="none",  # `run_server` runs the loop (uvloop when installed: `event_loop_factory`)
         http=arrival_stamping_protocol(lambda: server.config.read_timeout_s,
                                        lambda: server.metrics.outcome("invalid"),
                                        shedder=server if server.config.admission else None,
-                                       max_body_bytes=server.config.max_body_bytes),
+                                       max_body_bytes=server.config.max_body_bytes,
+                                       arrival_clock=server.loop_lag.arrival_ms),
         h11_max_incomplete_event_size=server.config.max_header_bytes,
     )
     runner = uvicorn.Server(config)
@@ -779,6 +881,16 @@ async def serve_async(
         await server.stop()
 
 
+def event_loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """uvloop's event loop when installed (its transports cost a fraction of asyncio's per request, which is
+    what a front end refusing thousands of requests a second spends), else asyncio's default."""
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a dependency on Linux and macOS
+        return None
+    return uvloop.new_event_loop
+
+
 def run_server(config: ServerConfig, on_ready: Callable[[InferenceServer, str], None] | None = None) -> dict[str, Any]:
     """Serve until SIGINT/SIGTERM, then drain; `on_ready(server, url)` runs once the workers are loaded.
 
@@ -799,7 +911,8 @@ def run_server(config: ServerConfig, on_ready: Callable[[InferenceServer, str], 
     # re-raise lands here instead of killing the process, so the run ends normally (exit 0, summary printed)
     previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
-        asyncio.run(serve_async(server, sock, runner, None if on_ready is None else lambda: on_ready(server, url)))
+        with asyncio.Runner(loop_factory=event_loop_factory()) as loop_runner:
+            loop_runner.run(serve_async(server, sock, runner, None if on_ready is None else lambda: on_ready(server, url)))
     finally:
         sock.close()
         for sig, handler in previous.items():

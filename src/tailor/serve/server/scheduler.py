@@ -259,6 +259,7 @@ class Engine:
             raise ValueError(f"overhead_margin_ms must be in [0, slo_ms), got {overhead_margin_ms}")
         self.fixed_margin_ms = overhead_margin_ms
         self._round_trips: collections.deque[float] = collections.deque(maxlen=256)
+        self.reserved = 0  # requests admitted by the front end and not yet queued (counted by `admits`)
         self._drain_observed_ms: float | None = None  # measured queue drain time per queued sample (EWMA)
         self._drain_observed_at = 0.0
         self._estimated_margin_ms = 0.0
@@ -328,7 +329,7 @@ class Engine:
         return [max(now_ms, at + batch.planned_ms + margin) for batch, at in self._running_batches.values()]
 
     # -- admission ------------------------------------------------------------------------------------------
-    def admits(self, deadline_ms: float, samples: int = 1) -> bool:
+    def admits(self, deadline_ms: float, samples: int = 1, budget_ms: float | None = None) -> bool:
         """Whether a request due at `deadline_ms` could still be answered in time behind the queue.
 
         The queue drains at `drain_ms_per_sample`: the profile's fastest rate until the server has measured
@@ -340,12 +341,15 @@ class Engine:
         scheduler = self.scheduler
         now = self.clock()
         if now + scheduler.hopeless_ms > deadline_ms:
-            return True  # hopeless even on an idle server: queued, it is answered 504 at once (retrying cannot help)
+            # a budget below the fastest answer is hopeless even on an idle server: queued, it is answered 504 at
+            # once (retrying cannot help); one that waited past it to be read is refused (retrying later can)
+            return budget_ms is not None and budget_ms < scheduler.hopeless_ms
         start = now
         if self.executor.idle_workers() <= 0 and self._running_batches:
             start = min(self.busy_until(now))
         own_ms = samples * scheduler.fastest_ms_per_sample / max(1, self.executor.ready_workers())
-        finish = start + scheduler.queued_samples * self.drain_ms_per_sample(now) + own_ms
+        ahead = scheduler.queued_samples + max(0, self.reserved)
+        finish = start + ahead * self.drain_ms_per_sample(now) + own_ms
         return finish + scheduler.hopeless_ms <= deadline_ms
 
     def drain_ms_per_sample(self, now_ms: float | None = None) -> float:
@@ -360,11 +364,12 @@ class Engine:
         fade = math.exp(-max(0.0, now - self._drain_observed_at) / (1e3 * self.drain_memory_s))
         return profiled + (observed - profiled) * fade
 
-    def _observe_drain(self, batch: Batch, now: float) -> None:
-        """Per dispatched request that waited behind at least `max_batch_size` samples: its wait per sample
-        ahead of it (a long queue, so that the batch running when it arrived is a small part of the wait)."""
+    def _observe_drain(self, requests: list[Request], now: float) -> None:
+        """Per request that waited behind at least `max_batch_size` samples, dispatched or expired: its wait per
+        sample ahead of it (a long queue, so that the batch running when it arrived is a small part of the
+        wait; for an expired request, a lower bound on the drain time it was admitted against)."""
         floor = self.scheduler.max_batch_size
-        for request in batch.requests:
+        for request in requests:
             job: Job = request.payload
             if job.ahead < floor or job.attempts:
                 continue
@@ -396,7 +401,7 @@ class Engine:
         if not self.accepting:
             self.metrics.rejected("not_accepting", (now - arrival) / 1e3)
             raise self.refuse("not_accepting", "the server is not accepting requests (starting or shutting down)")
-        if not self.admits(arrival + budget, int(inputs.shape[0])):
+        if not self.admits(arrival + budget, int(inputs.shape[0]), budget):
             self.metrics.rejected("admission", (now - arrival) / 1e3)
             raise self.refuse("admission", f"overloaded: the {len(self.scheduler.queue)} queued requests cannot be "
                               f"drained within this request's deadline of {budget:.6g} ms")
@@ -430,7 +435,10 @@ class Engine:
             now = self.clock()
             policy_waits = False
             try:
-                for request in scheduler.expire(now):
+                expired = scheduler.expire(now)
+                if expired:
+                    self._observe_drain(expired, now)  # waited this long and still not run: a lower bound
+                for request in expired:
                     self._fail(request, "expired", self._expired_error(request, now), now)
                 for batch, _ in list(self._running_batches.values()):  # deadlines passing while batches run
                     if batch.requests and min(r.deadline_ms for r in batch.requests) <= now:
@@ -465,8 +473,8 @@ class Engine:
     def margin_ms(self) -> float:
         """Time the policy is told has already passed: what a batch costs besides compute (dispatch, pipe,
         waking the worker and the server, and a worker slowed past its plan). Fixed when configured; else the
-        90th percentile of the last 256 batches' (dispatch-to-answer - min(compute, planned)), capped at a
-        quarter of the SLO."""
+        90th percentile of the last 256 batches' (dispatch-to-answer - min(compute, planned)), capped at half
+        the SLO."""
         return self.fixed_margin_ms if self.fixed_margin_ms is not None else self._estimated_margin_ms
 
     def _observe_round_trip(self, overhead_ms: float) -> None:
@@ -474,7 +482,7 @@ class Engine:
         self._observed += 1
         if self._observed % 16 == 0 or self._observed < 16:
             ordered = sorted(self._round_trips)
-            self._estimated_margin_ms = min(ordered[int(0.9 * (len(ordered) - 1))], self.slo_ms / 4)
+            self._estimated_margin_ms = min(ordered[int(0.9 * (len(ordered) - 1))], self.slo_ms / 2)
 
     def _expired_error(self, request: Request, now: float) -> DeadlineExceeded:
         waited = now - request.arrival_ms
@@ -508,7 +516,7 @@ class Engine:
         self.inflight += 1
         self.running += len(requests)
         self._running_batches[id(batch)] = (batch, now)
-        self._observe_drain(batch, now)
+        self._observe_drain(batch.requests, now)
         pending.add_done_callback(lambda done: self._batch_done(batch, now, done))
         self._arm_deadline(batch)
 

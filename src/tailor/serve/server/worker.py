@@ -8,7 +8,10 @@ nothing of HTTP, queues or processes, so a Ray actor holds one as it is.
 
 `WorkerPool` runs N `ModelRunner`s in worker processes (multiprocessing, spawn context) and talks to
 them over pipes with a small framed format (a JSON header + raw little-endian float32 bytes; no pickle
-on the data path). It lives on an asyncio event loop: replies and process exits are watched with
+on the data path). A batch's inputs go through a shared-memory buffer per worker (a 0600 file in
+/dev/shm, mapped by both processes) and only its header through the pipe: a pipe write of a batch larger
+than the pipe's buffer blocks the event loop until the worker reads it, which on a shared core stalls
+every connection the front end holds. It lives on an asyncio event loop: replies and process exits are watched with
 `loop.add_reader` on the pipe and on the process sentinel, so a worker that dies is noticed at once,
 its batch fails with `WorkerCrashed`, and a new process is started in its place (with back-off when
 it keeps dying). A batch that takes far longer than allowed gets its worker killed, which ends the
@@ -23,11 +26,14 @@ import asyncio
 import itertools
 import json
 import logging
+import math
+import mmap
 import multiprocessing
 import os
 import signal
 import struct
 import sys
+import tempfile
 import time
 import warnings
 from collections.abc import Callable, Mapping, Sequence
@@ -181,10 +187,15 @@ def worker_main(
     input_shape: list[int] | None = None,
     runtime: str | dict[str, str] = "torch-inplace",
     device: str = "cpu",
+    inputs_path: str | None = None,
 ) -> None:
     """Entry point of a worker process: load, warm up, say ready, then run batches until told to stop."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl+C reaches the whole group; the server stops us
+    shared: mmap.mmap | None = None
     try:
+        if inputs_path is not None:
+            with open(inputs_path, "rb") as file:
+                shared = mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ)
         runner = ModelRunner(
             checkpoint, {k: Subnet.from_dict(v) for k, v in subnets.items()}, threads, input_shape, runtime, device
         )
@@ -204,7 +215,9 @@ def worker_main(
             _quit()
         batch = header.get("batch")
         try:
-            inputs = np.frombuffer(payload, dtype="<f4").reshape(header["shape"]).copy()
+            shape = header["shape"]
+            source = shared if header.get("shared") and shared is not None else payload
+            inputs = np.frombuffer(source, dtype="<f4", count=math.prod(shape)).reshape(shape).copy()
             outputs, compute_ms = runner.run(header["subnet"], inputs)
             outputs = np.ascontiguousarray(outputs, dtype="<f4")
         except Exception as exc:
@@ -232,6 +245,8 @@ class _Slot:
     restart: asyncio.TimerHandle | None = None
     watched: list[int] = field(default_factory=list)
     spare: bool = False  # loaded, but held back until an active worker dies
+    inputs: mmap.mmap | None = None  # the shared input buffer (kept across restarts of this slot)
+    inputs_path: str | None = None
 
 
 class WorkerPool:
@@ -255,6 +270,7 @@ class WorkerPool:
         runtime: str | Mapping[str, str] = "torch-inplace",
         spares: int = 0,
         device: str = "cpu",
+        max_batch_samples: int = 64,
     ) -> None:
         if workers < 1:
             raise ValueError(f"workers must be >= 1, got {workers}")
@@ -266,6 +282,8 @@ class WorkerPool:
         self.warmup_batch_sizes = [int(b) for b in warmup_batch_sizes]
         self.input_shape = None if input_shape is None else [int(d) for d in input_shape]
         self.device = device
+        # bytes of each worker's shared input buffer; a larger batch goes through the pipe
+        self.shared_bytes = 0 if self.input_shape is None else 4 * max_batch_samples * math.prod(self.input_shape)
         self.runtime = runtime if isinstance(runtime, str) else dict(runtime)
         check_runtimes({sid: runtime for sid in self.subnets} if isinstance(runtime, str) else dict(runtime))
         self.start_timeout_s = start_timeout_s
@@ -334,11 +352,19 @@ class WorkerPool:
     def _spawn(self, slot: _Slot) -> None:
         assert self._loop is not None
         slot.restart = None
+        if slot.inputs is None and self.shared_bytes:
+            folder = "/dev/shm" if os.path.isdir("/dev/shm") else None
+            fd, slot.inputs_path = tempfile.mkstemp(prefix="tailor-inputs-", dir=folder)  # mode 0600
+            try:
+                os.ftruncate(fd, self.shared_bytes)
+                slot.inputs = mmap.mmap(fd, self.shared_bytes)
+            finally:
+                os.close(fd)
         parent, child = self._ctx.Pipe(duplex=True)
         process = self._ctx.Process(
             target=worker_main,
             args=(child, self.checkpoint, self.subnets, self.threads, self.warmup_batch_sizes, self.input_shape,
-                  self.runtime, self.device),
+                  self.runtime, self.device, slot.inputs_path),
             name=f"tailor-worker-{slot.index}",
             daemon=True,
         )
@@ -465,9 +491,13 @@ class WorkerPool:
         future: asyncio.Future[RunResult] = self._loop.create_future()
         slot.state, slot.batch, slot.future = "busy", batch, future
         inputs = np.ascontiguousarray(inputs, dtype="<f4")
+        header = {"op": "run", "batch": batch, "subnet": subnet_id, "shape": list(inputs.shape)}
+        payload: memoryview | bytes = memoryview(inputs).cast("B")
+        if slot.inputs is not None and inputs.nbytes <= len(slot.inputs):
+            slot.inputs[: inputs.nbytes] = payload  # the worker is idle: it reads the buffer only after this header
+            header["shared"], payload = True, b""
         try:
-            _send(slot.conn, {"op": "run", "batch": batch, "subnet": subnet_id, "shape": list(inputs.shape)},
-                  memoryview(inputs).cast("B"))
+            _send(slot.conn, header, payload)
         except OSError:
             self._kill(slot)  # its sentinel fires and fails the future
         timer = self._loop.call_later(timeout_s, self._timed_out, slot, batch, timeout_s)
@@ -520,3 +550,9 @@ class WorkerPool:
                 if self._loop is not None and slot.watched:
                     self._on_exit(slot)
             slot.state = "stopped"
+            if slot.inputs is not None:
+                slot.inputs.close()
+                slot.inputs = None
+            if slot.inputs_path is not None:
+                Path(slot.inputs_path).unlink(missing_ok=True)
+                slot.inputs_path = None
