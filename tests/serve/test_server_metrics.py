@@ -78,3 +78,29 @@ def test_two_servers_do_not_share_counters() -> None:
     a.outcome("on_time")
     assert parse(b.render())["tailor_requests_total"][(("outcome", "on_time"),)] == 0
     assert parse(a.render())["tailor_requests_total"][(("outcome", "on_time"),)] == 1
+
+
+def test_the_loop_lag_is_the_wait_of_what_becomes_ready_and_arrivals_are_moved_back_by_it() -> None:
+    import asyncio
+    import time
+
+    from tailor.serve.server.app import LoopLag
+    from tailor.serve.server.scheduler import monotonic_ms
+
+    async def scenario() -> tuple[float, float, float]:
+        lag = LoopLag(interval_s=0.002)
+        lag.start()
+        await asyncio.sleep(0.1)
+        idle = lag.lag_ms
+        for _ in range(10):  # passes of the loop that each block it for 20 ms
+            time.sleep(0.02)
+            await asyncio.sleep(0)
+        busy = lag.lag_ms
+        moved_back = monotonic_ms() - lag.arrival_ms()
+        lag.stop()
+        return idle, busy, moved_back
+
+    idle, busy, moved_back = asyncio.run(scenario())
+    assert idle < 2.0  # an idle loop runs what is ready at once
+    assert 10.0 < busy < 200.0  # a pass that blocks 20 ms makes what became ready wait up to that long
+    assert moved_back == pytest.approx(busy, abs=1.0)

@@ -165,37 +165,42 @@ def _header(headers: list[tuple[bytes, bytes]], name: bytes) -> str | None:
 
 
 class LoopLag:
-    """How late the event loop runs a timer that is due every `interval_s` (a smoothed maximum, in ms).
+    """How long what becomes ready waits for the event loop: every `interval_s` a callback is put on the ready
+    queue (`call_soon`) and the time until it runs is the rest of the loop's current pass (a smoothed maximum,
+    in ms; a timer's lateness would also count uvloop's 1 ms timer resolution).
 
     A request's first byte is read only when the loop gets to its socket; under overload one pass of the loop
     takes milliseconds, and that wait is invisible to a clock started in `data_received` while the client has
     been waiting all along. Arrival stamps are moved back by this lag, so deadlines, admission and the policy
     count it. Written here because no kept library measures asyncio's lag (Node's `monitorEventLoopDelay` is
-    the same idea); the tick costs a few microseconds `1 / interval_s` times a second.
+    the same idea); the probe costs a few microseconds `1 / interval_s` times a second.
     """
 
     def __init__(self, interval_s: float = 0.005, decay: float = 0.9) -> None:
         self.interval_s = interval_s
         self.decay = decay
         self.lag_ms = 0.0
-        self._due = 0.0
         self._handle: asyncio.TimerHandle | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     def start(self) -> None:
-        self._due = monotonic_ms() + 1e3 * self.interval_s
-        self._handle = asyncio.get_running_loop().call_later(self.interval_s, self._tick)
+        self._loop = asyncio.get_running_loop()
+        self._handle = self._loop.call_later(self.interval_s, self._probe)
 
     def stop(self) -> None:
         if self._handle is not None:
             self._handle.cancel()
             self._handle = None
 
-    def _tick(self) -> None:
-        now = monotonic_ms()
-        late = max(0.0, now - self._due)
+    def _probe(self) -> None:
+        assert self._loop is not None
+        self._loop.call_soon(self._measure, monotonic_ms())
+
+    def _measure(self, queued_ms: float) -> None:
+        late = monotonic_ms() - queued_ms
         self.lag_ms = late if late > self.lag_ms else self.decay * self.lag_ms + (1 - self.decay) * late
-        self._due = now + 1e3 * self.interval_s
-        self._handle = asyncio.get_running_loop().call_later(self.interval_s, self._tick)
+        if self._handle is not None and self._loop is not None:
+            self._handle = self._loop.call_later(self.interval_s, self._probe)
 
     def arrival_ms(self) -> float:
         """Now, moved back by the loop's current lag: when a request read now most likely reached the socket."""

@@ -184,14 +184,6 @@ class Scheduler:
         planned = self.profile.latency_ms(decision.subnet_id, samples)
         return Batch(decision.subnet_id, taken, samples, planned)
 
-    def drain_ms(self, workers: int) -> float:
-        """The least time the queued samples need: the fastest subnet at its largest batch, on every worker."""
-        return self.queued_samples * self.fastest_ms_per_sample / max(1, workers)
-
-    def retry_after_s(self, workers: int) -> int:
-        """Whole seconds until the queue could have drained at the fastest subnet's throughput (at least 1)."""
-        return max(1, math.ceil(self.drain_ms(workers) / 1e3))
-
 
 class Executor(Protocol):
     """Where batches run: the local `WorkerPool`, or (next) a Ray Serve deployment handle behind the same calls."""
