@@ -471,6 +471,11 @@ def test_admission_uses_the_drain_rate_measured_behind_a_long_queue_and_forgets_
         assert engine.drain_ms_per_sample() == pytest.approx(profiled, rel=1e-3)
         assert engine.admits(clock.now + waiting * (profiled + measured) / 2 + engine.scheduler.hopeless_ms)
         assert engine.refuse("admission", "x").retry_after_s >= 1
+        stalled = Request(0, clock.now - 60_000.0, clock.now + 1.0, Job(images(1, 0), None, clock.now - 60_000.0,
+                                                                         ahead=8))
+        engine._observe_drain([stalled], clock.now)  # waited a minute behind 8 samples: a stall, not a rate
+        assert engine.drain_ms_per_sample() <= engine.slo_ms / engine.scheduler.max_batch_size
+        assert engine.admits(clock.now + engine.slo_ms)  # a batch's worth can still queue
         engine.admission = False
         assert engine.admits(clock.now)  # admission control off: everything is queued
         for future in queued:

@@ -359,13 +359,16 @@ class Engine:
     def _observe_drain(self, requests: list[Request], now: float) -> None:
         """Per request that waited behind at least `max_batch_size` samples, dispatched or expired: its wait per
         sample ahead of it (a long queue, so that the batch running when it arrived is a small part of the
-        wait; for an expired request, a lower bound on the drain time it was admitted against)."""
+        wait; for an expired request, a lower bound on the drain time it was admitted against), at most
+        `slo_ms / max_batch_size`."""
         floor = self.scheduler.max_batch_size
         for request in requests:
             job: Job = request.payload
             if job.ahead < floor or job.attempts:
                 continue
-            sample = (now - job.enqueued_ms) / job.ahead
+            # at most a full batch per SLO: a stall of seconds (a hung worker, a swamped front end) must not close
+            # admission for the seconds it takes such a measurement to fade (below it, a batch can still queue)
+            sample = min((now - job.enqueued_ms) / job.ahead, self.slo_ms / floor)
             observed = self._drain_observed_ms
             if observed is None:
                 self._drain_observed_ms = sample
