@@ -106,3 +106,28 @@ def test_batches_reach_the_worker_through_its_shared_buffer_or_the_pipe_when_lar
 
     buffers = asyncio.run(scenario())
     assert not any(p.exists() for p in buffers)
+
+
+def test_a_worker_is_computing_while_it_runs_and_not_while_it_is_stopped() -> None:
+    """The watchdog kills a stopped or blocked worker at once and gives a running one more time."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from tailor.serve.server.worker import computing
+
+    busy = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        deadline = time.monotonic() + 10
+        while not computing(busy.pid) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert computing(busy.pid)
+        os.kill(busy.pid, signal.SIGSTOP)
+        time.sleep(0.1)
+        assert not computing(busy.pid)
+    finally:
+        busy.kill()
+        busy.wait()
+    assert not computing(busy.pid) and not computing(None)

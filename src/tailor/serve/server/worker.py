@@ -227,6 +227,18 @@ def worker_main(
               memoryview(outputs).cast("B"))
 
 
+def computing(pid: int | None) -> bool:
+    """Whether process `pid` is running or runnable (Linux `/proc/PID/stat` state R), as opposed to stopped,
+    sleeping or gone; False where /proc cannot tell."""
+    if pid is None:
+        return False
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] == "R"
+
+
 # -- the pool -------------------------------------------------------------------------------------------------
 
 
@@ -291,6 +303,7 @@ class WorkerPool:
         self.on_change = on_change or (lambda: None)
         self.slots = [_Slot(i, spare=i >= workers) for i in range(workers + spares)]
         self.promotions = 0  # spares that took a dead worker's place
+        self.busy_grace_s = 10.0  # how long a worker still computing may overrun its watchdog before it is killed
         self.output_shape: tuple[int, ...] | None = None
         self.uncalibrated: list[str] = []
         self.restarts = 0
@@ -508,8 +521,17 @@ class WorkerPool:
         """`dispatch` and wait for the answer."""
         return await self.dispatch(subnet_id, inputs, timeout_s)
 
-    def _timed_out(self, slot: _Slot, batch: int, timeout_s: float) -> None:
+    def _timed_out(self, slot: _Slot, batch: int, timeout_s: float, extended: bool = False) -> None:
         if slot.batch != batch or slot.future is None:
+            return
+        if slot.conn is not None and slot.conn.poll(0):
+            self._on_readable(slot)  # it answered while the event loop was busy elsewhere: not hung
+            return
+        assert self._loop is not None
+        if not extended and self.busy_grace_s > timeout_s and computing(slot.pid):
+            # still running (on a core shared with a swamped front end, a batch can take longer than its
+            # watchdog): give it up to `busy_grace_s`; a stopped or blocked worker is killed now
+            self._loop.call_later(self.busy_grace_s - timeout_s, self._timed_out, slot, batch, self.busy_grace_s, True)
             return
         future, slot.future = slot.future, None
         self._kill(slot)
