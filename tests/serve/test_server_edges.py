@@ -234,6 +234,8 @@ def test_statistics_and_repository_index_through_tritonclient(live: ServerThread
         index = client.get_model_repository_index()
         assert index == [{"name": MODEL, "version": "1", "state": "READY"}]
         assert {"statistics", "model_repository", "classification"} <= set(client.get_server_metadata()["extensions"])
+    # a POST that is not inference holds no place in admission (only requests the handler will queue do)
+    assert live.server.engine.reserved == 0
 
 
 def test_fp16_inputs_and_the_classification_extension(live: ServerThread, artifacts: tuple) -> None:

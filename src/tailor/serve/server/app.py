@@ -176,9 +176,11 @@ class LoopLag:
     the same idea); the probe costs a few microseconds `1 / interval_s` times a second.
     """
 
-    def __init__(self, interval_s: float = 0.005, decay: float = 0.9) -> None:
+    def __init__(self, interval_s: float = 0.005, decay: float = 0.9,
+                 clock: Callable[[], float] = monotonic_ms) -> None:
         self.interval_s = interval_s
         self.decay = decay
+        self.clock = clock
         self.lag_ms = 0.0
         self._handle: asyncio.TimerHandle | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -194,17 +196,17 @@ class LoopLag:
 
     def _probe(self) -> None:
         assert self._loop is not None
-        self._loop.call_soon(self._measure, monotonic_ms())
+        self._loop.call_soon(self._measure, self.clock())
 
     def _measure(self, queued_ms: float) -> None:
-        late = monotonic_ms() - queued_ms
+        late = self.clock() - queued_ms
         self.lag_ms = late if late > self.lag_ms else self.decay * self.lag_ms + (1 - self.decay) * late
         if self._handle is not None and self._loop is not None:
             self._handle = self._loop.call_later(self.interval_s, self._probe)
 
     def arrival_ms(self) -> float:
         """Now, moved back by the loop's current lag: when a request read now most likely reached the socket."""
-        return monotonic_ms() - self.lag_ms
+        return self.clock() - self.lag_ms
 
 
 class InferenceServer:
@@ -313,35 +315,44 @@ class InferenceServer:
         """Whether more connections are open than `max_connections` (a request on one is refused, 503)."""
         return self.server_state is not None and self.connections() > self.config.max_connections
 
+    def connection_limit_message(self) -> str:
+        return (f"too many connections: the server keeps at most {self.config.max_connections} open; retry on a "
+                "new one")
+
     def connection_refusal(self, arrival_ms: float) -> bytes:
         """The complete 503 for a request on a connection over the limit (closing it), counted as rejected."""
         self.metrics.rejected("connections", (monotonic_ms() - arrival_ms) / 1e3)
-        return _raw_response(503, "Service Unavailable", f"too many connections: the server keeps at most "
-                             f"{self.config.max_connections} open; retry on a new one", {"retry-after": "1"})
+        return _raw_response(503, "Service Unavailable", self.connection_limit_message(), {"retry-after": "1"})
 
-    def sheds(self, raw_path: bytes, arrival_ms: float) -> bool:
-        """Whether an inference request on `raw_path` that arrived at `arrival_ms` would be refused by admission
-        with the default deadline (the protocol then holds its body instead of starting the ASGI handler)."""
-        engine = self.engine
-        if not engine.accepting or self.spec is None or not raw_path.endswith(b"/infer"):
+    def serves_path(self, raw_path: bytes) -> bool:
+        """Whether `raw_path` is this server's inference path (else the handler answers, e.g. 404 naming what exists)."""
+        if self.spec is None or not raw_path.endswith(b"/infer"):
             return False
         parts = raw_path.split(b"/")
         if not (len(parts) == 5 or (len(parts) == 7 and parts[4] == b"versions")) or parts[:3] != [b"", b"v2", b"models"]:
             return False
-        if parts[3] != self.name.encode() or (len(parts) == 7 and parts[5] != b"1"):
-            return False  # the handler answers 404 naming what exists
-        return not engine.admits(arrival_ms + self.config.slo_ms)
+        return parts[3] == self.name.encode() and (len(parts) == 5 or parts[5] == b"1")
 
-    def shed_response(self, raw_path: bytes, arrival_ms: float) -> bytes | None:
+    def sheds(self, arrival_ms: float) -> bool:
+        """Whether admission would refuse an inference request that arrived at `arrival_ms` with the default
+        deadline (the protocol then holds its body instead of starting the ASGI handler)."""
+        return self.engine.accepting and not self.engine.admits(arrival_ms + self.config.slo_ms)
+
+    def shed_response(self, arrival_ms: float) -> bytes | None:
         """The complete 503 (JSON, Retry-After, keep-alive) for a held request that admission still refuses,
         counted as rejected; None when it would now be admitted (the protocol hands it to the handler)."""
-        if not self.sheds(raw_path, arrival_ms):
+        if not self.sheds(arrival_ms):
             return None
         refusal = self.engine.refuse("admission", f"overloaded: the {len(self.scheduler.queue)} queued requests "
                                      f"cannot be drained within the deadline of {self.config.slo_ms:.6g} ms")
         self.metrics.rejected("admission", (monotonic_ms() - arrival_ms) / 1e3)
         return _raw_response(503, "Service Unavailable", str(refusal), {"retry-after": str(refusal.retry_after_s)},
                              close=False)
+
+    def release(self, scope: Scope) -> None:
+        """Give back the place in admission the protocol held for this request (once; no-op if it held none)."""
+        if scope.get("state", {}).pop(RESERVED_KEY, False):
+            self.engine.reserved -= 1
 
     def connections(self) -> int:
         """Open client connections (0 when not served by uvicorn)."""
@@ -362,13 +373,10 @@ class InferenceServer:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
             if self.server_state is not None and self.connections() > self.config.max_connections:
-                if scope.get("state", {}).pop(RESERVED_KEY, False):
-                    self.engine.reserved -= 1
+                self.release(scope)
                 arrival = scope.get("state", {}).get(ARRIVAL_KEY) or monotonic_ms()
                 self.metrics.rejected("connections", (monotonic_ms() - arrival) / 1e3)
-                await _send_error(send, 503, f"too many connections: the server keeps at most "
-                                  f"{self.config.max_connections} open; retry on a new one",
-                                  {"retry-after": "1", "connection": "close"})
+                await _send_error(send, 503, self.connection_limit_message(), {"retry-after": "1", "connection": "close"})
                 return
             if scope["method"] == "POST" and scope["path"].endswith("/infer"):
                 await self.infer(scope, receive, send)
@@ -477,25 +485,12 @@ class InferenceServer:
         A request the protocol let through holds a place in admission (`Engine.reserved`) until it is queued or
         answered, so that the requests read in one pass of the event loop are not all admitted against the same
         queue before any of them is queued."""
-        state = scope.get("state", {})
-        if not state.pop(RESERVED_KEY, False):
-            await self._infer(scope, receive, send)
-            return
-        released = False
-
-        def release() -> None:
-            nonlocal released
-            if not released:
-                released = True
-                self.engine.reserved -= 1
-
         try:
-            await self._infer(scope, receive, send, release)
+            await self._infer(scope, receive, send)
         finally:
-            release()
+            self.release(scope)  # one that ended before its admission check
 
-    async def _infer(self, scope: Scope, receive: Receive, send: Send,
-                     release: Callable[[], None] = lambda: None) -> None:
+    async def _infer(self, scope: Scope, receive: Receive, send: Send) -> None:
         arrival = scope.get("state", {}).get(ARRIVAL_KEY) or monotonic_ms()
         config = self.config
         headers: list[tuple[bytes, bytes]] = scope["headers"]
@@ -528,7 +523,7 @@ class InferenceServer:
         try:
             body = protocol.decode_content(body, _header(headers, b"content-encoding"), config.max_body_bytes)
             json_part = body if length_header is None else body[: protocol.header_length(length_header, len(body))]
-            release()  # its own place does not count against it
+            self.release(scope)  # its own place does not count against it; submit queues it or refuses it
             if not protocol.may_set_deadline(json_part) and not self.engine.admits(arrival + config.slo_ms):
                 # shed before parsing: the default deadline cannot be met behind the queue
                 await self._refuse(send, self.engine.refuse("admission", f"overloaded: the {len(self.scheduler.queue)} "
@@ -541,7 +536,6 @@ class InferenceServer:
             return
         self.statistics.received(monotonic_ms() - arrival)
         try:
-            release()  # submit queues it (or refuses it) before it first waits
             served = await self.engine.submit(parsed.inputs, parsed.deadline_ms, arrival)
         except Overloaded as exc:
             await _send_error(send, 503, str(exc), {"retry-after": str(exc.retry_after_s)})
@@ -684,10 +678,6 @@ def _raw_response(status: int, reason: str, message: str, headers: dict[str, str
     return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
 
 
-def _raw_error(status: int, reason: str, message: str) -> bytes:
-    return _raw_response(status, reason, message)
-
-
 def arrival_stamping_protocol(
     read_timeout_s: Callable[[], float], on_invalid: Callable[[], None] = lambda: None,
     shedder: InferenceServer | None = None, max_body_bytes: int = 0,
@@ -709,6 +699,7 @@ def arrival_stamping_protocol(
     class ArrivalStampingProtocol(HttpToolsProtocol):
         _header_timer: asyncio.TimerHandle | None = None
         _held: bytearray | None = None  # the body of a request considered for shedding (no ASGI task yet)
+        _inference = False  # the current request is an inference POST the protocol may answer itself
 
         def on_message_begin(self) -> None:
             super().on_message_begin()
@@ -719,14 +710,19 @@ def arrival_stamping_protocol(
             if self._header_timer is not None:
                 self._header_timer.cancel()
                 self._header_timer = None
-            if shedder is not None and (shedder.over_connection_limit() or self._may_shed()):
-                self._held = bytearray()
-                self._header_timer = self.loop.call_later(read_timeout_s(), self._slow_body)
-                return
+            if shedder is not None:
+                self._inference = self._answerable_inference()
+                arrival = self.scope["state"][ARRIVAL_KEY]
+                if shedder.over_connection_limit() or (self._inference and shedder.sheds(arrival)):
+                    self._held = bytearray()
+                    self._header_timer = self.loop.call_later(read_timeout_s(), self._slow_body)
+                    return
+                if self._inference:
+                    self._reserve()
             super().on_headers_complete()
 
-        def _may_shed(self) -> bool:
-            """An inference POST that admission would refuse, that can be answered here without reordering."""
+        def _answerable_inference(self) -> bool:
+            """An inference POST to this server that could be answered here without reordering the answers."""
             if self.parser.get_method() != b"POST" or self.expect_100_continue or self.parser.should_upgrade():
                 return False
             if self.cycle is not None and not self.cycle.response_complete:
@@ -736,12 +732,8 @@ def arrival_stamping_protocol(
                     return False  # its deadline cannot be seen without decoding
                 if name == b"content-length" and (not value.strip().isdigit() or int(value) > max_body_bytes):
                     return False
-            raw_path = self.url.split(b"?", 1)[0]
             assert shedder is not None
-            if shedder.sheds(raw_path, self.scope["state"][ARRIVAL_KEY]):
-                return True
-            self._reserve()
-            return False
+            return shedder.serves_path(self.url.split(b"?", 1)[0])
 
         def _reserve(self) -> None:
             """Hold a place in admission for a request handed to the handler (released once it is queued)."""
@@ -774,10 +766,11 @@ def arrival_stamping_protocol(
                 self.transport.close()
                 return
             answer = None
-            if not protocol.may_set_deadline(held):
-                answer = shedder.shed_response(self.url.split(b"?", 1)[0], self.scope["state"][ARRIVAL_KEY])
+            if self._inference and not protocol.may_set_deadline(held):
+                answer = shedder.shed_response(self.scope["state"][ARRIVAL_KEY])
             if answer is None:
-                self._reserve()
+                if self._inference:
+                    self._reserve()
                 self._hand_over()
                 super().on_message_complete()
                 return
@@ -807,7 +800,7 @@ def arrival_stamping_protocol(
                 self._held = None
                 on_invalid()
                 message = f"the request body did not arrive within {read_timeout_s():g} s"
-                self.transport.write(_raw_error(408, "Request Timeout", message))
+                self.transport.write(_raw_response(408, "Request Timeout", message))
                 self.transport.close()
 
         def _slow_headers(self) -> None:
@@ -815,7 +808,7 @@ def arrival_stamping_protocol(
             if self.transport is not None and not self.transport.is_closing():
                 on_invalid()
                 message = f"the request headers did not arrive within {read_timeout_s():g} s"
-                self.transport.write(_raw_error(408, "Request Timeout", message))
+                self.transport.write(_raw_response(408, "Request Timeout", message))
                 self.transport.close()
 
         def data_received(self, data: bytes) -> None:
@@ -832,7 +825,7 @@ def arrival_stamping_protocol(
 
         def send_400_response(self, msg: str) -> None:  # the parser refused the bytes: say so in JSON
             on_invalid()
-            self.transport.write(_raw_error(400, "Bad Request", f"invalid HTTP request: {msg}"))
+            self.transport.write(_raw_response(400, "Bad Request", f"invalid HTTP request: {msg}"))
             self.transport.close()
 
         def connection_lost(self, exc: Exception | None) -> None:
@@ -859,7 +852,7 @@ def uvicorn_server(server: InferenceServer, log_level: str | None = None) -> uvi
         loop="none",  # `run_server` runs the loop (uvloop when installed: `event_loop_factory`)
         http=arrival_stamping_protocol(lambda: server.config.read_timeout_s,
                                        lambda: server.metrics.outcome("invalid"),
-                                       shedder=server if server.config.admission else None,
+                                       shedder=server,
                                        max_body_bytes=server.config.max_body_bytes,
                                        arrival_clock=server.loop_lag.arrival_ms),
         h11_max_incomplete_event_size=server.config.max_header_bytes,

@@ -339,9 +339,9 @@ class Engine:
         start = now
         if self.executor.idle_workers() <= 0 and self._running_batches:
             start = min(self.busy_until(now))
-        own_ms = samples * scheduler.fastest_ms_per_sample / max(1, self.executor.ready_workers())
+        profiled = scheduler.fastest_ms_per_sample / max(1, self.executor.ready_workers())
         ahead = scheduler.queued_samples + max(0, self.reserved)
-        finish = start + ahead * self.drain_ms_per_sample(now) + own_ms
+        finish = start + ahead * self._faded_drain_ms(profiled, now) + samples * profiled
         return finish + scheduler.hopeless_ms <= deadline_ms
 
     def drain_ms_per_sample(self, now_ms: float | None = None) -> float:
@@ -349,10 +349,12 @@ class Engine:
         subnet at its largest batch on every ready worker) and the rate measured on requests that waited behind
         a long queue; the measurement fades back to the profile's with a time constant of `drain_memory_s`."""
         profiled = self.scheduler.fastest_ms_per_sample / max(1, self.executor.ready_workers())
+        return self._faded_drain_ms(profiled, self.clock() if now_ms is None else now_ms)
+
+    def _faded_drain_ms(self, profiled: float, now: float) -> float:
         observed = self._drain_observed_ms
         if observed is None or observed <= profiled:
             return profiled
-        now = self.clock() if now_ms is None else now_ms
         fade = math.exp(-max(0.0, now - self._drain_observed_at) / (1e3 * self.drain_memory_s))
         return profiled + (observed - profiled) * fade
 
@@ -362,20 +364,22 @@ class Engine:
         wait; for an expired request, a lower bound on the drain time it was admitted against), at most
         `slo_ms / max_batch_size`."""
         floor = self.scheduler.max_batch_size
-        for request in requests:
-            job: Job = request.payload
-            if job.ahead < floor or job.attempts:
-                continue
-            # at most a full batch per SLO: a stall of seconds (a hung worker, a swamped front end) must not close
-            # admission for the seconds it takes such a measurement to fade (below it, a batch can still queue)
-            sample = min((now - job.enqueued_ms) / job.ahead, self.slo_ms / floor)
-            observed = self._drain_observed_ms
-            if observed is None:
-                self._drain_observed_ms = sample
+        # at most a full batch per SLO: a stall of seconds (a hung worker, a swamped front end) must not close
+        # admission for the seconds it takes such a measurement to fade (below it, a batch can still queue)
+        samples = [min((now - r.payload.enqueued_ms) / r.payload.ahead, self.slo_ms / floor)
+                   for r in requests if r.payload.ahead >= floor and not r.payload.attempts]
+        if not samples:
+            return
+        profiled = self.scheduler.fastest_ms_per_sample / max(1, self.executor.ready_workers())
+        # an old measurement counts for what is left of it
+        current = None if self._drain_observed_ms is None else self._faded_drain_ms(profiled, now)
+        for sample in samples:
+            if current is None:
+                current = sample
             else:
-                faded = self.drain_ms_per_sample(now)  # an old measurement counts for what is left of it
-                self._drain_observed_ms = faded + self.drain_smoothing * (sample - faded)
-            self._drain_observed_at = now
+                base = max(profiled, current)
+                current = base + self.drain_smoothing * (sample - base)
+        self._drain_observed_ms, self._drain_observed_at = current, now
 
     def refuse(self, reason: str, message: str) -> Overloaded:
         """An `Overloaded` for a request refused before it was queued (the caller counts it); Retry-After is the
