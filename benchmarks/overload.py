@@ -44,6 +44,8 @@ from tailor.serve import traces
 from tailor.serve.server.loadgen import LoadResult
 from tailor.serve.server.loadgen import summary as load_summary
 
+SERVER_OPTIONS = ("worker_nice",)  # passed to `tailor serve` when given (else its defaults)
+
 
 def cores() -> tuple[int, set[int]]:
     """(client core, server cores): the first core for the client, the rest for the server."""
@@ -58,6 +60,8 @@ def start_server(args: argparse.Namespace, checkpoint: Path, profile: Path, runt
     command = [sys.executable, "-m", "tailor.cli", "serve", str(checkpoint), "--profile", str(profile),
                "--port", "0", "--workers", "1", "--spare-workers", "1", "--slo-ms", str(args.slo_ms),
                "--runtime", runtime, "--threads", "1", "--log-level", "error", "--percentile", args.percentile]
+    command += [f"--{name.replace('_', '-')}={getattr(args, name)}" for name in SERVER_OPTIONS
+                if getattr(args, name, None) is not None]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     _, server_cores = cores()
     process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, env=env,
@@ -204,6 +208,8 @@ def main() -> None:
     parser.add_argument("--after-s", type=float, default=5.0)
     parser.add_argument("--factors", default="3,10")
     parser.add_argument("--max-connections", type=int, default=2048)
+    parser.add_argument("--capacity", type=float, help="skip the probes and use this C (req/s)")
+    parser.add_argument("--worker-nice", type=int, help="tailor serve --worker-nice (default: the server's)")
     parser.add_argument("--out", default="benchmarks/results/overload.json")
     parser.add_argument("--quick", action="store_true", help="small sizes: checks the script, not the claims")
     args = parser.parse_args()
@@ -231,7 +237,7 @@ def main() -> None:
         try:
             url, model = ready["url"], ready["serving"]
             print(f"\n== {runtime}: {url}, {ready['policy']}, SLO {args.slo_ms:g} ms")
-            cap, probes = capacity(args, url, model, workdir, runtime)
+            cap, probes = (args.capacity, []) if args.capacity else capacity(args, url, model, workdir, runtime)
             print(f"  capacity C = {cap:.0f} req/s (attainment >= 0.99 at the client)")
             if cap <= 0:
                 raise SystemExit(f"no probe down to {probes[-1]['rate']:.0f} req/s reached 0.99: lower --max-rate")

@@ -131,3 +131,34 @@ def test_a_worker_is_computing_while_it_runs_and_not_while_it_is_stopped() -> No
         busy.kill()
         busy.wait()
     assert not computing(busy.pid) and not computing(None)
+
+
+def test_workers_and_spares_run_niced_below_the_server_and_a_bad_nice_is_refused(
+    artifacts: tuple[Path, Path, dict],
+) -> None:
+    """Every worker process (the spare too) runs `nice` steps below the process that started it, so that on a
+    shared core the front end is served first; a nice outside 0-19 is refused before anything starts."""
+    import os
+
+    from tailor.serve.server.app import ServerConfig, ServerConfigError
+
+    checkpoint, _, subnets = artifacts
+    base = os.getpriority(os.PRIO_PROCESS, 0)
+
+    async def scenario() -> list[int]:
+        pool = WorkerPool(checkpoint, subnets, workers=1, spares=1, nice=7)
+        await pool.start()
+        try:
+            result = await pool.run("small", np.zeros((1, 3, 32, 32), np.float32))
+            assert result.outputs.shape[0] == 1
+            return [os.getpriority(os.PRIO_PROCESS, pid) for pid in pool.pids() if pid is not None]
+        finally:
+            await pool.close()
+
+    priorities = asyncio.run(scenario())
+    assert priorities == [min(19, base + 7)] * 2
+    with pytest.raises(ValueError, match="nice must be in"):
+        WorkerPool(checkpoint, subnets, nice=20)
+    with pytest.raises(ServerConfigError, match="worker_nice"):
+        ServerConfig(checkpoint, "p.json", worker_nice=-1).check()
+    assert ServerConfig(checkpoint, "p.json").worker_nice == 10

@@ -149,3 +149,12 @@ def test_the_bound_on_an_overloaded_bursty_trace() -> None:
     assert bound.mean_accuracy_bound(bound.max_on_time) <= max(p.acc)
     result = bound.result()
     assert sum(result.outcomes.values()) == len(trace) and result.engine == "relaxation"
+
+
+def test_a_request_whose_budget_is_exactly_the_fastest_answer_counts_as_the_simulator_counts_it() -> None:
+    """Arrival 3 ms, budget 1.1 ms, fastest answer 1.1 ms: on time in the simulator (finish 4.1 <= deadline 4.1),
+    so the bound must count it; `deadline - arrival` in floating point is 1.0999999999999996 < 1.1."""
+    p = ServingProfile(synthetic_profile([0.5], [1.0], [0.1], batch_sizes=(1,)))
+    trace = Trace(np.array([0.003]), name="edge", deadlines_ms=np.array([1.1]))
+    assert simulate(p, trace, policy="slackfit", slo_ms=12.0).outcomes["on_time"] == 1
+    assert upper_bound(p, trace, slo_ms=12.0).max_on_time == 1

@@ -97,6 +97,7 @@ class ServerConfig:
     poll_ms: float = 1.0
     expire_hopeless: bool = True
     admission: bool = True  # refuse (503) a request the queue cannot drain within its deadline, before parsing it
+    worker_nice: int = 10  # workers' priority below the front end's (0-19): a shared core serves the front end first
     drain_timeout_s: float = 30.0
     compute_timeout_s: float = 10.0  # the longest a batch may run before its worker is declared hung
     watchdog_slo_factor: float = 2.0  # ... and at least this many SLOs (or 10 x its planned latency)
@@ -117,6 +118,7 @@ class ServerConfig:
         for name in ("workers", "threads", "queue_limit", "max_connections"):
             positive_int(name, getattr(self, name), ServerConfigError)
         non_negative_int("spare_workers", self.spare_workers, ServerConfigError)
+        integer("worker_nice", self.worker_nice, ServerConfigError, low=0, high=19)
         for name in ("slo_ms", "poll_ms", "drain_timeout_s", "compute_timeout_s", "read_timeout_s", "watchdog_slo_factor"):
             positive_float(name, getattr(self, name), ServerConfigError)
         for name in ("max_body_bytes", "max_header_bytes"):
@@ -266,7 +268,7 @@ class InferenceServer:
                   "device": config.device}
         if config.cluster is None:
             return WorkerPool(config.checkpoint, self.subnets, workers=config.workers, spares=config.spare_workers,
-                              max_batch_samples=self.scheduler.max_batch_size,
+                              max_batch_samples=self.scheduler.max_batch_size, nice=config.worker_nice,
                               **common)
         from tailor.serve.cluster import RayExecutor
 

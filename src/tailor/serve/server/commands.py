@@ -63,6 +63,10 @@ def add_commands(commands: Any) -> None:
     serve.add_argument("--no-admission", action="store_true",
                        help="queue every request even when the queue cannot drain it within its deadline "
                             "(default: refuse it at once with 503 + Retry-After, before parsing it)")
+    serve.add_argument("--worker-nice", type=int, default=10,
+                       help="run the workers this much below the front end's priority (0-19; default 10), so that a "
+                            "core they share serves the front end first: under overload it keeps reading and refusing "
+                            "requests instead of leaving them in the kernel's buffers (0: equal priority)")
     serve.add_argument("--overhead-margin-ms", type=float,
                        help="time per batch besides compute that the policy plans for (default: measured, the p90 "
                             "of dispatch-to-answer minus compute over the last 256 batches; 0: none, as in simulation)")
@@ -107,6 +111,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         read_timeout_s=args.read_timeout_s,
         max_header_bytes=args.max_header_bytes,
         admission=not args.no_admission,
+        worker_nice=args.worker_nice,
         cluster=args.cluster,
         min_workers=args.min_workers,
         max_workers=args.max_workers,

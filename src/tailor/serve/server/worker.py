@@ -18,6 +18,9 @@ it keeps dying). A batch that takes far longer than allowed gets its worker kill
 same way: nothing waits forever. `spares` extra processes load the model too but take no batches: when a
 worker dies a spare takes its place at once, so capacity returns in milliseconds instead of the seconds a
 fresh process needs to import torch and load the checkpoint (the dead slot restarts as the new spare).
+Workers may run at a lower priority (`nice`) than the server's process: where the front end and the workers
+share a core, a front end that waits behind a batch can neither read nor refuse requests, and under overload
+every request then waits in the kernel's buffers while the worker computes answers that will come too late.
 """
 
 from __future__ import annotations
@@ -188,9 +191,12 @@ def worker_main(
     runtime: str | dict[str, str] = "torch-inplace",
     device: str = "cpu",
     inputs_path: str | None = None,
+    nice: int = 0,
 ) -> None:
     """Entry point of a worker process: load, warm up, say ready, then run batches until told to stop."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl+C reaches the whole group; the server stops us
+    if nice > 0:  # yield the core to the server's front end when both want it (see `WorkerPool`)
+        os.nice(nice)
     shared: mmap.mmap | None = None
     try:
         if inputs_path is not None:
@@ -283,11 +289,15 @@ class WorkerPool:
         spares: int = 0,
         device: str = "cpu",
         max_batch_samples: int = 64,
+        nice: int = 0,
     ) -> None:
         if workers < 1:
             raise ValueError(f"workers must be >= 1, got {workers}")
         if spares < 0:
             raise ValueError(f"spares must be >= 0, got {spares}")
+        if not 0 <= nice <= 19:
+            raise ValueError(f"nice must be in [0, 19], got {nice}")
+        self.nice = nice
         self.checkpoint = str(Path(checkpoint))
         self.subnets = {sid: sub.to_dict() for sid, sub in subnets.items()}
         self.threads = threads
@@ -377,7 +387,7 @@ class WorkerPool:
         process = self._ctx.Process(
             target=worker_main,
             args=(child, self.checkpoint, self.subnets, self.threads, self.warmup_batch_sizes, self.input_shape,
-                  self.runtime, self.device, slot.inputs_path),
+                  self.runtime, self.device, slot.inputs_path, self.nice),
             name=f"tailor-worker-{slot.index}",
             daemon=True,
         )

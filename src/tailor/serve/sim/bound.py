@@ -185,7 +185,7 @@ def upper_bound(
     arrivals = trace.arrivals_s * 1000.0
     noise_lo = noise_floor(float(latency_noise))
     fastest = p.min_latency_ms * noise_lo
-    eligible = deadlines - arrivals >= fastest
+    eligible = arrivals + fastest <= deadlines  # as the simulator judges on time: finish <= deadline
     a, d = arrivals[eligible], np.maximum.accumulate(deadlines[eligible]) if eligible.any() else deadlines[eligible]
     costs = [p.per_request_ms(s) * noise_lo for s in range(len(p))]
     work = {c: fluid_work(a, d, c, workers) for c in sorted(set(costs))}
