@@ -259,6 +259,7 @@ class InferenceServer:
         self.name = config.model_name or self.profile.profile.model
         self.spec: ModelSpec | None = None
         self.statistics = protocol.ModelStatistics()
+        self._shed_answers: dict[tuple[str, int], bytes] = {}
         self.app = self._build_app()
 
     def _executor(self, config: ServerConfig) -> Any:
@@ -345,11 +346,18 @@ class InferenceServer:
         counted as rejected; None when it would now be admitted (the protocol hands it to the handler)."""
         if not self.sheds(arrival_ms):
             return None
-        refusal = self.engine.refuse("admission", f"overloaded: the {len(self.scheduler.queue)} queued requests "
+        queued = len(self.scheduler.queue)
+        refusal = self.engine.refuse("admission", f"overloaded: the {queued} queued requests "
                                      f"cannot be drained within the deadline of {self.config.slo_ms:.6g} ms")
         self.metrics.rejected("admission", (monotonic_ms() - arrival_ms) / 1e3)
-        return _raw_response(503, "Service Unavailable", str(refusal), {"retry-after": str(refusal.retry_after_s)},
-                             close=False)
+        key = (str(refusal), refusal.retry_after_s)  # a burst refuses thousands a second with a few distinct answers
+        answer = self._shed_answers.get(key)
+        if answer is None:
+            if len(self._shed_answers) >= 256:
+                self._shed_answers.clear()
+            answer = self._shed_answers[key] = _raw_response(503, "Service Unavailable", key[0],
+                                                             {"retry-after": str(key[1])}, close=False)
+        return answer
 
     def release(self, scope: Scope) -> None:
         """Give back the place in admission the protocol held for this request (once; no-op if it held none)."""
@@ -702,6 +710,7 @@ def arrival_stamping_protocol(
         _header_timer: asyncio.TimerHandle | None = None
         _held: bytearray | None = None  # the body of a request considered for shedding (no ASGI task yet)
         _inference = False  # the current request is an inference POST the protocol may answer itself
+        _json_length: int | None = None  # its Inference-Header-Content-Length: where its JSON ends
 
         def on_message_begin(self) -> None:
             super().on_message_begin()
@@ -729,11 +738,14 @@ def arrival_stamping_protocol(
                 return False
             if self.cycle is not None and not self.cycle.response_complete:
                 return False  # a pipelined request: answers must keep the requests' order
+            self._json_length = None
             for name, value in self.headers:
                 if name == b"content-encoding" and value.strip().lower() != b"identity":
                     return False  # its deadline cannot be seen without decoding
                 if name == b"content-length" and (not value.strip().isdigit() or int(value) > max_body_bytes):
                     return False
+                if name == b"inference-header-content-length" and value.strip().isdigit():
+                    self._json_length = int(value)  # only the JSON part can set a deadline
             assert shedder is not None
             return shedder.serves_path(self.url.split(b"?", 1)[0])
 
@@ -768,7 +780,8 @@ def arrival_stamping_protocol(
                 self.transport.close()
                 return
             answer = None
-            if self._inference and not protocol.may_set_deadline(held):
+            json_part = held if self._json_length is None else held[: self._json_length]
+            if self._inference and not protocol.may_set_deadline(json_part):
                 answer = shedder.shed_response(self.scope["state"][ARRIVAL_KEY])
             if answer is None:
                 if self._inference:

@@ -325,10 +325,18 @@ class WorkerPool:
 
     # -- state ------------------------------------------------------------------------------------------
     def idle_workers(self) -> int:
-        return sum(1 for s in self.slots if s.state == "idle" and not s.spare)
+        count = 0  # a loop, not sum() over a generator: admission asks twice per request
+        for slot in self.slots:
+            if slot.state == "idle" and not slot.spare:
+                count += 1
+        return count
 
     def ready_workers(self) -> int:
-        return sum(1 for s in self.slots if s.state in ("idle", "busy") and not s.spare)
+        count = 0
+        for slot in self.slots:
+            if (slot.state == "idle" or slot.state == "busy") and not slot.spare:
+                count += 1
+        return count
 
     def states(self) -> dict[str, int]:
         """Worker processes by state; loaded spares are counted as `spare`."""
