@@ -80,15 +80,16 @@ def stop_server(process: subprocess.Popen) -> dict[str, Any]:
     return lines[-1] if lines else {}
 
 
-def process_cpu_s(pid: int) -> float:
-    """CPU seconds of a process and its children (workers), from /proc."""
-    total = 0.0
+def process_cpu_s(pid: int) -> tuple[float, float]:
+    """CPU seconds (user + system) of a process and of its children (the workers), from /proc."""
     ticks = os.sysconf("SC_CLK_TCK")
-    pids = [pid] + [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
-    for p in pids:
+
+    def cpu(p: int) -> float:
         fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
-        total += (int(fields[11]) + int(fields[12])) / ticks
-    return total
+        return (int(fields[11]) + int(fields[12])) / ticks
+
+    children = [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    return cpu(pid), sum(cpu(c) for c in children)
 
 
 def metrics(url: str) -> dict[str, float]:
@@ -155,9 +156,11 @@ def burst(args: argparse.Namespace, url: str, model: str, workdir: Path, runtime
         warm + length + traces.poisson(0.5 * cap, after, seed=13).arrivals_s,
     ])
     before = metrics(url)
-    server_cpu = process_cpu_s(server_pid)
+    front_cpu, worker_cpu = process_cpu_s(server_pid)
     result = run_load(args, url, model, schedule, workdir, f"{runtime}-x{factor:g}")
-    server_cpu = process_cpu_s(server_pid) - server_cpu
+    front_after, worker_after = process_cpu_s(server_pid)
+    front_cpu, worker_cpu = front_after - front_cpu, worker_after - worker_cpu
+    server_cpu = front_cpu + worker_cpu
     after_metrics = metrics(url)
     during = load_summary(result, args.slo_ms, (warm, warm + length))
     answered = int((result.status >= 0).sum())
@@ -178,6 +181,10 @@ def burst(args: argparse.Namespace, url: str, model: str, workdir: Path, runtime
         "recovery_s": recovery_s(result, args.slo_ms, warm + length),
         "client_cpu_share": result.cpu_s / result.wall_s,
         "server_cpu_share": server_cpu / result.wall_s,
+        "front_end_cpu_s": front_cpu,
+        "worker_cpu_s": worker_cpu,
+        # the front end's CPU per request it took in (answered, refused or expired; unsent ones excluded)
+        "front_end_us_per_request": 1e6 * front_cpu / max(1, int((result.status != -1).sum())),
         "server_outcomes": outcomes,
         "server_rejections": rejections,
         "connections": result.connections,
@@ -185,7 +192,9 @@ def burst(args: argparse.Namespace, url: str, model: str, workdir: Path, runtime
     print(f"  {factor:g}x C: offered {during['offered_per_s']:.0f}/s, goodput {during['goodput_per_s']:.0f}/s "
           f"({out['goodput_over_capacity']:.2f} C), statuses {during['status']}, p99 of 200s "
           f"{during['p99_ms_200'] or 0:.1f} ms, recovery {out['recovery_s']:.2f} s, one answer each: "
-          f"{out['answered_once']}, client CPU {out['client_cpu_share']:.2f} core, server {out['server_cpu_share']:.2f}",
+          f"{out['answered_once']}, client CPU {out['client_cpu_share']:.2f} core, server {out['server_cpu_share']:.2f} "
+          f"(front end {front_cpu:.1f} s = {out['front_end_us_per_request']:.0f} us per request, workers "
+          f"{worker_cpu:.1f} s)",
           flush=True)
     return out
 

@@ -23,7 +23,9 @@ leaves out preemption by other processes; where wall and CPU ratios disagree the
    each single runtime;
 6. served vs alone: the front's subnets loaded on their chosen runtimes in one process, as a serving worker
    holds them (`get_runtime(name).prepare(...)`), called in random order with a switch before every call,
-   against each one called alone; target: served p50 <= 1.05x alone;
+   against each one called alone (the worst case); then (6b) in the order the default policy dispatches
+   batches on a simulated bursty trace (subnets and batch sizes as a worker receives them), each (subnet,
+   size) against itself called alone; target: served p50 <= 1.05x alone;
 7. serving simulation (`tailor.serve.simulate`, SlackFit, bursty traces at several loads): the runtime-aware
    profile against the ORT-only view of the same profile (`ServingProfile(..., runtimes=["onnxruntime"])`):
    attainment, and accuracy of the on-time answers at equal attainment;
@@ -503,6 +505,80 @@ def _served_and_alone(prepared: dict[str, Any], batches, repeats: int, shape) ->
     return {k: {name: float(np.median(v)) for name, v in per.items()} for k, per in samples.items()}
 
 
+def _policy_batches(profile: Profile, seconds: float) -> tuple[list[tuple[str, int]], float, float]:
+    """The batches (subnet id, size) the default policy dispatches on the runtime-aware profile for a bursty
+    trace (CV^2 4) at 0.8x its most accurate subnet's capacity, with section 7's SLO; and that SLO and load."""
+    view = ServingProfile(profile, "auto")
+    top = len(view) - 1
+    capacity = 1000.0 * max(b / view.lat[top][j] for j, b in enumerate(view.batch_sizes))
+    slo_ms = 4 * view.lat[top][view.batch_position(min(8, view.max_batch))]
+    trace = traces.bursty(0.4 * capacity, 0.4 * capacity, 4.0, seconds, seed=0)
+    result = simulate(view, trace, slo_ms=slo_ms, percentile=view.percentile)
+    assert result.batch_log is not None
+    return [(view.subnet_ids[int(s)], int(n)) for _, s, n in result.batch_log], slo_ms, 0.8 * capacity
+
+
+def _replayed_and_alone(prepared: dict[str, Any], sequence: list[tuple[str, int]], shape, repeats: int,
+                        min_calls: int) -> dict[tuple[str, int], dict[str, float]]:
+    """Per (subnet, size) called at least `min_calls` times: p50 ms of its calls in the policy's order, and of the
+    same call repeated right after itself (`repeats` times, in rounds interleaved over the pairs)."""
+    largest = max(n for _, n in sequence)
+    x = np.random.default_rng(0).standard_normal((largest, *shape)).astype(np.float32)
+    for key in {k for k in sequence}:
+        prepared[key[0]].run(x[: key[1]])  # first calls allocate
+    served: dict[tuple[str, int], list[float]] = {}
+    for sid, n in sequence:
+        start = time.perf_counter_ns()
+        prepared[sid].run(x[:n])
+        served.setdefault((sid, n), []).append((time.perf_counter_ns() - start) / 1e6)
+    pairs = [k for k, v in served.items() if len(v) >= min_calls]
+    alone: dict[tuple[str, int], list[float]] = {k: [] for k in pairs}
+    for _ in range(3):
+        for sid, n in pairs:
+            prepared[sid].run(x[:n])
+            for _ in range(max(1, repeats // 3)):
+                start = time.perf_counter_ns()
+                prepared[sid].run(x[:n])
+                alone[(sid, n)].append((time.perf_counter_ns() - start) / 1e6)
+    return {k: {"calls": len(served[k]), "served_ms": float(np.median(served[k])),
+                "alone_ms": float(np.median(alone[k])), "served_total_ms": float(np.sum(served[k]))}
+            for k in pairs}  # fmt: skip
+
+
+def section_as_served(model, profile, front, threads, device, quick: bool) -> dict[str, Any]:
+    """The front on its runtimes in one process, called in the order the default policy dispatches batches."""
+    sequence, slo_ms, rate = _policy_batches(profile, 10.0 if quick else 30.0)
+    runtime_of = {s.id: profile.runtime_of(s.id) for s in front}
+    used = sorted({sid for sid, _ in sequence})
+    missing = [sid for sid in used if sid not in runtime_of]
+    sequence = [(sid, n) for sid, n in sequence if sid in runtime_of]
+    subnet_of = {s.id: s for s in front}
+    prepared = {sid: get_runtime(runtime_of[sid]).prepare(model, subnet_of[sid], device=device, threads=threads)
+                for sid in {sid for sid, _ in sequence}}  # fmt: skip
+    try:
+        measured = _replayed_and_alone(prepared, sequence, profile.input_shape, 9 if quick else 30, 5 if quick else 20)
+    finally:
+        release_all(prepared.values())
+    switches = sum(1 for a, b in zip(sequence, sequence[1:]) if a[0] != b[0])
+    sizes = sum(1 for a, b in zip(sequence, sequence[1:]) if a[1] != b[1])
+    print(f"\n## 6b. as served: {len(sequence)} batches in the order the default policy dispatches them (bursty CV^2 4, "
+          f"{rate:.0f} req/s, SLO {slo_ms:.2f} ms, simulated); {switches} subnet switches, {sizes} batch-size changes"
+          + (f"; {len(missing)} subnets off the front skipped" if missing else ""))  # fmt: skip
+    print(f"  {'subnet':<16} {'size':>4} {'runtime':<14} {'calls':>5} {'served p50':>10} {'alone p50':>9} {'ratio':>6}")
+    rows = []
+    for (sid, n), m in sorted(measured.items(), key=lambda kv: -kv[1]["calls"]):
+        rows.append({"id": sid, "batch": n, "runtime": runtime_of[sid], **m, "ratio": m["served_ms"] / m["alone_ms"]})
+        print(f"  {sid:<16} {n:>4} {runtime_of[sid]:<14} {m['calls']:>5} {m['served_ms']:>10.3f} {m['alone_ms']:>9.3f} "
+              f"{rows[-1]['ratio']:>6.3f}")  # fmt: skip
+    worst = max((r["ratio"] for r in rows), default=float("nan"))
+    counted = sum(r["calls"] for r in rows)
+    weighted = sum(r["served_total_ms"] for r in rows) / sum(r["calls"] * r["alone_ms"] for r in rows) if rows else float("nan")
+    print(f"  compute time served / alone over the {counted} batches of these pairs: {weighted:.3f}; worst pair "
+          f"{worst:.3f} (target <= 1.05: {'met' if worst <= 1.05 else 'MISSED'})")  # fmt: skip
+    return {"batches": len(sequence), "subnet_switches": switches, "size_changes": sizes, "slo_ms": slo_ms,
+            "rate_per_s": rate, "rows": rows, "worst": worst, "weighted": weighted}  # fmt: skip
+
+
 def section_served(model, profile, front, batches, threads, repeats, device) -> dict[str, Any]:
     """The front in one process as a worker holds it (each subnet on its runtime), against an ORT-only worker."""
     workers = {
@@ -682,6 +758,7 @@ def main() -> None:
         if 6 in sections:
             results["served"] = section_served(trained, profile, subnets, batches, args.threads, 10 if quick else 60,
                                                args.device)  # fmt: skip
+            results["as_served"] = section_as_served(trained, profile, subnets, args.threads, args.device, quick)
         if 7 in sections and "onnxruntime" in runtimes:
             results["serving"] = section_serving(profile, quick)
         if 8 in sections and "onnxruntime" in runtimes:

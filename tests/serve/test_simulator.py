@@ -186,3 +186,20 @@ def test_bad_simulation_arguments() -> None:
         simulate(p, [0.0, 1.0], slo_ms=10)  # type: ignore[arg-type]
     empty = simulate(p, Trace(np.empty(0), duration=1.0), slo_ms=10)
     assert empty.requests == 0 and empty.attainment == 1.0 and empty.mean_accuracy is None
+
+
+@given(monotone_profiles(), small_traces(), st.integers(1, 3), st.sampled_from(["slackfit", "drainfit", "maxacc"]))
+@settings(max_examples=60, deadline=None)
+def test_the_batch_log_holds_every_batch_served_in_dispatch_order(
+    p: ServingProfile, trace: Trace, workers: int, policy: str
+) -> None:
+    """One row per batch (start ms, subnet index, size): the sizes add up to the requests served, the subnets
+    to `subnet_requests`, and starts never go back in time."""
+    r = simulate(p, trace, policy=policy, slo_ms=12.0, workers=workers)
+    log = r.batch_log
+    assert log is not None and log.shape == (r.batches, 3)
+    assert int(log[:, 2].sum()) == r.outcomes["on_time"] + r.outcomes["late"]
+    per_subnet = np.bincount(log[:, 1].astype(int), weights=log[:, 2], minlength=len(p))
+    assert [int(v) for v in per_subnet] == [r.subnet_requests[sid] for sid in p.subnet_ids]
+    assert np.all(np.diff(log[:, 0]) >= 0)
+    assert np.all(log[:, 2] >= 1)

@@ -71,6 +71,8 @@ class SimResult:
     bound: bool = False
     outcome: np.ndarray | None = field(default=None, repr=False)
     finish_ms: np.ndarray | None = field(default=None, repr=False)
+    # one row per batch in dispatch order: start (ms), subnet index (into the profile's subnets), batch size
+    batch_log: np.ndarray | None = field(default=None, repr=False)
     extras: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -426,6 +428,7 @@ def _summarise(
         engine=engine,
         outcome=outcome,
         finish_ms=finish,
+        batch_log=np.column_stack([t_ms, subnet, size]) if records else np.empty((0, 3)),
         extras={"accuracy_sum": accuracy_sum, "switches": getattr(policy, "switches", None)},
     )
 
