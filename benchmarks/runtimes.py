@@ -25,7 +25,8 @@ leaves out preemption by other processes; where wall and CPU ratios disagree the
    holds them (`get_runtime(name).prepare(...)`), called in random order with a switch before every call,
    against each one called alone (the worst case); then (6b) in the order the default policy dispatches
    batches on a simulated bursty trace (subnets and batch sizes as a worker receives them), each (subnet,
-   size) against itself called alone; target: served p50 <= 1.05x alone;
+   size) against the same call run again right after itself, interleaved (after half the calls at random);
+   target: served p50 <= 1.05x alone for every pair called >= 100 times, and in total compute time;
 7. serving simulation (`tailor.serve.simulate`, SlackFit, bursty traces at several loads): the runtime-aware
    profile against the ORT-only view of the same profile (`ServingProfile(..., runtimes=["onnxruntime"])`):
    attainment, and accuracy of the on-time answers at equal attainment;
@@ -48,6 +49,7 @@ before and after.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import random
@@ -518,29 +520,28 @@ def _policy_batches(profile: Profile, seconds: float) -> tuple[list[tuple[str, i
     return [(view.subnet_ids[int(s)], int(n)) for _, s, n in result.batch_log], slo_ms, 0.8 * capacity
 
 
-def _replayed_and_alone(prepared: dict[str, Any], sequence: list[tuple[str, int]], shape, repeats: int,
-                        min_calls: int) -> dict[tuple[str, int], dict[str, float]]:
+def _replayed_and_alone(prepared: dict[str, Any], sequence: list[tuple[str, int]], shape, min_calls: int,
+                        alone_share: float = 0.5) -> dict[tuple[str, int], dict[str, float]]:
     """Per (subnet, size) called at least `min_calls` times: p50 ms of its calls in the policy's order, and of the
-    same call repeated right after itself (`repeats` times, in rounds interleaved over the pairs)."""
+    same call run again right after itself (after a random `alone_share` of the calls, so that both are
+    measured under the same conditions, interleaved in time)."""
     largest = max(n for _, n in sequence)
     x = np.random.default_rng(0).standard_normal((largest, *shape)).astype(np.float32)
-    for key in {k for k in sequence}:
+    for key in set(sequence):
         prepared[key[0]].run(x[: key[1]])  # first calls allocate
     served: dict[tuple[str, int], list[float]] = {}
+    alone: dict[tuple[str, int], list[float]] = {}
+    rng = random.Random(0)
     for sid, n in sequence:
         start = time.perf_counter_ns()
         prepared[sid].run(x[:n])
         served.setdefault((sid, n), []).append((time.perf_counter_ns() - start) / 1e6)
-    pairs = [k for k, v in served.items() if len(v) >= min_calls]
-    alone: dict[tuple[str, int], list[float]] = {k: [] for k in pairs}
-    for _ in range(3):
-        for sid, n in pairs:
+        if rng.random() < alone_share:
+            start = time.perf_counter_ns()
             prepared[sid].run(x[:n])
-            for _ in range(max(1, repeats // 3)):
-                start = time.perf_counter_ns()
-                prepared[sid].run(x[:n])
-                alone[(sid, n)].append((time.perf_counter_ns() - start) / 1e6)
-    return {k: {"calls": len(served[k]), "served_ms": float(np.median(served[k])),
+            alone.setdefault((sid, n), []).append((time.perf_counter_ns() - start) / 1e6)
+    pairs = [k for k, v in served.items() if len(v) >= min_calls and len(alone.get(k, ())) >= 3]
+    return {k: {"calls": len(served[k]), "alone_calls": len(alone[k]), "served_ms": float(np.median(served[k])),
                 "alone_ms": float(np.median(alone[k])), "served_total_ms": float(np.sum(served[k]))}
             for k in pairs}  # fmt: skip
 
@@ -556,11 +557,11 @@ def section_as_served(model, profile, front, threads, device, quick: bool) -> di
     prepared = {sid: get_runtime(runtime_of[sid]).prepare(model, subnet_of[sid], device=device, threads=threads)
                 for sid in {sid for sid, _ in sequence}}  # fmt: skip
     try:
-        measured = _replayed_and_alone(prepared, sequence, profile.input_shape, 9 if quick else 30, 5 if quick else 20)
+        measured = _replayed_and_alone(prepared, sequence, profile.input_shape, 5 if quick else 20)
     finally:
         release_all(prepared.values())
-    switches = sum(1 for a, b in zip(sequence, sequence[1:]) if a[0] != b[0])
-    sizes = sum(1 for a, b in zip(sequence, sequence[1:]) if a[1] != b[1])
+    switches = sum(1 for a, b in itertools.pairwise(sequence) if a[0] != b[0])
+    sizes = sum(1 for a, b in itertools.pairwise(sequence) if a[1] != b[1])
     print(f"\n## 6b. as served: {len(sequence)} batches in the order the default policy dispatches them (bursty CV^2 4, "
           f"{rate:.0f} req/s, SLO {slo_ms:.2f} ms, simulated); {switches} subnet switches, {sizes} batch-size changes"
           + (f"; {len(missing)} subnets off the front skipped" if missing else ""))  # fmt: skip
@@ -570,11 +571,12 @@ def section_as_served(model, profile, front, threads, device, quick: bool) -> di
         rows.append({"id": sid, "batch": n, "runtime": runtime_of[sid], **m, "ratio": m["served_ms"] / m["alone_ms"]})
         print(f"  {sid:<16} {n:>4} {runtime_of[sid]:<14} {m['calls']:>5} {m['served_ms']:>10.3f} {m['alone_ms']:>9.3f} "
               f"{rows[-1]['ratio']:>6.3f}")  # fmt: skip
-    worst = max((r["ratio"] for r in rows), default=float("nan"))
+    worst = max((r["ratio"] for r in rows if r["calls"] >= 100), default=float("nan"))  # medians of >= 50 alone calls
     counted = sum(r["calls"] for r in rows)
     weighted = sum(r["served_total_ms"] for r in rows) / sum(r["calls"] * r["alone_ms"] for r in rows) if rows else float("nan")
-    print(f"  compute time served / alone over the {counted} batches of these pairs: {weighted:.3f}; worst pair "
-          f"{worst:.3f} (target <= 1.05: {'met' if worst <= 1.05 else 'MISSED'})")  # fmt: skip
+    met = worst <= 1.05 and weighted <= 1.05
+    print(f"  compute time served / alone over the {counted} batches of these pairs: {weighted:.3f}; worst pair called "
+          f">= 100 times: {worst:.3f} (target <= 1.05: {'met' if met else 'MISSED'})")  # fmt: skip
     return {"batches": len(sequence), "subnet_switches": switches, "size_changes": sizes, "slo_ms": slo_ms,
             "rate_per_s": rate, "rows": rows, "worst": worst, "weighted": weighted}  # fmt: skip
 
