@@ -295,6 +295,8 @@ def start_server(args: argparse.Namespace, checkpoint: Path, profile: Path) -> t
     command = [sys.executable, "-m", "tailor.cli", "serve", str(checkpoint), "--profile", str(profile),
                "--port", "0", "--workers", str(args.workers), "--slo-ms", str(args.slo_ms), "--policy", args.policy,
                "--threads", "1", "--log-level", "error"]
+    if args.worker_nice is not None:
+        command += ["--worker-nice", str(args.worker_nice)]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, env=env)
     line = process.stdout.readline()
@@ -401,6 +403,7 @@ def main() -> None:
                         help="cap on the mean rate: the HTTP front end and this client share the machine's cores")
     parser.add_argument("--rate", type=float, help="mean requests/s (overrides --load and --max-rate)")
     parser.add_argument("--cv2", type=float, default=4.0)
+    parser.add_argument("--worker-nice", type=int, help="tailor serve --worker-nice (default: the server's)")
     parser.add_argument("--duration-s", type=float, default=30.0)
     parser.add_argument("--max-requests", type=int, default=6000)
     parser.add_argument("--pin", action="store_true",
