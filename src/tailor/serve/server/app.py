@@ -97,7 +97,7 @@ class ServerConfig:
     poll_ms: float = 1.0
     expire_hopeless: bool = True
     admission: bool = True  # refuse (503) a request the queue cannot drain within its deadline, before parsing it
-    worker_nice: int = 10  # workers' priority below the front end's (0-19): a shared core serves the front end first
+    worker_nice: int = 10  # local workers' priority below the front end's (0-19): a shared core serves it first
     drain_timeout_s: float = 30.0
     compute_timeout_s: float = 10.0  # the longest a batch may run before its worker is declared hung
     watchdog_slo_factor: float = 2.0  # ... and at least this many SLOs (or 10 x its planned latency)

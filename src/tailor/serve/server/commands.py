@@ -66,7 +66,8 @@ def add_commands(commands: Any) -> None:
     serve.add_argument("--worker-nice", type=int, default=10,
                        help="run the workers this much below the front end's priority (0-19; default 10), so that a "
                             "core they share serves the front end first: under overload it keeps reading and refusing "
-                            "requests instead of leaving them in the kernel's buffers (0: equal priority)")
+                            "requests instead of leaving them in the kernel's buffers (0: equal priority; local workers, not "
+                            "--cluster actors)")
     serve.add_argument("--overhead-margin-ms", type=float,
                        help="time per batch besides compute that the policy plans for (default: measured, the p90 "
                             "of dispatch-to-answer minus compute over the last 256 batches; 0: none, as in simulation)")
