@@ -311,3 +311,18 @@ def test_classification_extension_returns_the_top_classes() -> None:
                       "outputs": [{"name": "logits", "parameters": {"classification": 6}}]}).encode()
     with pytest.raises(ProtocolError, match=r"classification: expected an integer in 1..5"):
         parse_infer_request(bad, spec)
+
+
+@given(st.lists(st.floats(width=32), min_size=1, max_size=64))
+def test_an_fp32_tensor_is_accepted_exactly_when_every_value_is_finite(values: list[float]) -> None:
+    """The one-pass check (a float64 sum) agrees with element-wise `isfinite`, at float32's extremes too
+    (many values near 3.4e38 overflow a float32 sum, not a float64 one; inf + -inf is NaN)."""
+    from tailor.serve.server.protocol import _finite_fp32
+
+    array = np.asarray(values, dtype=np.float32)
+    if np.isfinite(array).all():
+        assert _finite_fp32(array, "x") is not None
+    else:
+        index = int(np.flatnonzero(~np.isfinite(array))[0])
+        with pytest.raises(ProtocolError, match=f"element {index} "):
+            _finite_fp32(array, "x")

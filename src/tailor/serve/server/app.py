@@ -864,6 +864,7 @@ def uvicorn_server(server: InferenceServer, log_level: str | None = None) -> uvi
         access_log=False,
         timeout_graceful_shutdown=int(server.config.drain_timeout_s) + 1,
         limit_concurrency=None,  # the server answers too many connections itself, with a JSON 503 it counts
+        proxy_headers=False,  # no client addresses are used: no X-Forwarded-* rewriting (a middleware per request)
         loop="none",  # `run_server` runs the loop (uvloop when installed: `event_loop_factory`)
         http=arrival_stamping_protocol(lambda: server.config.read_timeout_s,
                                        lambda: server.metrics.outcome("invalid"),
