@@ -168,6 +168,13 @@ def burst(args: argparse.Namespace, url: str, model: str, workdir: Path, runtime
                   for key in after_metrics if key.startswith("tailor_rejections_total")}
     outcomes = {key.split('"')[1]: after_metrics[key] - before.get(key, 0.0)
                 for key in after_metrics if key.startswith("tailor_requests_total")}
+    gc_pauses = {}  # per generation: collections and their total seconds in the server process during the run
+    for key in after_metrics:
+        if key.startswith("tailor_gc_pause_seconds_count"):
+            generation = key.split('"')[1]
+            total_key = key.replace("_count", "_sum")
+            gc_pauses[generation] = {"count": after_metrics[key] - before.get(key, 0.0),
+                                     "seconds": after_metrics[total_key] - before.get(total_key, 0.0)}
     out = {
         "factor": factor,
         "offered_per_s": during["offered_per_s"],
@@ -188,13 +195,15 @@ def burst(args: argparse.Namespace, url: str, model: str, workdir: Path, runtime
         "server_outcomes": outcomes,
         "server_rejections": rejections,
         "connections": result.connections,
+        "gc_pauses": gc_pauses,
     }
     print(f"  {factor:g}x C: offered {during['offered_per_s']:.0f}/s, goodput {during['goodput_per_s']:.0f}/s "
           f"({out['goodput_over_capacity']:.2f} C), statuses {during['status']}, p99 of 200s "
           f"{during['p99_ms_200'] or 0:.1f} ms, recovery {out['recovery_s']:.2f} s, one answer each: "
           f"{out['answered_once']}, client CPU {out['client_cpu_share']:.2f} core, server {out['server_cpu_share']:.2f} "
           f"(front end {front_cpu:.1f} s = {out['front_end_us_per_request']:.0f} us per request, workers "
-          f"{worker_cpu:.1f} s)",
+          f"{worker_cpu:.1f} s; GC " + ", ".join(f"gen {g}: {p['count']:.0f} in {1e3 * p['seconds']:.0f} ms"
+                                                  for g, p in sorted(gc_pauses.items())) + ")",
           flush=True)
     return out
 

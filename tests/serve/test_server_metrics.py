@@ -114,3 +114,23 @@ def test_the_loop_lag_is_the_wait_of_what_becomes_ready_and_arrivals_are_moved_b
     assert idle < 2.0  # an idle loop runs what is ready at once
     assert 10.0 < busy < 200.0  # a pass that blocks 20 ms makes what became ready wait up to that long
     assert moved_back == pytest.approx(busy, abs=1.0)
+
+
+def test_garbage_collector_pauses_are_timed_by_generation_until_the_watch_stops() -> None:
+    import gc
+
+    metrics = ServingMetrics(4)
+    stop = metrics.watch_garbage_collection()
+    try:
+        gc.collect(0)
+        gc.collect(2)
+        gc.collect(2)
+    finally:
+        stop()
+    counts = {dict(k)["generation"]: v for k, v in parse(metrics.render())["tailor_gc_pause_seconds_count"].items()}
+    assert counts["2"] >= 2 and counts["0"] >= 1  # other threads' collections may add to them, never remove
+    total = parse(metrics.render())["tailor_gc_pause_seconds_sum"][(("generation", "2"),)]
+    assert 0 < total < 60
+    gc.collect(2)  # no longer watched
+    after = {dict(k)["generation"]: v for k, v in parse(metrics.render())["tailor_gc_pause_seconds_count"].items()}
+    assert after == counts

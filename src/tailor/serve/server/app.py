@@ -25,6 +25,7 @@ deadline); 500 when its worker died twice or the model raised. Every error is JS
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import logging
 import os
@@ -879,19 +880,32 @@ def uvicorn_server(server: InferenceServer, log_level: str | None = None) -> uvi
 
 
 async def serve_async(
-    server: InferenceServer, sock: socket.socket, runner: uvicorn.Server, on_ready: Callable[[], None] | None = None
+    server: InferenceServer,
+    sock: socket.socket,
+    runner: uvicorn.Server,
+    on_ready: Callable[[], None] | None = None,
+    freeze_heap: bool = False,
 ) -> None:
     """Start the workers, serve on `sock` until `runner.should_exit` (set by SIGINT/SIGTERM), then drain and stop.
 
     uvicorn's shutdown stops accepting, lets every open request finish (they are answered by the engine,
     which keeps running), and only then does `server.stop()` drain what is left and stop the workers.
+    `freeze_heap` (for a process that exists to serve, as `run_server`'s) puts what is alive once the workers
+    are ready out of the garbage collector's reach (`gc.freeze`). Collector pauses go to `/metrics`.
     """
     await server.start()
+    if freeze_heap:
+        # everything loaded so far (torch, numpy, the app) lives as long as the server: moved out of the
+        # collector's reach, a full collection no longer walks it (under a burst: 146-167 ms pauses, 21 ms after)
+        gc.collect()
+        gc.freeze()
+    unwatch = server.metrics.watch_garbage_collection()
     try:
         if on_ready is not None:
             on_ready()
         await runner.serve(sockets=[sock])
     finally:
+        unwatch()
         await server.stop()
 
 
@@ -926,7 +940,8 @@ def run_server(config: ServerConfig, on_ready: Callable[[InferenceServer, str], 
     previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         with asyncio.Runner(loop_factory=event_loop_factory()) as loop_runner:
-            loop_runner.run(serve_async(server, sock, runner, None if on_ready is None else lambda: on_ready(server, url)))
+            ready = None if on_ready is None else lambda: on_ready(server, url)
+            loop_runner.run(serve_async(server, sock, runner, ready, freeze_heap=True))
     finally:
         sock.close()
         for sig, handler in previous.items():

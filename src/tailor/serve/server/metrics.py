@@ -7,6 +7,8 @@ attainment gauge and the end-of-run summary without going through the exposition
 
 from __future__ import annotations
 
+import gc
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -108,6 +110,25 @@ class ServingMetrics:
             child = self._rejected_children[reason] = self._rejected.labels(reason)
         child.inc()
         self.outcome("rejected", latency_s)
+
+    def watch_garbage_collection(self) -> Callable[[], None]:
+        """Time every collection of the interpreter's cyclic garbage collector into `tailor_gc_pause_seconds`
+        (by generation): a collection stops the event loop, and a full one walks every live object. Returns the
+        function that stops watching (`gc.callbacks` is process-wide)."""
+        histogram = Histogram("tailor_gc_pause_seconds", "Pauses of Python's cyclic garbage collector in the "
+                              "server process, by generation.", ["generation"], buckets=LATENCY_BUCKETS_S,
+                              registry=self.registry)  # fmt: skip
+        children = [histogram.labels(str(g)) for g in range(3)]
+        started = [0.0]
+
+        def on_collection(phase: str, info: dict[str, int]) -> None:
+            if phase == "start":
+                started[0] = time.perf_counter()
+            else:
+                children[min(2, max(0, int(info.get("generation", 2))))].observe(time.perf_counter() - started[0])
+
+        gc.callbacks.append(on_collection)
+        return lambda: gc.callbacks.remove(on_collection) if on_collection in gc.callbacks else None
 
     def batch(self, subnet_id: str, samples: int, requests: int, compute_s: float) -> None:
         """Count a completed batch: its subnet, size and compute time."""
