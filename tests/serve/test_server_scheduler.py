@@ -483,3 +483,41 @@ def test_admission_uses_the_drain_rate_measured_behind_a_long_queue_and_forgets_
         await engine.close(0.0)
 
     asyncio.run(scenario())
+
+
+def test_a_request_answered_with_an_error_leaves_no_reference_cycle() -> None:
+    """A 504 (the exception set on the request's future and raised in `submit`) is freed by reference counting:
+    a cycle through `submit`'s frame would wait for the cyclic collector, whose pauses stop the event loop."""
+    import gc
+
+    caught: list[type] = []
+
+    async def scenario() -> None:
+        engine, executor, clock = make_engine(FixedPolicy(batch=1, min_latency_ms=2.0))
+        await engine.start()
+        blocker = asyncio.ensure_future(engine.submit(images(1, 0)))
+        await settle()
+        late: asyncio.Future | None = asyncio.ensure_future(engine.submit(images(1, 7.0), deadline_ms=10.0))
+        await settle()
+        clock.now += 8.5
+        engine.wake()
+        try:
+            await late
+        except DeadlineExceeded as exc:
+            caught.append(type(exc))
+        late = None  # the task holds the exception; this frame must not
+        executor.complete()
+        await blocker
+        await engine.close(0.1)
+
+    gc.collect()
+    gc.set_debug(gc.DEBUG_SAVEALL)
+    try:
+        asyncio.run(scenario())
+        gc.collect()
+        leaked = [o for o in gc.garbage if isinstance(o, DeadlineExceeded)]
+    finally:
+        gc.set_debug(0)
+        gc.garbage.clear()
+    assert caught == [DeadlineExceeded]
+    assert leaked == []
