@@ -44,8 +44,6 @@ from tailor.serve import traces
 from tailor.serve.server.loadgen import LoadResult
 from tailor.serve.server.loadgen import summary as load_summary
 
-SERVER_OPTIONS = ("worker_nice",)  # passed to `tailor serve` when given (else its defaults)
-
 
 def cores() -> tuple[int, set[int]]:
     """(client core, server cores): the first core for the client, the rest for the server."""
@@ -60,8 +58,8 @@ def start_server(args: argparse.Namespace, checkpoint: Path, profile: Path, runt
     command = [sys.executable, "-m", "tailor.cli", "serve", str(checkpoint), "--profile", str(profile),
                "--port", "0", "--workers", "1", "--spare-workers", "1", "--slo-ms", str(args.slo_ms),
                "--runtime", runtime, "--threads", "1", "--log-level", "error", "--percentile", args.percentile]
-    command += [f"--{name.replace('_', '-')}={getattr(args, name)}" for name in SERVER_OPTIONS
-                if getattr(args, name, None) is not None]
+    if getattr(args, "worker_nice", None) is not None:
+        command += ["--worker-nice", str(args.worker_nice)]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     _, server_cores = cores()
     process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, env=env,
@@ -164,17 +162,15 @@ def burst(args: argparse.Namespace, url: str, model: str, workdir: Path, runtime
     after_metrics = metrics(url)
     during = load_summary(result, args.slo_ms, (warm, warm + length))
     answered = int((result.status >= 0).sum())
-    rejections = {key.split('"')[1]: after_metrics[key] - before.get(key, 0.0)
-                  for key in after_metrics if key.startswith("tailor_rejections_total")}
-    outcomes = {key.split('"')[1]: after_metrics[key] - before.get(key, 0.0)
-                for key in after_metrics if key.startswith("tailor_requests_total")}
-    gc_pauses = {}  # per generation: collections and their total seconds in the server process during the run
-    for key in after_metrics:
-        if key.startswith("tailor_gc_pause_seconds_count"):
-            generation = key.split('"')[1]
-            total_key = key.replace("_count", "_sum")
-            gc_pauses[generation] = {"count": after_metrics[key] - before.get(key, 0.0),
-                                     "seconds": after_metrics[total_key] - before.get(total_key, 0.0)}
+
+    def change(metric: str) -> dict[str, float]:  # per label value: how much a labelled metric grew during the run
+        return {key.split('"')[1]: after_metrics[key] - before.get(key, 0.0)
+                for key in after_metrics if key.startswith(metric + "{")}
+
+    rejections, outcomes = change("tailor_rejections_total"), change("tailor_requests_total")
+    # per generation: collections and their total seconds in the server process during the run
+    collections, paused = change("tailor_gc_pause_seconds_count"), change("tailor_gc_pause_seconds_sum")
+    gc_pauses = {g: {"count": collections[g], "seconds": paused[g]} for g in collections}
     out = {
         "factor": factor,
         "offered_per_s": during["offered_per_s"],

@@ -507,13 +507,22 @@ def _served_and_alone(prepared: dict[str, Any], batches, repeats: int, shape) ->
     return {k: {name: float(np.median(v)) for name, v in per.items()} for k, per in samples.items()}
 
 
+def _capacity_per_s(view: ServingProfile, position: int) -> float:
+    """Requests per second of one subnet on one worker, at its best batch size."""
+    return 1000.0 * max(b / view.lat[position][j] for j, b in enumerate(view.batch_sizes))
+
+
+def _slo_ms(view: ServingProfile) -> float:
+    """The SLO sections 6b and 7 serve under: 4x the most accurate subnet's latency at batch 8."""
+    top = len(view) - 1
+    return 4 * view.lat[top][view.batch_position(min(8, view.max_batch))]
+
+
 def _policy_batches(profile: Profile, seconds: float) -> tuple[list[tuple[str, int]], float, float]:
     """The batches (subnet id, size) the default policy dispatches on the runtime-aware profile for a bursty
     trace (CV^2 4) at 0.8x its most accurate subnet's capacity, with section 7's SLO; and that SLO and load."""
     view = ServingProfile(profile, "auto")
-    top = len(view) - 1
-    capacity = 1000.0 * max(b / view.lat[top][j] for j, b in enumerate(view.batch_sizes))
-    slo_ms = 4 * view.lat[top][view.batch_position(min(8, view.max_batch))]
+    capacity, slo_ms = _capacity_per_s(view, len(view) - 1), _slo_ms(view)
     trace = traces.bursty(0.4 * capacity, 0.4 * capacity, 4.0, seconds, seed=0)
     result = simulate(view, trace, slo_ms=slo_ms, percentile=view.percentile)
     assert result.batch_log is not None
@@ -621,13 +630,8 @@ def section_serving(profile: Profile, quick: bool) -> dict[str, Any]:
     views = {"runtime-aware": ServingProfile(profile, "auto"),
              "ORT-only": ServingProfile(profile, "auto", runtimes=["onnxruntime"])}  # fmt: skip
     ort = views["ORT-only"]
-    top = len(ort) - 1
-
-    def capacity_of(position: int) -> float:  # requests per second of one subnet on one worker, best batch size
-        return 1000.0 * max(b / ort.lat[position][j] for j, b in enumerate(ort.batch_sizes))
-
-    capacity, fastest = capacity_of(top), capacity_of(0)
-    slo_ms = 4 * ort.lat[top][ort.batch_position(min(8, ort.max_batch))]
+    capacity, fastest = _capacity_per_s(ort, len(ort) - 1), _capacity_per_s(ort, 0)
+    slo_ms = _slo_ms(ort)
     duration = 10.0 if quick else 60.0
     loads = np.geomspace(0.5, 1.2 * fastest / capacity, 6)
     print(f"\n## 7. serving simulation (SlackFit, bursty CV^2 4, {duration:.0f} s per trace, SLO {slo_ms:.2f} ms, "

@@ -260,7 +260,7 @@ class InferenceServer:
         self.name = config.model_name or self.profile.profile.model
         self.spec: ModelSpec | None = None
         self.statistics = protocol.ModelStatistics()
-        self._shed_answers: dict[tuple[str, int], bytes] = {}
+        self._shed_answers: dict[tuple[int, int], bytes] = {}  # (queued requests, Retry-After) -> the 503
         self.app = self._build_app()
 
     def _executor(self, config: ServerConfig) -> Any:
@@ -347,16 +347,16 @@ class InferenceServer:
         counted as rejected; None when it would now be admitted (the protocol hands it to the handler)."""
         if not self.sheds(arrival_ms):
             return None
-        queued = len(self.scheduler.queue)
-        refusal = self.engine.refuse("admission", f"overloaded: the {queued} queued requests "
-                                     f"cannot be drained within the deadline of {self.config.slo_ms:.6g} ms")
         self.metrics.rejected("admission", (monotonic_ms() - arrival_ms) / 1e3)
-        key = (str(refusal), refusal.retry_after_s)  # a burst refuses thousands a second with a few distinct answers
+        # a burst refuses thousands a second with a few distinct answers: each is written once
+        key = (len(self.scheduler.queue), self.engine.retry_after_s())
         answer = self._shed_answers.get(key)
         if answer is None:
             if len(self._shed_answers) >= 256:
                 self._shed_answers.clear()
-            answer = self._shed_answers[key] = _raw_response(503, "Service Unavailable", key[0],
+            message = (f"overloaded: the {key[0]} queued requests cannot be drained within the deadline of "
+                       f"{self.config.slo_ms:.6g} ms")
+            answer = self._shed_answers[key] = _raw_response(503, "Service Unavailable", message,
                                                              {"retry-after": str(key[1])}, close=False)
         return answer
 

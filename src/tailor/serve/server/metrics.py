@@ -10,7 +10,6 @@ from __future__ import annotations
 import gc
 import time
 from collections.abc import Callable
-from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily
@@ -43,19 +42,17 @@ class ServingMetrics:
         self.rejections: dict[str, int] = dict.fromkeys(REJECTIONS, 0)
         self.subnet_counts: dict[str, int] = {}
         self.retry_count = 0
-        self._requests = Counter("tailor_requests", "Inference requests by outcome (each request has exactly one).",
-                                 ["outcome"], registry=registry)
-        for outcome in OUTCOMES:
-            self._requests.labels(outcome)
-        self._rejected = Counter("tailor_rejections", "Requests answered 503 + Retry-After, by reason.", ["reason"],
-                                 registry=registry)
-        for reason in REJECTIONS:
-            self._rejected.labels(reason)
-        self._latency = Histogram("tailor_request_latency_seconds",
-                                  "Server time of inference requests, arrival (first byte read) to answer, by outcome.",
-                                  ["outcome"], buckets=LATENCY_BUCKETS_S, registry=registry)
-        for outcome in OUTCOMES:
-            self._latency.labels(outcome)
+        requests = Counter("tailor_requests", "Inference requests by outcome (each request has exactly one).",
+                           ["outcome"], registry=registry)
+        rejected = Counter("tailor_rejections", "Requests answered 503 + Retry-After, by reason.", ["reason"],
+                           registry=registry)
+        latency = Histogram("tailor_request_latency_seconds",
+                            "Server time of inference requests, arrival (first byte read) to answer, by outcome.",
+                            ["outcome"], buckets=LATENCY_BUCKETS_S, registry=registry)
+        # every label exists from the start, and its child is kept: `labels()` costs microseconds, and under
+        # overload a request is counted 10,000 times a second
+        self._outcome_children = {o: (requests.labels(o), latency.labels(o)) for o in OUTCOMES}
+        self._rejected_children = {r: rejected.labels(r) for r in REJECTIONS}
         Gauge("tailor_queue_length", "Requests waiting in the deadline queue.",
               registry=registry).set_function(lambda: float(queue_length()))
         Gauge("tailor_requests_running", "Requests in batches sent to workers, not yet answered.",
@@ -63,8 +60,6 @@ class ServingMetrics:
         Gauge("tailor_connections", "Open client connections.", registry=registry).set_function(
             lambda: float(connections()))
         batch_buckets = sorted({2**k for k in range(max(1, max_batch_size).bit_length() + 1)} | {max_batch_size})
-        self._outcome_children: dict[str, tuple[Any, Any]] = {}
-        self._rejected_children: dict[str, Any] = {}
         self._batch_size = Histogram("tailor_batch_size", "Samples per batch run on a worker.",
                                      buckets=[float(b) for b in batch_buckets], registry=registry)
         self._subnet_requests = Counter("tailor_subnet_requests", "Requests served, by the subnet that ran them.",
@@ -95,20 +90,15 @@ class ServingMetrics:
     def outcome(self, outcome: str, latency_s: float | None = None) -> None:
         """Count one request's outcome (and its server time, when known)."""
         self.counts[outcome] += 1
-        children = self._outcome_children.get(outcome)
-        if children is None:  # `labels()` costs microseconds; under overload this runs 10,000 times a second
-            children = self._outcome_children[outcome] = (self._requests.labels(outcome), self._latency.labels(outcome))
-        children[0].inc()
+        count, latency = self._outcome_children[outcome]
+        count.inc()
         if latency_s is not None:
-            children[1].observe(latency_s)
+            latency.observe(latency_s)
 
     def rejected(self, reason: str, latency_s: float | None = None) -> None:
         """Count a 503 (outcome `rejected`) and why."""
         self.rejections[reason] += 1
-        child = self._rejected_children.get(reason)
-        if child is None:
-            child = self._rejected_children[reason] = self._rejected.labels(reason)
-        child.inc()
+        self._rejected_children[reason].inc()
         self.outcome("rejected", latency_s)
 
     def watch_garbage_collection(self) -> Callable[[], None]:
@@ -125,7 +115,7 @@ class ServingMetrics:
             if phase == "start":
                 started[0] = time.perf_counter()
             else:
-                children[min(2, max(0, int(info.get("generation", 2))))].observe(time.perf_counter() - started[0])
+                children[info["generation"]].observe(time.perf_counter() - started[0])
 
         gc.callbacks.append(on_collection)
         return lambda: gc.callbacks.remove(on_collection) if on_collection in gc.callbacks else None

@@ -274,13 +274,10 @@ def _finite_fp32(values: np.ndarray, where: str) -> np.ndarray:
     # no temporary array of booleans
     if math.isfinite(float(array.sum(dtype=np.float64))):
         return array
-    finite = np.isfinite(array)
-    if not finite.all():
-        index = int(np.flatnonzero(~finite.reshape(-1))[0])
-        bad = float(array.reshape(-1)[index])
-        problem = "NaN" if math.isnan(bad) else "an infinite value (or one too large for its datatype)"
-        raise ProtocolError(f"{where}: element {index} (row-major) is {problem}; inputs must be finite")
-    return array
+    index = int(np.flatnonzero(~np.isfinite(array.reshape(-1)))[0])
+    bad = float(array.reshape(-1)[index])
+    problem = "NaN" if math.isnan(bad) else "an infinite value (or one too large for its datatype)"
+    raise ProtocolError(f"{where}: element {index} (row-major) is {problem}; inputs must be finite")
 
 
 def parse_infer_request(body: bytes, spec: ModelSpec, header_length: str | None = None) -> InferRequest:

@@ -381,11 +381,13 @@ class Engine:
                 current = base + self.drain_smoothing * (sample - base)
         self._drain_observed_ms, self._drain_observed_at = current, now
 
+    def retry_after_s(self) -> int:
+        """The whole seconds the queue needs to drain at the measured rate (at least 1): a refusal's Retry-After."""
+        return max(1, math.ceil(self.scheduler.queued_samples * self.drain_ms_per_sample() / 1e3))
+
     def refuse(self, reason: str, message: str) -> Overloaded:
-        """An `Overloaded` for a request refused before it was queued (the caller counts it); Retry-After is the
-        whole seconds the queue needs to drain at the measured rate (at least 1)."""
-        drain_ms = self.scheduler.queued_samples * self.drain_ms_per_sample()
-        return Overloaded(message, max(1, math.ceil(drain_ms / 1e3)), reason)
+        """An `Overloaded` for a request refused before it was queued (the caller counts it), with `retry_after_s`."""
+        return Overloaded(message, self.retry_after_s(), reason)
 
     # -- requests -------------------------------------------------------------------------------------------
     async def submit(self, inputs: np.ndarray, deadline_ms: float | None = None, arrival_ms: float | None = None) -> Served:
