@@ -36,6 +36,7 @@ import argparse
 import asyncio
 import json
 import os
+import shlex
 import signal
 import socket
 import subprocess
@@ -297,6 +298,7 @@ def start_server(args: argparse.Namespace, checkpoint: Path, profile: Path) -> t
                "--threads", "1", "--log-level", "error"]
     if args.worker_nice is not None:
         command += ["--worker-nice", str(args.worker_nice)]
+    command += shlex.split(args.serve_args)
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, env=env)
     line = process.stdout.readline()
@@ -404,6 +406,7 @@ def main() -> None:
     parser.add_argument("--rate", type=float, help="mean requests/s (overrides --load and --max-rate)")
     parser.add_argument("--cv2", type=float, default=4.0)
     parser.add_argument("--worker-nice", type=int, help="tailor serve --worker-nice (default: the server's)")
+    parser.add_argument("--serve-args", default="", help="more `tailor serve` options, e.g. '--no-admission'")
     parser.add_argument("--duration-s", type=float, default=30.0)
     parser.add_argument("--max-requests", type=int, default=6000)
     parser.add_argument("--pin", action="store_true",

@@ -75,6 +75,8 @@ class Job:
     attempts: int = 0
     answered: bool = False  # an outcome has been counted (exactly once per request)
     ahead: int = 0  # samples queued in front of it when it was admitted (for the measured drain rate)
+    planned_before: float = 0.0  # the engine's planned work (ms) done or under way when it was admitted, less what
+    # was still to run of the batches on the workers: the planned work it waited for is the difference at dispatch
 
     @property
     def samples(self) -> int:
@@ -253,6 +255,7 @@ class Engine:
         self._round_trips: collections.deque[float] = collections.deque(maxlen=256)
         self.reserved = 0  # requests admitted by the front end and not yet queued (counted by `admits`)
         self._drain_observed_ms: float | None = None  # measured queue drain time per queued sample (EWMA)
+        self._planned_work_ms = 0.0  # the profile's latency of every batch dispatched so far, summed
         self._drain_observed_at = 0.0
         self._estimated_margin_ms = 0.0
         self._observed = 0
@@ -324,9 +327,9 @@ class Engine:
     def admits(self, deadline_ms: float, samples: int = 1, budget_ms: float | None = None) -> bool:
         """Whether a request due at `deadline_ms` could still be answered in time behind the queue.
 
-        The queue drains at `drain_ms_per_sample`: the profile's fastest rate until the server has measured
-        how fast its queue really drains under this load (which counts what the profile cannot: the front end
-        parsing on the same cores, the pipe, a slowed worker), so what is admitted can be served in time.
+        The queue drains at `drain_ms_per_sample`: the profile's fastest rate, slowed by how much slower than
+        planned the queue has really drained under this load (which counts what the profile cannot: the front
+        end parsing on the same cores, the pipe, a slowed worker), so what is admitted can be served in time.
         """
         if not self.admission:
             return True
@@ -345,9 +348,10 @@ class Engine:
         return finish + scheduler.hopeless_ms <= deadline_ms
 
     def drain_ms_per_sample(self, now_ms: float | None = None) -> float:
-        """Milliseconds the queue needs per queued sample: the larger of the profile's fastest rate (the fastest
-        subnet at its largest batch on every ready worker) and the rate measured on requests that waited behind
-        a long queue; the measurement fades back to the profile's with a time constant of `drain_memory_s`."""
+        """Milliseconds the queue needs per queued sample: the profile's fastest rate (the fastest subnet at its
+        largest batch on every ready worker), times the slowdown measured on requests that waited behind a long
+        queue (if above 1); the measurement fades back to the profile's rate with a time constant of
+        `drain_memory_s`."""
         profiled = self.scheduler.fastest_ms_per_sample / max(1, self.executor.ready_workers())
         return self._faded_drain_ms(profiled, self.clock() if now_ms is None else now_ms)
 
@@ -359,18 +363,29 @@ class Engine:
         return profiled + (observed - profiled) * fade
 
     def _observe_drain(self, requests: list[Request], now: float) -> None:
-        """Per request that waited behind at least `max_batch_size` samples, dispatched or expired: its wait per
-        sample ahead of it (a long queue, so that the batch running when it arrived is a small part of the
-        wait; for an expired request, a lower bound on the drain time it was admitted against), at most
-        `slo_ms / max_batch_size`."""
+        """Per request that waited behind at least `max_batch_size` samples, dispatched or expired: how much
+        longer it waited than the profile planned for the batches it waited for (those running when it was
+        admitted, what was left of them, and those dispatched since), applied to the profile's fastest rate.
+        Not its wait per sample ahead: that is the rate of the subnets the policy chose, and a policy that
+        serves an accurate subnet while the queue allows it would then close admission to requests it could
+        serve by switching to a faster one. For an expired request the measure is a lower bound. At most
+        `slo_ms / max_batch_size` per sample."""
         floor = self.scheduler.max_batch_size
+        workers = max(1, self.executor.ready_workers())
+        profiled = self.scheduler.fastest_ms_per_sample / workers
         # at most a full batch per SLO: a stall of seconds (a hung worker, a swamped front end) must not close
         # admission for the seconds it takes such a measurement to fade (below it, a batch can still queue)
-        samples = [min((now - r.payload.enqueued_ms) / r.payload.ahead, self.slo_ms / floor)
-                   for r in requests if r.payload.ahead >= floor and not r.payload.attempts]
+        cap = self.slo_ms / floor
+        samples = []
+        for r in requests:
+            job: Job = r.payload
+            if job.ahead < floor or job.attempts:
+                continue
+            planned = (self._planned_work_ms - job.planned_before) / workers
+            waited = now - job.enqueued_ms
+            samples.append(cap if planned <= 0 else min(profiled * waited / planned, cap))
         if not samples:
             return
-        profiled = self.scheduler.fastest_ms_per_sample / max(1, self.executor.ready_workers())
         # an old measurement counts for what is left of it
         current = None if self._drain_observed_ms is None else self._faded_drain_ms(profiled, now)
         for sample in samples:
@@ -380,6 +395,10 @@ class Engine:
                 base = max(profiled, current)
                 current = base + self.drain_smoothing * (sample - base)
         self._drain_observed_ms, self._drain_observed_at = current, now
+
+    def _planned_work_left_ms(self, now: float) -> float:
+        """The planned work (ms) not yet done of the batches on the workers."""
+        return sum(max(0.0, at + batch.planned_ms - now) for batch, at in self._running_batches.values())
 
     def retry_after_s(self) -> int:
         """The whole seconds the queue needs to drain at the measured rate (at least 1): a refusal's Retry-After."""
@@ -409,7 +428,8 @@ class Engine:
         assert self._loop is not None
         future: asyncio.Future[Served] = self._loop.create_future()
         request = Request(next(self._ids), arrival, arrival + budget,
-                          Job(inputs, future, now, ahead=self.scheduler.queued_samples))
+                          Job(inputs, future, now, ahead=self.scheduler.queued_samples,
+                              planned_before=self._planned_work_ms - self._planned_work_left_ms(now)))
         if not self.scheduler.admit(request):
             self.metrics.rejected("queue_full", (now - arrival) / 1e3)
             raise self.refuse("queue_full", f"overloaded: the queue holds its limit of {self.scheduler.queue_limit} "
@@ -525,6 +545,7 @@ class Engine:
         self.running += len(requests)
         self._running_batches[id(batch)] = (batch, now)
         self._observe_drain(batch.requests, now)
+        self._planned_work_ms += batch.planned_ms
         pending.add_done_callback(lambda done: self._batch_done(batch, now, done))
         self._arm_deadline(batch)
 
