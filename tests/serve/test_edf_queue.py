@@ -46,6 +46,8 @@ def test_a_full_queue_refuses_and_counts() -> None:
     assert queue.push(Request(0, 0.0, 5.0)) and queue.push(Request(1, 0.0, 3.0))
     assert not queue.push(Request(2, 0.0, 1.0))
     assert len(queue) == 2 and queue.total_pushed == 2 and queue.total_refused == 1
+    queue.refused()  # one refused before it reached the queue (admission control)
+    assert queue.total_refused == 2 and queue.total_arrived == 4
     assert [r.id for r in queue.pop(1)] == [1]
     assert queue.push(Request(3, 0.0, 4.0))
     assert [r.id for r in queue.pop(5)] == [3, 0]

@@ -523,6 +523,40 @@ def test_admission_uses_the_drain_slowdown_measured_behind_a_long_queue_and_forg
     asyncio.run(scenario())
 
 
+def test_the_policy_counts_requests_admission_refused_as_arrivals() -> None:
+    """A policy that plans for arrivals (DrainFit's rollout) must see the offered load: a request admission
+    refuses is counted in `total_arrived` (and `/metrics`), not only the ones that were queued."""
+    seen: list[int] = []
+
+    class Recording(FixedPolicy):
+        def decide(self, now_ms: float, queue: Any, idle_workers: int) -> Decision | None:
+            seen.append(queue.total_arrived)
+            return self.decision
+
+    async def scenario() -> None:
+        engine, executor, clock = make_engine(Recording(batch=1))
+        await engine.start()
+        first = asyncio.ensure_future(engine.submit(images(1, 0)))
+        await settle()  # dispatched: the worker is busy for its planned latency
+        for _ in range(3):
+            with pytest.raises(Overloaded):  # a budget the busy worker cannot meet: refused by admission
+                await engine.submit(images(1, 1), deadline_ms=engine.scheduler.hopeless_ms + 0.01)
+        queue = engine.scheduler.queue
+        assert (queue.total_pushed, queue.total_refused, queue.total_arrived) == (1, 3, 4)
+        assert engine.metrics.rejections["admission"] == 3
+        second = asyncio.ensure_future(engine.submit(images(1, 2)))
+        await settle()
+        executor.complete()
+        await first
+        await settle()
+        assert seen[-1] == 5  # the policy deciding for the second request saw all five arrivals
+        executor.complete()
+        await second
+        await engine.close(0.0)
+
+    asyncio.run(scenario())
+
+
 def test_a_request_answered_with_an_error_leaves_no_reference_cycle() -> None:
     """A 504 (the exception set on the request's future and raised in `submit`) is freed by reference counting:
     a cycle through `submit`'s frame would wait for the cyclic collector, whose pauses stop the event loop."""

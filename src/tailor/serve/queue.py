@@ -42,8 +42,8 @@ class EDFQueue:
         self.capacity = None if capacity is None else positive_int("queue capacity", capacity, QueueError)
         self._heap: list[tuple[float, int, Request]] = []
         self._counter = itertools.count()
-        self.total_pushed = 0  # accepted so far (load estimators read it)
-        self.total_refused = 0
+        self.total_pushed = 0  # accepted so far
+        self.total_refused = 0  # refused: the queue was full, or (`refused`) the server's admission said no
 
     def __len__(self) -> int:
         return len(self._heap)
@@ -62,6 +62,16 @@ class EDFQueue:
         heapq.heappush(self._heap, (float(deadline), next(self._counter), request))
         self.total_pushed += 1
         return True
+
+    @property
+    def total_arrived(self) -> int:
+        """Requests offered so far, queued or refused: the load a policy planning for arrivals must see (counting
+        only the queued ones, a server that refuses requests would look quieter to its policy than it is)."""
+        return self.total_pushed + self.total_refused
+
+    def refused(self) -> None:
+        """Count a request refused before it reached the queue (admission control)."""
+        self.total_refused += 1
 
     def earliest(self) -> Request | None:
         """The request with the earliest deadline, left in the queue (None when empty)."""

@@ -134,7 +134,7 @@ class Policy(ABC):
             return None
         if self.lookahead and (self.view is None or self.view.queue is not queue):
             self.view = QueueView(queue)
-        choice = self.choose(now_ms, queue.earliest_deadline(), len(queue), queue.total_pushed, idle_workers)
+        choice = self.choose(now_ms, queue.earliest_deadline(), len(queue), queue.total_arrived, idle_workers)
         if choice is None:
             return None
         position, batch = choice
@@ -144,7 +144,8 @@ class Policy(ABC):
     def choose(
         self, now_ms: float, earliest_deadline_ms: float, queue_len: int, arrivals: int, idle_workers: int
     ) -> tuple[int, int] | None:
-        """(subnet position, max batch size) for a non-empty queue, or None to wait. `arrivals`: requests accepted so far."""
+        """(subnet position, max batch size) for a non-empty queue, or None to wait. `arrivals`: requests that arrived
+        so far, queued or refused (`EDFQueue.total_arrived`)."""
 
     def describe(self) -> str:
         return self.name

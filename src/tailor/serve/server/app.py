@@ -347,7 +347,7 @@ class InferenceServer:
         counted as rejected; None when it would now be admitted (the protocol hands it to the handler)."""
         if not self.sheds(arrival_ms):
             return None
-        self.metrics.rejected("admission", (monotonic_ms() - arrival_ms) / 1e3)
+        self.engine.refused_by_admission((monotonic_ms() - arrival_ms) / 1e3)
         # a burst refuses thousands a second with a few distinct answers: each is written once
         key = (len(self.scheduler.queue), self.engine.retry_after_s())
         answer = self._shed_answers.get(key)
@@ -612,7 +612,10 @@ class InferenceServer:
         await _send_error(send, exc.status, exc.message, {"connection": "close"} if close else None)
 
     async def _refuse(self, send: Send, exc: Overloaded, arrival: float) -> None:
-        self.metrics.rejected(exc.reason, (monotonic_ms() - arrival) / 1e3)
+        if exc.reason == "admission":
+            self.engine.refused_by_admission((monotonic_ms() - arrival) / 1e3)
+        else:
+            self.metrics.rejected(exc.reason, (monotonic_ms() - arrival) / 1e3)
         await _send_error(send, 503, str(exc), {"retry-after": str(exc.retry_after_s)})
 
 

@@ -404,6 +404,12 @@ class Engine:
         """The whole seconds the queue needs to drain at the measured rate (at least 1): a refusal's Retry-After."""
         return max(1, math.ceil(self.scheduler.queued_samples * self.drain_ms_per_sample() / 1e3))
 
+    def refused_by_admission(self, waited_s: float) -> None:
+        """Count a request admission refused: in `/metrics`, and as an arrival the policy sees (the queue's
+        `total_arrived`), so that a policy planning for the offered load is not shown only what was admitted."""
+        self.metrics.rejected("admission", waited_s)
+        self.scheduler.queue.refused()
+
     def refuse(self, reason: str, message: str) -> Overloaded:
         """An `Overloaded` for a request refused before it was queued (the caller counts it), with `retry_after_s`."""
         return Overloaded(message, self.retry_after_s(), reason)
@@ -422,7 +428,7 @@ class Engine:
             self.metrics.rejected("not_accepting", (now - arrival) / 1e3)
             raise self.refuse("not_accepting", "the server is not accepting requests (starting or shutting down)")
         if not self.admits(arrival + budget, int(inputs.shape[0]), budget):
-            self.metrics.rejected("admission", (now - arrival) / 1e3)
+            self.refused_by_admission((now - arrival) / 1e3)
             raise self.refuse("admission", f"overloaded: the {len(self.scheduler.queue)} queued requests cannot be "
                               f"drained within this request's deadline of {budget:.6g} ms")
         assert self._loop is not None
