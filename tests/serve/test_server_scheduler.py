@@ -534,7 +534,7 @@ def test_the_policy_counts_requests_admission_refused_as_arrivals() -> None:
             return self.decision
 
     async def scenario() -> None:
-        engine, executor, clock = make_engine(Recording(batch=1))
+        engine, executor, _ = make_engine(Recording(batch=1))
         await engine.start()
         first = asyncio.ensure_future(engine.submit(images(1, 0)))
         await settle()  # dispatched: the worker is busy for its planned latency
