@@ -578,6 +578,8 @@ class InferenceServer:
         self.statistics.succeeded(total_ms, served.queue_ms, served.compute_ms, served.batch_size)
         self.metrics.overhead(max(0.0, total_ms - served.queue_ms - served.compute_ms) / 1e3)
         await _send(send, 200, out_body, out_headers)
+        if served.on_time:
+            self.engine.observe_delivery(monotonic_ms() - served.done_ms)
 
     def _check_request(self, scope: Scope, headers: list[tuple[bytes, bytes]]) -> ModelSpec:
         """What can be checked before reading the body: header size, framing, path, declared length."""
