@@ -417,6 +417,7 @@ def main() -> None:
     parser.add_argument("--workdir", help="where the trained checkpoint and profile go (default: a temp dir); "
                         "a checkpoint trained there before is reused, the profile is always measured anew")
     parser.add_argument("--out", default="benchmarks/results")
+    parser.add_argument("--name", help="the JSON file's name in --out (default: serving_live[_RUNTIME].json)")
     parser.add_argument("--quick", action="store_true", help="small sizes: checks the script, not the claims")
     args = parser.parse_args()
     torch.set_num_threads(1)
@@ -480,7 +481,8 @@ def main() -> None:
             "attainment_gap_points_vs_sim_p99": gap, "server_summary": server_summary,
             "device": profile.profile.device, "cpu_count": os.cpu_count(), "load_average": os.getloadavg(),
         }
-        path = out / ("serving_live.json" if args.runtime == "torch-inplace" else f"serving_live_{args.runtime}.json")
+        default = "serving_live.json" if args.runtime == "torch-inplace" else f"serving_live_{args.runtime}.json"
+        path = out / (args.name or default)
         path.write_text(json.dumps(result, indent=1, default=float))
         print(f"wrote {path}")
 
