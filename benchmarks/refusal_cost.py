@@ -1,0 +1,163 @@
+"""CPU per refused request in the server's HTTP protocol, next to the floor of any Python HTTP refusal.
+
+Under a 10x burst most requests are refused, and the front end shares its core with a worker: every
+microsecond a refusal costs is taken from the requests that were admitted. This measures the protocol path
+alone, without sockets, so that the figure does not move with the machine's load: `tailor serve`'s
+`ArrivalStampingProtocol` (uvicorn's httptools protocol with arrival stamps, read limits and shedding) is
+fed one binary OIP request (one 3x32x32 sample, 12 KiB, as the load generator sends it) after another on
+one keep-alive connection while admission refuses every one, and the CPU time per request is taken over
+`--requests` requests. Next to it, the floor: a bare `asyncio.Protocol` that parses the same bytes with
+httptools and writes the same prebuilt 503 (what no Python server can go below). Median of `--repeats`.
+
+    python benchmarks/refusal_cost.py            # ~20 s
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import httptools
+import numpy as np
+import torch
+import uvloop
+
+import tailor
+from tailor.cost.profile import LatencyStats, Profile, SubnetProfile
+from tailor.serve.server.app import InferenceServer, ServerConfig, uvicorn_server
+from tailor.serve.server.loadgen import infer_requests
+from tailor.serve.server.protocol import ModelSpec, TensorSpec
+
+MODEL = "refusal-bench"
+
+
+class CountingTransport(asyncio.Transport):
+    """Counts what the protocol writes; never closes unless told to."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes = 0
+        self.closing = False
+
+    def write(self, data: Any) -> None:
+        self.writes += 1
+
+    def is_closing(self) -> bool:
+        return self.closing
+
+    def close(self) -> None:
+        self.closing = True
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return {"sockname": ("127.0.0.1", 8000), "peername": ("127.0.0.1", 50000)}.get(name, default)
+
+    def pause_reading(self) -> None:
+        pass
+
+    def resume_reading(self) -> None:
+        pass
+
+
+class FloorProtocol(asyncio.Protocol):
+    """Parse with httptools (only the end of each message is called back) and write a prebuilt answer."""
+
+    def __init__(self, answer: bytes) -> None:
+        self.answer = answer
+        self.parser = httptools.HttpRequestParser(self)
+        self.transport: Any = None
+
+    def connection_made(self, transport: Any) -> None:
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        self.parser.feed_data(data)
+
+    def on_message_complete(self) -> None:
+        self.transport.write(self.answer)
+
+
+def build_server(root: Path) -> InferenceServer:
+    """A small_cnn checkpoint with three subnets and a synthetic profile (no worker is started)."""
+    torch.manual_seed(0)
+    model = tailor.create_model("small_cnn", num_classes=10, channels=(8, 16, 32))
+    space = model.space
+    subnets = {"small": space.smallest(), "full": space.largest()}
+    tailor.calibrate(model, list(subnets.values()), [torch.randn(16, 3, 32, 32)], batches=1)
+    tailor.save(model, root / "ck")
+    entries = []
+    for rank, (sid, sub) in enumerate(subnets.items()):
+        table = {b: LatencyStats(*(0.5 * (rank + 1) * (1 + 0.1 * b),) * 3) for b in (1, 8, 32)}
+        entries.append(SubnetProfile(id=sid, macs=1000 * (rank + 1), params=100, latency_ms=table, subnet=sub,
+                                     accuracy=0.6 + 0.1 * rank))
+    Profile(MODEL, (3, 32, 32), "bench", "torch", 1, tuple(entries)).save(root / "profile.json")
+    return InferenceServer(ServerConfig(root / "ck", root / "profile.json", slo_ms=50.0, workers=1, spare_workers=0))
+
+
+async def protocol_us(server: InferenceServer, request: bytes, n: int) -> float:
+    """CPU microseconds per request of the server's protocol, admission refusing every request."""
+    runner = uvicorn_server(server, log_level="error")
+    config = runner.config
+    config.load()
+    engine = server.engine
+    engine.accepting = True
+    engine.reserved = 100_000  # requests admitted and not yet queued: no deadline can be met behind them
+    server.spec = ModelSpec(MODEL, TensorSpec("input", "FP32", (-1, 3, 32, 32)), TensorSpec("logits", "FP32", (-1, 10)),
+                            32)
+    protocol = config.http_protocol_class(config=config, server_state=runner.server_state, app_state={})
+    transport = CountingTransport()
+    protocol.connection_made(transport)
+    for _ in range(1000):  # warm up (and the answer cache)
+        protocol.data_received(request)
+    start = time.process_time()
+    for _ in range(n):
+        protocol.data_received(request)
+    cpu = time.process_time() - start
+    if transport.writes != n + 1000 or server.metrics.rejections["admission"] != n + 1000:
+        raise SystemExit(f"expected {n + 1000} refusals, got {transport.writes} answers")
+    protocol.connection_lost(None)
+    return 1e6 * cpu / n
+
+
+async def floor_us(answer: bytes, request: bytes, n: int) -> float:
+    protocol = FloorProtocol(answer)
+    protocol.connection_made(CountingTransport())
+    for _ in range(1000):
+        protocol.data_received(request)
+    start = time.process_time()
+    for _ in range(n):
+        protocol.data_received(request)
+    return 1e6 * (time.process_time() - start) / n
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--requests", type=int, default=50_000)
+    parser.add_argument("--repeats", type=int, default=5)
+    args = parser.parse_args()
+    request = infer_requests(MODEL, np.zeros((1, 3, 32, 32), np.float32))[0]
+    with tempfile.TemporaryDirectory() as tmp:
+        server = build_server(Path(tmp))
+        answer = server.shed_response(0.0) or b""
+        ours, floor = [], []
+        for _ in range(args.repeats):
+            ours.append(uvloop.run(protocol_us(build_server(Path(tmp)), request, args.requests)))
+            floor.append(uvloop.run(floor_us(answer, request, args.requests)))
+    mine, base = statistics.median(ours), statistics.median(floor)
+    print(f"one binary OIP request of {len(request):,} bytes per call, {args.requests:,} calls, median of {args.repeats}; "
+          f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    print(f"  tailor serve's protocol, admission refusing: {mine:6.2f} us per request  (runs: "
+          + ", ".join(f"{x:.2f}" for x in ours) + ")")
+    print(f"  floor (httptools parse + a prebuilt 503):     {base:6.2f} us per request  (runs: "
+          + ", ".join(f"{x:.2f}" for x in floor) + ")")
+    print(f"  ratio: {mine / base:.2f}x the floor")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
