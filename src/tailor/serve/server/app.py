@@ -734,7 +734,12 @@ def arrival_stamping_protocol(
         def _time_phase(self, phase: int, limit_s: float) -> None:
             self._phase, self._phase_started, self._phase_limit_s = phase, self.loop.time(), limit_s
             if self._watch is None:
-                self._watch = self.loop.call_later(limit_s, self._check_phase)
+                self._watch = self.loop.call_later(min(limit_s, self._shortest_limit_s()), self._check_phase)
+
+        def _shortest_limit_s(self) -> float:
+            # a pending check is never further away than this, so it comes before the end of any phase that
+            # begins while it waits (each phase's limit is at least this long)
+            return min(read_timeout_s(), self.timeout_keep_alive)
 
         def _check_phase(self) -> None:
             self._watch = None
@@ -742,7 +747,7 @@ def arrival_stamping_protocol(
                 return
             left = self._phase_started + self._phase_limit_s - self.loop.time()
             if left > 0:  # the phase began after the check was armed: look again when it is due
-                self._watch = self.loop.call_later(left, self._check_phase)
+                self._watch = self.loop.call_later(min(left, self._shortest_limit_s()), self._check_phase)
                 return
             phase, self._phase = self._phase, 0
             if phase == headers_phase:

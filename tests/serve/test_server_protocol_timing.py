@@ -1,0 +1,132 @@
+"""The HTTP protocol's time limits, driven without sockets: a request's headers or held body that stop arriving
+are answered 408, a connection left idle after a shed answer is closed, and all of it with one pending check
+per connection instead of a timer per request (which made a refused request cost twice as much)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from test_server_support import MODEL, shared_artifacts
+
+from tailor.serve.server.app import InferenceServer, ServerConfig, uvicorn_server
+from tailor.serve.server.loadgen import infer_requests
+from tailor.serve.server.protocol import ModelSpec, TensorSpec
+
+
+class Transport(asyncio.Transport):
+    def __init__(self) -> None:
+        super().__init__()
+        self.written: list[bytes] = []
+        self.closing = False
+
+    def write(self, data: Any) -> None:
+        self.written.append(bytes(data))
+
+    def is_closing(self) -> bool:
+        return self.closing
+
+    def close(self) -> None:
+        self.closing = True
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return {"sockname": ("127.0.0.1", 8000), "peername": ("127.0.0.1", 50000)}.get(name, default)
+
+    def pause_reading(self) -> None:
+        pass
+
+    def resume_reading(self) -> None:
+        pass
+
+
+@pytest.fixture(scope="module")
+def artifacts(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, dict]:
+    return shared_artifacts(tmp_path_factory)
+
+
+def connection(artifacts: tuple[Path, Path, dict], read_timeout_s: float, keep_alive_s: float = 5.0,
+               shedding: bool = True) -> tuple[Any, Transport, InferenceServer]:
+    """A protocol on a fake transport, its server's admission refusing everything when `shedding`."""
+    checkpoint, profile, _ = artifacts
+    server = InferenceServer(ServerConfig(checkpoint, profile, slo_ms=50.0, workers=1, spare_workers=0,
+                                          read_timeout_s=read_timeout_s))
+    runner = uvicorn_server(server, log_level="error")
+    config = runner.config
+    config.timeout_keep_alive = keep_alive_s
+    config.load()
+    server.engine.accepting = True
+    server.engine.reserved = 100_000 if shedding else 0
+    server.spec = ModelSpec(MODEL, TensorSpec("input", "FP32", (-1, 3, 32, 32)),
+                            TensorSpec("logits", "FP32", (-1, 10)), 8)
+    protocol = config.http_protocol_class(config=config, server_state=runner.server_state, app_state={})
+    transport = Transport()
+    protocol.connection_made(transport)
+    return protocol, transport, server
+
+
+def status_and_error(data: bytes) -> tuple[int, str]:
+    head, _, body = data.partition(b"\r\n\r\n")
+    return int(head.split()[1]), json.loads(body)["error"]
+
+
+REQUEST = infer_requests(MODEL, np.zeros((1, 3, 32, 32), np.float32))[0]
+
+
+def test_a_shed_request_is_answered_and_an_idle_connection_then_closed(artifacts) -> None:
+    async def scenario() -> None:
+        protocol, transport, server = connection(artifacts, read_timeout_s=5.0, keep_alive_s=0.2)
+        timers: list[float] = []
+        loop = protocol.loop
+
+        class CountingLoop:
+            def __getattr__(self, name: str) -> Any:
+                return getattr(loop, name)
+
+            def call_later(self, delay: float, callback: Any, *args: Any) -> asyncio.TimerHandle:
+                timers.append(delay)
+                return loop.call_later(delay, callback, *args)
+
+        protocol.loop = CountingLoop()
+        for _ in range(3):  # keep-alive: three refusals on one connection
+            protocol.data_received(REQUEST)
+        assert [status_and_error(w)[0] for w in transport.written] == [503] * 3
+        assert timers == [0.2]  # one pending check for the connection, not timers per request
+        assert server.metrics.rejections["admission"] == 3 and not transport.closing
+        await asyncio.sleep(0.1)
+        protocol.data_received(REQUEST)  # a request within the keep-alive time restarts it
+        await asyncio.sleep(0.15)
+        assert not transport.closing
+        await asyncio.sleep(0.25)
+        assert transport.closing  # idle for longer than the keep-alive time after a shed answer
+        protocol.connection_lost(None)
+
+    asyncio.run(scenario())
+
+
+def test_headers_or_a_held_body_that_stop_arriving_get_a_408(artifacts) -> None:
+    async def scenario() -> None:
+        protocol, transport, _ = connection(artifacts, read_timeout_s=0.3)
+        protocol.data_received(REQUEST)  # answered at once; the connection's check is now pending
+        await asyncio.sleep(0.2)
+        protocol.data_received(REQUEST[:40])  # a request that began after the check was armed
+        await asyncio.sleep(0.2)  # the check fires 0.3 s after it was armed: this request is only 0.2 s old
+        assert not transport.closing and len(transport.written) == 1
+        await asyncio.sleep(0.2)
+        assert transport.closing
+        status, error = status_and_error(transport.written[-1])
+        assert status == 408 and "headers did not arrive within 0.3 s" in error
+        protocol.connection_lost(None)
+
+        protocol, transport, _ = connection(artifacts, read_timeout_s=0.3)
+        protocol.data_received(REQUEST[:-100])  # headers in, admission refuses: the body is held, then stalls
+        await asyncio.sleep(0.45)
+        assert transport.closing
+        status, error = status_and_error(transport.written[-1])
+        assert status == 408 and "body did not arrive within 0.3 s" in error
+        protocol.connection_lost(None)
+
+    asyncio.run(scenario())
