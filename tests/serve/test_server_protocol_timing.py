@@ -130,3 +130,21 @@ def test_headers_or_a_held_body_that_stop_arriving_get_a_408(artifacts) -> None:
         protocol.connection_lost(None)
 
     asyncio.run(scenario())
+
+
+def test_a_body_that_arrived_whole_is_marked_so_the_handler_reads_it_without_a_timer(artifacts) -> None:
+    """The inference handler bounds its body read with `asyncio.timeout` (a timer per request) only when the
+    body is still arriving; the protocol marks a request whose body it already has."""
+    from tailor.serve.server.app import BODY_COMPLETE_KEY
+
+    async def scenario() -> None:
+        protocol, _, _ = connection(artifacts, read_timeout_s=5.0, shedding=False)
+        protocol.data_received(REQUEST[:-100])
+        assert BODY_COMPLETE_KEY not in protocol.scope["state"]  # handed to the handler, body still arriving
+        protocol.data_received(REQUEST[-100:])
+        assert protocol.scope["state"][BODY_COMPLETE_KEY] is True
+        for task in list(protocol.tasks):
+            task.cancel()
+        protocol.connection_lost(None)
+
+    asyncio.run(scenario())

@@ -66,6 +66,7 @@ logger = logging.getLogger("tailor.serve")
 _JSON = "application/json"
 ARRIVAL_KEY = "tailor.arrival_ms"
 RESERVED_KEY = "tailor.reserved"  # the protocol admitted this request at its headers (see `InferenceServer.infer`)
+BODY_COMPLETE_KEY = "tailor.body_complete"  # the protocol has the whole body: reading it cannot wait
 Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
 Send = Callable[[dict[str, Any]], Awaitable[None]]
@@ -518,8 +519,11 @@ class InferenceServer:
                                                         "(starting or shutting down)"), arrival)
             return
         try:
-            async with asyncio.timeout(config.read_timeout_s):  # no extra task per request, unlike wait_for
-                body = await _read_body(receive, config.max_body_bytes)
+            if scope.get("state", {}).get(BODY_COMPLETE_KEY):
+                body = await _read_body(receive, config.max_body_bytes)  # all here: returned at once
+            else:
+                async with asyncio.timeout(config.read_timeout_s):  # no extra task per request, unlike wait_for
+                    body = await _read_body(receive, config.max_body_bytes)
         except TimeoutError:
             await self._invalid(send, ProtocolError(f"the request body did not arrive within "
                                                     f"{config.read_timeout_s:g} s", 408), arrival, close=True)
@@ -805,6 +809,7 @@ def arrival_stamping_protocol(
         def on_message_complete(self) -> None:
             held = self._held
             if held is None:
+                self.scope["state"][BODY_COMPLETE_KEY] = True
                 super().on_message_complete()
                 return
             self._phase = 0
@@ -823,6 +828,7 @@ def arrival_stamping_protocol(
                 if self._inference:
                     self._reserve()
                 self._hand_over()
+                self.scope["state"][BODY_COMPLETE_KEY] = True
                 super().on_message_complete()
                 return
             self._held = None
