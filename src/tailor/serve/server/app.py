@@ -326,7 +326,7 @@ class InferenceServer:
 
     def connection_refusal(self, arrival_ms: float) -> bytes:
         """The complete 503 for a request on a connection over the limit (closing it), counted as rejected."""
-        self.metrics.rejected("connections", (monotonic_ms() - arrival_ms) / 1e3)
+        self.engine.count_refusal("connections", (monotonic_ms() - arrival_ms) / 1e3)
         return _raw_response(503, "Service Unavailable", self.connection_limit_message(), {"retry-after": "1"})
 
     def serves_path(self, raw_path: bytes) -> bool:
@@ -348,7 +348,7 @@ class InferenceServer:
         counted as rejected; None when it would now be admitted (the protocol hands it to the handler)."""
         if not self.sheds(arrival_ms):
             return None
-        self.engine.refused_by_admission((monotonic_ms() - arrival_ms) / 1e3)
+        self.engine.count_refusal("admission", (monotonic_ms() - arrival_ms) / 1e3)
         # a burst refuses thousands a second with a few distinct answers: each is written once
         key = (len(self.scheduler.queue), self.engine.retry_after_s())
         answer = self._shed_answers.get(key)
@@ -387,7 +387,7 @@ class InferenceServer:
             if self.server_state is not None and self.connections() > self.config.max_connections:
                 self.release(scope)
                 arrival = scope.get("state", {}).get(ARRIVAL_KEY) or monotonic_ms()
-                self.metrics.rejected("connections", (monotonic_ms() - arrival) / 1e3)
+                self.engine.count_refusal("connections", (monotonic_ms() - arrival) / 1e3)
                 await _send_error(send, 503, self.connection_limit_message(), {"retry-after": "1", "connection": "close"})
                 return
             if scope["method"] == "POST" and scope["path"].endswith("/infer"):
@@ -618,10 +618,7 @@ class InferenceServer:
         await _send_error(send, exc.status, exc.message, {"connection": "close"} if close else None)
 
     async def _refuse(self, send: Send, exc: Overloaded, arrival: float) -> None:
-        if exc.reason == "admission":
-            self.engine.refused_by_admission((monotonic_ms() - arrival) / 1e3)
-        else:
-            self.metrics.rejected(exc.reason, (monotonic_ms() - arrival) / 1e3)
+        self.engine.count_refusal(exc.reason, (monotonic_ms() - arrival) / 1e3)
         await _send_error(send, 503, str(exc), {"retry-after": str(exc.retry_after_s)})
 
 

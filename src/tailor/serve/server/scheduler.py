@@ -406,11 +406,13 @@ class Engine:
         """The whole seconds the queue needs to drain at the measured rate (at least 1): a refusal's Retry-After."""
         return max(1, math.ceil(self.scheduler.queued_samples * self.drain_ms_per_sample() / 1e3))
 
-    def refused_by_admission(self, waited_s: float) -> None:
-        """Count a request admission refused: in `/metrics`, and as an arrival the policy sees (the queue's
-        `total_arrived`), so that a policy planning for the offered load is not shown only what was admitted."""
-        self.metrics.rejected("admission", waited_s)
-        self.scheduler.queue.refused()
+    def count_refusal(self, reason: str, waited_s: float) -> None:
+        """Count a request refused (503) for `reason` in `/metrics`; one admission refused also counts as an
+        arrival the policy sees (the queue's `total_arrived`, which counts queue-full refusals itself), so that
+        a policy planning for the offered load is not shown only what was admitted."""
+        self.metrics.rejected(reason, waited_s)
+        if reason == "admission":
+            self.scheduler.queue.refused()
 
     def refuse(self, reason: str, message: str) -> Overloaded:
         """An `Overloaded` for a request refused before it was queued (the caller counts it), with `retry_after_s`."""
@@ -427,10 +429,10 @@ class Engine:
         arrival = now if arrival_ms is None else arrival_ms
         budget = self.slo_ms if deadline_ms is None else float(deadline_ms)
         if not self.accepting:
-            self.metrics.rejected("not_accepting", (now - arrival) / 1e3)
+            self.count_refusal("not_accepting", (now - arrival) / 1e3)
             raise self.refuse("not_accepting", "the server is not accepting requests (starting or shutting down)")
         if not self.admits(arrival + budget, int(inputs.shape[0]), budget):
-            self.refused_by_admission((now - arrival) / 1e3)
+            self.count_refusal("admission", (now - arrival) / 1e3)
             raise self.refuse("admission", f"overloaded: the {len(self.scheduler.queue)} queued requests cannot be "
                               f"drained within this request's deadline of {budget:.6g} ms")
         assert self._loop is not None
@@ -439,7 +441,7 @@ class Engine:
                           Job(inputs, future, now, ahead=self.scheduler.queued_samples,
                               planned_before=self._planned_work_ms - self._planned_work_left_ms(now)))
         if not self.scheduler.admit(request):
-            self.metrics.rejected("queue_full", (now - arrival) / 1e3)
+            self.count_refusal("queue_full", (now - arrival) / 1e3)
             raise self.refuse("queue_full", f"overloaded: the queue holds its limit of {self.scheduler.queue_limit} "
                               "requests")
         self.wake()
