@@ -105,6 +105,8 @@ def run_load(args: argparse.Namespace, url: str, model: str, schedule: np.ndarra
     command = [sys.executable, "-m", "tailor.serve.server.loadgen", "--url", url, "--model", model,
                "--input-shape", ",".join(map(str, args.input_shape)), "--trace", "arrivals", "--csv", str(csv),
                "--slo-ms", str(args.slo_ms), "--out", str(out), "--max-connections", str(args.max_connections)]
+    if args.deadline_ms is not None:
+        command += ["--deadline-ms", str(args.deadline_ms)]
     subprocess.run(command, check=True, stdout=subprocess.DEVNULL, preexec_fn=lambda: os.sched_setaffinity(0, {client_core}))
     return LoadResult.load(out)
 
@@ -222,6 +224,8 @@ def main() -> None:
     parser.add_argument("--after-s", type=float, default=5.0)
     parser.add_argument("--factors", default="3,10")
     parser.add_argument("--max-connections", type=int, default=2048)
+    parser.add_argument("--deadline-ms", type=float,
+                        help="every request carries this deadline of its own (as a client with a timeout sends)")
     parser.add_argument("--capacity", type=float, help="skip the probes and use this C (req/s)")
     parser.add_argument("--worker-nice", type=int, help="tailor serve --worker-nice (default: the server's)")
     parser.add_argument("--out", default="benchmarks/results/overload.json")

@@ -26,6 +26,7 @@ from tailor.serve.server.protocol import (
     encode_infer_request,
     encode_infer_response,
     parse_infer_request,
+    request_deadline_ms,
 )
 
 SPEC = ModelSpec("m", TensorSpec("input", "FP32", (-1, 3, 4, 4)), TensorSpec("logits", "FP32", (-1, 5)), 8)
@@ -326,3 +327,37 @@ def test_an_fp32_tensor_is_accepted_exactly_when_every_value_is_finite(values: l
         index = int(np.flatnonzero(~np.isfinite(array))[0])
         with pytest.raises(ProtocolError, match=f"element {index} "):
             _finite_fp32(array, "x")
+
+
+DEADLINE_VALUES = st.one_of(st.none(), st.booleans(), st.integers(-10, 10**16), st.floats(allow_nan=True),
+                            st.text(max_size=4), st.lists(st.integers(), max_size=2))
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.dictionaries(st.sampled_from(["deadline_ms", "timeout", "binary_data_output"]), DEADLINE_VALUES, max_size=3),
+       st.booleans())
+def test_a_requests_own_deadline_reads_as_the_full_parse_reads_it(parameters: dict[str, Any], binary: bool) -> None:
+    """The server sheds on `request_deadline_ms` of the JSON part alone; it must agree with the full parse:
+    the same deadline, or a 400 for the same reason."""
+    x = np.zeros((1, 3, 4, 4), np.float32)
+    body, headers = encode_infer_request(x, SPEC, binary=binary)
+    length = int(headers.get(HEADER_LENGTH, len(body)))
+    request = json.loads(body[:length])
+    request["parameters"] = {**request.get("parameters", {}), **parameters}
+    text = json.dumps(request).encode()
+    headers = {HEADER_LENGTH: str(len(text))} if binary else {}
+    body = text + body[length:]
+    try:
+        full: float | str | None = _parse(body, headers).deadline_ms
+    except ProtocolError as exc:
+        full = exc.message
+    try:
+        alone: float | str | None = request_deadline_ms(text)
+    except ProtocolError as exc:
+        alone = exc.message
+    if isinstance(alone, str):  # the JSON part alone is wrong: so is the whole, for the same reason
+        assert alone == full
+    elif isinstance(full, str):  # what the whole has wrong is not the deadline
+        assert "deadline_ms" not in full and "timeout" not in full
+    else:
+        assert alone == full

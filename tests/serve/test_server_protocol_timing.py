@@ -148,3 +148,52 @@ def test_a_body_that_arrived_whole_is_marked_so_the_handler_reads_it_without_a_t
         protocol.connection_lost(None)
 
     asyncio.run(scenario())
+
+
+@pytest.mark.parametrize("parameters, budget", [({"deadline_ms": 40}, "40"), ({"timeout": 30_000}, "30")])
+def test_a_request_with_its_own_deadline_is_shed_by_the_protocol_against_that_deadline(artifacts, parameters,
+                                                                                        budget) -> None:
+    """A client with a timeout sends a deadline with every request: under overload those must be refused as
+    cheaply as the others (no ASGI task each), judged by their own deadline."""
+    request = infer_requests(MODEL, np.zeros((1, 3, 32, 32), np.float32))[0]
+    request = request.replace(b'"parameters": {', b'"parameters": {' + json.dumps(parameters)[1:-1].encode() + b", ", 1)
+    request = _with_lengths(request)
+
+    async def scenario() -> None:
+        protocol, transport, server = connection(artifacts, read_timeout_s=5.0)
+        for _ in range(3):
+            protocol.data_received(request)
+        answers = [status_and_error(w) for w in transport.written]
+        assert [status for status, _ in answers] == [503] * 3
+        assert all(f"this request's deadline of {budget} ms" in error for _, error in answers)
+        assert not protocol.tasks and server.metrics.rejections["admission"] == 3  # no handler ran
+        protocol.connection_lost(None)
+
+    asyncio.run(scenario())
+
+
+def test_a_held_request_whose_own_deadline_is_invalid_goes_to_the_handler_for_its_400(artifacts) -> None:
+    request = infer_requests(MODEL, np.zeros((1, 3, 32, 32), np.float32))[0]
+    request = _with_lengths(request.replace(b'"parameters": {', b'"parameters": {"deadline_ms": -5, ', 1))
+
+    async def scenario() -> None:
+        protocol, transport, server = connection(artifacts, read_timeout_s=5.0)
+        protocol.data_received(request)
+        assert not transport.written and len(protocol.tasks) == 1  # handed over, not refused
+        await asyncio.gather(*protocol.tasks)
+        status, error = status_and_error(b"".join(transport.written))
+        assert status == 400 and "parameters.deadline_ms: expected a positive number" in error
+        assert server.metrics.rejections["admission"] == 0
+        protocol.connection_lost(None)
+
+    asyncio.run(scenario())
+
+
+def _with_lengths(request: bytes) -> bytes:
+    """`request` with its Content-Length and Inference-Header-Content-Length set to what its parts now are."""
+    head, _, body = request.partition(b"\r\n\r\n")
+    json_end = body.index(b"}]}") + 3
+    lines = [line for line in head.split(b"\r\n")
+             if not line.lower().startswith((b"content-length:", b"inference-header-content-length:"))]
+    lines += [b"Content-Length: %d" % len(body), b"Inference-Header-Content-Length: %d" % json_end]
+    return b"\r\n".join(lines) + b"\r\n\r\n" + body

@@ -343,20 +343,35 @@ class InferenceServer:
         deadline (the protocol then holds its body instead of starting the ASGI handler)."""
         return self.engine.accepting and not self.engine.admits(arrival_ms + self.config.slo_ms)
 
-    def shed_response(self, arrival_ms: float) -> bytes | None:
+    def shed_response(self, arrival_ms: float, json_header: bytes | bytearray = b"") -> bytes | None:
         """The complete 503 (JSON, Retry-After, keep-alive) for a held request that admission still refuses,
-        counted as rejected; None when it would now be admitted (the protocol hands it to the handler)."""
-        if not self.sheds(arrival_ms):
+        counted as rejected; None when it would now be admitted, or when its JSON part (`json_header`) is not
+        valid where a deadline of its own may be set (the protocol then hands it to the handler, which answers
+        it). A request with its own deadline is judged by that deadline, as the handler would judge it."""
+        if not self.engine.accepting:
+            return None
+        own_ms = None
+        if protocol.may_set_deadline(json_header):
+            try:
+                own_ms = protocol.request_deadline_ms(json_header)
+            except ProtocolError:
+                return None  # the handler answers 400 naming the problem
+        if own_ms is None:
+            budget_ms, admitted = self.config.slo_ms, self.engine.admits(arrival_ms + self.config.slo_ms)
+        else:  # one sample: refused with one, a request is refused with any number (the handler's check)
+            budget_ms, admitted = own_ms, self.engine.admits(arrival_ms + own_ms, 1, own_ms)
+        if admitted:
             return None
         self.engine.count_refusal("admission", (monotonic_ms() - arrival_ms) / 1e3)
         # a burst refuses thousands a second with a few distinct answers: each is written once
-        key = (len(self.scheduler.queue), self.engine.retry_after_s())
+        key = (len(self.scheduler.queue), self.engine.retry_after_s(), budget_ms)
         answer = self._shed_answers.get(key)
         if answer is None:
             if len(self._shed_answers) >= 256:
                 self._shed_answers.clear()
-            message = (f"overloaded: the {key[0]} queued requests cannot be drained within the deadline of "
-                       f"{self.config.slo_ms:.6g} ms")
+            whose = "the" if own_ms is None else "this request's"
+            message = (f"overloaded: the {key[0]} queued requests cannot be drained within {whose} deadline of "
+                       f"{budget_ms:.6g} ms")
             answer = self._shed_answers[key] = _raw_response(503, "Service Unavailable", message,
                                                              {"retry-after": str(key[1])}, close=False)
         return answer
@@ -707,9 +722,10 @@ def arrival_stamping_protocol(
     Shedding without ASGI (`shedder`): under overload most inference requests are refused, and on a 2-core
     machine the ASGI task, scope and send/receive calls of each refusal cost the workers' CPU the requests
     that were admitted need. When `shedder.sheds` says admission would refuse a request with the default
-    deadline, its body is held here; once complete, a body that does not set its own deadline is answered
-    503 straight from the protocol; any other (its own deadline, a content encoding, pipelining, a body over
-    the limit) is handed to the ASGI handler as if it had just arrived."""
+    deadline, its body is held here; once complete, one that admission still refuses (with its own deadline
+    where its JSON sets one: a client with a timeout sends it with every request) is answered 503 straight
+    from the protocol; any other (admitted now, invalid JSON, a content encoding, pipelining, a body over the
+    limit) is handed to the ASGI handler as if it had just arrived."""
     import httptools
     from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
@@ -818,9 +834,9 @@ def arrival_stamping_protocol(
                 self.transport.close()
                 return
             answer = None
-            json_part = held if self._json_length is None else held[: self._json_length]
-            if self._inference and not protocol.may_set_deadline(json_part):
-                answer = shedder.shed_response(self.scope["state"][ARRIVAL_KEY])
+            if self._inference:  # judged by its own deadline where it sets one
+                json_part = held if self._json_length is None else held[: self._json_length]
+                answer = shedder.shed_response(self.scope["state"][ARRIVAL_KEY], json_part)
             if answer is None:
                 if self._inference:
                     self._reserve()

@@ -147,6 +147,16 @@ def may_set_deadline(json_header: bytes | memoryview) -> bool:
     return b"deadline_ms" in raw or b"timeout" in raw
 
 
+def request_deadline_ms(json_header: bytes | memoryview) -> float | None:
+    """The deadline a request's JSON sets for itself (ms; None: the server's default), read as
+    `parse_infer_request` reads it, without looking at its inputs: what a server needs to shed a request that
+    carries its own deadline before parsing the rest. Raises `ProtocolError` as parsing the whole would."""
+    if not bytes(json_header).strip():
+        raise ProtocolError("malformed JSON: the request body is empty")
+    request = _check_object(_load_json(json_header), "request", _REQUEST_KEYS)
+    return _deadline(_check_object(request.get("parameters", {}), "parameters"))
+
+
 def _header_length(value: str | None, body_size: int) -> int | None:
     if value is None:
         return None
