@@ -197,3 +197,30 @@ def _with_lengths(request: bytes) -> bytes:
              if not line.lower().startswith((b"content-length:", b"inference-header-content-length:"))]
     lines += [b"Content-Length: %d" % len(body), b"Inference-Header-Content-Length: %d" % json_end]
     return b"\r\n".join(lines) + b"\r\n\r\n" + body
+
+
+def test_admission_is_asked_once_per_refusal_and_again_for_a_body_that_came_later(artifacts) -> None:
+    async def scenario() -> None:
+        protocol, transport, server = connection(artifacts, read_timeout_s=5.0)
+        engine = server.engine
+        asked: list[float] = []
+        admits = engine.admits
+
+        def counting_admits(*args: Any) -> bool:
+            asked.append(args[0])
+            return admits(*args)
+
+        engine.admits = counting_admits  # type: ignore[method-assign]
+        for _ in range(3):  # headers and body in one read: refused at the headers, answered at its end
+            protocol.data_received(REQUEST)
+        assert [status_and_error(w)[0] for w in transport.written] == [503] * 3 and len(asked) == 3
+        protocol.data_received(REQUEST[:-100])  # held: refused at its headers
+        engine.reserved = 0  # the queue drained meanwhile
+        protocol.data_received(REQUEST[-100:])  # asked again: admitted now, handed to the handler
+        assert len(asked) == 5 and len(transport.written) == 3 and len(protocol.tasks) == 1
+        assert server.metrics.rejections["admission"] == 3
+        for task in list(protocol.tasks):
+            task.cancel()
+        protocol.connection_lost(None)
+
+    asyncio.run(scenario())

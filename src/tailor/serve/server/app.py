@@ -261,7 +261,10 @@ class InferenceServer:
         self.name = config.model_name or self.profile.profile.model
         self.spec: ModelSpec | None = None
         self.statistics = protocol.ModelStatistics()
-        self._shed_answers: dict[tuple[int, int], bytes] = {}  # (queued requests, Retry-After) -> the 503
+        # (queued requests, Retry-After, deadline) -> the 503
+        self._shed_answers: dict[tuple[int, int, float], bytes] = {}
+        self._served_paths: dict[bytes, bool] = {}  # serves_path's answers for `_paths_of`
+        self._paths_of: ModelSpec | None = None
         self.app = self._build_app()
 
     def _executor(self, config: ServerConfig) -> Any:
@@ -330,7 +333,19 @@ class InferenceServer:
         return _raw_response(503, "Service Unavailable", self.connection_limit_message(), {"retry-after": "1"})
 
     def serves_path(self, raw_path: bytes) -> bool:
-        """Whether `raw_path` is this server's inference path (else the handler answers, e.g. 404 naming what exists)."""
+        """Whether `raw_path` is this server's inference path (else the handler answers, e.g. 404 naming what exists).
+        Remembered per path: a burst asks it for the same few paths thousands of times a second."""
+        if self._paths_of is not self.spec:  # answers for another model (or none yet)
+            self._served_paths.clear()
+            self._paths_of = self.spec
+        known = self._served_paths.get(raw_path)
+        if known is None:
+            if len(self._served_paths) >= 64:
+                self._served_paths.clear()
+            known = self._served_paths[raw_path] = self._is_inference_path(raw_path)
+        return known
+
+    def _is_inference_path(self, raw_path: bytes) -> bool:
         if self.spec is None or not raw_path.endswith(b"/infer"):
             return False
         parts = raw_path.split(b"/")
@@ -343,12 +358,15 @@ class InferenceServer:
         deadline (the protocol then holds its body instead of starting the ASGI handler)."""
         return self.engine.accepting and not self.engine.admits(arrival_ms + self.config.slo_ms)
 
-    def shed_response(self, arrival_ms: float, json_header: bytes | bytearray = b"") -> bytes | None:
+    def shed_response(self, arrival_ms: float, json_header: bytes | bytearray = b"", refused: bool = False
+                      ) -> bytes | None:
         """The complete 503 (JSON, Retry-After, keep-alive) for a held request that admission still refuses,
         counted as rejected; None when it would now be admitted, or when its JSON part (`json_header`) is not
         valid where a deadline of its own may be set (the protocol then hands it to the handler, which answers
-        it). A request with its own deadline is judged by that deadline, as the handler would judge it."""
-        if not self.engine.accepting:
+        it). A request with its own deadline is judged by that deadline, as the handler would judge it.
+        `refused`: `sheds` said so for this request and nothing has run since (its body came in the same read as
+        its headers); with the default deadline it is not asked again (later, it could only refuse more)."""
+        if not (refused or self.engine.accepting):
             return None
         own_ms = None
         if protocol.may_set_deadline(json_header):
@@ -357,7 +375,8 @@ class InferenceServer:
             except ProtocolError:
                 return None  # the handler answers 400 naming the problem
         if own_ms is None:
-            budget_ms, admitted = self.config.slo_ms, self.engine.admits(arrival_ms + self.config.slo_ms)
+            budget_ms = self.config.slo_ms
+            admitted = not refused and self.engine.admits(arrival_ms + budget_ms)
         else:  # one sample: refused with one, a request is refused with any number (the handler's check)
             budget_ms, admitted = own_ms, self.engine.admits(arrival_ms + own_ms, 1, own_ms)
         if admitted:
@@ -742,6 +761,8 @@ def arrival_stamping_protocol(
         _held: bytearray | None = None  # the body of a request considered for shedding (no ASGI task yet)
         _inference = False  # the current request is an inference POST the protocol may answer itself
         _json_length: int | None = None  # its Inference-Header-Content-Length: where its JSON ends
+        _reads = 0  # data_received calls so far: nothing else runs on the loop within one
+        _held_in_read = -1  # the call in which admission refused the held request at its headers (-1: it did not)
 
         def on_message_begin(self) -> None:
             super().on_message_begin()
@@ -779,8 +800,10 @@ def arrival_stamping_protocol(
             if shedder is not None:
                 self._inference = self._answerable_inference()
                 arrival = self.scope["state"][ARRIVAL_KEY]
-                if shedder.over_connection_limit() or (self._inference and shedder.sheds(arrival)):
+                over_limit = shedder.over_connection_limit()
+                if over_limit or (self._inference and shedder.sheds(arrival)):
                     self._held = bytearray()
+                    self._held_in_read = -1 if over_limit else self._reads
                     self._time_phase(body_phase, read_timeout_s())
                     return
                 if self._inference:
@@ -827,7 +850,8 @@ def arrival_stamping_protocol(
                 return
             self._phase = 0
             assert shedder is not None
-            if shedder.over_connection_limit():  # answered and closed without an ASGI handler
+            same_read = self._held_in_read == self._reads  # admission refused it, under the limit, just now
+            if not same_read and shedder.over_connection_limit():  # answered and closed without an ASGI handler
                 self._held = None
                 self.transport.write(shedder.connection_refusal(self.scope["state"][ARRIVAL_KEY]))
                 self.server_state.total_requests += 1
@@ -836,7 +860,8 @@ def arrival_stamping_protocol(
             answer = None
             if self._inference:  # judged by its own deadline where it sets one
                 json_part = held if self._json_length is None else held[: self._json_length]
-                answer = shedder.shed_response(self.scope["state"][ARRIVAL_KEY], json_part)
+                answer = shedder.shed_response(self.scope["state"][ARRIVAL_KEY], json_part,
+                                               refused=same_read)
             if answer is None:
                 if self._inference:
                     self._reserve()
@@ -877,6 +902,7 @@ def arrival_stamping_protocol(
                 self.transport.close()
 
         def data_received(self, data: bytes) -> None:
+            self._reads += 1
             self._unset_keepalive_if_required()
             try:
                 self.parser.feed_data(data)  # what uvicorn does, with the parser's reason kept for the answer

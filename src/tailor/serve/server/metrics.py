@@ -1,8 +1,9 @@
 """The server's metrics, exposed at `GET /metrics` in Prometheus' text format by `prometheus_client`.
 
 Each server owns one `CollectorRegistry` (nothing global, so tests and several servers in one process do not
-share counters). Outcome counts are also kept as plain integers: the engine reads them for the SLO
-attainment gauge and the end-of-run summary without going through the exposition.
+share counters). Outcome and rejection counts are plain integers, exposed by a collector (a prometheus_client
+`Counter` takes a lock per increment, and under overload there are 10,000 a second); the engine also reads them
+for the SLO attainment gauge and the end-of-run summary.
 """
 
 from __future__ import annotations
@@ -42,17 +43,19 @@ class ServingMetrics:
         self.rejections: dict[str, int] = dict.fromkeys(REJECTIONS, 0)
         self.subnet_counts: dict[str, int] = {}
         self.retry_count = 0
-        requests = Counter("tailor_requests", "Inference requests by outcome (each request has exactly one).",
-                           ["outcome"], registry=registry)
-        rejected = Counter("tailor_rejections", "Requests answered 503 + Retry-After, by reason.", ["reason"],
-                           registry=registry)
+        # the two counters under overload (10,000 requests a second) are exposed from the plain integers: a
+        # prometheus_client Counter takes a lock per increment
+        registry.register(_LabelledCallbackCounter(
+            "tailor_requests", "Inference requests by outcome (each request has exactly one).", "outcome",
+            self.counts))
+        registry.register(_LabelledCallbackCounter(
+            "tailor_rejections", "Requests answered 503 + Retry-After, by reason.", "reason", self.rejections))
         latency = Histogram("tailor_request_latency_seconds",
                             "Server time of inference requests, arrival (first byte read) to answer, by outcome.",
                             ["outcome"], buckets=LATENCY_BUCKETS_S, registry=registry)
         # every label exists from the start, and its child is kept: `labels()` costs microseconds, and under
         # overload a request is counted 10,000 times a second
-        self._outcome_children = {o: (requests.labels(o), latency.labels(o)) for o in OUTCOMES}
-        self._rejected_children = {r: rejected.labels(r) for r in REJECTIONS}
+        self._latency_children = {o: latency.labels(o) for o in OUTCOMES}
         Gauge("tailor_queue_length", "Requests waiting in the deadline queue.",
               registry=registry).set_function(lambda: float(queue_length()))
         Gauge("tailor_requests_running", "Requests in batches sent to workers, not yet answered.",
@@ -90,15 +93,12 @@ class ServingMetrics:
     def outcome(self, outcome: str, latency_s: float | None = None) -> None:
         """Count one request's outcome (and its server time, when known)."""
         self.counts[outcome] += 1
-        count, latency = self._outcome_children[outcome]
-        count.inc()
         if latency_s is not None:
-            latency.observe(latency_s)
+            self._latency_children[outcome].observe(latency_s)
 
     def rejected(self, reason: str, latency_s: float | None = None) -> None:
         """Count a 503 (outcome `rejected`) and why."""
         self.rejections[reason] += 1
-        self._rejected_children[reason].inc()
         self.outcome("rejected", latency_s)
 
     def watch_garbage_collection(self) -> Callable[[], None]:
@@ -154,3 +154,16 @@ class _CallbackCounter(Collector):
 
     def collect(self):  # type: ignore[no-untyped-def]
         yield CounterMetricFamily(self.name, self.documentation, value=float(self.read()))
+
+
+class _LabelledCallbackCounter(Collector):
+    """A counter with one label whose values a dict of plain integers keeps (label value -> count)."""
+
+    def __init__(self, name: str, documentation: str, label: str, counts: dict[str, int]) -> None:
+        self.name, self.documentation, self.label, self.counts = name, documentation, label, counts
+
+    def collect(self):  # type: ignore[no-untyped-def]
+        family = CounterMetricFamily(self.name, self.documentation, labels=[self.label])
+        for value, count in self.counts.items():
+            family.add_metric([value], float(count))
+        yield family
