@@ -446,6 +446,29 @@ def test_the_policy_plans_with_the_measured_non_compute_time() -> None:
         Engine(clock_engine.scheduler, FakeExecutor(), slo_ms=100.0, overhead_margin_ms=150.0)
 
 
+@pytest.mark.parametrize("percentile, margin", [(None, 3.0), (99.0, 3.0), (90.0, 0.5), (50.0, 0.5)])
+def test_the_margin_is_taken_at_the_configured_percentile_of_the_tail(percentile, margin) -> None:
+    """Two answers in 112 left slowly: the default (99th percentile) plans for them, the 90th does not."""
+    engine, _, _ = make_engine()
+    if percentile is not None:
+        engine = Engine(engine.scheduler, FakeExecutor(), slo_ms=100.0, margin_percentile=percentile)
+    for ms in [0.5] * 110 + [3.0] * 2:  # (re-estimated every 16)
+        engine.observe_delivery(ms)
+    assert engine.margin_ms == pytest.approx(margin)
+
+
+def test_a_margin_percentile_outside_50_to_100_is_refused() -> None:
+    engine, _, _ = make_engine()
+    with pytest.raises(ValueError, match="margin_percentile must be in"):
+        Engine(engine.scheduler, FakeExecutor(), slo_ms=100.0, margin_percentile=101)
+    from tailor.serve.server.app import ServerConfig, ServerConfigError
+
+    for bad in (49.9, 120, True, "99"):
+        with pytest.raises(ServerConfigError, match="margin_percentile"):
+            ServerConfig("ck", "p.json", margin_percentile=bad).check()
+    assert ServerConfig("ck", "p.json").margin_percentile == 99.0
+
+
 def test_a_slow_subnet_that_runs_as_planned_does_not_close_admission() -> None:
     """A policy serving the slowest subnet while the queue allows it (batches of 8 in 12 ms, exactly as planned)
     drains 4x slower than the fastest subnet would; that is the policy's choice, not the server's capacity, so

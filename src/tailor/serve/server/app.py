@@ -104,7 +104,8 @@ class ServerConfig:
     compute_timeout_s: float = 10.0  # the longest a batch may run before its worker is declared hung
     watchdog_slo_factor: float = 2.0  # ... and at least this many SLOs (or 10 x its planned latency)
     spare_workers: int = 1  # loaded processes that replace a dead worker at once
-    overhead_margin_ms: float | None = None  # None: measured (p90 of dispatch-to-answer minus compute)
+    overhead_margin_ms: float | None = None  # None: measured (dispatch-to-answer minus compute, + delivery)
+    margin_percentile: float = 99.0  # ... at this percentile of the last 256 batches and answers
     warmup_batch_sizes: tuple[int, ...] = (1,)
     runtime: str | None = None  # None: each subnet on the runtime the profile chose for it; a name: all on that one
     device: str = "cpu"  # what the workers prepare subnets on (the profile should be measured there)
@@ -123,6 +124,9 @@ class ServerConfig:
         integer("worker_nice", self.worker_nice, ServerConfigError, low=0, high=19)
         for name in ("slo_ms", "poll_ms", "drain_timeout_s", "compute_timeout_s", "read_timeout_s", "watchdog_slo_factor"):
             positive_float(name, getattr(self, name), ServerConfigError)
+        if not (isinstance(self.margin_percentile, (int, float)) and not isinstance(self.margin_percentile, bool)
+                and 50 <= self.margin_percentile <= 100):
+            raise ServerConfigError(f"margin_percentile {self.margin_percentile!r}: expected a number in [50, 100]")
         for name in ("max_body_bytes", "max_header_bytes"):
             integer(name, getattr(self, name), ServerConfigError, low=1024)
         integer("port", self.port, ServerConfigError, low=0, high=65535)
@@ -257,7 +261,8 @@ class InferenceServer:
         )
         self.engine = Engine(self.scheduler, self.pool, config.slo_ms, self.metrics, poll_ms=config.poll_ms,
                              max_timeout_s=config.compute_timeout_s, watchdog_slo_factor=config.watchdog_slo_factor,
-                             overhead_margin_ms=config.overhead_margin_ms, admission=config.admission)
+                             overhead_margin_ms=config.overhead_margin_ms,
+                             margin_percentile=config.margin_percentile, admission=config.admission)
         self.name = config.model_name or self.profile.profile.model
         self.spec: ModelSpec | None = None
         self.statistics = protocol.ModelStatistics()

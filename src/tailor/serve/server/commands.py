@@ -69,8 +69,12 @@ def add_commands(commands: Any) -> None:
                             "requests instead of leaving them in the kernel's buffers (0: equal priority; local workers, not "
                             "--cluster actors)")
     serve.add_argument("--overhead-margin-ms", type=float,
-                       help="time per batch besides compute that the policy plans for (default: measured, the p90 "
-                            "of dispatch-to-answer minus compute over the last 256 batches; 0: none, as in simulation)")
+                       help="time per batch besides compute that the policy plans for (default: measured, "
+                            "--margin-percentile of dispatch-to-answer minus compute over the last 256 batches, plus "
+                            "that of answer delivery; 0: none, as in simulation)")
+    serve.add_argument("--margin-percentile", type=float, default=99.0,
+                       help="the percentile of the measured overheads the policy plans for (50-100, default 99: under "
+                            "a burst their tail is long, and a batch planned below it ends late)")
     serve.add_argument("--no-expire-hopeless", action="store_true",
                        help="compute requests with less time left than the fastest subnet needs (late) instead of "
                             "answering them 'deadline exceeded' at once")
@@ -117,6 +121,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         min_workers=args.min_workers,
         max_workers=args.max_workers,
         overhead_margin_ms=args.overhead_margin_ms,
+        margin_percentile=args.margin_percentile,
         expire_hopeless=not args.no_expire_hopeless,
         log_level=args.log_level,
         runtime=args.runtime,
