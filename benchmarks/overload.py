@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -60,6 +61,7 @@ def start_server(args: argparse.Namespace, checkpoint: Path, profile: Path, runt
                "--runtime", runtime, "--threads", "1", "--log-level", "error", "--percentile", args.percentile]
     if getattr(args, "worker_nice", None) is not None:
         command += ["--worker-nice", str(args.worker_nice)]
+    command += shlex.split(getattr(args, "serve_args", ""))
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     _, server_cores = cores()
     process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, env=env,
@@ -228,6 +230,7 @@ def main() -> None:
                         help="every request carries this deadline of its own (as a client with a timeout sends)")
     parser.add_argument("--capacity", type=float, help="skip the probes and use this C (req/s)")
     parser.add_argument("--worker-nice", type=int, help="tailor serve --worker-nice (default: the server's)")
+    parser.add_argument("--serve-args", default="", help="more `tailor serve` options, e.g. '--margin-percentile 90'")
     parser.add_argument("--out", default="benchmarks/results/overload.json")
     parser.add_argument("--quick", action="store_true", help="small sizes: checks the script, not the claims")
     args = parser.parse_args()
