@@ -30,6 +30,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -149,6 +150,59 @@ def recovery_s(result: LoadResult, slo_ms: float, end_s: float, window_s: float 
     return 0.0 if last_bad is None else float(last_bad + window_s - end_s)
 
 
+TIMELINE_GAUGES = {"tailor_planning_margin_seconds": "margin_ms", "tailor_requests_running": "running",
+                   "tailor_queue_length": "queued", "tailor_event_loop_lag_seconds": "loop_lag_ms"}
+TIMELINE_OUTCOMES = ("on_time", "late", "expired", "rejected")
+
+
+class MetricsTimeline:
+    """`/metrics` polled every `interval_s` on a thread pinned to the client's core while a burst runs: the
+    planning margin, the requests in batches on the workers, the queue and the outcomes, so that a run that
+    goes wrong can be told from one that does not (`rows()`: one row per second)."""
+
+    def __init__(self, url: str, interval_s: float) -> None:
+        self.url, self.interval_s = url, interval_s
+        self.samples: list[tuple[float, dict[str, float]]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._poll, daemon=True)
+
+    def __enter__(self) -> MetricsTimeline:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _poll(self) -> None:
+        client_core, _ = cores()
+        os.sched_setaffinity(0, {client_core})  # this thread only: the server's core is left alone
+        start = time.perf_counter()
+        while not self._stop.wait(self.interval_s):
+            try:
+                self.samples.append((time.perf_counter() - start, metrics(self.url)))
+            except OSError:
+                continue
+
+    def rows(self) -> list[dict[str, float]]:
+        """Per second: the median of each gauge over its samples and each outcome's count per second."""
+        rows = []
+        for second in range(int(self.samples[-1][0]) if self.samples else 0):
+            inside = [(t, m) for t, m in self.samples if second <= t < second + 1]
+            if len(inside) < 2:
+                continue
+            row: dict[str, float] = {"t_s": float(second)}
+            for name, key in TIMELINE_GAUGES.items():
+                scale = 1e3 if key.endswith("_ms") else 1.0
+                row[key] = scale * float(np.median([m.get(name, 0.0) for _, m in inside]))
+            (t0, first), (t1, last) = inside[0], inside[-1]
+            for outcome in TIMELINE_OUTCOMES:
+                name = f'tailor_requests_total{{outcome="{outcome}"}}'
+                row[f"{outcome}_per_s"] = (last.get(name, 0.0) - first.get(name, 0.0)) / (t1 - t0)
+            rows.append(row)
+        return rows
+
+
 def burst(args: argparse.Namespace, url: str, model: str, workdir: Path, runtime: str, cap: float, factor: float,
           server_pid: int) -> dict[str, Any]:
     warm, length, after = args.warm_s, args.burst_s, args.after_s
@@ -159,7 +213,12 @@ def burst(args: argparse.Namespace, url: str, model: str, workdir: Path, runtime
     ])
     before = metrics(url)
     front_cpu, worker_cpu = process_cpu_s(server_pid)
-    result = run_load(args, url, model, schedule, workdir, f"{runtime}-x{factor:g}")
+    timeline = MetricsTimeline(url, args.timeline_s) if args.timeline_s > 0 else None
+    if timeline is None:
+        result = run_load(args, url, model, schedule, workdir, f"{runtime}-x{factor:g}")
+    else:
+        with timeline:
+            result = run_load(args, url, model, schedule, workdir, f"{runtime}-x{factor:g}")
     front_after, worker_after = process_cpu_s(server_pid)
     front_cpu, worker_cpu = front_after - front_cpu, worker_after - worker_cpu
     server_cpu = front_cpu + worker_cpu
@@ -197,6 +256,8 @@ def burst(args: argparse.Namespace, url: str, model: str, workdir: Path, runtime
         "connections": result.connections,
         "gc_pauses": gc_pauses,
     }
+    if timeline is not None:
+        out["timeline"] = timeline.rows()
     print(f"  {factor:g}x C: offered {during['offered_per_s']:.0f}/s, goodput {during['goodput_per_s']:.0f}/s "
           f"({out['goodput_over_capacity']:.2f} C), statuses {during['status']}, p99 of 200s "
           f"{during['p99_ms_200'] or 0:.1f} ms, recovery {out['recovery_s']:.2f} s, one answer each: "
@@ -205,6 +266,10 @@ def burst(args: argparse.Namespace, url: str, model: str, workdir: Path, runtime
           f"{worker_cpu:.1f} s; GC " + ", ".join(f"gen {g}: {p['count']:.0f} in {1e3 * p['seconds']:.0f} ms"
                                                   for g, p in sorted(gc_pauses.items())) + ")",
           flush=True)
+    for row in out.get("timeline", []):
+        print(f"    {row['t_s']:4.0f} s: margin {row['margin_ms']:5.1f} ms, in batches {row['running']:3.0f}, queued "
+              f"{row['queued']:4.0f}, loop lag {row['loop_lag_ms']:5.2f} ms; per s on time {row['on_time_per_s']:5.0f}, "
+              f"late {row['late_per_s']:4.0f}, expired {row['expired_per_s']:4.0f}, refused {row['rejected_per_s']:5.0f}")
     return out
 
 
@@ -231,6 +296,9 @@ def main() -> None:
     parser.add_argument("--capacity", type=float, help="skip the probes and use this C (req/s)")
     parser.add_argument("--worker-nice", type=int, help="tailor serve --worker-nice (default: the server's)")
     parser.add_argument("--serve-args", default="", help="more `tailor serve` options, e.g. '--margin-percentile 90'")
+    parser.add_argument("--timeline-s", type=float, default=0.0,
+                        help="poll /metrics this often during each burst (from the client's core) and print and "
+                             "save one row per second: margin, requests in batches, queue, outcomes (0: off)")
     parser.add_argument("--out", default="benchmarks/results/overload.json")
     parser.add_argument("--quick", action="store_true", help="small sizes: checks the script, not the claims")
     args = parser.parse_args()
