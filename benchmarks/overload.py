@@ -157,7 +157,8 @@ TIMELINE_OUTCOMES = ("on_time", "late", "expired", "rejected")
 
 class MetricsTimeline:
     """`/metrics` polled every `interval_s` on a thread pinned to the client's core while a burst runs: the
-    planning margin, the requests in batches on the workers, the queue and the outcomes, so that a run that
+    planning margin, the requests in batches on the workers, the batches' mean size and compute time, the queue
+    and the outcomes, so that a run that
     goes wrong can be told from one that does not (`rows()`: one row per second)."""
 
     def __init__(self, url: str, interval_s: float) -> None:
@@ -196,9 +197,13 @@ class MetricsTimeline:
                 scale = 1e3 if key.endswith("_ms") else 1.0
                 row[key] = scale * float(np.median([m.get(name, 0.0) for _, m in inside]))
             (t0, first), (t1, last) = inside[0], inside[-1]
+            grew = {name: last.get(name, 0.0) - first.get(name, 0.0) for name in last}
             for outcome in TIMELINE_OUTCOMES:
-                name = f'tailor_requests_total{{outcome="{outcome}"}}'
-                row[f"{outcome}_per_s"] = (last.get(name, 0.0) - first.get(name, 0.0)) / (t1 - t0)
+                row[f"{outcome}_per_s"] = grew.get(f'tailor_requests_total{{outcome="{outcome}"}}', 0.0) / (t1 - t0)
+            batches = grew.get("tailor_batch_size_count", 0.0)
+            # the batches finished in the second: their mean size and the worker's mean compute per batch
+            row["batch_size"] = grew.get("tailor_batch_size_sum", 0.0) / batches if batches else 0.0
+            row["compute_ms"] = 1e3 * grew.get("tailor_compute_seconds_sum", 0.0) / batches if batches else 0.0
             rows.append(row)
         return rows
 
@@ -267,7 +272,8 @@ def burst(args: argparse.Namespace, url: str, model: str, workdir: Path, runtime
                                                   for g, p in sorted(gc_pauses.items())) + ")",
           flush=True)
     for row in out.get("timeline", []):
-        print(f"    {row['t_s']:4.0f} s: margin {row['margin_ms']:5.1f} ms, in batches {row['running']:3.0f}, queued "
+        print(f"    {row['t_s']:4.0f} s: margin {row['margin_ms']:5.1f} ms, in batches {row['running']:3.0f} (mean batch "
+              f"{row['batch_size']:4.1f} samples, {row['compute_ms']:5.2f} ms compute), queued "
               f"{row['queued']:4.0f}, loop lag {row['loop_lag_ms']:5.2f} ms; per s on time {row['on_time_per_s']:5.0f}, "
               f"late {row['late_per_s']:4.0f}, expired {row['expired_per_s']:4.0f}, refused {row['rejected_per_s']:5.0f}")
     return out
