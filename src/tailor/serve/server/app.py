@@ -42,7 +42,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from tailor.checks import integer, non_negative_int, positive_float, positive_int
+from tailor.checks import integer, non_negative_int, number, positive_float, positive_int
 from tailor.cost.profile import Profile
 from tailor.errors import ProfileError, TailorError
 from tailor.serve.policies import DEFAULT_POLICY, make_policy
@@ -124,9 +124,7 @@ class ServerConfig:
         integer("worker_nice", self.worker_nice, ServerConfigError, low=0, high=19)
         for name in ("slo_ms", "poll_ms", "drain_timeout_s", "compute_timeout_s", "read_timeout_s", "watchdog_slo_factor"):
             positive_float(name, getattr(self, name), ServerConfigError)
-        if not (isinstance(self.margin_percentile, (int, float)) and not isinstance(self.margin_percentile, bool)
-                and 50 <= self.margin_percentile <= 100):
-            raise ServerConfigError(f"margin_percentile {self.margin_percentile!r}: expected a number in [50, 100]")
+        number("margin_percentile", self.margin_percentile, ServerConfigError, low=50, high=100)
         for name in ("max_body_bytes", "max_header_bytes"):
             integer(name, getattr(self, name), ServerConfigError, low=1024)
         integer("port", self.port, ServerConfigError, low=0, high=65535)

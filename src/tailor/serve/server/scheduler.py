@@ -522,19 +522,22 @@ class Engine:
         return self.fixed_margin_ms if self.fixed_margin_ms is not None else self._estimated_margin_ms
 
     def _observe_round_trip(self, overhead_ms: float) -> None:
-        self._round_trips.append(max(0.0, overhead_ms))
-        self._observed += 1
-        if self._observed % 16 == 0 or self._observed < 16:
-            self._estimate_margin()
+        self._observed = self._record_overhead(self._round_trips, overhead_ms, self._observed)
 
     def observe_delivery(self, ms: float) -> None:
         """How long an on-time answer took from the engine to the client's connection (the handler resuming on
         a busy event loop, encoding, writing). A batch planned to end at the deadline is otherwise on time by
         the server's clock and late by the client's: the policy plans for this too."""
-        self._deliveries.append(max(0.0, ms))
-        self._delivered += 1
-        if self._delivered % 16 == 0 or self._delivered < 16:
+        self._delivered = self._record_overhead(self._deliveries, ms, self._delivered)
+
+    def _record_overhead(self, samples: collections.deque[float], ms: float, count: int) -> int:
+        """Add one observation to `samples` (`count` before it) and re-estimate the margin for each of the first
+        16, then every 16th; return the new count."""
+        samples.append(max(0.0, ms))
+        count += 1
+        if count % 16 == 0 or count < 16:
             self._estimate_margin()
+        return count
 
     def _estimate_margin(self) -> None:
         margin = 0.0
