@@ -150,7 +150,8 @@ def recovery_s(result: LoadResult, slo_ms: float, end_s: float, window_s: float 
     return 0.0 if last_bad is None else float(last_bad + window_s - end_s)
 
 
-TIMELINE_GAUGES = {"tailor_planning_margin_seconds": "margin_ms", "tailor_requests_running": "running",
+TIMELINE_GAUGES = {"tailor_planning_margin_seconds": "margin_ms", "tailor_planning_slowdown": "slowdown",
+                   "tailor_requests_running": "running",
                    "tailor_queue_length": "queued", "tailor_event_loop_lag_seconds": "loop_lag_ms"}
 TIMELINE_OUTCOMES = ("on_time", "late", "expired", "rejected")
 
@@ -204,6 +205,12 @@ class MetricsTimeline:
             # the batches finished in the second: their mean size and the worker's mean compute per batch
             row["batch_size"] = grew.get("tailor_batch_size_sum", 0.0) / batches if batches else 0.0
             row["compute_ms"] = 1e3 * grew.get("tailor_compute_seconds_sum", 0.0) / batches if batches else 0.0
+            served = {name: count for name, count in grew.items() if name.startswith("tailor_subnet_requests_total{")}
+            total = sum(served.values())
+            if total > 0:  # which subnet served most of the second's requests, and what share
+                top = max(served, key=served.__getitem__)
+                row["top_subnet"] = top.split('"')[1]
+                row["top_subnet_share"] = served[top] / total
             rows.append(row)
         return rows
 
@@ -272,10 +279,11 @@ def burst(args: argparse.Namespace, url: str, model: str, workdir: Path, runtime
                                                   for g, p in sorted(gc_pauses.items())) + ")",
           flush=True)
     for row in out.get("timeline", []):
-        print(f"    {row['t_s']:4.0f} s: margin {row['margin_ms']:5.1f} ms, in batches {row['running']:3.0f} (mean batch "
+        print(f"    {row['t_s']:4.0f} s: margin {row['margin_ms']:5.1f} ms, slowdown {row['slowdown']:4.2f}, in batches {row['running']:3.0f} (mean batch "
               f"{row['batch_size']:4.1f} samples, {row['compute_ms']:5.2f} ms compute), queued "
               f"{row['queued']:4.0f}, loop lag {row['loop_lag_ms']:5.2f} ms; per s on time {row['on_time_per_s']:5.0f}, "
-              f"late {row['late_per_s']:4.0f}, expired {row['expired_per_s']:4.0f}, refused {row['rejected_per_s']:5.0f}")
+              f"late {row['late_per_s']:4.0f}, expired {row['expired_per_s']:4.0f}, refused {row['rejected_per_s']:5.0f}"
+              + (f"; {100 * row['top_subnet_share']:.0f}% on {row['top_subnet']}" if "top_subnet" in row else ""))
     return out
 
 
@@ -301,6 +309,9 @@ def main() -> None:
                         help="every request carries this deadline of its own (as a client with a timeout sends)")
     parser.add_argument("--capacity", type=float, help="skip the probes and use this C (req/s)")
     parser.add_argument("--worker-nice", type=int, help="tailor serve --worker-nice (default: the server's)")
+    parser.add_argument("--reuse-profile", action="store_true",
+                        help="serve with the profile the last run saved in --workdir instead of measuring one (the "
+                             "p99 of 100 repeats moves from run to run; compare code on the same profile)")
     parser.add_argument("--serve-args", default="", help="more `tailor serve` options, e.g. '--margin-percentile 90'")
     parser.add_argument("--timeline-s", type=float, default=0.0,
                         help="poll /metrics this often during each burst (from the client's core) and print and "
@@ -326,8 +337,14 @@ def main() -> None:
           f"load average {load_avg[0]:.2f} {load_avg[1]:.2f} {load_avg[2]:.2f}")
     for runtime in args.runtimes.split(","):
         args.runtime = runtime
-        profile = measure_profile(args, workdir, checkpoint)
-        (workdir / f"profile-{runtime}.json").write_text(profile.read_text())
+        if args.reuse_profile:  # the profile an earlier run measured (A/B runs plan with the same one)
+            profile = workdir / f"profile-{runtime}.json"
+            if not profile.is_file():
+                raise SystemExit(f"--reuse-profile: no {profile} yet; run once without it")
+        else:
+            profile = measure_profile(args, workdir, checkpoint)
+            (workdir / f"profile-{runtime}.json").write_text(profile.read_text())
+        planned_with = json.loads(profile.read_text())
         process, ready = start_server(args, checkpoint, profile, runtime)
         try:
             url, model = ready["url"], ready["serving"]
@@ -340,7 +357,8 @@ def main() -> None:
                       for f in args.factors.split(",")]
         finally:
             final = stop_server(process)
-        report["runtimes"][runtime] = {"capacity_per_s": cap, "probes": probes, "bursts": bursts, "server": final}
+        report["runtimes"][runtime] = {"capacity_per_s": cap, "probes": probes, "bursts": bursts, "server": final,
+                                       "profile": planned_with}
     report["load_average_after"] = os.getloadavg()
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(report, indent=1) + "\n")

@@ -9,6 +9,7 @@ own output rows.
 from __future__ import annotations
 
 import asyncio
+import math
 from typing import Any
 
 import numpy as np
@@ -16,7 +17,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tailor.serve.policies import Decision
+from tailor.serve.policies import Decision, make_policy
 from tailor.serve.profile import ServingProfile, synthetic_profile
 from tailor.serve.queue import Request
 from tailor.serve.server.scheduler import (
@@ -83,9 +84,9 @@ class FakeExecutor:
     def oldest(self) -> tuple[asyncio.Future, str, np.ndarray]:
         return next(p for p in self.pending if not p[0].done())
 
-    def complete(self) -> None:
+    def complete(self, compute_ms: float = 0.5) -> None:
         future, _, inputs = self.oldest()
-        future.set_result(RunResult(model(inputs), compute_ms=0.5, worker=0))
+        future.set_result(RunResult(model(inputs), compute_ms=compute_ms, worker=0))
 
     def crash(self) -> None:
         future, _, inputs = self.oldest()
@@ -619,3 +620,105 @@ def test_a_request_answered_with_an_error_leaves_no_reference_cycle() -> None:
         gc.garbage.clear()
     assert caught == [DeadlineExceeded]
     assert leaked == []
+
+
+def _scaling_engine(workers: int = 1) -> tuple[Engine, FakeExecutor, Clock, list]:
+    """An engine whose scheduler may rescale: DrainFit over PROFILE, rebuilt by a factory that records its profiles."""
+    built: list[ServingProfile] = []
+
+    def factory(profile: ServingProfile) -> Any:
+        built.append(profile)
+        return make_policy("drainfit", profile, slo_ms=100.0, workers=workers)
+
+    clock, executor = Clock(), FakeExecutor(workers)
+    scheduler = Scheduler(PROFILE, factory(PROFILE), None, policy_factory=factory)
+    return Engine(scheduler, executor, slo_ms=100.0, clock=clock), executor, clock, built
+
+
+async def _run_batches(engine: Engine, executor: FakeExecutor, clock: Clock, count: int, slowdown: float) -> None:
+    """Submit `count` one-sample requests; every batch computes `slowdown` x its profiled latency."""
+    pending = [asyncio.ensure_future(engine.submit(images(1, i), deadline_ms=10_000.0)) for i in range(count)]
+    await settle()
+    while executor.busy():
+        batch, _ = next(iter(engine._running_batches.values()))
+        profiled = engine.scheduler.base_profile.latency_ms(batch.subnet_id, batch.samples)
+        clock.now += slowdown * profiled
+        executor.complete(compute_ms=slowdown * profiled)
+        await settle()
+    await asyncio.gather(*pending)
+
+
+def test_the_engine_plans_with_the_slowdown_its_workers_show_and_back() -> None:
+    """Batches that compute 3x their profiled latency: after 16 of them the scheduler plans with the profile x 3
+    (an eighth of a doubling: 2 ** (13 / 8)), the policy rebuilt over that profile and still reading the queue;
+    batches as fast as profiled bring it back to the profile as measured, and to the policy built first."""
+
+    async def scenario() -> None:
+        engine, executor, clock, built = _scaling_engine()
+        first = engine.scheduler.policy
+        first._record_arrivals(clock.now, 5)  # something the rebuilt DrainFit must carry over
+        await engine.start()
+        for _ in range(17):  # one request at a time: each is its own batch
+            await _run_batches(engine, executor, clock, 1, 3.0)
+        scheduler = engine.scheduler
+        factor = 2 ** (13 / 8)
+        assert scheduler.slowdown == pytest.approx(factor) and len(built) == 2
+        assert scheduler.profile is built[-1] and scheduler.policy is not first
+        for sid in PROFILE.subnet_ids:
+            assert scheduler.profile.latency_ms(sid, 4) == pytest.approx(factor * PROFILE.latency_ms(sid, 4))
+        assert scheduler.hopeless_ms == scheduler.policy.min_latency_ms > first.min_latency_ms
+        assert scheduler.policy.view is first.view and scheduler.policy.view.queue is scheduler.queue
+        assert scheduler.policy._rates is first._rates
+        assert engine.metrics.render().count(b"tailor_planning_slowdown 3.08") == 1
+        # the next batch is planned at the scaled latency (the watchdog, the margin and busy_until use it)
+        request = asyncio.ensure_future(engine.submit(images(1, 0), deadline_ms=10_000.0))
+        await settle()
+        batch, _ = next(iter(engine._running_batches.values()))
+        assert batch.planned_ms == pytest.approx(factor * PROFILE.latency_ms(batch.subnet_id, 1))
+        executor.complete(compute_ms=factor * PROFILE.latency_ms(batch.subnet_id, 1))
+        await request
+        for _ in range(128):  # the median of the last 128 batches falls back to the profile's
+            await _run_batches(engine, executor, clock, 1, 0.8)
+        assert scheduler.slowdown == 1.0 and scheduler.policy is first and scheduler.profile is PROFILE
+        assert len(built) == 2  # the policy for each factor is built once
+        await engine.close(0.0)
+
+    asyncio.run(scenario())
+
+
+@given(st.floats(0.1, 20.0))
+@settings(max_examples=40, deadline=None)
+def test_the_planned_slowdown_is_the_measured_one_rounded_and_bounded(slowdown: float) -> None:
+    """Whatever the workers' slowdown, the factor planned with is >= 1, <= max_slowdown, within an eighth of a
+    doubling of the measured one when that lies in between, and a power of 2 ** (1 / 8)."""
+
+    async def scenario() -> None:
+        engine, executor, clock, _ = _scaling_engine()
+        await engine.start()
+        for _ in range(16):
+            await _run_batches(engine, executor, clock, 1, slowdown)
+        factor = engine.scheduler.slowdown
+        assert 1.0 <= factor <= engine.max_slowdown
+        steps = 8 * math.log2(factor)
+        assert steps == pytest.approx(round(steps), abs=1e-9)
+        if 1.0 <= slowdown <= engine.max_slowdown:
+            assert abs(math.log2(factor) - math.log2(slowdown)) <= 1 / 16 + 1e-9
+        await engine.close(0.0)
+
+    asyncio.run(scenario())
+
+
+def test_without_a_policy_factory_the_profile_is_never_rescaled() -> None:
+    async def scenario() -> None:
+        engine, executor, clock = make_engine(FixedPolicy(batch=1))
+        policy = engine.scheduler.policy
+        await engine.start()
+        for _ in range(32):
+            await _run_batches(engine, executor, clock, 1, 4.0)
+        assert engine.scheduler.slowdown == 1.0 and engine.scheduler.policy is policy
+        assert engine.scheduler.profile is PROFILE
+        await engine.close(0.0)
+
+    asyncio.run(scenario())
+    with pytest.raises(ValueError, match="max_slowdown must be >= 1"):
+        Engine(make_engine()[0].scheduler, FakeExecutor(), slo_ms=100.0, max_slowdown=0.5)

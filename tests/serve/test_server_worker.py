@@ -162,3 +162,27 @@ def test_workers_and_spares_run_niced_below_the_server_and_a_bad_nice_is_refused
     with pytest.raises(ServerConfigError, match="worker_nice"):
         ServerConfig(checkpoint, "p.json", worker_nice=-1).check()
     assert ServerConfig(checkpoint, "p.json").worker_nice == 10
+
+
+def test_the_server_plans_with_its_workers_slowdown_unless_told_not_to(artifacts, monkeypatch) -> None:
+    """`tailor serve` builds its policy again for a scaled profile (the same policy and options) and reports the
+    factor in /metrics; `--no-profile-scaling` keeps the profile as measured."""
+    from tailor.cli import main
+    from tailor.serve.server import app
+    from tailor.serve.server.app import InferenceServer, ServerConfig
+
+    checkpoint, profile, _ = artifacts
+    server = InferenceServer(ServerConfig(checkpoint, profile, slo_ms=40.0, workers=1, spare_workers=0,
+                                          policy="slackfit", policy_options={"buckets": 4}))
+    scheduler = server.scheduler
+    assert scheduler.rescale(2.0)
+    assert scheduler.policy.name == "slackfit" and len(scheduler.policy.choices) <= 4
+    assert scheduler.policy.slo_ms == 40.0 and scheduler.profile.lat[0][0] == 2 * server.profile.lat[0][0]
+    assert b"tailor_planning_slowdown 2.0" in server.metrics.render()
+    configs: list[ServerConfig] = []
+    monkeypatch.setattr(app, "run_server", lambda config, ready=None: configs.append(config) or {})
+    for flags, scaled in (([], True), (["--no-profile-scaling"], False)):
+        assert main(["serve", str(checkpoint), "--profile", str(profile), *flags]) == 0
+        assert configs[-1].scale_profile is scaled
+    unscaled = InferenceServer(ServerConfig(checkpoint, profile, workers=1, spare_workers=0, scale_profile=False))
+    assert not unscaled.scheduler.rescale(2.0) and unscaled.scheduler.slowdown == 1.0

@@ -188,3 +188,24 @@ def test_the_serving_view_says_which_runtime_each_subnet_runs_on() -> None:
         view.runtime("medium")
     with pytest.raises(ProfileError, match="string"):
         ServingProfile(profile, runtimes="onnxruntime")  # type: ignore[arg-type]
+
+
+@given(monotone_profiles(), st.floats(0.25, 8.0))
+@settings(max_examples=60, deadline=None)
+def test_a_scaled_profile_multiplies_every_latency_and_leaves_the_original(p: ServingProfile, factor: float) -> None:
+    before = [list(row) for row in p.lat]
+    scaled = p.scaled(factor)
+    assert p.lat == before  # the served profile is not touched
+    for sid in p.subnet_ids:
+        for b in range(1, p.max_batch + 1):
+            assert scaled.latency_ms(sid, b) == pytest.approx(factor * p.latency_ms(sid, b))
+        assert scaled.accuracy(sid) == p.accuracy(sid)
+    assert scaled.min_latency_ms == pytest.approx(factor * p.min_latency_ms)
+    assert scaled.max_latency_ms == pytest.approx(factor * p.max_latency_ms)
+    assert scaled.subnet_ids == p.subnet_ids and scaled.batch_sizes == p.batch_sizes
+
+
+@pytest.mark.parametrize("factor", [0, -1.0, float("nan"), float("inf"), "2", True])
+def test_a_scale_factor_that_is_not_a_positive_number_is_refused(factor: object) -> None:
+    with pytest.raises(ProfileError, match="scale factor"):
+        small_profile().scaled(factor)  # type: ignore[arg-type]

@@ -23,7 +23,7 @@ import math
 import os
 from collections.abc import Sequence
 
-from tailor.checks import integer, positive_int
+from tailor.checks import integer, positive_float, positive_int
 from tailor.cost.measure import PERCENTILE_MIN_REPEATS, supported_percentile
 from tailor.cost.profile import Profile, ProfileIssue
 from tailor.cost.runtimes import RuntimeInfo
@@ -130,6 +130,17 @@ class ServingProfile:
         self.batch_slot: list[int] = [0] + [bisect.bisect_left(batches, n) for n in range(1, self.max_batch + 1)]
         self.min_latency_ms: float = min(min(row) for row in self.lat)
         self.max_latency_ms: float = max(max(row) for row in self.lat)
+
+    def scaled(self, factor: float) -> ServingProfile:
+        """The same profile with every latency multiplied by `factor` (> 0): what the server plans with when its
+        workers run `factor` times slower than they were measured (cores shared with the front end)."""
+        factor = positive_float("scale factor", factor, ProfileError)
+        copy = object.__new__(ServingProfile)
+        copy.__dict__.update(self.__dict__)
+        copy.lat = [[latency * factor for latency in row] for row in self.lat]
+        copy.min_latency_ms = self.min_latency_ms * factor
+        copy.max_latency_ms = self.max_latency_ms * factor
+        return copy
 
     # -- the contract's accessors -------------------------------------------------------------------------
     def __len__(self) -> int:

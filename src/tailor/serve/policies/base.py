@@ -150,6 +150,12 @@ class Policy(ABC):
     def describe(self) -> str:
         return self.name
 
+    def take_over_from(self, previous: Policy) -> None:
+        """Continue where `previous` (the same policy, planned over a differently scaled profile) stopped: its
+        queue view and whatever it has measured. The server swaps policies this way when its workers' slowdown
+        changes; a policy that keeps state across decisions carries it over here."""
+        self.view = previous.view
+
     def _require_slo(self) -> float:
         if self.slo_ms is None:
             raise PolicyError(f"policy {self.name!r} needs slo_ms (its batch cap is derived from the SLO)")

@@ -84,6 +84,11 @@ class DrainFit(Policy):
         # as SlackFit: a head with less slack than its lowest bucket's choice is given up ("deadline exceeded")
         self.min_latency_ms = self._slackfit.min_latency_ms
 
+    def take_over_from(self, previous: Policy) -> None:
+        super().take_over_from(previous)
+        if isinstance(previous, DrainFit):
+            self._rates = previous._rates  # the arrival rate measured so far
+
     # -- the arrival rate ------------------------------------------------------------------------------------
     def _record_arrivals(self, now_ms: float, arrivals: int) -> None:
         """Keep (time, arrivals so far) points covering the last `rate_window_ms`."""

@@ -106,6 +106,7 @@ class ServerConfig:
     spare_workers: int = 1  # loaded processes that replace a dead worker at once
     overhead_margin_ms: float | None = None  # None: measured (dispatch-to-answer minus compute, + delivery)
     margin_percentile: float = 99.0  # ... at this percentile of the last 256 batches and answers
+    scale_profile: bool = True  # plan with the profile's latencies x the workers' measured slowdown (>= 1)
     warmup_batch_sizes: tuple[int, ...] = (1,)
     runtime: str | None = None  # None: each subnet on the runtime the profile chose for it; a name: all on that one
     device: str = "cpu"  # what the workers prepare subnets on (the profile should be measured there)
@@ -242,7 +243,8 @@ class InferenceServer:
         self.runtime = ",".join(sorted(set(self.runtimes.values())))
         self.policy = make_policy(config.policy, self.profile, slo_ms=config.slo_ms, workers=config.workers,
                                   **config.policy_options)
-        self.scheduler = Scheduler(self.profile, self.policy, config.queue_limit, config.expire_hopeless)
+        self.scheduler = Scheduler(self.profile, self.policy, config.queue_limit, config.expire_hopeless,
+                                   policy_factory=self._policy_for if config.scale_profile else None)
         self.pool: Any = self._executor(config)
         self.autoscaler: Any = None
         self.server_state: Any = None  # uvicorn's ServerState (open connections), set when served by uvicorn
@@ -254,6 +256,7 @@ class InferenceServer:
             running=lambda: self.engine.running,
             restarts=lambda: self.pool.restarts,
             margin_ms=lambda: self.engine.margin_ms,
+            slowdown=lambda: self.scheduler.slowdown,
             connections=self.connections,
             loop_lag_ms=lambda: self.loop_lag.lag_ms,
         )
@@ -269,6 +272,12 @@ class InferenceServer:
         self._served_paths: dict[bytes, bool] = {}  # serves_path's answers for `_paths_of`
         self._paths_of: ModelSpec | None = None
         self.app = self._build_app()
+
+    def _policy_for(self, profile: ServingProfile) -> Any:
+        """The configured policy, planning over `profile` (the served profile scaled by the workers' slowdown)."""
+        config = self.config
+        return make_policy(config.policy, profile, slo_ms=config.slo_ms, workers=config.workers,
+                           **config.policy_options)
 
     def _executor(self, config: ServerConfig) -> Any:
         """Local worker processes, or Ray actors when `config.cluster` names a cluster."""

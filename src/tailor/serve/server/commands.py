@@ -63,6 +63,9 @@ def add_commands(commands: Any) -> None:
     serve.add_argument("--no-admission", action="store_true",
                        help="queue every request even when the queue cannot drain it within its deadline "
                             "(default: refuse it at once with 503 + Retry-After, before parsing it)")
+    serve.add_argument("--no-profile-scaling", action="store_true",
+                       help="plan with the profile's latencies as measured (default: times the workers' measured "
+                            "slowdown against them, when above 1: under load they share the cores and run slower)")
     serve.add_argument("--worker-nice", type=int, default=10,
                        help="run the workers this much below the front end's priority (0-19; default 10), so that a "
                             "core they share serves the front end first: under overload it keeps reading and refusing "
@@ -122,6 +125,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         max_workers=args.max_workers,
         overhead_margin_ms=args.overhead_margin_ms,
         margin_percentile=args.margin_percentile,
+        scale_profile=not args.no_profile_scaling,
         expire_hopeless=not args.no_expire_hopeless,
         log_level=args.log_level,
         runtime=args.runtime,

@@ -37,6 +37,7 @@ class ServingMetrics:
         margin_ms: Callable[[], float] = lambda: 0.0,
         connections: Callable[[], int] = lambda: 0,
         loop_lag_ms: Callable[[], float] = lambda: 0.0,
+        slowdown: Callable[[], float] = lambda: 1.0,
     ) -> None:
         self.registry = registry = CollectorRegistry(auto_describe=True)
         self.counts: dict[str, int] = dict.fromkeys(OUTCOMES, 0)
@@ -83,6 +84,9 @@ class ServingMetrics:
                                            restarts))
         Gauge("tailor_planning_margin_seconds", "Non-compute time per batch the policy plans for (dispatch, pipe, "
               "wake-ups).", registry=registry).set_function(lambda: margin_ms() / 1e3)
+        Gauge("tailor_planning_slowdown", "Factor the policy multiplies the profile's latencies by: the workers' "
+              "measured compute time over the profile's (median of recent batches, 1 when not slower).",
+              registry=registry).set_function(lambda: float(slowdown()))
         Gauge("tailor_event_loop_lag_seconds", "How late the front end's event loop runs what is due (smoothed): "
               "the wait before a request's first byte is read, which arrival stamps are moved back by.",
               registry=registry).set_function(lambda: loop_lag_ms() / 1e3)

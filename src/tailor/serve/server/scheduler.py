@@ -16,6 +16,8 @@ parsed is not hidden. `Engine.admits(deadline_ms)` sheds early: a request that t
 time is refused before its body is parsed. How fast the queue drains is measured on the requests that
 waited behind a long one (the profile's fastest subnet alone would admit what a front end sharing the
 cores with the workers then has no time to serve: every admitted request expires and goodput falls to 0).
+And the profile, measured on an idle core, is scaled by the slowdown the workers show under load (their
+compute time over the profile's, `Engine._observe_slowdown`): the policy plans with what batches really take.
 """
 
 from __future__ import annotations
@@ -117,26 +119,59 @@ def _samples(request: Request) -> int:
 
 
 class Scheduler:
-    """The EDF queue and the policy: which requests run next, on which subnet (pure; caller supplies time)."""
+    """The EDF queue and the policy: which requests run next, on which subnet (pure; caller supplies time).
+
+    With a `policy_factory` (the policy's constructor for a given profile), `rescale(slowdown)` makes the
+    scheduler plan with the profile's latencies times `slowdown` (the policy rebuilt for that profile, cached
+    per factor); without one it always plans with `profile` as given.
+    """
 
     def __init__(
-        self, profile: ServingProfile, policy: Policy, queue_limit: int | None = 1024, expire_hopeless: bool = True
+        self,
+        profile: ServingProfile,
+        policy: Policy,
+        queue_limit: int | None = 1024,
+        expire_hopeless: bool = True,
+        policy_factory: Callable[[ServingProfile], Policy] | None = None,
     ) -> None:
         if queue_limit is not None and queue_limit < 1:
             raise ValueError(f"queue_limit must be >= 1 or None, got {queue_limit}")
-        self.profile = profile
-        self.policy = policy
-        # like the simulator: a request with less time left than the policy's fastest answer cannot be on time
-        self.hopeless_ms = float(policy.min_latency_ms) if expire_hopeless else 0.0
+        self.base_profile = profile
+        self.expire_hopeless = expire_hopeless
         self.queue = EDFQueue(queue_limit)
         self.queue_limit = queue_limit
         self.subnet_ids = list(profile.subnet_ids)
         self.max_batch_size = max(profile.batch_sizes)
-        # the most requests per second any subnet can do: for the Retry-After estimate
+        self.queued_samples = 0
+        self.slowdown = 1.0
+        self._policy_factory = policy_factory
+        self._plans: dict[float, tuple[ServingProfile, Policy]] = {1.0: (profile, policy)}
+        self._plan_with(profile, policy)
+
+    def _plan_with(self, profile: ServingProfile, policy: Policy) -> None:
+        self.profile = profile
+        self.policy = policy
+        # like the simulator: a request with less time left than the policy's fastest answer cannot be on time
+        self.hopeless_ms = float(policy.min_latency_ms) if self.expire_hopeless else 0.0
+        # the most requests per second any subnet can do: for admission and the Retry-After estimate
         self.fastest_ms_per_sample = min(
             profile.latency_ms(sid, self.max_batch_size) / self.max_batch_size for sid in self.subnet_ids
         )
-        self.queued_samples = 0
+
+    def rescale(self, slowdown: float) -> bool:
+        """Plan with the profile's latencies x `slowdown` from now on; whether anything changed (False without a
+        `policy_factory`, or when it already plans so)."""
+        if self._policy_factory is None or slowdown == self.slowdown:
+            return False
+        plan = self._plans.get(slowdown)
+        if plan is None:
+            profile = self.base_profile.scaled(slowdown)
+            plan = self._plans[slowdown] = (profile, self._policy_factory(profile))
+        profile, policy = plan
+        policy.take_over_from(self.policy)
+        self._plan_with(profile, policy)
+        self.slowdown = slowdown
+        return True
 
     def admit(self, request: Request) -> bool:
         """Queue `request`; False when the queue is full (the request is rejected)."""
@@ -229,6 +264,7 @@ class Engine:
         admission: bool = True,
         drain_memory_s: float = 1.0,
         drain_smoothing: float = 0.05,
+        max_slowdown: float = 8.0,
     ) -> None:
         if not slo_ms > 0:
             raise ValueError(f"slo_ms must be > 0, got {slo_ms}")
@@ -240,6 +276,7 @@ class Engine:
             queue_length=lambda: len(scheduler.queue),
             running=lambda: self.running,
             margin_ms=lambda: self.margin_ms,
+            slowdown=lambda: self.scheduler.slowdown,
         )
         self.clock = clock
         self.poll_ms = poll_ms
@@ -250,6 +287,8 @@ class Engine:
         self.admission = admission
         self.drain_memory_s = drain_memory_s
         self.drain_smoothing = drain_smoothing
+        if not max_slowdown >= 1:
+            raise ValueError(f"max_slowdown must be >= 1, got {max_slowdown}")
         if overhead_margin_ms is not None and not 0 <= overhead_margin_ms < self.slo_ms:
             raise ValueError(f"overhead_margin_ms must be in [0, slo_ms), got {overhead_margin_ms}")
         self.fixed_margin_ms = overhead_margin_ms
@@ -259,6 +298,9 @@ class Engine:
         self._round_trips: collections.deque[float] = collections.deque(maxlen=256)
         self._deliveries: collections.deque[float] = collections.deque(maxlen=256)
         self._delivered = 0
+        self.max_slowdown = max_slowdown
+        self._slowdowns: collections.deque[float] = collections.deque(maxlen=128)  # compute / profiled, per batch
+        self._slowdown_count = 0
         self.reserved = 0  # requests admitted by the front end and not yet queued (counted by `admits`)
         self._drain_observed_ms: float | None = None  # measured queue drain time per queued sample (EWMA)
         self._planned_work_ms = 0.0  # the profile's latency of every batch dispatched so far, summed
@@ -333,9 +375,10 @@ class Engine:
     def admits(self, deadline_ms: float, samples: int = 1, budget_ms: float | None = None) -> bool:
         """Whether a request due at `deadline_ms` could still be answered in time behind the queue.
 
-        The queue drains at `drain_ms_per_sample`: the profile's fastest rate, slowed by how much slower than
-        planned the queue has really drained under this load (which counts what the profile cannot: the front
-        end parsing on the same cores, the pipe, a slowed worker), so what is admitted can be served in time.
+        The queue drains at `drain_ms_per_sample`: the profile's fastest rate (scaled by the workers' measured
+        slowdown), slowed by how much slower than planned the queue has really drained under this load (which
+        counts what the profile cannot: the front end parsing on the same cores, the pipe, a stalled worker), so
+        what is admitted can be served in time.
         """
         if not self.admission:
             return True
@@ -521,6 +564,25 @@ class Engine:
         planned at the 90th, one batch in ten ended late and its work was lost (see benchmarks/overload.py)."""
         return self.fixed_margin_ms if self.fixed_margin_ms is not None else self._estimated_margin_ms
 
+    def _observe_slowdown(self, batch: Batch, compute_ms: float) -> None:
+        """Record how much slower than profiled a batch computed; every 16 batches, plan with the median of the last
+        128 such ratios (1 when not above 1, at most `max_slowdown`), rounded to an eighth of a doubling so that
+        the policy is rebuilt only for a real change. The profile was measured on an idle core; under load a
+        worker shares it with the front end and runs 2-3x slower than the profile's 99th percentile (torch at 3x
+        in benchmarks/overload.py): a policy planning with the idle latencies chooses batches that end late, and
+        expects the queue to drain faster than it can."""
+        base = self.scheduler.base_profile
+        if batch.samples > base.max_batch or compute_ms <= 0:
+            return
+        self._slowdowns.append(compute_ms / base.latency_ms(batch.subnet_id, batch.samples))
+        self._slowdown_count += 1
+        if self._slowdown_count % 16:
+            return
+        ordered = sorted(self._slowdowns)
+        median = ordered[len(ordered) // 2]
+        factor = 1.0 if median <= 1 else min(self.max_slowdown, 2 ** (round(8 * math.log2(median)) / 8))
+        self.scheduler.rescale(factor)
+
     def _observe_round_trip(self, overhead_ms: float) -> None:
         self._observed = self._record_overhead(self._round_trips, overhead_ms, self._observed)
 
@@ -658,6 +720,7 @@ class Engine:
         metrics.batch(subnet, batch.samples, len(batch.requests), result.compute_ms / 1e3)
         # what the batch took beyond its compute, or beyond its plan when a slowed worker took longer than planned
         self._observe_round_trip(now - dispatched_ms - min(result.compute_ms, batch.planned_ms))
+        self._observe_slowdown(batch, result.compute_ms)
         accuracy = self.scheduler.profile.accuracy(subnet)
         offset = 0
         for request in batch.requests:
