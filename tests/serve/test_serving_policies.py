@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 from serving_helpers import monotone_profiles, small_profile
 
 from tailor.serve import Decision, EDFQueue, Request, ServingProfile, make_policy
-from tailor.serve.policies import INFaaS, MaxAcc, MaxBatch, PolicyError, SlackFit
+from tailor.serve.policies import INFaaS, MaxAcc, MaxBatch, PolicyError, QueueView, SlackFit, policy_names
 
 slacks = st.floats(-5.0, 80.0, allow_nan=False)
 
@@ -196,3 +196,37 @@ def test_every_policy_file_registers_a_policy_and_a_new_one_plugs_in() -> None:
         assert r.subnet_requests == {"s0": r.requests - r.outcomes["expired"], "s1": 0}
     finally:
         base._REGISTRY.pop("always-smallest-test")
+
+
+ONLINE_POLICIES = [name for name in policy_names() if name not in ("upper_bound", "fixed:<id>")] + ["fixed:largest"]
+
+
+@pytest.mark.parametrize("name", ONLINE_POLICIES)
+@given(steps=st.lists(st.tuples(st.sampled_from([0.5, 2.0, 10.0, 1500.0]), st.integers(1, 40), st.integers(0, 3000)), min_size=2,
+                      max_size=20),
+       handover=st.integers(0, 19))
+@settings(max_examples=40, deadline=None)
+def test_a_policy_that_takes_over_decides_as_the_one_it_replaced(name: str, steps: list, handover: int) -> None:
+    """The server swaps a policy for one built over a rescaled profile (`take_over_from`); over the same profile
+    the successor must decide exactly as its predecessor would have from then on: every piece of state it
+    keeps across decisions (INFaaS's variant and interval, DrainFit's arrival rate) is carried over."""
+    p = small_profile()
+    queue = EDFQueue(None)
+    kept = make_policy(name, p, slo_ms=20.0, workers=2)
+    replaced = make_policy(name, p, slo_ms=20.0, workers=2)
+    for policy in (kept, replaced):
+        if policy.lookahead:
+            policy.view = QueueView(queue)
+    now, arrivals = 0.0, 0
+    for index, (gap, queued, arrived) in enumerate(steps):
+        now += gap
+        arrivals += arrived
+        queue.pop(len(queue))  # a fresh queue each step: deadlines 5-20 ms ahead
+        for k in range(queued):
+            queue.push(Request(k, now, now + 5.0 + 15.0 * k / queued, None))
+        if index == handover:
+            successor = make_policy(name, p.scaled(1.0), slo_ms=20.0, workers=2)
+            successor.take_over_from(replaced)
+            replaced = successor
+        head = queue.earliest_deadline()
+        assert kept.choose(now, head, queued, arrivals, 1) == replaced.choose(now, head, queued, arrivals, 1)

@@ -39,6 +39,12 @@ class INFaaS(Policy):
         self._last_ms: float | None = None
         self._last_arrivals = 0
 
+    def take_over_from(self, previous: Policy) -> None:
+        super().take_over_from(previous)
+        if isinstance(previous, INFaaS):  # the variant in use and the measurement interval under way
+            self.current, self.switches = previous.current, previous.switches
+            self._last_ms, self._last_arrivals = previous._last_ms, previous._last_arrivals
+
     def select(self, rate_per_ms: float) -> int:
         """The variant for an arrival rate (requests per ms)."""
         p = self.profile
