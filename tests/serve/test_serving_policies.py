@@ -202,10 +202,10 @@ ONLINE_POLICIES = [name for name in policy_names() if name not in ("upper_bound"
 
 
 @pytest.mark.parametrize("name", ONLINE_POLICIES)
-@given(steps=st.lists(st.tuples(st.sampled_from([0.5, 2.0, 10.0, 1500.0]), st.integers(1, 40), st.integers(0, 3000)), min_size=2,
+@given(steps=st.lists(st.tuples(st.sampled_from([0.5, 2.0, 10.0, 400.0, 1500.0]), st.integers(1, 40), st.integers(0, 3000)), min_size=2,
                       max_size=20),
        handover=st.integers(0, 19))
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=80, deadline=None)
 def test_a_policy_that_takes_over_decides_as_the_one_it_replaced(name: str, steps: list, handover: int) -> None:
     """The server swaps a policy for one built over a rescaled profile (`take_over_from`); over the same profile
     the successor must decide exactly as its predecessor would have from then on: every piece of state it
