@@ -18,6 +18,8 @@ per request; p99 of on-time answers <= SLO; recovery <= 2 s.
 
     python benchmarks/overload.py                      # ~10 min on 2 cores; JSON in benchmarks/results
     python benchmarks/overload.py --quick              # a minute: checks the script, not the claims
+    python benchmarks/overload.py --runtimes torch-inplace --capacity 1062.5 --factors 3 --neighbours 2
+                                                       # fixed rate, two busy loops on the server's core
 """
 
 from __future__ import annotations
@@ -53,6 +55,19 @@ def cores() -> tuple[int, set[int]]:
     if len(available) < 2:
         return available[0], set(available)
     return available[0], set(available[1:])
+
+
+def start_neighbours(count: int, nice: int) -> list[subprocess.Popen]:
+    """`count` busy loops on the server's cores at the workers' priority: a noisy neighbour, or a machine that
+    got slower, as the profile (measured on an idle core) does not know."""
+    _, server_cores = cores()
+
+    def pin_and_lower() -> None:
+        os.sched_setaffinity(0, server_cores)
+        os.nice(nice)
+
+    return [subprocess.Popen([sys.executable, "-c", "while True: pass"], preexec_fn=pin_and_lower)
+            for _ in range(count)]
 
 
 def start_server(args: argparse.Namespace, checkpoint: Path, profile: Path, runtime: str) -> tuple[subprocess.Popen,
@@ -309,6 +324,9 @@ def main() -> None:
                         help="every request carries this deadline of its own (as a client with a timeout sends)")
     parser.add_argument("--capacity", type=float, help="skip the probes and use this C (req/s)")
     parser.add_argument("--worker-nice", type=int, help="tailor serve --worker-nice (default: the server's)")
+    parser.add_argument("--neighbours", type=int, default=0,
+                        help="busy-loop processes sharing the server's core at the workers' priority while it serves "
+                             "(a noisy neighbour: the workers run slower than profiled)")
     parser.add_argument("--reuse-profile", action="store_true",
                         help="serve with the profile the last run saved in --workdir instead of measuring one (the "
                              "p99 of 100 repeats moves from run to run; compare code on the same profile)")
@@ -319,6 +337,8 @@ def main() -> None:
     parser.add_argument("--out", default="benchmarks/results/overload.json")
     parser.add_argument("--quick", action="store_true", help="small sizes: checks the script, not the claims")
     args = parser.parse_args()
+    if args.neighbours < 0:
+        parser.error(f"--neighbours must be >= 0, got {args.neighbours}")
     if args.quick:
         args.epochs, args.repeats, args.probes, args.probe_s, args.max_rate = 1, 10, 4, 1.5, 800.0
         args.warm_s, args.burst_s, args.after_s, args.image_size = 0.5, 2.0, 1.0, 8
@@ -346,6 +366,7 @@ def main() -> None:
             (workdir / f"profile-{runtime}.json").write_text(profile.read_text())
         planned_with = json.loads(profile.read_text())
         process, ready = start_server(args, checkpoint, profile, runtime)
+        neighbours = start_neighbours(args.neighbours, 10 if args.worker_nice is None else args.worker_nice)
         try:
             url, model = ready["url"], ready["serving"]
             print(f"\n== {runtime}: {url}, {ready['policy']}, SLO {args.slo_ms:g} ms")
@@ -356,6 +377,9 @@ def main() -> None:
             bursts = [burst(args, url, model, workdir, runtime, cap, float(f), process.pid)
                       for f in args.factors.split(",")]
         finally:
+            for neighbour in neighbours:
+                neighbour.kill()
+                neighbour.wait()
             final = stop_server(process)
         report["runtimes"][runtime] = {"capacity_per_s": cap, "probes": probes, "bursts": bursts, "server": final,
                                        "profile": planned_with}
