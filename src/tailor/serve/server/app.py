@@ -45,7 +45,7 @@ from starlette.routing import Route
 from tailor.checks import integer, non_negative_int, number, positive_float, positive_int
 from tailor.cost.profile import Profile
 from tailor.errors import ProfileError, TailorError
-from tailor.serve.policies import DEFAULT_POLICY, make_policy
+from tailor.serve.policies import DEFAULT_POLICY, Policy, make_policy
 from tailor.serve.profile import ServingProfile, load_profile
 from tailor.serve.server import protocol
 from tailor.serve.server.metrics import CONTENT_TYPE, ServingMetrics
@@ -273,7 +273,7 @@ class InferenceServer:
         self._paths_of: ModelSpec | None = None
         self.app = self._build_app()
 
-    def _policy_for(self, profile: ServingProfile) -> Any:
+    def _policy_for(self, profile: ServingProfile) -> Policy:
         """The configured policy, planning over `profile` (the served profile scaled by the workers' slowdown)."""
         config = self.config
         return make_policy(config.policy, profile, slo_ms=config.slo_ms, workers=config.workers,
