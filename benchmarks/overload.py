@@ -25,6 +25,7 @@ per request; p99 of on-time answers <= SLO; recovery <= 2 s.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shlex
@@ -45,6 +46,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from serving_live import measure_profile, train
 from tailor.data import load_dataset
 from tailor.serve import traces
+from tailor.serve.server.app import ServerConfig
 from tailor.serve.server.loadgen import LoadResult
 from tailor.serve.server.loadgen import summary as load_summary
 
@@ -173,9 +175,9 @@ TIMELINE_OUTCOMES = ("on_time", "late", "expired", "rejected")
 
 class MetricsTimeline:
     """`/metrics` polled every `interval_s` on a thread pinned to the client's core while a burst runs: the
-    planning margin, the requests in batches on the workers, the batches' mean size and compute time, the queue
-    and the outcomes, so that a run that
-    goes wrong can be told from one that does not (`rows()`: one row per second)."""
+    planning margin and slowdown, the requests in batches on the workers, the batches' mean size and compute
+    time, the queue, the outcomes and the busiest subnet, so that a run that goes wrong can be told from one
+    that does not (`rows()`: one row per second)."""
 
     def __init__(self, url: str, interval_s: float) -> None:
         self.url, self.interval_s = url, interval_s
@@ -241,11 +243,8 @@ def burst(args: argparse.Namespace, url: str, model: str, workdir: Path, runtime
     before = metrics(url)
     front_cpu, worker_cpu = process_cpu_s(server_pid)
     timeline = MetricsTimeline(url, args.timeline_s) if args.timeline_s > 0 else None
-    if timeline is None:
+    with timeline or contextlib.nullcontext():
         result = run_load(args, url, model, schedule, workdir, f"{runtime}-x{factor:g}")
-    else:
-        with timeline:
-            result = run_load(args, url, model, schedule, workdir, f"{runtime}-x{factor:g}")
     front_after, worker_after = process_cpu_s(server_pid)
     front_cpu, worker_cpu = front_after - front_cpu, worker_after - worker_cpu
     server_cpu = front_cpu + worker_cpu
@@ -366,8 +365,10 @@ def main() -> None:
             (workdir / f"profile-{runtime}.json").write_text(profile.read_text())
         planned_with = json.loads(profile.read_text())
         process, ready = start_server(args, checkpoint, profile, runtime)
-        neighbours = start_neighbours(args.neighbours, 10 if args.worker_nice is None else args.worker_nice)
+        neighbours: list[subprocess.Popen] = []
         try:
+            nice = ServerConfig.worker_nice if args.worker_nice is None else args.worker_nice  # the server's default
+            neighbours = start_neighbours(args.neighbours, nice)
             url, model = ready["url"], ready["serving"]
             print(f"\n== {runtime}: {url}, {ready['policy']}, SLO {args.slo_ms:g} ms")
             cap, probes = (args.capacity, []) if args.capacity else capacity(args, url, model, workdir, runtime)

@@ -27,6 +27,7 @@ import collections
 import itertools
 import logging
 import math
+import statistics
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -578,8 +579,7 @@ class Engine:
         self._slowdown_count += 1
         if self._slowdown_count % 16:
             return
-        ordered = sorted(self._slowdowns)
-        median = ordered[len(ordered) // 2]
+        median = statistics.median_high(self._slowdowns)
         factor = 1.0 if median <= 1 else min(self.max_slowdown, 2 ** (round(8 * math.log2(median)) / 8))
         self.scheduler.rescale(factor)
 
