@@ -3,7 +3,11 @@ SlackFit's attainment on the benchmark's kinds of workload, and the same decisio
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from tailor.serve import DEFAULT_POLICY, DrainFit, QueueView, ServingProfile, SlackFit, simulate, traces
 from tailor.serve.profile import ofa_like_profile, synthetic_profile
@@ -86,3 +90,48 @@ def test_drainfit_is_the_default_and_checks_its_options() -> None:
         DrainFit(p, slo_ms=36, lookahead=0)
     with pytest.raises(ValueError, match=r"arrival_reserve must be a number in \[0, 4\]"):
         DrainFit(p, slo_ms=36, arrival_reserve=-1)
+
+
+def edge_profile(fastest_per_item_ms: float) -> ServingProfile:
+    """torch's shape on the overload benchmark: four subnets, batches 1-16; how slow the fastest subnet's batch of
+    16 is decides on which side of SlackFit's first bucket edge it falls (0.16 ms an item: above it)."""
+    return ServingProfile(synthetic_profile(
+        [0.944, 0.947, 0.958, 0.972], [0.5, 0.7, 0.9, 1.0], [fastest_per_item_ms, 0.3, 0.5, 0.8],
+        batch_sizes=(1, 2, 4, 8, 16)))
+
+
+def late_head_choice(policy: Any, profile: ServingProfile, slack_fraction: float, queued: int) -> tuple[int, int]:
+    """The policy's choice for a head with `slack_fraction` of what SlackFit's lowest bucket needs (late whatever
+    runs), `queued` requests due 0.1 ms apart behind it."""
+    slack = slack_fraction * SlackFit(profile, slo_ms=50).choice_latency_ms[0]
+    deadlines = [slack + 0.1 * k for k in range(queued)]
+    view = QueueView(sorted_deadlines=deadlines, busy=lambda _: [])
+    view.head, view.tail = 0, len(deadlines)
+    policy.view = view
+    return policy.choose(0.0, deadlines[0], queued, queued, 1)
+
+
+def test_slackfits_lowest_bucket_can_hold_half_a_batch_of_the_fastest_subnet() -> None:
+    """The live server's bad state under a 3x torch burst (batches of 8 for the whole burst, ~half the goodput): a
+    profile whose fastest batch of 16 lies just above the first bucket's edge makes SlackFit's answer to a late head
+    a batch of 8; DrainFit runs the batch of 16 whichever side of the edge it falls."""
+    above, below = edge_profile(0.16), edge_profile(0.10)
+    assert SlackFit(above, slo_ms=50).choices[0] == (0, 8)
+    assert SlackFit(below, slo_ms=50).choices[0] == (0, 16)
+    for profile in (above, below):
+        assert late_head_choice(DrainFit(profile, slo_ms=50), profile, 0.5, 100) == (0, 16)
+    assert late_head_choice(SlackFit(above, slo_ms=50), above, 0.5, 100) == (0, 8)
+
+
+@settings(max_examples=60, deadline=None)
+@given(per_item=st.floats(0.05, 0.3), slack_fraction=st.floats(0.0, 0.99), queued=st.integers(1, 300))
+def test_a_late_head_under_a_backlog_gets_the_fastest_full_batch(per_item: float, slack_fraction: float, queued: int) -> None:
+    """The head is late whatever runs, so the batch decides only how fast the rest drains: with requests waiting
+    behind SlackFit's batch DrainFit runs the fastest subnet's largest batch the queue fills; without, SlackFit's."""
+    profile = edge_profile(per_item)
+    slackfit_choice = late_head_choice(SlackFit(profile, slo_ms=50), profile, slack_fraction, queued)
+    choice = late_head_choice(DrainFit(profile, slo_ms=50), profile, slack_fraction, queued)
+    if queued > slackfit_choice[1]:
+        assert choice == (0, min(queued, 16))
+    else:
+        assert choice == (slackfit_choice[0], queued)
