@@ -20,6 +20,10 @@ per request; p99 of on-time answers <= SLO; recovery <= 2 s.
     python benchmarks/overload.py --quick              # a minute: checks the script, not the claims
     python benchmarks/overload.py --runtimes torch-inplace --capacity 1062.5 --factors 3 --neighbours 2
                                                        # fixed rate, two busy loops on the server's core
+    python benchmarks/overload.py --runtimes torch-inplace --capacity 1062.5 --factors 3,10 \\
+        --profile benchmarks/results/overload_profile_torch_half_batch.json
+                                                       # a measured profile whose fastest batch of 16 lies just
+                                                       # past SlackFit's first bucket (torch's former bad state)
 """
 
 from __future__ import annotations
@@ -329,6 +333,8 @@ def main() -> None:
     parser.add_argument("--reuse-profile", action="store_true",
                         help="serve with the profile the last run saved in --workdir instead of measuring one (the "
                              "p99 of 100 repeats moves from run to run; compare code on the same profile)")
+    parser.add_argument("--profile", help="serve with this profile JSON instead of measuring one (one runtime), e.g. "
+                        "benchmarks/results/overload_profile_torch_half_batch.json")
     parser.add_argument("--serve-args", default="", help="more `tailor serve` options, e.g. '--margin-percentile 90'")
     parser.add_argument("--timeline-s", type=float, default=0.0,
                         help="poll /metrics this often during each burst (from the client's core) and print and "
@@ -338,6 +344,10 @@ def main() -> None:
     args = parser.parse_args()
     if args.neighbours < 0:
         parser.error(f"--neighbours must be >= 0, got {args.neighbours}")
+    if args.profile and (args.reuse_profile or "," in args.runtimes):
+        parser.error("--profile: one runtime (--runtimes), and not with --reuse-profile")
+    if args.profile and not Path(args.profile).is_file():
+        parser.error(f"--profile: no file {args.profile}")
     if args.quick:
         args.epochs, args.repeats, args.probes, args.probe_s, args.max_rate = 1, 10, 4, 1.5, 800.0
         args.warm_s, args.burst_s, args.after_s, args.image_size = 0.5, 2.0, 1.0, 8
@@ -356,7 +366,9 @@ def main() -> None:
           f"load average {load_avg[0]:.2f} {load_avg[1]:.2f} {load_avg[2]:.2f}")
     for runtime in args.runtimes.split(","):
         args.runtime = runtime
-        if args.reuse_profile:  # the profile an earlier run measured (A/B runs plan with the same one)
+        if args.profile:
+            profile = Path(args.profile)
+        elif args.reuse_profile:  # the profile an earlier run measured (A/B runs plan with the same one)
             profile = workdir / f"profile-{runtime}.json"
             if not profile.is_file():
                 raise SystemExit(f"--reuse-profile: no {profile} yet; run once without it")
