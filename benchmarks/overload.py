@@ -315,7 +315,8 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--repeats", type=int, default=100)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--max-rate", type=float, default=4000.0, help="the first capacity probe (req/s)")
+    parser.add_argument("--max-rate", type=float, default=8000.0,
+                        help="the first capacity probe (req/s); if it passes, C is reported as this (a lower bound)")
     parser.add_argument("--probes", type=int, default=7)
     parser.add_argument("--probe-s", type=float, default=4.0)
     parser.add_argument("--warm-s", type=float, default=3.0)
