@@ -255,6 +255,9 @@ def burst(args: argparse.Namespace, url: str, model: str, workdir: Path, runtime
     after_metrics = metrics(url)
     during = load_summary(result, args.slo_ms, (warm, warm + length))
     answered = int((result.status >= 0).sum())
+    # requests sent from 1 s after the burst on (at 0.5 C) that were not answered on time: what recovery misses
+    later = result.scheduled_s >= warm + length + 1.0
+    missed_after = int((~result.on_time(args.slo_ms)[later]).sum())
 
     def change(metric: str) -> dict[str, float]:  # per label value: how much a labelled metric grew during the run
         return {key.split('"')[1]: after_metrics[key] - before.get(key, 0.0)
@@ -275,6 +278,7 @@ def burst(args: argparse.Namespace, url: str, model: str, workdir: Path, runtime
         "answered_once": answered == len(schedule) and not (result.status == -2).any(),
         "unsent": int((result.status == -1).sum()),
         "recovery_s": recovery_s(result, args.slo_ms, warm + length),
+        "missed_after": {"missed": missed_after, "requests": int(later.sum())},
         "client_cpu_share": result.cpu_s / result.wall_s,
         "server_cpu_share": server_cpu / result.wall_s,
         "front_end_cpu_s": front_cpu,
@@ -290,7 +294,8 @@ def burst(args: argparse.Namespace, url: str, model: str, workdir: Path, runtime
         out["timeline"] = timeline.rows()
     print(f"  {factor:g}x C: offered {during['offered_per_s']:.0f}/s, goodput {during['goodput_per_s']:.0f}/s "
           f"({out['goodput_over_capacity']:.2f} C), statuses {during['status']}, p99 of 200s "
-          f"{during['p99_ms_200'] or 0:.1f} ms, recovery {out['recovery_s']:.2f} s, one answer each: "
+          f"{during['p99_ms_200'] or 0:.1f} ms, recovery {out['recovery_s']:.2f} s ({missed_after} of "
+          f"{int(later.sum())} missed from 1 s after the burst), one answer each: "
           f"{out['answered_once']}, client CPU {out['client_cpu_share']:.2f} core, server {out['server_cpu_share']:.2f} "
           f"(front end {front_cpu:.1f} s = {out['front_end_us_per_request']:.0f} us per request, workers "
           f"{worker_cpu:.1f} s; GC " + ", ".join(f"gen {g}: {p['count']:.0f} in {1e3 * p['seconds']:.0f} ms"
