@@ -101,9 +101,10 @@ def edge_profile(fastest_per_item_ms: float) -> ServingProfile:
 
 
 def late_head_choice(policy: Any, profile: ServingProfile, slack_fraction: float, queued: int) -> tuple[int, int]:
-    """The policy's choice for a head with `slack_fraction` of what SlackFit's lowest bucket needs (late whatever
-    runs), `queued` requests due 0.1 ms apart behind it."""
-    slack = slack_fraction * SlackFit(profile, slo_ms=50).choice_latency_ms[0]
+    """The policy's choice for a head with `slack_fraction` of what SlackFit's lowest bucket's choice needs for the
+    requests it would take (so the head is late whatever SlackFit runs), `queued` requests due 0.1 ms apart."""
+    subnet, batch = SlackFit(profile, slo_ms=50).choices[0]
+    slack = slack_fraction * profile.lat[subnet][profile.batch_slot[min(queued, batch)]]
     deadlines = [slack + 0.1 * k for k in range(queued)]
     view = QueueView(sorted_deadlines=deadlines, busy=lambda _: [])
     view.head, view.tail = 0, len(deadlines)
