@@ -294,8 +294,8 @@ def burst(args: argparse.Namespace, url: str, model: str, workdir: Path, runtime
         out["timeline"] = timeline.rows()
     print(f"  {factor:g}x C: offered {during['offered_per_s']:.0f}/s, goodput {during['goodput_per_s']:.0f}/s "
           f"({out['goodput_over_capacity']:.2f} C), statuses {during['status']}, p99 of 200s "
-          f"{during['p99_ms_200'] or 0:.1f} ms, recovery {out['recovery_s']:.2f} s ({missed_after} of "
-          f"{int(later.sum())} missed from 1 s after the burst), one answer each: "
+          f"{during['p99_ms_200'] or 0:.1f} ms, recovery {out['recovery_s']:.2f} s ({out['missed_after']['missed']} of "
+          f"{out['missed_after']['requests']} missed from 1 s after the burst), one answer each: "
           f"{out['answered_once']}, client CPU {out['client_cpu_share']:.2f} core, server {out['server_cpu_share']:.2f} "
           f"(front end {front_cpu:.1f} s = {out['front_end_us_per_request']:.0f} us per request, workers "
           f"{worker_cpu:.1f} s; GC " + ", ".join(f"gen {g}: {p['count']:.0f} in {1e3 * p['seconds']:.0f} ms"

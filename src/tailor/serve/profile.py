@@ -19,6 +19,7 @@ latency does not grow with batch size or with accuracy.
 from __future__ import annotations
 
 import bisect
+import copy
 import math
 import os
 from collections.abc import Sequence
@@ -135,12 +136,11 @@ class ServingProfile:
         """The same profile with every latency multiplied by `factor` (> 0): what the server plans with when its
         workers run `factor` times slower than they were measured (cores shared with the front end)."""
         factor = positive_float("scale factor", factor, ProfileError)
-        copy = object.__new__(ServingProfile)
-        copy.__dict__.update(self.__dict__)
-        copy.lat = [[latency * factor for latency in row] for row in self.lat]
-        copy.min_latency_ms = self.min_latency_ms * factor
-        copy.max_latency_ms = self.max_latency_ms * factor
-        return copy
+        scaled = copy.copy(self)
+        scaled.lat = [[latency * factor for latency in row] for row in self.lat]
+        scaled.min_latency_ms = self.min_latency_ms * factor
+        scaled.max_latency_ms = self.max_latency_ms * factor
+        return scaled
 
     # -- the contract's accessors -------------------------------------------------------------------------
     def __len__(self) -> int:

@@ -242,8 +242,7 @@ class InferenceServer:
         except ValueError as exc:
             raise ProfileError(str(exc)) from None
         self.runtime = ",".join(sorted(set(self.runtimes.values())))
-        self.policy = make_policy(config.policy, self.profile, slo_ms=config.slo_ms, workers=config.workers,
-                                  **config.policy_options)
+        self.policy = self._policy_for(self.profile)
         self.scheduler = Scheduler(self.profile, self.policy, config.queue_limit, config.expire_hopeless,
                                    policy_factory=self._policy_for if config.scale_profile else None)
         self.pool: Any = self._executor(config)
@@ -1004,7 +1003,7 @@ def settle_heap_for_serving() -> None:
     `SERVING_GC_THRESHOLDS[0]` net allocations instead of CPython's 700: a young collection walks every live object
     of the requests in flight (6,000-16,000 with 30-90 queued) and stops the event loop for 1-8 ms, and DrainFit
     serves heads a few ms before their deadlines, so each pause expired a cluster of requests (the recovery
-    clusters after a burst in benchmarks/overload.py: 74-160 collections a burst before, 0-1 after). The cost of a
+    clusters after a burst in benchmarks/overload.py: 74-160 collections a burst before, 0-2 after). The cost of a
     collection is the live young objects, not the allocations since the last one, so the pauses become rarer, not
     longer; cyclic garbage waits longer, bounded by the threshold (requests leave no reference cycles).
     """
