@@ -9,7 +9,13 @@ one keep-alive connection while admission refuses every one, and the CPU time pe
 `--requests` requests. Next to it, the floor: a bare `asyncio.Protocol` that parses the same bytes with
 httptools and writes the same prebuilt 503 (what no Python server can go below). Median of `--repeats`.
 
+`--live RATE`: the same two on a real socket, each served in its own process pinned to one core while the
+load generator (`tailor.serve.server.loadgen`, open loop, on the other core) sends RATE requests a second for
+`--seconds`; the server process's CPU (user + system, from /proc) over the answers it wrote. This is the
+figure the overload bound needs: the kernel's loopback TCP and uvloop's reads and writes are in it.
+
     python benchmarks/refusal_cost.py            # ~20 s
+    python benchmarks/refusal_cost.py --live 30000 --repeats 3   # ~1 min
 """
 
 from __future__ import annotations
@@ -17,7 +23,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import socket
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -31,8 +39,9 @@ import uvloop
 
 import tailor
 from tailor.cost.profile import LatencyStats, Profile, SubnetProfile
-from tailor.serve.server.app import InferenceServer, ServerConfig, uvicorn_server
-from tailor.serve.server.loadgen import infer_requests
+from tailor.serve import traces
+from tailor.serve.server.app import InferenceServer, ServerConfig, _raw_response, uvicorn_server
+from tailor.serve.server.loadgen import infer_requests, run_open_loop
 from tailor.serve.server.protocol import ModelSpec, TensorSpec
 
 MODEL = "refusal-bench"
@@ -128,11 +137,81 @@ async def floor_us(answer: bytes, request: bytes, n: int) -> float:
     return 1e6 * (time.process_time() - start) / n
 
 
+async def serve_refusing(kind: str, root: Path) -> None:
+    """Serve on a free port of 127.0.0.1, refusing every request (`kind`: "tailor" or "floor"), until stdin closes;
+    print the port once listening."""
+    loop = asyncio.get_running_loop()
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    if kind == "floor":
+        answer = _raw_response(503, "Service Unavailable", "overloaded", {"retry-after": "1"}, close=False)
+        server = await loop.create_server(lambda: FloorProtocol(answer), sock=sock, backlog=4096)
+        serving: Any = None
+    else:
+        app = build_server(root)
+        app.engine.accepting = True
+        app.engine.reserved = 100_000  # as in `protocol_us`: no deadline can be met behind them
+        app.spec = ModelSpec(MODEL, TensorSpec("input", "FP32", (-1, 3, 32, 32)),
+                             TensorSpec("logits", "FP32", (-1, 10)), 32)
+        runner = uvicorn_server(app, log_level="error")
+        serving = asyncio.ensure_future(runner.serve(sockets=[sock]))
+        while not runner.started:
+            await asyncio.sleep(0.01)
+    print(sock.getsockname()[1], flush=True)
+    await loop.run_in_executor(None, sys.stdin.read)  # until the parent closes our stdin
+    if serving is None:
+        server.close()
+    else:
+        runner.should_exit = True
+        await serving
+
+
+def process_cpu_s(pid: int) -> float:
+    """User + system CPU seconds of process `pid` so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def live_us(kind: str, rate: float, seconds: float, request: bytes, cores: tuple[set[int], set[int]]) -> float:
+    """CPU microseconds per refusal of a `kind` server process on a socket under an open-loop load of `rate`/s."""
+    server = subprocess.Popen([sys.executable, __file__, "--serve", kind], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert server.stdout is not None and server.stdin is not None
+        port = int(server.stdout.readline())
+        if cores[0]:
+            os.sched_setaffinity(server.pid, cores[0])
+        before = process_cpu_s(server.pid)
+        schedule = traces.poisson(rate, seconds, seed=0).arrivals_s
+        result = run_open_loop(f"http://127.0.0.1:{port}", [request], schedule, max_connections=2048)
+        cpu = process_cpu_s(server.pid) - before
+        answered = int((result.status == 503).sum())
+        if answered != len(schedule):
+            raise SystemExit(f"{kind}: {answered} of {len(schedule)} requests answered 503 (the load generator "
+                             "could not keep up, or the server refused otherwise): lower --live")
+        return 1e6 * cpu / answered
+    finally:
+        if server.stdin is not None:
+            server.stdin.close()
+        server.wait(30)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--requests", type=int, default=50_000)
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--live", type=float, metavar="RATE", help="measure on a socket at RATE requests/s instead")
+    parser.add_argument("--seconds", type=float, default=8.0, help="--live: seconds of load per measurement")
+    parser.add_argument("--serve", choices=("tailor", "floor"), help=argparse.SUPPRESS)  # --live's server process
     args = parser.parse_args()
+    if args.serve:
+        with tempfile.TemporaryDirectory() as tmp:
+            uvloop.run(serve_refusing(args.serve, Path(tmp)))
+        return
+    if args.live:
+        run_live(args)
+        return
     request = infer_requests(MODEL, np.zeros((1, 3, 32, 32), np.float32))[0]
     with tempfile.TemporaryDirectory() as tmp:
         server = build_server(Path(tmp))
@@ -148,6 +227,29 @@ def main() -> None:
           + ", ".join(f"{x:.2f}" for x in ours) + ")")
     print(f"  floor (httptools parse + a prebuilt 503):     {base:6.2f} us per request  (runs: "
           + ", ".join(f"{x:.2f}" for x in floor) + ")")
+    print(f"  ratio: {mine / base:.2f}x the floor")
+
+
+def run_live(args: argparse.Namespace) -> None:
+    """`--live`: ours and the floor alternately, `--repeats` times each, the client on the other core."""
+    request = infer_requests(MODEL, np.zeros((1, 3, 32, 32), np.float32))[0]
+    available = sorted(os.sched_getaffinity(0))
+    cores: tuple[set[int], set[int]] = (({available[0]}, {available[1]}) if len(available) >= 2 else (set(), set()))
+    if cores[1]:
+        os.sched_setaffinity(0, cores[1])
+    ours, floor = [], []
+    for _ in range(args.repeats):
+        ours.append(live_us("tailor", args.live, args.seconds, request, cores))
+        floor.append(live_us("floor", args.live, args.seconds, request, cores))
+    mine, base = statistics.median(ours), statistics.median(floor)
+    split = (f"server on core {min(cores[0])}, load generator on core {min(cores[1])}" if cores[1]
+             else "one core: server and load generator share it")
+    print(f"live: {args.live:,.0f} binary OIP requests/s for {args.seconds:g} s over loopback TCP, {split}, median of "
+          f"{args.repeats}; load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    print(f"  tailor serve, admission refusing: {mine:6.2f} us of server CPU per refusal  (runs: "
+          + ", ".join(f"{x:.2f}" for x in ours) + ")")
+    print(f"  floor (uvloop + httptools + a prebuilt 503): {base:6.2f} us  (runs: " + ", ".join(f"{x:.2f}" for x in floor)
+          + ")")
     print(f"  ratio: {mine / base:.2f}x the floor")
 
 

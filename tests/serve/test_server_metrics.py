@@ -8,9 +8,10 @@ import math
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from prometheus_client import CollectorRegistry, Histogram, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tailor.serve.server.metrics import OUTCOMES, REJECTIONS, ServingMetrics
+from tailor.serve.server.metrics import LATENCY_BUCKETS_S, OUTCOMES, REJECTIONS, ServingMetrics
 
 
 def parse(raw: bytes) -> dict[str, dict[tuple[tuple[str, str], ...], float]]:
@@ -20,6 +21,31 @@ def parse(raw: bytes) -> dict[str, dict[tuple[tuple[str, str], ...], float]]:
         for sample in family.samples:
             out.setdefault(sample.name, {})[tuple(sorted(sample.labels.items()))] = sample.value
     return out
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(OUTCOMES),
+                          st.one_of(st.sampled_from(LATENCY_BUCKETS_S), st.floats(0, 20, allow_nan=False))),
+                max_size=60))
+def test_the_latency_histogram_exposes_what_prometheus_clients_histogram_would(
+        observations: list[tuple[str, float]]) -> None:
+    """The per-outcome latency histogram is kept in plain lists (no lock per request); exposed, every bucket
+    (values on a bound included), count and sum equal prometheus_client's `Histogram` fed the same values."""
+    metrics = ServingMetrics(8)
+    registry = CollectorRegistry()
+    reference = Histogram("tailor_request_latency_seconds", "reference", ["outcome"], buckets=LATENCY_BUCKETS_S,
+                          registry=registry)
+    for outcome in OUTCOMES:
+        reference.labels(outcome)
+    for outcome, seconds in observations:
+        metrics.outcome(outcome, seconds)
+        reference.labels(outcome).observe(seconds)
+    ours, theirs = parse(metrics.render()), parse(generate_latest(registry))
+    for suffix in ("_bucket", "_count", "_sum"):
+        name = "tailor_request_latency_seconds" + suffix
+        assert ours[name].keys() == theirs[name].keys()
+        for labels, value in theirs[name].items():
+            assert math.isclose(ours[name][labels], value, rel_tol=1e-12, abs_tol=1e-12), (name, labels)
 
 
 @settings(max_examples=60, deadline=None)

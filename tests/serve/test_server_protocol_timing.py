@@ -11,6 +11,8 @@ from typing import Any
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from test_server_support import MODEL, shared_artifacts
 
 from tailor.serve.server.app import InferenceServer, ServerConfig, uvicorn_server
@@ -219,6 +221,39 @@ def test_admission_is_asked_once_per_refusal_and_again_for_a_body_that_came_late
         protocol.data_received(REQUEST[-100:])  # asked again: admitted now, handed to the handler
         assert len(asked) == 5 and len(transport.written) == 3 and len(protocol.tasks) == 1
         assert server.metrics.rejections["admission"] == 3
+        for task in list(protocol.tasks):
+            task.cancel()
+        protocol.connection_lost(None)
+
+    asyncio.run(scenario())
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(cuts=st.lists(st.floats(0.0, 1.0), min_size=1, max_size=3), admitted_before_last=st.booleans())
+def test_a_held_body_that_arrives_in_pieces_is_judged_on_its_whole_json_and_handed_over_whole(
+        artifacts, cuts: list[float], admitted_before_last: bool) -> None:
+    """The protocol keeps a held body as the chunks the parser gave (no copy): however the bytes are cut, a
+    request refused at its end is judged by the deadline its JSON part sets (even when that part spans reads),
+    and one admitted at its end reaches the handler with every byte of its body, in order."""
+    request = infer_requests(MODEL, np.arange(3 * 32 * 32, dtype=np.float32).reshape(1, 3, 32, 32))[0]
+    request = _with_lengths(request.replace(b'"parameters": {', b'"parameters": {"deadline_ms": 40, ', 1))
+    body = request.partition(b"\r\n\r\n")[2]
+    positions = sorted({1 + int(c * (len(request) - 2)) for c in cuts})
+    pieces = [request[a:b] for a, b in zip([0, *positions], [*positions, len(request)])]
+
+    async def scenario() -> None:
+        protocol, transport, server = connection(artifacts, read_timeout_s=5.0)
+        for piece in pieces[:-1]:
+            protocol.data_received(piece)
+        if admitted_before_last:
+            server.engine.reserved = 0  # the queue drained before the rest arrived
+        protocol.data_received(pieces[-1])
+        if admitted_before_last:
+            assert not transport.written and len(protocol.tasks) == 1
+            assert protocol.cycle.body == body and not protocol.cycle.more_body
+        else:
+            status, error = status_and_error(b"".join(transport.written))
+            assert status == 503 and "this request's deadline of 40 ms" in error and not protocol.tasks
         for task in list(protocol.tasks):
             task.cancel()
         protocol.connection_lost(None)

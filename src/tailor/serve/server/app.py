@@ -770,7 +770,10 @@ def arrival_stamping_protocol(
         _phase = 0  # 0: nothing timed; else headers_phase, body_phase or idle_phase
         _phase_started = 0.0  # loop time the phase began
         _phase_limit_s = 0.0
-        _held: bytearray | None = None  # the body of a request considered for shedding (no ASGI task yet)
+        # the body of a request considered for shedding (no ASGI task yet), as the parser gave it: the chunks are
+        # kept, not copied into one buffer (a refused request's tensor is never read, only its JSON part)
+        _held: list[bytes] | None = None
+        _held_bytes = 0
         _inference = False  # the current request is an inference POST the protocol may answer itself
         _json_length: int | None = None  # its Inference-Header-Content-Length: where its JSON ends
         _reads = 0  # data_received calls so far: nothing else runs on the loop within one
@@ -814,7 +817,7 @@ def arrival_stamping_protocol(
                 arrival = self.scope["state"][ARRIVAL_KEY]
                 over_limit = shedder.over_connection_limit()
                 if over_limit or (self._inference and shedder.sheds(arrival)):
-                    self._held = bytearray()
+                    self._held, self._held_bytes = [], 0
                     self._held_in_read = -1 if over_limit else self._reads
                     self._time_phase(body_phase, read_timeout_s())
                     return
@@ -850,8 +853,9 @@ def arrival_stamping_protocol(
             if held is None:
                 super().on_body(body)
                 return
-            held += body
-            if len(held) > max_body_bytes:
+            held.append(body)
+            self._held_bytes += len(body)
+            if self._held_bytes > max_body_bytes:
                 self._hand_over()  # the handler answers 413
 
         def on_message_complete(self) -> None:
@@ -871,7 +875,7 @@ def arrival_stamping_protocol(
                 return
             answer = None
             if self._inference:  # judged by its own deadline where it sets one
-                json_part = held if self._json_length is None else held[: self._json_length]
+                json_part = self._held_prefix(self._json_length)
                 answer = shedder.shed_response(self.scope["state"][ARRIVAL_KEY], json_part,
                                                refused=same_read)
             if answer is None:
@@ -890,13 +894,22 @@ def arrival_stamping_protocol(
             elif self.timeout_keep_alive_task is None:
                 self._time_phase(idle_phase, self.timeout_keep_alive)  # closed if no request follows in time
 
+        def _held_prefix(self, length: int | None) -> bytes:
+            """The first `length` bytes of the held body (all of it when None), joined only where they span chunks."""
+            held = self._held or [b""]
+            if len(held) == 1 or (length is not None and len(held[0]) >= length):
+                return held[0] if length is None else held[0][:length]
+            joined = b"".join(held)
+            return joined if length is None else joined[:length]
+
         def _hand_over(self) -> None:
             """Start the ASGI handler for the held request and give it the body received so far."""
-            held, self._held = self._held, None
+            body = self._held_prefix(None) if self._held else b""
+            self._held = None
             self._phase = 0
             super().on_headers_complete()
-            if held:
-                super().on_body(bytes(held))
+            if body:
+                super().on_body(body)
 
         def _slow_body(self) -> None:
             if self._held is not None and self.transport is not None and not self.transport.is_closing():

@@ -3,18 +3,22 @@
 Each server owns one `CollectorRegistry` (nothing global, so tests and several servers in one process do not
 share counters). Outcome and rejection counts are plain integers, exposed by a collector (a prometheus_client
 `Counter` takes a lock per increment, and under overload there are 10,000 a second); the engine also reads them
-for the SLO attainment gauge and the end-of-run summary.
+for the SLO attainment gauge and the end-of-run summary. For the same reason the latency histogram by outcome
+(observed once per request, refusals included) is kept in plain lists and exposed by a collector in the
+histogram format prometheus_client writes (its `Histogram.observe` costs ~0.6 us to this one's ~0.1 us).
 """
 
 from __future__ import annotations
 
+import bisect
 import gc
 import time
 from collections.abc import Callable
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from prometheus_client.core import CounterMetricFamily
+from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 OUTCOMES = ("on_time", "late", "expired", "rejected", "failed", "invalid")
@@ -51,12 +55,12 @@ class ServingMetrics:
             self.counts))
         registry.register(_LabelledCallbackCounter(
             "tailor_rejections", "Requests answered 503 + Retry-After, by reason.", "reason", self.rejections))
-        latency = Histogram("tailor_request_latency_seconds",
-                            "Server time of inference requests, arrival (first byte read) to answer, by outcome.",
-                            ["outcome"], buckets=LATENCY_BUCKETS_S, registry=registry)
-        # every label exists from the start, and its child is kept: `labels()` costs microseconds, and under
-        # overload a request is counted 10,000 times a second
-        self._latency_children = {o: latency.labels(o) for o in OUTCOMES}
+        # every label exists from the start
+        self._latency = _LabelledPlainHistogram(
+            "tailor_request_latency_seconds",
+            "Server time of inference requests, arrival (first byte read) to answer, by outcome.", "outcome",
+            OUTCOMES, LATENCY_BUCKETS_S)
+        registry.register(self._latency)
         Gauge("tailor_queue_length", "Requests waiting in the deadline queue.",
               registry=registry).set_function(lambda: float(queue_length()))
         Gauge("tailor_requests_running", "Requests in batches sent to workers, not yet answered.",
@@ -98,7 +102,7 @@ class ServingMetrics:
         """Count one request's outcome (and its server time, when known)."""
         self.counts[outcome] += 1
         if latency_s is not None:
-            self._latency_children[outcome].observe(latency_s)
+            self._latency.observe(outcome, latency_s)
 
     def rejected(self, reason: str, latency_s: float | None = None) -> None:
         """Count a 503 (outcome `rejected`) and why."""
@@ -170,4 +174,31 @@ class _LabelledCallbackCounter(Collector):
         family = CounterMetricFamily(self.name, self.documentation, labels=[self.label])
         for value, count in self.counts.items():
             family.add_metric([value], float(count))
+        yield family
+
+
+class _LabelledPlainHistogram(Collector):
+    """A histogram with one label, kept in plain lists (no lock per observation) and exposed in the format
+    prometheus_client writes for its `Histogram`: cumulative `_bucket{le=...}` series, `_count` and `_sum`."""
+
+    def __init__(self, name: str, documentation: str, label: str, values: tuple[str, ...],
+                 buckets: tuple[float, ...]) -> None:
+        self.name, self.documentation, self.label = name, documentation, label
+        self.bounds = [float(b) for b in sorted(buckets)]
+        self.counts = {value: [0] * (len(self.bounds) + 1) for value in values}  # the last: above every bound
+        self.sums = dict.fromkeys(values, 0.0)
+
+    def observe(self, value: str, amount: float) -> None:
+        """Count `amount` under label `value` (in the first bucket whose upper bound is >= it)."""
+        self.counts[value][bisect.bisect_left(self.bounds, amount)] += 1
+        self.sums[value] += amount
+
+    def collect(self):  # type: ignore[no-untyped-def]
+        family = HistogramMetricFamily(self.name, self.documentation, labels=[self.label])
+        for value, counts in self.counts.items():
+            cumulative, buckets = 0, []
+            for bound, count in zip([*self.bounds, float("inf")], counts):
+                cumulative += count
+                buckets.append((floatToGoString(bound), float(cumulative)))
+            family.add_metric([value], buckets, self.sums[value])
         yield family
