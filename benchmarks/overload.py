@@ -50,7 +50,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from serving_live import measure_profile, train
 from tailor.data import load_dataset
 from tailor.serve import traces
-from tailor.serve.server.app import ServerConfig
 from tailor.serve.server.loadgen import LoadResult
 from tailor.serve.server.loadgen import summary as load_summary
 
@@ -385,10 +384,10 @@ def main() -> None:
         process, ready = start_server(args, checkpoint, profile, runtime)
         neighbours: list[subprocess.Popen] = []
         try:
-            nice = ServerConfig.worker_nice if args.worker_nice is None else args.worker_nice  # the server's default
+            nice = ready["worker_nice"]  # the server's, by runtime unless --worker-nice set it
             neighbours = start_neighbours(args.neighbours, nice)
             url, model = ready["url"], ready["serving"]
-            print(f"\n== {runtime}: {url}, {ready['policy']}, SLO {args.slo_ms:g} ms")
+            print(f"\n== {runtime}: {url}, {ready['policy']}, SLO {args.slo_ms:g} ms, workers at nice {nice}")
             cap, probes = (args.capacity, []) if args.capacity else capacity(args, url, model, workdir, runtime)
             print(f"  capacity C = {cap:.0f} req/s (attainment >= 0.99 at the client)")
             if cap <= 0:
@@ -400,7 +399,8 @@ def main() -> None:
                 neighbour.kill()
                 neighbour.wait()
             final = stop_server(process)
-        report["runtimes"][runtime] = {"capacity_per_s": cap, "probes": probes, "bursts": bursts, "server": final,
+        report["runtimes"][runtime] = {"capacity_per_s": cap, "worker_nice": nice, "probes": probes, "bursts": bursts,
+                                       "server": final,
                                        "profile": planned_with}
     report["load_average_after"] = os.getloadavg()
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

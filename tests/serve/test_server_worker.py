@@ -161,7 +161,26 @@ def test_workers_and_spares_run_niced_below_the_server_and_a_bad_nice_is_refused
         WorkerPool(checkpoint, subnets, nice=20)
     with pytest.raises(ServerConfigError, match="worker_nice"):
         ServerConfig(checkpoint, "p.json", worker_nice=-1).check()
-    assert ServerConfig(checkpoint, "p.json").worker_nice == 10
+    assert ServerConfig(checkpoint, "p.json").worker_nice is None  # by runtime: see the next test
+
+
+@pytest.mark.parametrize("runtime, configured, expected", [
+    ("torch-inplace", None, 5), ("torch", None, 5), ("onnxruntime", None, 10), ("openvino", None, 10),
+    (None, None, 5), ("torch-inplace", 0, 0), ("onnxruntime", 3, 3)])
+def test_the_workers_nice_defaults_by_the_runtime_they_serve_and_a_configured_one_wins(
+    artifacts: tuple[Path, Path, dict], runtime: str | None, configured: int | None, expected: int,
+) -> None:
+    """Eager PyTorch workers starve at nice 10 under a burst (the front end is always runnable and CFS leaves them
+    ~10% of the core), compiled runtimes do not need more; the server's workers get the default of what they run
+    (the shared profile measured torch), unless one is configured."""
+    from tailor.serve.server.app import InferenceServer, ServerConfig, default_worker_nice
+
+    checkpoint, profile, _ = artifacts
+    server = InferenceServer(ServerConfig(checkpoint, profile, workers=1, spare_workers=0, runtime=runtime,
+                                          worker_nice=configured))
+    assert server.worker_nice == expected and server.pool.nice == expected
+    assert default_worker_nice(["torch", "onnxruntime"]) == 10  # mixed: the compiled runtime's
+    assert default_worker_nice([]) == 10
 
 
 def test_the_server_plans_with_its_workers_slowdown_unless_told_not_to(artifacts, monkeypatch) -> None:

@@ -31,7 +31,7 @@ import logging
 import os
 import signal
 import socket
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -73,6 +73,23 @@ Send = Callable[[dict[str, Any]], Awaitable[None]]
 SERVING_GC_THRESHOLDS = (35_000, 10, 10)  # the collector's thresholds in a serving process (`settle_heap_for_serving`)
 
 
+# Where a worker shares its core with the front end, how far below the front end's priority it runs by default.
+# Under a burst the front end is always runnable, and CFS then leaves a worker at nice n a share of
+# 1024 / 1.25**n of 1024 + that: ~10% at nice 10, ~25% at nice 5. ONNX Runtime's compiled graph needs little CPU a
+# sample, and the front end's reads come first (10 beat 5 and 7 at 3x and 10x); eager PyTorch runs Python per
+# layer, and at nice 10 its worker starves under a burst (5 beat 7 and 10: 3x 0.97-1.03 C against 0.90-0.91 C,
+# 10x 0.55-0.58 C against 0.43-0.46 C; see the server README). Measured on one 2-core Intel machine;
+# `--worker-nice` overrides it.
+EAGER_TORCH_RUNTIMES = frozenset({"torch", "torch-inplace"})
+EAGER_TORCH_WORKER_NICE, COMPILED_WORKER_NICE = 5, 10
+
+
+def default_worker_nice(runtimes: Iterable[str]) -> int:
+    """The workers' nice when none is configured: 5 where every subnet runs eager PyTorch, else 10."""
+    names = set(runtimes)
+    return EAGER_TORCH_WORKER_NICE if names and names <= EAGER_TORCH_RUNTIMES else COMPILED_WORKER_NICE
+
+
 class ServerConfigError(TailorError, ValueError):
     """A `ServerConfig` setting is of the wrong type or out of range."""
 
@@ -100,7 +117,7 @@ class ServerConfig:
     poll_ms: float = 1.0
     expire_hopeless: bool = True
     admission: bool = True  # refuse (503) a request the queue cannot drain within its deadline, before parsing it
-    worker_nice: int = 10  # local workers' priority below the front end's (0-19): a shared core serves it first
+    worker_nice: int | None = None  # local workers' priority below the front end's (0-19); None: by runtime
     drain_timeout_s: float = 30.0
     compute_timeout_s: float = 10.0  # the longest a batch may run before its worker is declared hung
     watchdog_slo_factor: float = 2.0  # ... and at least this many SLOs (or 10 x its planned latency)
@@ -123,7 +140,8 @@ class ServerConfig:
         for name in ("workers", "threads", "queue_limit", "max_connections"):
             positive_int(name, getattr(self, name), ServerConfigError)
         non_negative_int("spare_workers", self.spare_workers, ServerConfigError)
-        integer("worker_nice", self.worker_nice, ServerConfigError, low=0, high=19)
+        if self.worker_nice is not None:
+            integer("worker_nice", self.worker_nice, ServerConfigError, low=0, high=19)
         for name in ("slo_ms", "poll_ms", "drain_timeout_s", "compute_timeout_s", "read_timeout_s", "watchdog_slo_factor"):
             positive_float(name, getattr(self, name), ServerConfigError)
         number("margin_percentile", self.margin_percentile, ServerConfigError, low=50, high=100)
@@ -242,6 +260,8 @@ class InferenceServer:
         except ValueError as exc:
             raise ProfileError(str(exc)) from None
         self.runtime = ",".join(sorted(set(self.runtimes.values())))
+        self.worker_nice = (default_worker_nice(self.runtimes.values()) if config.worker_nice is None
+                            else config.worker_nice)
         self.policy = self._policy_for(self.profile)
         self.scheduler = Scheduler(self.profile, self.policy, config.queue_limit, config.expire_hopeless,
                                    policy_factory=self._policy_for if config.scale_profile else None)
@@ -286,7 +306,7 @@ class InferenceServer:
                   "device": config.device}
         if config.cluster is None:
             return WorkerPool(config.checkpoint, self.subnets, workers=config.workers, spares=config.spare_workers,
-                              max_batch_samples=self.scheduler.max_batch_size, nice=config.worker_nice,
+                              max_batch_samples=self.scheduler.max_batch_size, nice=self.worker_nice,
                               **common)
         from tailor.serve.cluster import RayExecutor
 

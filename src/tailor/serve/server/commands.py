@@ -66,11 +66,11 @@ def add_commands(commands: Any) -> None:
     serve.add_argument("--no-profile-scaling", action="store_true",
                        help="plan with the profile's latencies as measured (default: times the workers' measured "
                             "slowdown against them, when above 1: under load they share the cores and run slower)")
-    serve.add_argument("--worker-nice", type=int, default=10,
-                       help="run the workers this much below the front end's priority (0-19; default 10), so that a "
-                            "core they share serves the front end first: under overload it keeps reading and refusing "
-                            "requests instead of leaving them in the kernel's buffers (0: equal priority; local workers, not "
-                            "--cluster actors)")
+    serve.add_argument("--worker-nice", type=int,
+                       help="run the workers this much below the front end's priority (0-19; default 5 where every "
+                            "subnet runs eager PyTorch, else 10), so that a core they share serves the front end "
+                            "first: under overload it keeps reading and refusing requests instead of leaving them in "
+                            "the kernel's buffers (0: equal priority; local workers, not --cluster actors)")
     serve.add_argument("--overhead-margin-ms", type=float,
                        help="time per batch besides compute that the policy plans for (default: measured, "
                             "--margin-percentile of dispatch-to-answer minus compute over the last 256 batches, plus "
@@ -134,6 +134,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     def ready(server: Any, url: str) -> None:
         line = {"serving": server.name, "url": url, "workers": args.workers, "runtime": server.runtime,
+                "worker_nice": server.worker_nice if args.cluster is None else None,
                 "cluster": args.cluster or "local",
                 "policy": server.policy.describe(), "latency": server.profile.percentile_reason,
                 "slo_ms": args.slo_ms, "subnets": list(server.subnets)}
