@@ -32,7 +32,7 @@ def results(missed_at_s: list[float], count: int = 20) -> LoadResult:
     scheduled = np.arange(0, RUN_S, 1 / RATE)
     done = scheduled + 0.010
     for at in missed_at_s:
-        first = int(round(at * RATE))
+        first = round(at * RATE)
         done[first:first + count] = scheduled[first:first + count] + 0.080  # past the 50 ms SLO
     n = len(scheduled)
     return LoadResult(scheduled, scheduled.copy(), done, np.full(n, 200), np.ones(n), np.zeros(n, dtype=int), ["s"],
