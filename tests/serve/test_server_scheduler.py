@@ -449,11 +449,23 @@ def test_the_policy_plans_with_the_measured_non_compute_time() -> None:
 
 @pytest.mark.parametrize("percentile, margin", [(None, 3.0), (99.0, 3.0), (90.0, 0.5), (50.0, 0.5)])
 def test_the_margin_is_taken_at_the_configured_percentile_of_the_tail(percentile, margin) -> None:
-    """Two answers in 112 left slowly: the default (99th percentile) plans for them, the 90th does not."""
+    """Two answers in 112 left slowly: the default and the 99th percentile plan for them, the 90th does not."""
     engine, _, _ = make_engine()
     if percentile is not None:
         engine = Engine(engine.scheduler, FakeExecutor(), slo_ms=100.0, margin_percentile=percentile)
     for ms in [0.5] * 110 + [3.0] * 2:  # (re-estimated every 16)
+        engine.observe_delivery(ms)
+    assert engine.margin_ms == pytest.approx(margin)
+
+
+@pytest.mark.parametrize("percentile, margin", [(None, 3.0), (99.9, 3.0), (99.0, 0.5)])
+def test_by_default_the_margin_plans_for_the_slowest_of_the_last_256(percentile, margin) -> None:
+    """One answer in 256 left slowly: the default (99.9th percentile, the largest of the window) plans for it,
+    the 99th does not (a batch past the margin ends late with the requests queued behind it)."""
+    engine, _, _ = make_engine()
+    if percentile is not None:
+        engine = Engine(engine.scheduler, FakeExecutor(), slo_ms=100.0, margin_percentile=percentile)
+    for ms in [0.5] * 200 + [3.0] + [0.5] * 55:  # the slow one in the middle of the window
         engine.observe_delivery(ms)
     assert engine.margin_ms == pytest.approx(margin)
 
@@ -467,7 +479,7 @@ def test_a_margin_percentile_outside_50_to_100_is_refused() -> None:
     for bad in (49.9, 120, True, "99"):
         with pytest.raises(ServerConfigError, match="margin_percentile"):
             ServerConfig("ck", "p.json", margin_percentile=bad).check()
-    assert ServerConfig("ck", "p.json").margin_percentile == 99.0
+    assert ServerConfig("ck", "p.json").margin_percentile == 99.9
 
 
 def test_a_slow_subnet_that_runs_as_planned_does_not_close_admission() -> None:

@@ -123,7 +123,7 @@ class ServerConfig:
     watchdog_slo_factor: float = 2.0  # ... and at least this many SLOs (or 10 x its planned latency)
     spare_workers: int = 1  # loaded processes that replace a dead worker at once
     overhead_margin_ms: float | None = None  # None: measured (dispatch-to-answer minus compute, + delivery)
-    margin_percentile: float = 99.0  # ... at this percentile of the last 256 batches and answers
+    margin_percentile: float = 99.9  # ... at this percentile of the last 256 batches and answers (99.9: the largest)
     scale_profile: bool = True  # plan with the profile's latencies x the workers' measured slowdown (>= 1)
     warmup_batch_sizes: tuple[int, ...] = (1,)
     runtime: str | None = None  # None: each subnet on the runtime the profile chose for it; a name: all on that one

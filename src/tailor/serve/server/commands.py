@@ -75,9 +75,10 @@ def add_commands(commands: Any) -> None:
                        help="time per batch besides compute that the policy plans for (default: measured, "
                             "--margin-percentile of dispatch-to-answer minus compute over the last 256 batches, plus "
                             "that of answer delivery; 0: none, as in simulation)")
-    serve.add_argument("--margin-percentile", type=float, default=99.0,
-                       help="the percentile of the measured overheads the policy plans for (50-100, default 99: under "
-                            "a burst their tail is long, and a batch planned below it ends late)")
+    serve.add_argument("--margin-percentile", type=float, default=99.9,
+                       help="the percentile of the measured overheads the policy plans for (50-100, default 99.9, "
+                            "the largest of the last 256: their tail is long, and a batch planned below it ends "
+                            "late, with the requests queued behind it)")
     serve.add_argument("--no-expire-hopeless", action="store_true",
                        help="compute requests with less time left than the fastest subnet needs (late) instead of "
                             "answering them 'deadline exceeded' at once")

@@ -261,7 +261,7 @@ class Engine:
         watchdog_slo_factor: float = 2.0,
         retry_crashed: bool = True,
         overhead_margin_ms: float | None = None,
-        margin_percentile: float = 99.0,
+        margin_percentile: float = 99.9,
         admission: bool = True,
         drain_memory_s: float = 1.0,
         drain_smoothing: float = 0.05,
@@ -559,10 +559,12 @@ class Engine:
     def margin_ms(self) -> float:
         """Time the policy is told has already passed: what a batch costs besides compute (dispatch, pipe,
         waking the worker and the server, and a worker slowed past its plan) and what an answer then takes to
-        leave (`observe_delivery`). Fixed when configured; else the `margin_percentile` (99th) of the last 256
-        batches' (dispatch-to-answer - min(compute, planned)) plus that of the last 256 deliveries, capped at half
-        the SLO. Under a burst these times have a long tail (the front end, busy refusing, reads an answer late):
-        planned at the 90th, one batch in ten ended late and its work was lost (see benchmarks/overload.py)."""
+        leave (`observe_delivery`). Fixed when configured; else the `margin_percentile` (99.9th, i.e. the largest
+        of 256) of the last 256 batches' (dispatch-to-answer - min(compute, planned)) plus that of the last 256
+        deliveries, capped at half the SLO. Under a burst these times have a long tail (the front end, busy
+        refusing, reads an answer late): planned at the 90th, one batch in ten ended late and its work was lost;
+        at the 99th, with DrainFit keeping the queue's deadlines full at 80% load, the few batches past it still
+        left clusters of late answers (0.3-0.7% of requests; see benchmarks/overload.py)."""
         return self.fixed_margin_ms if self.fixed_margin_ms is not None else self._estimated_margin_ms
 
     def _observe_slowdown(self, batch: Batch, compute_ms: float) -> None:
