@@ -49,6 +49,36 @@ def test_the_latency_histogram_exposes_what_prometheus_clients_histogram_would(
 
 
 @settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.one_of(st.sampled_from(LATENCY_BUCKETS_S), st.floats(0, 1, allow_nan=False)),
+                          st.one_of(st.none(), st.floats(0, 2, allow_nan=False))), max_size=40))
+def test_an_answer_written_late_moves_from_on_time_to_late_as_if_counted_late(
+        answers: list[tuple[float, float | None]]) -> None:
+    """Counted on time at its batch's end (first value), written after the deadline (second, when not None): the
+    exposition equals a histogram that counted each such request late, at the time it was written."""
+    metrics = ServingMetrics(8)
+    registry = CollectorRegistry()
+    reference = Histogram("tailor_request_latency_seconds", "reference", ["outcome"], buckets=LATENCY_BUCKETS_S,
+                          registry=registry)
+    for outcome in OUTCOMES:
+        reference.labels(outcome)
+    for counted, _ in answers:
+        metrics.outcome("on_time", counted)
+    for counted, written in answers:
+        if written is None:
+            reference.labels("on_time").observe(counted)
+        else:
+            metrics.answered_late(counted, max(counted, written))
+            reference.labels("late").observe(max(counted, written))
+    late = sum(written is not None for _, written in answers)
+    assert metrics.counts["on_time"] == len(answers) - late and metrics.counts["late"] == late
+    ours, theirs = parse(metrics.render()), parse(generate_latest(registry))
+    for suffix in ("_bucket", "_count", "_sum"):
+        name = "tailor_request_latency_seconds" + suffix
+        for labels, value in theirs[name].items():
+            assert math.isclose(ours[name][labels], value, rel_tol=1e-9, abs_tol=1e-9), (name, labels)
+
+
+@settings(max_examples=60, deadline=None)
 @given(st.lists(st.floats(0, 20, allow_nan=False), max_size=80))
 def test_histogram_buckets_are_cumulative_and_count_everything(values: list[float]) -> None:
     metrics = ServingMetrics(8)

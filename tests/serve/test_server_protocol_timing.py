@@ -259,3 +259,38 @@ def test_a_held_body_that_arrives_in_pieces_is_judged_on_its_whole_json_and_hand
         protocol.connection_lost(None)
 
     asyncio.run(scenario())
+
+
+@pytest.mark.parametrize("deadline_after_done_ms, on_time", [(1e6, True), (0.5, False)])
+def test_an_answer_on_time_at_its_batchs_end_but_written_after_its_deadline_is_late(
+        artifacts, deadline_after_done_ms: float, on_time: bool) -> None:
+    """The engine judges a request when its batch finishes; its handler may resume later on a busy event loop.
+    An answer written after the deadline says `on_time: false` and is counted late in /metrics, not on time."""
+    from tailor.serve.server.scheduler import Served, monotonic_ms
+
+    async def scenario() -> None:
+        protocol, transport, server = connection(artifacts, read_timeout_s=5.0, shedding=False)
+
+        async def submit(inputs: np.ndarray, deadline_ms: float | None = None, arrival_ms: float | None = None
+                         ) -> Served:
+            assert arrival_ms is not None
+            await asyncio.sleep(0.005)
+            done = monotonic_ms()
+            server.metrics.outcome("on_time", (done - arrival_ms) / 1e3)  # as the engine counts it
+            await asyncio.sleep(0.005)  # the handler resumes 5 ms after the batch ended
+            return Served(np.zeros((1, 10), np.float32), "small", 0.9, 1, 0.1, 1.0, True,
+                          done + deadline_after_done_ms, done, 0, 0)
+
+        server.engine.submit = submit  # type: ignore[method-assign]
+        protocol.data_received(REQUEST)
+        await asyncio.gather(*protocol.tasks)
+        head, _, body = b"".join(transport.written).partition(b"\r\n\r\n")
+        assert int(head.split()[1]) == 200
+        header_length = int(dict(line.split(b": ", 1) for line in head.split(b"\r\n")[1:]).get(
+            b"inference-header-content-length", len(body)))
+        assert json.loads(body[:header_length])["parameters"]["on_time"] is on_time
+        counts = server.metrics.counts
+        assert (counts["on_time"], counts["late"]) == ((1, 0) if on_time else (0, 1))
+        protocol.connection_lost(None)
+
+    asyncio.run(scenario())

@@ -104,6 +104,14 @@ class ServingMetrics:
         if latency_s is not None:
             self._latency.observe(outcome, latency_s)
 
+    def answered_late(self, counted_s: float, answered_s: float) -> None:
+        """A request counted on time when its batch finished (server time `counted_s`) whose answer was written only
+        after its deadline (`answered_s`, e.g. its handler resumed late on a busy event loop): it moves from outcome
+        `on_time` to `late`, in the counts and the latency histogram, so that each request still has one outcome."""
+        self.counts["on_time"] -= 1
+        self.counts["late"] += 1
+        self._latency.move("on_time", counted_s, "late", answered_s)
+
     def rejected(self, reason: str, latency_s: float | None = None) -> None:
         """Count a 503 (outcome `rejected`) and why."""
         self.rejections[reason] += 1
@@ -192,6 +200,12 @@ class _LabelledPlainHistogram(Collector):
         """Count `amount` under label `value` (in the first bucket whose upper bound is >= it)."""
         self.counts[value][bisect.bisect_left(self.bounds, amount)] += 1
         self.sums[value] += amount
+
+    def move(self, old_value: str, old_amount: float, new_value: str, new_amount: float) -> None:
+        """Take back one observation of `old_amount` under `old_value` and count `new_amount` under `new_value`."""
+        self.counts[old_value][bisect.bisect_left(self.bounds, old_amount)] -= 1
+        self.sums[old_value] -= old_amount
+        self.observe(new_value, new_amount)
 
     def collect(self):  # type: ignore[no-untyped-def]
         family = HistogramMetricFamily(self.name, self.documentation, labels=[self.label])
