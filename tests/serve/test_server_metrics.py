@@ -23,6 +23,26 @@ def parse(raw: bytes) -> dict[str, dict[tuple[tuple[str, str], ...], float]]:
     return out
 
 
+def reference_latency_histogram() -> tuple[CollectorRegistry, Histogram]:
+    """prometheus_client's own `Histogram` with the server's name, buckets and outcome labels, in its own registry."""
+    registry = CollectorRegistry()
+    reference = Histogram("tailor_request_latency_seconds", "reference", ["outcome"], buckets=LATENCY_BUCKETS_S,
+                          registry=registry)
+    for outcome in OUTCOMES:
+        reference.labels(outcome)
+    return registry, reference
+
+
+def assert_same_latency_histogram(metrics: ServingMetrics, registry: CollectorRegistry) -> None:
+    """Every bucket, count and sum of the server's latency histogram equals the reference's."""
+    ours, theirs = parse(metrics.render()), parse(generate_latest(registry))
+    for suffix in ("_bucket", "_count", "_sum"):
+        name = "tailor_request_latency_seconds" + suffix
+        assert ours[name].keys() == theirs[name].keys()
+        for labels, value in theirs[name].items():
+            assert math.isclose(ours[name][labels], value, rel_tol=1e-9, abs_tol=1e-9), (name, labels)
+
+
 @settings(max_examples=60, deadline=None)
 @given(st.lists(st.tuples(st.sampled_from(OUTCOMES),
                           st.one_of(st.sampled_from(LATENCY_BUCKETS_S), st.floats(0, 20, allow_nan=False))),
@@ -32,20 +52,11 @@ def test_the_latency_histogram_exposes_what_prometheus_clients_histogram_would(
     """The per-outcome latency histogram is kept in plain lists (no lock per request); exposed, every bucket
     (values on a bound included), count and sum equal prometheus_client's `Histogram` fed the same values."""
     metrics = ServingMetrics(8)
-    registry = CollectorRegistry()
-    reference = Histogram("tailor_request_latency_seconds", "reference", ["outcome"], buckets=LATENCY_BUCKETS_S,
-                          registry=registry)
-    for outcome in OUTCOMES:
-        reference.labels(outcome)
+    registry, reference = reference_latency_histogram()
     for outcome, seconds in observations:
         metrics.outcome(outcome, seconds)
         reference.labels(outcome).observe(seconds)
-    ours, theirs = parse(metrics.render()), parse(generate_latest(registry))
-    for suffix in ("_bucket", "_count", "_sum"):
-        name = "tailor_request_latency_seconds" + suffix
-        assert ours[name].keys() == theirs[name].keys()
-        for labels, value in theirs[name].items():
-            assert math.isclose(ours[name][labels], value, rel_tol=1e-12, abs_tol=1e-12), (name, labels)
+    assert_same_latency_histogram(metrics, registry)
 
 
 @settings(max_examples=60, deadline=None)
@@ -56,11 +67,7 @@ def test_an_answer_written_late_moves_from_on_time_to_late_as_if_counted_late(
     """Counted on time at its batch's end (first value), written after the deadline (second, when not None): the
     exposition equals a histogram that counted each such request late, at the time it was written."""
     metrics = ServingMetrics(8)
-    registry = CollectorRegistry()
-    reference = Histogram("tailor_request_latency_seconds", "reference", ["outcome"], buckets=LATENCY_BUCKETS_S,
-                          registry=registry)
-    for outcome in OUTCOMES:
-        reference.labels(outcome)
+    registry, reference = reference_latency_histogram()
     for counted, _ in answers:
         metrics.outcome("on_time", counted)
     for counted, written in answers:
@@ -71,11 +78,7 @@ def test_an_answer_written_late_moves_from_on_time_to_late_as_if_counted_late(
             reference.labels("late").observe(max(counted, written))
     late = sum(written is not None for _, written in answers)
     assert metrics.counts["on_time"] == len(answers) - late and metrics.counts["late"] == late
-    ours, theirs = parse(metrics.render()), parse(generate_latest(registry))
-    for suffix in ("_bucket", "_count", "_sum"):
-        name = "tailor_request_latency_seconds" + suffix
-        for labels, value in theirs[name].items():
-            assert math.isclose(ours[name][labels], value, rel_tol=1e-9, abs_tol=1e-9), (name, labels)
+    assert_same_latency_histogram(metrics, registry)
 
 
 @settings(max_examples=60, deadline=None)
