@@ -9,6 +9,7 @@ import gzip
 import json
 import signal
 import threading
+import time
 from pathlib import Path
 
 import httpx
@@ -273,7 +274,11 @@ def test_deadline_passing_in_the_queue_is_a_504_and_not_computed(frozen_ok: Serv
 def test_metrics_report_outcomes_queue_batches_and_subnets(live: ServerThread, client: triton.InferenceServerClient) -> None:
     delivered = live.server.engine._delivered
     client.infer(MODEL, [_input(_images(2, 6))])
-    # the on-time answer's way out (engine to connection) was measured for the planning margin
+    # the on-time answer's way out (engine to connection) was measured for the planning margin: once written, so
+    # the client can hold the answer a moment before the server's thread records it
+    waited = time.monotonic() + 5.0
+    while live.server.engine._delivered == delivered and time.monotonic() < waited:
+        time.sleep(0.005)
     assert live.server.engine._delivered == delivered + 1
     text = live.metrics()
     for name in ("tailor_requests_total", "tailor_request_latency_seconds_bucket", "tailor_queue_length",
