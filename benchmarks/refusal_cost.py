@@ -45,6 +45,8 @@ from tailor.serve.server.loadgen import UNSENT, infer_requests, run_open_loop
 from tailor.serve.server.protocol import ModelSpec, TensorSpec
 
 MODEL = "refusal-bench"
+# the floor's answer: a complete keep-alive 503 with Retry-After, as tailor's protocol writes one
+FLOOR_ANSWER = _raw_response(503, "Service Unavailable", "overloaded", {"retry-after": "1"}, close=False)
 
 
 class CountingTransport:
@@ -145,8 +147,7 @@ async def serve_refusing(kind: str, root: Path) -> None:
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
     if kind == "floor":
-        answer = _raw_response(503, "Service Unavailable", "overloaded", {"retry-after": "1"}, close=False)
-        server = await loop.create_server(lambda: FloorProtocol(answer), sock=sock, backlog=4096)
+        server = await loop.create_server(lambda: FloorProtocol(FLOOR_ANSWER), sock=sock, backlog=4096)
         serving: Any = None
     else:
         app = build_server(root)
@@ -216,12 +217,10 @@ def main() -> None:
         return
     request = infer_requests(MODEL, np.zeros((1, 3, 32, 32), np.float32))[0]
     with tempfile.TemporaryDirectory() as tmp:
-        server = build_server(Path(tmp))
-        answer = server.shed_response(0.0) or b""
         ours, floor = [], []
         for _ in range(args.repeats):
             ours.append(uvloop.run(protocol_us(build_server(Path(tmp)), request, args.requests)))
-            floor.append(uvloop.run(floor_us(answer, request, args.requests)))
+            floor.append(uvloop.run(floor_us(FLOOR_ANSWER, request, args.requests)))
     mine, base = statistics.median(ours), statistics.median(floor)
     print(f"one binary OIP request of {len(request):,} bytes per call, {args.requests:,} calls, median of {args.repeats}; "
           f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}")

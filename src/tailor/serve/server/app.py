@@ -923,14 +923,12 @@ def arrival_stamping_protocol(
         def _held_prefix(self, length: int | None) -> bytes:
             """The first `length` bytes of the held body (all of it when None), joined only where they span chunks."""
             held = self._held or [b""]
-            if len(held) == 1 or (length is not None and len(held[0]) >= length):
-                return held[0] if length is None else held[0][:length]
-            joined = b"".join(held)
-            return joined if length is None else joined[:length]
+            body = held[0] if len(held) == 1 or (length is not None and len(held[0]) >= length) else b"".join(held)
+            return body if length is None else body[:length]
 
         def _hand_over(self) -> None:
             """Start the ASGI handler for the held request and give it the body received so far."""
-            body = self._held_prefix(None) if self._held else b""
+            body = self._held_prefix(None)
             self._held = None
             self._phase = 0
             super().on_headers_complete()
