@@ -13,69 +13,14 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from test_server_support import MODEL, shared_artifacts
+from test_server_support import MODEL, REQUEST, connection, shared_artifacts, status_and_error, with_lengths
 
-from tailor.serve.server.app import InferenceServer, ServerConfig, uvicorn_server
 from tailor.serve.server.loadgen import infer_requests
-from tailor.serve.server.protocol import ModelSpec, TensorSpec
-
-
-class Transport(asyncio.Transport):
-    def __init__(self) -> None:
-        super().__init__()
-        self.written: list[bytes] = []
-        self.closing = False
-
-    def write(self, data: Any) -> None:
-        self.written.append(bytes(data))
-
-    def is_closing(self) -> bool:
-        return self.closing
-
-    def close(self) -> None:
-        self.closing = True
-
-    def get_extra_info(self, name: str, default: Any = None) -> Any:
-        return {"sockname": ("127.0.0.1", 8000), "peername": ("127.0.0.1", 50000)}.get(name, default)
-
-    def pause_reading(self) -> None:
-        pass
-
-    def resume_reading(self) -> None:
-        pass
 
 
 @pytest.fixture(scope="module")
 def artifacts(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, dict]:
     return shared_artifacts(tmp_path_factory)
-
-
-def connection(artifacts: tuple[Path, Path, dict], read_timeout_s: float, keep_alive_s: float = 5.0,
-               shedding: bool = True) -> tuple[Any, Transport, InferenceServer]:
-    """A protocol on a fake transport, its server's admission refusing everything when `shedding`."""
-    checkpoint, profile, _ = artifacts
-    server = InferenceServer(ServerConfig(checkpoint, profile, slo_ms=50.0, workers=1, spare_workers=0,
-                                          read_timeout_s=read_timeout_s))
-    runner = uvicorn_server(server, log_level="error")
-    config = runner.config
-    config.timeout_keep_alive = keep_alive_s
-    config.load()
-    server.engine.accepting = True
-    server.engine.reserved = 100_000 if shedding else 0
-    server.spec = ModelSpec(MODEL, TensorSpec("input", "FP32", (-1, 3, 32, 32)),
-                            TensorSpec("logits", "FP32", (-1, 10)), 8)
-    protocol = config.http_protocol_class(config=config, server_state=runner.server_state, app_state={})
-    transport = Transport()
-    protocol.connection_made(transport)
-    return protocol, transport, server
-
-
-def status_and_error(data: bytes) -> tuple[int, str]:
-    head, _, body = data.partition(b"\r\n\r\n")
-    return int(head.split()[1]), json.loads(body)["error"]
-
-
-REQUEST = infer_requests(MODEL, np.zeros((1, 3, 32, 32), np.float32))[0]
 
 
 def test_a_shed_request_is_answered_and_an_idle_connection_then_closed(artifacts) -> None:
@@ -159,7 +104,7 @@ def test_a_request_with_its_own_deadline_is_shed_by_the_protocol_against_that_de
     cheaply as the others (no ASGI task each), judged by their own deadline."""
     request = infer_requests(MODEL, np.zeros((1, 3, 32, 32), np.float32))[0]
     request = request.replace(b'"parameters": {', b'"parameters": {' + json.dumps(parameters)[1:-1].encode() + b", ", 1)
-    request = _with_lengths(request)
+    request = with_lengths(request)
 
     async def scenario() -> None:
         protocol, transport, server = connection(artifacts, read_timeout_s=5.0)
@@ -176,7 +121,7 @@ def test_a_request_with_its_own_deadline_is_shed_by_the_protocol_against_that_de
 
 def test_a_held_request_whose_own_deadline_is_invalid_goes_to_the_handler_for_its_400(artifacts) -> None:
     request = infer_requests(MODEL, np.zeros((1, 3, 32, 32), np.float32))[0]
-    request = _with_lengths(request.replace(b'"parameters": {', b'"parameters": {"deadline_ms": -5, ', 1))
+    request = with_lengths(request.replace(b'"parameters": {', b'"parameters": {"deadline_ms": -5, ', 1))
 
     async def scenario() -> None:
         protocol, transport, server = connection(artifacts, read_timeout_s=5.0)
@@ -189,16 +134,6 @@ def test_a_held_request_whose_own_deadline_is_invalid_goes_to_the_handler_for_it
         protocol.connection_lost(None)
 
     asyncio.run(scenario())
-
-
-def _with_lengths(request: bytes) -> bytes:
-    """`request` with its Content-Length and Inference-Header-Content-Length set to what its parts now are."""
-    head, _, body = request.partition(b"\r\n\r\n")
-    json_end = body.index(b"}]}") + 3
-    lines = [line for line in head.split(b"\r\n")
-             if not line.lower().startswith((b"content-length:", b"inference-header-content-length:"))]
-    lines += [b"Content-Length: %d" % len(body), b"Inference-Header-Content-Length: %d" % json_end]
-    return b"\r\n".join(lines) + b"\r\n\r\n" + body
 
 
 def test_admission_is_asked_once_per_refusal_and_again_for_a_body_that_came_later(artifacts) -> None:
@@ -236,7 +171,7 @@ def test_a_held_body_that_arrives_in_pieces_is_judged_on_its_whole_json_and_hand
     request refused at its end is judged by the deadline its JSON part sets (even when that part spans reads),
     and one admitted at its end reaches the handler with every byte of its body, in order."""
     request = infer_requests(MODEL, np.arange(3 * 32 * 32, dtype=np.float32).reshape(1, 3, 32, 32))[0]
-    request = _with_lengths(request.replace(b'"parameters": {', b'"parameters": {"deadline_ms": 40, ', 1))
+    request = with_lengths(request.replace(b'"parameters": {', b'"parameters": {"deadline_ms": 40, ', 1))
     body = request.partition(b"\r\n\r\n")[2]
     positions = sorted({1 + int(c * (len(request) - 2)) for c in cuts})
     pieces = [request[a:b] for a, b in zip([0, *positions], [*positions, len(request)])]

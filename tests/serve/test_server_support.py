@@ -1,4 +1,5 @@
-"""Helpers for the server tests (no tests here): a tiny calibrated supernet, its profile, a server in a thread."""
+"""Helpers for the server tests (no tests here): a tiny calibrated supernet, its profile, a server in a thread,
+the HTTP protocol on a fake transport."""
 
 from __future__ import annotations
 
@@ -20,6 +21,8 @@ import tailor
 from tailor.cost.measure import LatencyStats
 from tailor.cost.profile import Profile, SubnetProfile
 from tailor.serve.server.app import InferenceServer, ServerConfig, bind_socket, serve_async, uvicorn_server
+from tailor.serve.server.loadgen import infer_requests
+from tailor.serve.server.protocol import ModelSpec, TensorSpec
 from tailor.space import Subnet
 
 MODEL = "tiny_cnn"
@@ -193,3 +196,72 @@ def stop_shared_live() -> None:
     server = _SHARED.pop("live", None)
     if server is not None:
         server.stop()
+
+
+# -- the HTTP protocol without sockets ------------------------------------------------------------------------
+class Transport(asyncio.Transport):
+    """A transport that keeps what the protocol writes and whether it closed the connection."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.written: list[bytes] = []
+        self.closing = False
+
+    def write(self, data: Any) -> None:
+        self.written.append(bytes(data))
+
+    def is_closing(self) -> bool:
+        return self.closing
+
+    def close(self) -> None:
+        self.closing = True
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return {"sockname": ("127.0.0.1", 8000), "peername": ("127.0.0.1", 50000)}.get(name, default)
+
+    def pause_reading(self) -> None:
+        pass
+
+    def resume_reading(self) -> None:
+        pass
+
+
+def connection(artifacts: tuple[Path, Path, dict], read_timeout_s: float, keep_alive_s: float = 5.0,
+               shedding: bool = True, server: InferenceServer | None = None) -> tuple[Any, Transport, InferenceServer]:
+    """A protocol on a fake transport, its server's admission refusing everything when `shedding`; a new server
+    unless one (from an earlier call) is given: another connection to it."""
+    checkpoint, profile, _ = artifacts
+    if server is None:
+        server = InferenceServer(ServerConfig(checkpoint, profile, slo_ms=50.0, workers=1, spare_workers=0,
+                                              read_timeout_s=read_timeout_s))
+    runner = uvicorn_server(server, log_level="error")
+    config = runner.config
+    config.timeout_keep_alive = keep_alive_s
+    config.load()
+    server.engine.accepting = True
+    server.engine.reserved = 100_000 if shedding else 0
+    if server.spec is None:
+        server.spec = ModelSpec(MODEL, TensorSpec("input", "FP32", (-1, 3, 32, 32)),
+                                TensorSpec("logits", "FP32", (-1, 10)), 8)
+    protocol = config.http_protocol_class(config=config, server_state=runner.server_state, app_state={})
+    transport = Transport()
+    protocol.connection_made(transport)
+    return protocol, transport, server
+
+
+def status_and_error(data: bytes) -> tuple[int, str]:
+    head, _, body = data.partition(b"\r\n\r\n")
+    return int(head.split()[1]), json.loads(body)["error"]
+
+
+REQUEST = infer_requests(MODEL, np.zeros((1, 3, 32, 32), np.float32))[0]
+
+
+def with_lengths(request: bytes) -> bytes:
+    """`request` with its Content-Length and Inference-Header-Content-Length set to what its parts now are."""
+    head, _, body = request.partition(b"\r\n\r\n")
+    json_end = body.index(b"}]}") + 3
+    lines = [line for line in head.split(b"\r\n")
+             if not line.lower().startswith((b"content-length:", b"inference-header-content-length:"))]
+    lines += [b"Content-Length: %d" % len(body), b"Inference-Header-Content-Length: %d" % json_end]
+    return b"\r\n".join(lines) + b"\r\n\r\n" + body

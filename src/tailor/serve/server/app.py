@@ -11,8 +11,10 @@ A request's clock starts when the server reads its first byte, moved back by the
 (`ArrivalStampingProtocol`, a subclass of uvicorn's httptools protocol that also bounds the time to receive
 the headers and body; `LoopLag`). Under overload most requests are refused, so refusing must be cheap: the
 protocol asks admission at the headers and answers a refused request 503 itself, without an ASGI task
-(`InferenceServer.sheds`); a request let through holds a place in admission until it is queued. The event
-loop is uvloop's when installed.
+(`InferenceServer.sheds`); a request let through holds a place in admission until it is queued. A read that
+holds one whole request whose header block is byte for byte one the parser has read before (a client sends
+the same headers with every request of one size) is refused from its raw bytes, without the parser's callbacks
+(`ArrivalStampingProtocol._refuse_known`). The event loop is uvloop's when installed.
 
 Answers: 200 with `parameters.subnet` naming the subnet that served it; 4xx naming the problem for bad
 input (400), an unknown model (404), a slow body (408), a body over the limit (413), an unsupported
@@ -70,6 +72,8 @@ BODY_COMPLETE_KEY = "tailor.body_complete"  # the protocol has the whole body: r
 Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
 Send = Callable[[dict[str, Any]], Awaitable[None]]
+KNOWN_HEADER_BYTES = 4096  # a header block longer than this is always parsed (see `_refuse_known`)
+SHED_ANSWER_MS = 100.0  # a shed answer is reused this long (its Retry-After is whole seconds)
 SERVING_GC_THRESHOLDS = (35_000, 10, 10)  # the collector's thresholds in a serving process (`settle_heap_for_serving`)
 
 
@@ -287,9 +291,12 @@ class InferenceServer:
         self.name = config.model_name or self.profile.profile.model
         self.spec: ModelSpec | None = None
         self.statistics = protocol.ModelStatistics()
-        # (queued requests, Retry-After, deadline) -> the 503
-        self._shed_answers: dict[tuple[int, int, float], bytes] = {}
+        # (queued requests, deadline) -> (the 503, when it was built)
+        self._shed_answers: dict[tuple[int, float], tuple[bytes, float]] = {}
         self._served_paths: dict[bytes, bool] = {}  # serves_path's answers for `_paths_of`
+        # header blocks of inference requests the HTTP parser has read (for `_paths_of`): (Content-Length, where the
+        # JSON part ends or None); see `known_request`
+        self._known_requests: dict[bytes, tuple[int, int | None]] = {}
         self._paths_of: ModelSpec | None = None
         self.app = self._build_app()
 
@@ -367,15 +374,35 @@ class InferenceServer:
     def serves_path(self, raw_path: bytes) -> bool:
         """Whether `raw_path` is this server's inference path (else the handler answers, e.g. 404 naming what exists).
         Remembered per path: a burst asks it for the same few paths thousands of times a second."""
-        if self._paths_of is not self.spec:  # answers for another model (or none yet)
-            self._served_paths.clear()
-            self._paths_of = self.spec
+        self._forget_other_models()
         known = self._served_paths.get(raw_path)
         if known is None:
             if len(self._served_paths) >= 64:
                 self._served_paths.clear()
             known = self._served_paths[raw_path] = self._is_inference_path(raw_path)
         return known
+
+    def _forget_other_models(self) -> None:
+        if self._paths_of is not self.spec:  # answers for another model (or none yet)
+            self._served_paths.clear()
+            self._known_requests.clear()
+            self._paths_of = self.spec
+
+    def remember_request(self, header_block: bytes, content_length: int, json_length: int | None) -> None:
+        """Remember the raw header block of an inference request the HTTP parser read whole and found answerable
+        here (a keep-alive POST to the inference path with this Content-Length, no other framing, no encoding, no
+        Expect), for `known_request`. At most 64 are kept: a client sends the same few again and again."""
+        self._forget_other_models()
+        if len(self._known_requests) >= 64:
+            self._known_requests.clear()
+        self._known_requests[header_block] = (content_length, json_length)
+
+    def known_request(self, header_block: bytes) -> tuple[int, int | None] | None:
+        """(Content-Length, where the JSON part ends or None) of a header block byte for byte equal to one
+        `remember_request` was given for this model; None otherwise."""
+        if self._paths_of is not self.spec:
+            return None
+        return self._known_requests.get(header_block)
 
     def _is_inference_path(self, raw_path: bytes) -> bool:
         if self.spec is None or not raw_path.endswith(b"/infer"):
@@ -390,42 +417,55 @@ class InferenceServer:
         deadline (the protocol then holds its body instead of starting the ASGI handler)."""
         return self.engine.accepting and not self.engine.admits(arrival_ms + self.config.slo_ms)
 
-    def shed_response(self, arrival_ms: float, json_header: bytes | bytearray = b"", refused: bool = False
-                      ) -> bytes | None:
+    def shed_response(self, arrival_ms: float, json_header: bytes = b"", refused: bool = False) -> bytes | None:
         """The complete 503 (JSON, Retry-After, keep-alive) for a held request that admission still refuses,
         counted as rejected; None when it would now be admitted, or when its JSON part (`json_header`) is not
         valid where a deadline of its own may be set (the protocol then hands it to the handler, which answers
         it). A request with its own deadline is judged by that deadline, as the handler would judge it.
         `refused`: `sheds` said so for this request and nothing has run since (its body came in the same read as
-        its headers); with the default deadline it is not asked again (later, it could only refuse more)."""
-        if not (refused or self.engine.accepting):
+        its headers); with the default deadline it is not asked again (later, it could only refuse more).
+        Thousands a second under a burst: the few distinct answers are built once and kept for `SHED_ANSWER_MS`
+        (the message names the queue's length, Retry-After its drain time in whole seconds)."""
+        engine = self.engine
+        if not (refused or engine.accepting):
             return None
         own_ms = None
-        if protocol.may_set_deadline(json_header):
+        if b"deadline_ms" in json_header or b"timeout" in json_header:  # `protocol.may_set_deadline`, inline
             try:
                 own_ms = protocol.request_deadline_ms(json_header)
             except ProtocolError:
                 return None  # the handler answers 400 naming the problem
         if own_ms is None:
             budget_ms = self.config.slo_ms
-            admitted = not refused and self.engine.admits(arrival_ms + budget_ms)
+            if not refused and engine.admits(arrival_ms + budget_ms):
+                return None
         else:  # one sample: refused with one, a request is refused with any number (the handler's check)
-            budget_ms, admitted = own_ms, self.engine.admits(arrival_ms + own_ms, 1, own_ms)
-        if admitted:
-            return None
-        self.engine.count_refusal("admission", (monotonic_ms() - arrival_ms) / 1e3)
-        # a burst refuses thousands a second with a few distinct answers: each is written once
-        key = (len(self.scheduler.queue), self.engine.retry_after_s(), budget_ms)
-        answer = self._shed_answers.get(key)
-        if answer is None:
-            if len(self._shed_answers) >= 256:
-                self._shed_answers.clear()
-            whose = "the" if own_ms is None else "this request's"
-            message = (f"overloaded: the {key[0]} queued requests cannot be drained within {whose} deadline of "
-                       f"{budget_ms:.6g} ms")
-            answer = self._shed_answers[key] = _raw_response(503, "Service Unavailable", message,
-                                                             {"retry-after": str(key[1])}, close=False)
+            budget_ms = own_ms
+            if engine.admits(arrival_ms + own_ms, 1, own_ms):
+                return None
+        now = monotonic_ms()
+        engine.count_refusal("admission", (now - arrival_ms) / 1e3)
+        key = (len(self.scheduler.queue), budget_ms)
+        kept = self._shed_answers.get(key)
+        if kept is not None and now - kept[1] < SHED_ANSWER_MS:
+            return kept[0]
+        if len(self._shed_answers) >= 256:
+            self._shed_answers.clear()
+        whose = "the" if own_ms is None else "this request's"
+        message = (f"overloaded: the {key[0]} queued requests cannot be drained within {whose} deadline of "
+                   f"{budget_ms:.6g} ms")
+        answer = _raw_response(503, "Service Unavailable", message, {"retry-after": str(engine.retry_after_s())},
+                               close=False)
+        self._shed_answers[key] = (answer, now)
         return answer
+
+    def refusal(self, arrival_ms: float) -> bytes | None:
+        """The counted 503 for an inference request with the default deadline that arrived at `arrival_ms`, when
+        admission refuses it now (None when it is admitted, the server is not accepting, or there are too many
+        connections: the usual path answers those)."""
+        if self.over_connection_limit():
+            return None
+        return self.shed_response(arrival_ms)
 
     def release(self, scope: Scope) -> None:
         """Give back the place in admission the protocol held for this request (once; no-op if it held none)."""
@@ -782,7 +822,16 @@ def arrival_stamping_protocol(
     deadline, its body is held here; once complete, one that admission still refuses (with its own deadline
     where its JSON sets one: a client with a timeout sends it with every request) is answered 503 straight
     from the protocol; any other (admitted now, invalid JSON, a content encoding, pipelining, a body over the
-    limit) is handed to the ASGI handler as if it had just arrived."""
+    limit) is handed to the ASGI handler as if it had just arrived.
+
+    Known requests: the parser's callbacks and checks cost more than half of such a refusal (`python
+    benchmarks/refusal_cost.py`), and under a burst nearly every read is one request whose header block the
+    parser has read before. The server keeps those blocks (`InferenceServer.remember_request`: an answerable
+    inference POST, Content-Length framing, keep-alive HTTP/1.1), and a read made of one such block and a body
+    of exactly its Content-Length, between messages and with no answer owed, whose JSON part names no deadline
+    of its own, is refused without being parsed when admission refuses it; anything else is parsed as before.
+    Byte-equal headers parse the same, so the parser's verdict on the first stands for the rest (no HTTP is
+    parsed by hand here)."""
     import httptools
     from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
@@ -803,10 +852,14 @@ def arrival_stamping_protocol(
         _inference = False  # the current request is an inference POST the protocol may answer itself
         _json_length: int | None = None  # its Inference-Header-Content-Length: where its JSON ends
         _reads = 0  # data_received calls so far: nothing else runs on the loop within one
+        _between_messages = True  # the parser has no request in progress: the next byte read begins one
+        _header_block: bytes | None = None  # the raw headers of the request begun at the start of the current read
+        _content_length = -1  # the current request's Content-Length (-1: none, or other framing too)
         _held_in_read = -1  # the call in which admission refused the held request at its headers (-1: it did not)
 
         def on_message_begin(self) -> None:
             super().on_message_begin()
+            self._between_messages = False
             self.scope["state"][ARRIVAL_KEY] = arrival_clock()
             self._time_phase(headers_phase, read_timeout_s())
 
@@ -840,6 +893,9 @@ def arrival_stamping_protocol(
             self._phase = 0
             if shedder is not None:
                 self._inference = self._answerable_inference()
+                if self._inference:
+                    self._remember_headers()
+                self._header_block = None
                 arrival = self.scope["state"][ARRIVAL_KEY]
                 over_limit = shedder.over_connection_limit()
                 if over_limit or (self._inference and shedder.sheds(arrival)):
@@ -851,20 +907,34 @@ def arrival_stamping_protocol(
                     self._reserve()
             super().on_headers_complete()
 
+        def _remember_headers(self) -> None:
+            """Give the server this request's raw header block if it is one `_refuse_known` may answer later."""
+            block, self._header_block = self._header_block, None
+            if (block is not None and self._content_length >= 0 and self.parser.should_keep_alive()
+                    and self.parser.get_http_version() == "1.1"):
+                assert shedder is not None
+                shedder.remember_request(block, self._content_length, self._json_length)
+
         def _answerable_inference(self) -> bool:
             """An inference POST to this server that could be answered here without reordering the answers."""
             if self.parser.get_method() != b"POST" or self.expect_100_continue or self.parser.should_upgrade():
                 return False
             if self.cycle is not None and not self.cycle.response_complete:
                 return False  # a pipelined request: answers must keep the requests' order
-            self._json_length = None
+            self._json_length, self._content_length, framings = None, -1, 0
             for name, value in self.headers:
                 if name == b"content-encoding" and value.strip().lower() != b"identity":
                     return False  # its deadline cannot be seen without decoding
-                if name == b"content-length" and (not value.strip().isdigit() or int(value) > max_body_bytes):
-                    return False
-                if name == b"inference-header-content-length" and value.strip().isdigit():
+                if name == b"content-length":
+                    if not value.strip().isdigit() or int(value) > max_body_bytes:
+                        return False
+                    self._content_length, framings = int(value), framings + 1
+                elif name == b"transfer-encoding":
+                    framings += 1
+                elif name == b"inference-header-content-length" and value.strip().isdigit():
                     self._json_length = int(value)  # only the JSON part can set a deadline
+            if framings != 1:
+                self._content_length = -1  # chunked (or framing the parser would refuse): never answered unparsed
             assert shedder is not None
             return shedder.serves_path(self.url.split(b"?", 1)[0])
 
@@ -885,6 +955,7 @@ def arrival_stamping_protocol(
                 self._hand_over()  # the handler answers 413
 
         def on_message_complete(self) -> None:
+            self._between_messages = True
             held = self._held
             if held is None:
                 self.scope["state"][BODY_COMPLETE_KEY] = True
@@ -953,6 +1024,14 @@ def arrival_stamping_protocol(
         def data_received(self, data: bytes) -> None:
             self._reads += 1
             self._unset_keepalive_if_required()
+            self._header_block = None
+            if shedder is not None and self._between_messages:
+                end = data.find(b"\r\n\r\n", 0, KNOWN_HEADER_BYTES)
+                if end > 0:
+                    block = data[:end + 4]
+                    if self._refuse_known(data, block):
+                        return
+                    self._header_block = block  # the parser's verdict on it may be remembered
             try:
                 self.parser.feed_data(data)  # what uvicorn does, with the parser's reason kept for the answer
             except httptools.HttpParserError as exc:
@@ -962,6 +1041,33 @@ def arrival_stamping_protocol(
                     self.handle_websocket_upgrade()
                 else:
                     self._unsupported_upgrade_warning()
+
+        def _refuse_known(self, data: bytes, header_block: bytes) -> bool:
+            """Answer 503 without parsing a read that holds one whole request, and nothing more, whose header
+            block is byte for byte one the parser has read before as an answerable inference request
+            (`InferenceServer.remember_request`: same framing, same path, keep-alive) when admission refuses it
+            with the default deadline. Under a burst nearly every request is such a read, and the parser's
+            callbacks and the checks above cost most of a refusal. False (nothing done) otherwise: the parser
+            reads it as usual."""
+            assert shedder is not None
+            known = shedder.known_request(header_block)
+            if known is None:
+                return False
+            content_length, json_length = known
+            start = len(header_block)
+            if len(data) != start + content_length or (self.cycle is not None and not self.cycle.response_complete):
+                return False  # part of a request, or more than one; or an answer still owed before it
+            json_end = start + (content_length if json_length is None else min(json_length, content_length))
+            if data.find(b"deadline_ms", start, json_end) >= 0 or data.find(b"timeout", start, json_end) >= 0:
+                return False  # it may set its own deadline (`protocol.may_set_deadline`): the parser's path judges it
+            answer = shedder.refusal(arrival_clock())
+            if answer is None:
+                return False
+            self.transport.write(answer)
+            self.server_state.total_requests += 1
+            if self.timeout_keep_alive_task is None:
+                self._time_phase(idle_phase, self.timeout_keep_alive)  # closed if no request follows in time
+            return True
 
         def send_400_response(self, msg: str) -> None:  # the parser refused the bytes: say so in JSON
             on_invalid()

@@ -1,0 +1,243 @@
+"""Refusing a request without parsing it: a read that holds one whole request whose header block is byte for byte
+one the HTTP parser has read before (the same client sending again) is refused by the protocol from the raw bytes
+when admission refuses it. It must answer exactly what the parser's path answers, and take nothing else."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
+from test_server_support import MODEL, REQUEST, connection, shared_artifacts, status_and_error, with_lengths
+
+from tailor.serve.server.loadgen import infer_requests
+from tailor.serve.server.protocol import ModelSpec, TensorSpec
+
+
+@pytest.fixture(scope="module")
+def artifacts(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, dict]:
+    return shared_artifacts(tmp_path_factory)
+
+
+class CountingParser:
+    """The protocol's HTTP parser, counting the reads it is given."""
+
+    def __init__(self, parser: Any) -> None:
+        self.parser, self.reads = parser, 0
+
+    def feed_data(self, data: bytes) -> None:
+        self.reads += 1
+        self.parser.feed_data(data)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.parser, name)
+
+
+def _same_length(request: bytes, parameters: bytes) -> bytes:
+    """`request` with its JSON's parameters replaced by `parameters`, padded with spaces to the same length: the
+    header block (Content-Length, Inference-Header-Content-Length) stays byte for byte the same."""
+    head, _, body = request.partition(b"\r\n\r\n")
+    old = b'"parameters": {"binary_data_output": true}'
+    new = b'"parameters": ' + parameters
+    assert old in body and len(new) <= len(old)
+    return head + b"\r\n\r\n" + body.replace(old, new + b" " * (len(old) - len(new)), 1)
+
+
+def test_a_request_seen_before_is_refused_without_the_parser_with_the_same_answer(artifacts) -> None:
+    async def scenario() -> None:
+        protocol, transport, server = connection(artifacts, read_timeout_s=5.0)
+        parser = protocol.parser = CountingParser(protocol.parser)
+        for _ in range(4):
+            protocol.data_received(REQUEST)
+        assert parser.reads == 1  # only the first: its header block is known from then on
+        assert len(transport.written) == 4 and len(set(transport.written)) == 1  # one answer, byte for byte
+        status, error = status_and_error(transport.written[0])
+        assert status == 503 and "cannot be drained within the deadline of 50 ms" in error
+        assert server.metrics.rejections["admission"] == 4 and server.metrics.counts["rejected"] == 4
+        assert protocol.server_state.total_requests == 4 and not protocol.tasks and not transport.closing
+        protocol.connection_lost(None)
+
+    asyncio.run(scenario())
+
+
+def test_a_known_request_that_admission_takes_reaches_the_handler_whole(artifacts) -> None:
+    async def scenario() -> None:
+        protocol, transport, server = connection(artifacts, read_timeout_s=5.0)
+        protocol.data_received(REQUEST)  # refused, and now known
+        server.engine.reserved = 0  # the queue drained
+        protocol.data_received(REQUEST)
+        assert len(transport.written) == 1 and len(protocol.tasks) == 1
+        assert protocol.cycle.body == REQUEST.partition(b"\r\n\r\n")[2] and not protocol.cycle.more_body
+        assert server.engine.reserved == 1  # it holds its place in admission, as on the parser's path
+        for task in list(protocol.tasks):
+            task.cancel()
+        protocol.connection_lost(None)
+
+    asyncio.run(scenario())
+
+
+@pytest.mark.parametrize("parameters, handed_over", [
+    (b'{"deadline_ms": 1e9}', True),  # its own deadline is far: admitted, whatever the default deadline says
+    (b'{"timeout": 40000}', False),  # Triton's timeout (us), 40 ms: refused against it, by the parser's path
+    (b'{"deadline_ms": -1}', True),  # invalid: the handler answers 400 naming it
+])
+def test_a_request_with_known_headers_that_sets_its_own_deadline_is_judged_by_it(
+        artifacts, parameters: bytes, handed_over: bool) -> None:
+    """Same header block, same length, but the JSON sets a deadline: never refused from the raw bytes."""
+    own = _same_length(REQUEST, parameters)
+
+    async def scenario() -> None:
+        protocol, transport, _ = connection(artifacts, read_timeout_s=5.0)
+        parser = protocol.parser = CountingParser(protocol.parser)
+        protocol.data_received(REQUEST)  # known from now on
+        protocol.data_received(own)
+        assert parser.reads == 2
+        if handed_over:
+            assert len(transport.written) == 1 and len(protocol.tasks) == 1
+            await asyncio.gather(*protocol.tasks, return_exceptions=True)
+        else:
+            status, error = status_and_error(transport.written[-1])
+            assert status == 503 and "this request's deadline of 40 ms" in error
+        protocol.connection_lost(None)
+
+    asyncio.run(scenario())
+
+
+@pytest.mark.parametrize("variant", ["http10", "close"])
+def test_a_request_whose_answer_closes_the_connection_is_never_answered_from_its_bytes(artifacts, variant) -> None:
+    """HTTP/1.0 or `Connection: close`: the refusal says `connection: close` and closes, on every connection."""
+    request = VARIANTS[variant]
+
+    async def scenario() -> None:
+        server = None
+        for _ in range(2):  # the second connection sends a header block the server has read before
+            protocol, transport, server = connection(artifacts, read_timeout_s=5.0, server=server)
+            parser = protocol.parser = CountingParser(protocol.parser)
+            protocol.data_received(request)
+            assert parser.reads == 1 and transport.closing
+            assert b"\r\nconnection: close\r\n" in transport.written[0].lower()
+            assert status_and_error(transport.written[0])[0] == 503
+            protocol.connection_lost(None)
+
+    asyncio.run(scenario())
+
+
+def test_known_header_blocks_are_bounded_and_forgotten_for_another_model(artifacts) -> None:
+    async def scenario() -> None:
+        protocol, _, server = connection(artifacts, read_timeout_s=5.0)
+        protocol.data_received(REQUEST)
+        block = REQUEST[:REQUEST.index(b"\r\n\r\n") + 4]
+        assert server.known_request(block) is not None
+        for n in range(64):  # a client that never sends the same headers twice keeps at most 64
+            server.remember_request(block + b"x-%d" % n, 1, None)
+        assert len(server._known_requests) <= 64
+        server.remember_request(block, 7, 3)
+        assert server.known_request(block) == (7, 3)
+        server.spec = ModelSpec("another", TensorSpec("input", "FP32", (-1, 3, 32, 32)),
+                                TensorSpec("logits", "FP32", (-1, 10)), 8)
+        assert server.known_request(block) is None  # its path belonged to the model served before
+        protocol.connection_lost(None)
+
+    asyncio.run(scenario())
+
+
+class HeldAnswers:
+    """An ASGI app that reads a request's body and answers 200 with its length, but only once `release` is set:
+    a request handed over stays unanswered until the test lets it go (what follows it on the connection then
+    waits, as behind a slow handler)."""
+
+    def __init__(self) -> None:
+        self.release = asyncio.Event()
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        length, more = 0, True
+        while more:
+            message = await receive()
+            length, more = length + len(message.get("body", b"")), message.get("more_body", False)
+        await self.release.wait()
+        text = str(length).encode()
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": [(b"content-length", b"%d" % len(text))]})
+        await send({"type": "http.response.body", "body": text})
+
+
+def _variants() -> dict[str, bytes]:
+    """Requests a client may send on one connection: the known one, its header block changed, another framing,
+    its own deadline, another path, HTTP/1.0, a non-keep-alive one."""
+    plain = REQUEST
+    head, _, body = plain.partition(b"\r\n\r\n")
+    chunked_head = b"\r\n".join(line for line in head.split(b"\r\n") if not line.lower().startswith(b"content-length"))
+    chunked = chunked_head + b"\r\nTransfer-Encoding: chunked\r\n\r\n" + b"%x\r\n" % len(body) + body + b"\r\n0\r\n\r\n"
+    other = infer_requests(MODEL, np.ones((2, 3, 32, 32), np.float32))[0]
+    return {
+        "plain": plain,
+        "host": plain.replace(b"Host: tailor", b"Host: tailor2", 1),
+        "chunked": chunked,
+        "own_deadline": with_lengths(plain.replace(b'"parameters": {', b'"parameters": {"deadline_ms": 40, ', 1)),
+        "batch_of_2": other,
+        "wrong_path": plain.replace(b"/infer ", b"/inferx ", 1),
+        "http10": plain.replace(b"HTTP/1.1", b"HTTP/1.0", 1),
+        "close": plain.replace(b"\r\n\r\n", b"\r\nConnection: close\r\n\r\n", 1),
+    }
+
+
+VARIANTS = _variants()
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@example(sends=[("plain", 0, False, False), ("wrong_path", 0, False, False), ("plain", 0, False, True)])
+@given(sends=st.lists(st.tuples(st.sampled_from(sorted(VARIANTS)), st.integers(0, 2), st.booleans(), st.booleans()),
+                      min_size=1, max_size=12))
+def test_answers_and_counts_are_those_of_the_parsers_path(artifacts, sends: list[tuple[str, int, bool, bool]]
+                                                          ) -> None:
+    """The same reads on two connections, one whose server never knows a request (every read parsed): the same
+    bytes written (refusals, and the answers of what was handed to the handler), the same counts. A send is a
+    request, cut into `cut + 1` reads (the first cut right after the headers' end, the second mid-body), or two
+    requests in one read (pipelined); after it the handlers answer what they hold (`answer`) or keep holding it."""
+
+    def reads(name: str, cut: int, pipelined: bool) -> list[bytes]:
+        request = VARIANTS[name]
+        if pipelined:
+            return [request + VARIANTS["plain"]]
+        header_end = request.index(b"\r\n\r\n") + 4
+        points = [0, header_end, (header_end + len(request)) // 2][: cut + 1] + [len(request)]
+        return [request[a:b] for a, b in itertools.pairwise(points) if b > a]
+
+    async def answer_held(protocol: Any, app: HeldAnswers) -> None:
+        app.release.set()
+        for _ in range(1000):  # a handler answers; the next request in uvicorn's pipeline starts, and answers too
+            if not protocol.tasks:
+                break
+            await asyncio.sleep(0)
+        assert not protocol.tasks
+        app.release.clear()
+
+    async def run(parse_all: bool) -> tuple[list[bytes], dict, dict, int, bool]:
+        protocol, transport, server = connection(artifacts, read_timeout_s=5.0)
+        if parse_all:
+            server.known_request = lambda block: None  # type: ignore[method-assign]
+        app = protocol.app = HeldAnswers()
+        for name, cut, pipelined, answer in sends:
+            for data in reads(name, cut, pipelined):
+                if not transport.closing:
+                    protocol.data_received(data)
+                    for _ in range(5):  # the handlers of what was handed over read their bodies
+                        await asyncio.sleep(0)
+            if answer:
+                await answer_held(protocol, app)
+        await answer_held(protocol, app)
+        result = (transport.written, dict(server.metrics.rejections), dict(server.metrics.counts),
+                  protocol.server_state.total_requests, transport.closing)
+        protocol.connection_lost(None)
+        return result
+
+    async def both() -> None:
+        fast, parsed = await run(parse_all=False), await run(parse_all=True)
+        assert fast == parsed
+
+    asyncio.run(both())
