@@ -175,6 +175,60 @@ def test_the_loop_lag_is_the_wait_of_what_becomes_ready_and_arrivals_are_moved_b
     assert moved_back == pytest.approx(busy, abs=1.0)
 
 
+@pytest.mark.parametrize("event_loop", ["asyncio", "uvloop"])
+def test_the_loop_lag_counts_the_reads_of_a_pass_ahead_of_a_socket(event_loop: str) -> None:
+    """A request's bytes wait for the reads of the sockets the kernel reported ready before its own: ten sockets
+    whose reads each take 5 ms on the clock, readable before the probe's byte is written, make it wait 50 ms (a
+    probe on the ready queue, run before the pass reads any socket, read ~0 here). The probe is fired by hand
+    after the sockets' bytes, so the order does not hang on two timers."""
+    import asyncio
+    import socket
+
+    import uvloop
+
+    from tailor.serve.server.app import LoopLag
+
+    class Clock:
+        now = 1000.0
+
+        def __call__(self) -> float:
+            return self.now
+
+    clock = Clock()
+
+    async def scenario() -> list[float]:
+        loop = asyncio.get_running_loop()
+        pairs = [socket.socketpair() for _ in range(10)]
+        for reader, _ in pairs:
+            reader.setblocking(False)
+
+            def read(reader: socket.socket = reader) -> None:
+                reader.recv(64)
+                clock.now += 5.0  # this socket's request takes 5 ms to read and answer
+
+            loop.add_reader(reader.fileno(), read)
+        lag = LoopLag(interval_s=3600.0, decay=0.5, clock=clock)  # no timer fires: the test probes
+        lag.start()
+        seen = []
+        try:
+            for _ in range(3):
+                for _, writer in pairs:  # requests arrive on every socket
+                    writer.send(b"r")
+                lag._probe()  # then the probe's byte
+                await asyncio.sleep(0.02)  # one pass reads all eleven
+                seen.append(lag.lag_ms)
+            return seen
+        finally:
+            lag.stop()
+            for reader, writer in pairs:
+                loop.remove_reader(reader.fileno())
+                reader.close()
+                writer.close()
+
+    seen = asyncio.run(scenario()) if event_loop == "asyncio" else uvloop.run(scenario())
+    assert seen == [50.0, 50.0, 50.0]
+
+
 def test_garbage_collector_pauses_are_timed_by_generation_until_the_watch_stops() -> None:
     import gc
 

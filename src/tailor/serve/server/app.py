@@ -195,15 +195,19 @@ def _header(headers: list[tuple[bytes, bytes]], name: bytes) -> str | None:
 
 
 class LoopLag:
-    """How long what becomes ready waits for the event loop: every `interval_s` a callback is put on the ready
-    queue (`call_soon`) and the time until it runs is the rest of the loop's current pass (a smoothed maximum,
-    in ms; a timer's lateness would also count uvloop's 1 ms timer resolution).
+    """How long a request's bytes wait for the event loop before they are read: every `interval_s` a byte is
+    written to a socket pair the loop watches, and the time until its read callback runs is the wait of what
+    became readable then (a smoothed maximum, in ms).
 
     A request's first byte is read only when the loop gets to its socket; under overload one pass of the loop
-    takes milliseconds, and that wait is invisible to a clock started in `data_received` while the client has
-    been waiting all along. Arrival stamps are moved back by this lag, so deadlines, admission and the policy
-    count it. Written here because no kept library measures asyncio's lag (Node's `monitorEventLoopDelay` is
-    the same idea); the probe costs a few microseconds `1 / interval_s` times a second.
+    reads hundreds of sockets and takes milliseconds, and that wait is invisible to a clock started in
+    `data_received` while the client has been waiting all along. Arrival stamps are moved back by this lag, so
+    deadlines, admission and the policy count it. The probe's byte is read among the other sockets' data, in
+    the order the kernel reported them ready, so the figure includes the pass's reads ahead of it (a callback
+    put on the ready queue with `call_soon`, as this probe was until now, runs before the pass reads any socket
+    and read 1-2 ms where a refusal's round trip at the client took 10). Written here because no kept library
+    measures asyncio's lag (Node's `monitorEventLoopDelay` is the same idea); the probe costs a send and a recv
+    `1 / interval_s` times a second.
     """
 
     def __init__(self, interval_s: float = 0.005, decay: float = 0.9,
@@ -214,24 +218,51 @@ class LoopLag:
         self.lag_ms = 0.0
         self._handle: asyncio.TimerHandle | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._pair: tuple[socket.socket, socket.socket] | None = None
+        self._written_ms = 0.0
 
     def start(self) -> None:
         self._loop = asyncio.get_running_loop()
+        reader, writer = self._pair = socket.socketpair()
+        reader.setblocking(False)
+        writer.setblocking(False)
+        self._loop.add_reader(reader.fileno(), self._readable)
         self._handle = self._loop.call_later(self.interval_s, self._probe)
 
     def stop(self) -> None:
         if self._handle is not None:
             self._handle.cancel()
             self._handle = None
+        if self._pair is not None:
+            if self._loop is not None and not self._loop.is_closed():
+                self._loop.remove_reader(self._pair[0].fileno())
+            for end in self._pair:
+                end.close()
+            self._pair = None
 
     def _probe(self) -> None:
-        assert self._loop is not None
-        self._loop.call_soon(self._measure, self.clock())
+        self._handle = None
+        if self._pair is None:
+            return
+        self._written_ms = self.clock()
+        try:
+            self._pair[1].send(b"\0")
+        except OSError:  # the pair's buffer is full (cannot be, one byte at a time): look again later
+            self._next()
 
-    def _measure(self, queued_ms: float) -> None:
-        late = self.clock() - queued_ms
+    def _readable(self) -> None:
+        if self._pair is None:
+            return
+        try:
+            self._pair[0].recv(64)
+        except OSError:
+            return
+        late = self.clock() - self._written_ms
         self.lag_ms = late if late > self.lag_ms else self.decay * self.lag_ms + (1 - self.decay) * late
-        if self._handle is not None and self._loop is not None:
+        self._next()
+
+    def _next(self) -> None:
+        if self._loop is not None and self._pair is not None:
             self._handle = self._loop.call_later(self.interval_s, self._probe)
 
     def arrival_ms(self) -> float:

@@ -91,7 +91,7 @@ class ServingMetrics:
         Gauge("tailor_planning_slowdown", "Factor the policy multiplies the profile's latencies by: the workers' "
               "measured compute time over the profile's (median of recent batches, 1 when not slower).",
               registry=registry).set_function(lambda: float(slowdown()))
-        Gauge("tailor_event_loop_lag_seconds", "How late the front end's event loop runs what is due (smoothed): "
+        Gauge("tailor_event_loop_lag_seconds", "How long what becomes readable waits for the front end's event loop (smoothed): "
               "the wait before a request's first byte is read, which arrival stamps are moved back by.",
               registry=registry).set_function(lambda: loop_lag_ms() / 1e3)
         self._retries = Counter("tailor_request_retries", "Requests re-queued after their worker died.",
