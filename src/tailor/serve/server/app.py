@@ -461,7 +461,7 @@ class InferenceServer:
         if not (refused or engine.accepting):
             return None
         own_ms = None
-        if b"deadline_ms" in json_header or b"timeout" in json_header:  # `protocol.may_set_deadline`, inline
+        if json_header and protocol.may_set_deadline(json_header):
             try:
                 own_ms = protocol.request_deadline_ms(json_header)
             except ProtocolError:
@@ -867,6 +867,7 @@ def arrival_stamping_protocol(
     from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
     headers_phase, body_phase, idle_phase = 1, 2, 3
+    deadline_key, timeout_key = protocol.DEADLINE_KEYS  # searched in a known request's bytes, without a copy
 
     class ArrivalStampingProtocol(HttpToolsProtocol):
         # Time limits without a timer per request (a timer costs ~1.6 us to arm and cancel, three per refused
@@ -1089,7 +1090,7 @@ def arrival_stamping_protocol(
             if len(data) != start + content_length or (self.cycle is not None and not self.cycle.response_complete):
                 return False  # part of a request, or more than one; or an answer still owed before it
             json_end = start + (content_length if json_length is None else min(json_length, content_length))
-            if data.find(b"deadline_ms", start, json_end) >= 0 or data.find(b"timeout", start, json_end) >= 0:
+            if data.find(deadline_key, start, json_end) >= 0 or data.find(timeout_key, start, json_end) >= 0:
                 return False  # it may set its own deadline (`protocol.may_set_deadline`): the parser's path judges it
             answer = shedder.refusal(arrival_clock())
             if answer is None:

@@ -140,11 +140,15 @@ def header_length(value: str | None, body_size: int) -> int | None:
     return _header_length(value, body_size)
 
 
+DEADLINE_KEYS = (b"deadline_ms", b"timeout")  # the parameters by which a request sets its own deadline
+
+
 def may_set_deadline(json_header: bytes | memoryview) -> bool:
     """Whether a request's JSON might carry its own deadline (`deadline_ms` or Triton's `timeout`): a byte
     search, so that a server can shed a request with the default deadline before parsing it."""
-    raw = bytes(json_header)
-    return b"deadline_ms" in raw or b"timeout" in raw
+    raw = json_header if isinstance(json_header, bytes) else bytes(json_header)
+    deadline_key, timeout_key = DEADLINE_KEYS
+    return deadline_key in raw or timeout_key in raw
 
 
 def request_deadline_ms(json_header: bytes | memoryview) -> float | None:
