@@ -925,9 +925,9 @@ def arrival_stamping_protocol(
             self._phase = 0
             if shedder is not None:
                 self._inference = self._answerable_inference()
-                if self._inference:
-                    self._remember_headers()
-                self._header_block = None
+                block, self._header_block = self._header_block, None
+                if self._inference and block is not None:
+                    self._remember_headers(block)
                 arrival = self.scope["state"][ARRIVAL_KEY]
                 over_limit = shedder.over_connection_limit()
                 if over_limit or (self._inference and shedder.sheds(arrival)):
@@ -939,10 +939,9 @@ def arrival_stamping_protocol(
                     self._reserve()
             super().on_headers_complete()
 
-        def _remember_headers(self) -> None:
+        def _remember_headers(self, block: bytes) -> None:
             """Give the server this request's raw header block if it is one `_refuse_known` may answer later."""
-            block, self._header_block = self._header_block, None
-            if (block is not None and self._content_length >= 0 and self.parser.should_keep_alive()
+            if (self._content_length >= 0 and self.parser.should_keep_alive()
                     and self.parser.get_http_version() == "1.1"):
                 assert shedder is not None
                 shedder.remember_request(block, self._content_length, self._json_length)
