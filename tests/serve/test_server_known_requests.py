@@ -241,3 +241,26 @@ def test_answers_and_counts_are_those_of_the_parsers_path(artifacts, sends: list
         assert fast == parsed
 
     asyncio.run(both())
+
+
+def test_the_handler_does_not_count_requests_read_after_its_own_against_it(artifacts) -> None:
+    """The protocol admits a request and holds its place; before its handler runs, the loop reads many more that
+    the protocol also admits (their places held). The handler's own check must not count those (they queue
+    behind it): counted, they refused in the handler what the protocol had admitted, each after a full ASGI
+    cycle."""
+    async def scenario() -> None:
+        protocol, transport, server = connection(artifacts, read_timeout_s=5.0, shedding=False)
+        server.engine._loop = asyncio.get_running_loop()  # the engine's loop, no workers: a request queued stays
+        protocol.data_received(REQUEST)
+        assert len(protocol.tasks) == 1 and server.engine.reserved == 1
+        for _ in range(100_000):  # requests read after it, in the same pass of the loop
+            server.engine.reserve()
+        for _ in range(20):
+            await asyncio.sleep(0)
+        assert transport.written == []  # not refused: it waits in the queue for its batch
+        assert server.scheduler.queued_samples == 1 and server.engine.reserved == 100_000
+        for task in list(protocol.tasks):
+            task.cancel()
+        protocol.connection_lost(None)
+
+    asyncio.run(scenario())

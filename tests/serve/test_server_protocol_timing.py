@@ -206,8 +206,8 @@ def test_an_answer_on_time_at_its_batchs_end_but_written_after_its_deadline_is_l
     async def scenario() -> None:
         protocol, transport, server = connection(artifacts, read_timeout_s=5.0, shedding=False)
 
-        async def submit(inputs: np.ndarray, deadline_ms: float | None = None, arrival_ms: float | None = None
-                         ) -> Served:
+        async def submit(inputs: np.ndarray, deadline_ms: float | None = None, arrival_ms: float | None = None,
+                         reserved_behind: int = 0) -> Served:
             assert arrival_ms is not None
             await asyncio.sleep(0.005)
             done = monotonic_ms()

@@ -734,3 +734,42 @@ def test_without_a_policy_factory_the_profile_is_never_rescaled() -> None:
     asyncio.run(scenario())
     with pytest.raises(ValueError, match="max_slowdown must be >= 1"):
         Engine(make_engine()[0].scheduler, FakeExecutor(), slo_ms=100.0, max_slowdown=0.5)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.booleans(), st.integers(0, 1_000)), min_size=1, max_size=60), st.booleans())
+def test_places_reserved_after_a_request_are_counted_exactly_when_given_back_in_order(steps, in_order) -> None:
+    """`reserved_after(ticket)`: the places still held by requests read after `ticket`. Given back in the order
+    they were taken (the handlers run in the order the requests were read) it is exact; in any order it never
+    counts fewer than are really behind (a request is then judged with at most the places really ahead of it)."""
+    engine, _, _ = make_engine()
+    held: list[int] = []
+    for take, pick in steps:
+        if take or not held:
+            ticket = engine.reserve()
+            assert not held or ticket > held[-1]
+            held.append(ticket)
+        else:
+            engine.reserved -= 1
+            held.pop(0 if in_order else pick % len(held))
+        assert engine.reserved == len(held)
+        for ticket in held:
+            behind = sum(1 for other in held if other > ticket)
+            if in_order:
+                assert engine.reserved_after(ticket) == behind
+            else:
+                assert behind <= engine.reserved_after(ticket) <= engine.reserved
+
+
+def test_admission_does_not_count_places_reserved_behind_the_request() -> None:
+    """A request due in time behind the queue alone is admitted whatever is reserved behind it, and refused when
+    the same places are ahead of it."""
+    engine, _, clock = make_engine(queue_limit=None)
+    first = engine.reserve()
+    for _ in range(10_000):  # read after it: they queue behind it
+        engine.reserve()
+    engine.reserved -= 1  # its handler gives its own place back before asking
+    deadline = clock.now + engine.slo_ms
+    assert engine.reserved_after(first) == 10_000
+    assert engine.admits(deadline, reserved_behind=engine.reserved_after(first))
+    assert not engine.admits(deadline)  # the same places ahead of it: 10,000 samples cannot drain in 100 ms

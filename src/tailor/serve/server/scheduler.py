@@ -303,6 +303,7 @@ class Engine:
         self._slowdowns: collections.deque[float] = collections.deque(maxlen=128)  # compute / profiled, per batch
         self._slowdown_count = 0
         self.reserved = 0  # requests admitted by the front end and not yet queued (counted by `admits`)
+        self.reservations = 0  # places ever reserved: a reservation's ticket is the count before it
         self._drain_observed_ms: float | None = None  # measured queue drain time per queued sample (EWMA)
         self._planned_work_ms = 0.0  # the profile's latency of every batch dispatched so far, summed
         self._drain_observed_at = 0.0
@@ -373,8 +374,24 @@ class Engine:
         return [max(now_ms, at + batch.planned_ms + margin) for batch, at in self._running_batches.values()]
 
     # -- admission ------------------------------------------------------------------------------------------
-    def admits(self, deadline_ms: float, samples: int = 1, budget_ms: float | None = None) -> bool:
-        """Whether a request due at `deadline_ms` could still be answered in time behind the queue.
+    def reserve(self) -> int:
+        """Hold a place in admission for a request the front end admitted and has not queued yet; its ticket
+        (reservations are made in the order requests are read)."""
+        ticket = self.reservations
+        self.reservations += 1
+        self.reserved += 1
+        return ticket
+
+    def reserved_after(self, ticket: int) -> int:
+        """How many of the places still held were reserved after `ticket` (requests read after it, which queue
+        behind it). Exact while places are given back in the order they were taken, as the handlers run;
+        otherwise at most the number taken after it."""
+        return max(0, min(self.reserved, self.reservations - ticket - 1))
+
+    def admits(self, deadline_ms: float, samples: int = 1, budget_ms: float | None = None,
+               reserved_behind: int = 0) -> bool:
+        """Whether a request due at `deadline_ms` could still be answered in time behind the queue and the places
+        reserved for requests not queued yet, less `reserved_behind` of them that will queue behind it.
 
         The queue drains at `drain_ms_per_sample`: the profile's fastest rate (scaled by the workers' measured
         slowdown), slowed by how much slower than planned the queue has really drained under this load (which
@@ -393,7 +410,7 @@ class Engine:
         if self.executor.idle_workers() <= 0 and self._running_batches:
             start = min(self.busy_until(now))
         profiled = scheduler.fastest_ms_per_sample / max(1, self.executor.ready_workers())
-        ahead = scheduler.queued_samples + max(0, self.reserved)
+        ahead = scheduler.queued_samples + max(0, self.reserved - reserved_behind)
         finish = start + ahead * self._faded_drain_ms(profiled, now) + samples * profiled
         return finish + scheduler.hopeless_ms <= deadline_ms
 
@@ -467,10 +484,12 @@ class Engine:
         return Overloaded(message, self.retry_after_s(), reason)
 
     # -- requests -------------------------------------------------------------------------------------------
-    async def submit(self, inputs: np.ndarray, deadline_ms: float | None = None, arrival_ms: float | None = None) -> Served:
+    async def submit(self, inputs: np.ndarray, deadline_ms: float | None = None, arrival_ms: float | None = None,
+                     reserved_behind: int = 0) -> Served:
         """Queue one request (`inputs` is its (N, ...) batch) and await its answer.
 
-        `deadline_ms` is the request's budget from `arrival_ms` (default: the server's SLO from now).
+        `deadline_ms` is the request's budget from `arrival_ms` (default: the server's SLO from now);
+        `reserved_behind`: places held for requests read after it (`reserved_after`), not counted against it.
         Raises `Overloaded` (counted as rejected) when it is refused.
         """
         now = self.clock()
@@ -479,7 +498,7 @@ class Engine:
         if not self.accepting:
             self.count_refusal("not_accepting", (now - arrival) / 1e3)
             raise self.refuse("not_accepting", "the server is not accepting requests (starting or shutting down)")
-        if not self.admits(arrival + budget, int(inputs.shape[0]), budget):
+        if not self.admits(arrival + budget, int(inputs.shape[0]), budget, reserved_behind):
             self.count_refusal("admission", (now - arrival) / 1e3)
             raise self.refuse("admission", f"overloaded: the {len(self.scheduler.queue)} queued requests cannot be "
                               f"drained within this request's deadline of {budget:.6g} ms")
