@@ -289,13 +289,17 @@ def burst(args: argparse.Namespace, url: str, model: str, workdir: Path, runtime
         "front_end_us_per_request": 1e6 * front_cpu / max(1, int((result.status != -1).sum())),
         "server_outcomes": outcomes,
         "server_rejections": rejections,
+        # of the admission rejections, those made in the handler (after a full ASGI cycle) rather than at the headers
+        "handler_rejections": after_metrics.get("tailor_handler_rejections_total", 0.0)
+        - before.get("tailor_handler_rejections_total", 0.0),
         "connections": result.connections,
         "gc_pauses": gc_pauses,
     }
     if timeline is not None:
         out["timeline"] = timeline.rows()
     print(f"  {factor:g}x C: offered {during['offered_per_s']:.0f}/s, goodput {during['goodput_per_s']:.0f}/s "
-          f"({out['goodput_over_capacity']:.2f} C), statuses {during['status']}, p99 of 200s "
+          f"({out['goodput_over_capacity']:.2f} C), statuses {during['status']} ({out['handler_rejections']:.0f} "
+          f"of the server's admission rejections in the handler), p99 of 200s "
           f"{during['p99_ms_200'] or 0:.1f} ms, recovery {out['recovery_s']:.2f} s ({out['missed_after']['missed']} of "
           f"{out['missed_after']['requests']} missed from 1 s after the burst), one answer each: "
           f"{out['answered_once']}, client CPU {out['client_cpu_share']:.2f} core, server {out['server_cpu_share']:.2f} "

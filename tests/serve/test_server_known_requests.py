@@ -17,6 +17,7 @@ from test_server_support import MODEL, REQUEST, connection, shared_artifacts, st
 
 from tailor.serve.server.loadgen import infer_requests
 from tailor.serve.server.protocol import ModelSpec, TensorSpec
+from tailor.serve.server.scheduler import monotonic_ms
 
 
 @pytest.fixture(scope="module")
@@ -259,8 +260,36 @@ def test_the_handler_does_not_count_requests_read_after_its_own_against_it(artif
             await asyncio.sleep(0)
         assert transport.written == []  # not refused: it waits in the queue for its batch
         assert server.scheduler.queued_samples == 1 and server.engine.reserved == 100_000
+        assert server.metrics.handler_rejections == 0
         for task in list(protocol.tasks):
             task.cancel()
+        protocol.connection_lost(None)
+
+    asyncio.run(scenario())
+
+
+@pytest.mark.parametrize("own_deadline", [False, True])
+def test_a_request_refused_in_its_handler_is_counted_there(artifacts, own_deadline: bool) -> None:
+    """Admitted by the protocol at its headers, refused by its handler because its deadline passed before the
+    handler ran (the loop 60 ms late): a 503 counted as an admission rejection and, in /metrics, as one made in
+    the handler (`tailor_handler_rejections_total`); a refusal by the protocol is not counted there. With a
+    deadline of its own (50 ms) the handler's check before parsing is skipped and `Engine.submit` refuses it."""
+    request = _same_length(REQUEST, b'{"deadline_ms": 50}') if own_deadline else REQUEST
+
+    async def scenario() -> None:
+        protocol, transport, server = connection(artifacts, read_timeout_s=5.0, shedding=False)
+        server.engine._loop = asyncio.get_running_loop()
+        protocol.data_received(request)
+        assert len(protocol.tasks) == 1 and transport.written == []
+        server.engine.clock = lambda: monotonic_ms() + 60.0  # its handler runs 60 ms after it arrived
+        for _ in range(20):
+            await asyncio.sleep(0)
+        assert status_and_error(b"".join(transport.written))[0] == 503 and server.scheduler.queued_samples == 0
+        assert server.metrics.handler_rejections == 1 and server.metrics.rejections["admission"] == 1
+        assert "tailor_handler_rejections_total 1.0" in server.metrics.render().decode()
+        server.engine.reserved = 100_000  # refused at the protocol from now on
+        protocol.data_received(REQUEST)
+        assert server.metrics.handler_rejections == 1 and server.metrics.rejections["admission"] == 2
         protocol.connection_lost(None)
 
     asyncio.run(scenario())

@@ -685,6 +685,7 @@ class InferenceServer:
             if not protocol.may_set_deadline(json_part) and not self.engine.admits(arrival + config.slo_ms,
                                                                                    reserved_behind=behind):
                 # shed before parsing: the default deadline cannot be met behind the queue
+                self.metrics.rejected_in_handler()
                 await self._refuse(send, self.engine.refuse("admission", f"overloaded: the {len(self.scheduler.queue)} "
                                    f"queued requests cannot be drained within the deadline of {config.slo_ms:.6g} ms"),
                                    arrival)
@@ -697,6 +698,8 @@ class InferenceServer:
         try:
             served = await self.engine.submit(parsed.inputs, parsed.deadline_ms, arrival, behind)
         except Overloaded as exc:
+            if exc.reason == "admission":
+                self.metrics.rejected_in_handler()
             await _send_error(send, 503, str(exc), {"retry-after": str(exc.retry_after_s)})
             return
         except DeadlineExceeded as exc:

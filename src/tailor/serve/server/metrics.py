@@ -48,6 +48,7 @@ class ServingMetrics:
         self.rejections: dict[str, int] = dict.fromkeys(REJECTIONS, 0)
         self.subnet_counts: dict[str, int] = {}
         self.retry_count = 0
+        self.handler_rejections = 0  # admission rejections made in a request's handler (see `rejected_in_handler`)
         # the two counters under overload (10,000 requests a second) are exposed from the plain integers: a
         # prometheus_client Counter takes a lock per increment
         registry.register(_LabelledCallbackCounter(
@@ -86,6 +87,10 @@ class ServingMetrics:
             worker_gauge.labels(state).set_function(lambda state=state: float(workers().get(state, 0)))
         registry.register(_CallbackCounter("tailor_worker_restarts", "Worker processes restarted after dying.",
                                            restarts))
+        registry.register(_CallbackCounter(
+            "tailor_handler_rejections", "Admission rejections (also in tailor_rejections_total) made in a request's "
+            "handler after its body was read, where the protocol's check at its headers had let it through: each "
+            "cost a full ASGI cycle.", lambda: self.handler_rejections))
         Gauge("tailor_planning_margin_seconds", "Non-compute time per batch the policy plans for (dispatch, pipe, "
               "wake-ups).", registry=registry).set_function(lambda: margin_ms() / 1e3)
         Gauge("tailor_planning_slowdown", "Factor the policy multiplies the profile's latencies by: the workers' "
@@ -116,6 +121,10 @@ class ServingMetrics:
         """Count a 503 (outcome `rejected`) and why."""
         self.rejections[reason] += 1
         self.outcome("rejected", latency_s)
+
+    def rejected_in_handler(self) -> None:
+        """Note that an admission rejection (counted by `rejected`) was made in the request's handler."""
+        self.handler_rejections += 1
 
     def watch_garbage_collection(self) -> Callable[[], None]:
         """Time every collection of the interpreter's cyclic garbage collector into `tailor_gc_pause_seconds`
