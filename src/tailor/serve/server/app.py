@@ -679,7 +679,7 @@ class InferenceServer:
             body = protocol.decode_content(body, _header(headers, b"content-encoding"), config.max_body_bytes)
             json_part = body if length_header is None else body[: protocol.header_length(length_header, len(body))]
             # its own place does not count against it, nor those of requests read after it (they queue behind
-            # it; counted, the handler refused 20% of what the protocol had admitted in an ONNX Runtime 10x run)
+            # it; counted, the handler refused ~22% of what the protocol had admitted in ONNX Runtime 10x runs)
             ticket = self.release(scope)
             behind = 0 if ticket is None else self.engine.reserved_after(ticket)
             if not protocol.may_set_deadline(json_part) and not self.engine.admits(arrival + config.slo_ms,
