@@ -15,9 +15,13 @@ prebuilt 503 (what no Python server can go below). Median of `--repeats`.
 load generator (`tailor.serve.server.loadgen`, open loop, on the other core) sends RATE requests a second for
 `--seconds`; the server process's CPU (user + system, from /proc) over the answers it wrote. This is the
 figure the overload bound needs: the kernel's loopback TCP and uvloop's reads and writes are in it.
+`--neighbour spin|sgemm` puts a process on the server's core at nice 10 meanwhile, as `tailor serve`'s worker
+shares it: a Python busy loop, or float32 matrix products (AVX-512 where the CPU has it, like an inference
+worker), to see whether sharing the core makes a refusal dearer.
 
     python benchmarks/refusal_cost.py            # ~30 s
     python benchmarks/refusal_cost.py --live 30000 --repeats 3   # ~1 min
+    python benchmarks/refusal_cost.py --live 20000 --repeats 1 --seconds 5 --neighbour sgemm
 """
 
 from __future__ import annotations
@@ -179,6 +183,27 @@ def process_cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+NEIGHBOURS = {
+    "spin": "while True: pass",
+    "sgemm": "import numpy as np\na = np.random.default_rng(0).random((256, 256), dtype=np.float32)\nwhile True: a @ a",
+}
+
+
+def start_neighbour(kind: str, server_cores: set[int]) -> subprocess.Popen | None:
+    """A `NEIGHBOURS[kind]` process on the server's cores at nice 10, one thread (None for "none")."""
+    if kind == "none":
+        return None
+
+    def pin_and_lower() -> None:
+        if server_cores:
+            os.sched_setaffinity(0, server_cores)
+        os.nice(10)
+
+    threads = {name: "1" for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")}
+    return subprocess.Popen([sys.executable, "-c", NEIGHBOURS[kind]], preexec_fn=pin_and_lower,
+                            env={**os.environ, **threads})
+
+
 def live_us(kind: str, rate: float, seconds: float, request: bytes, cores: tuple[set[int], set[int]]) -> float:
     """CPU microseconds per refusal of a `kind` server process on a socket under an open-loop load of `rate`/s."""
     server = subprocess.Popen([sys.executable, __file__, "--serve", kind], stdin=subprocess.PIPE,
@@ -211,6 +236,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--live", type=float, metavar="RATE", help="measure on a socket at RATE requests/s instead")
     parser.add_argument("--seconds", type=float, default=8.0, help="--live: seconds of load per measurement")
+    parser.add_argument("--neighbour", choices=("none", *NEIGHBOURS), default="none",
+                        help="--live: a process on the server's core at nice 10 meanwhile (default: none)")
     parser.add_argument("--serve", choices=("tailor", "floor"), help=argparse.SUPPRESS)  # --live's server process
     args = parser.parse_args()
     if args.serve:
@@ -245,12 +272,20 @@ def run_live(args: argparse.Namespace) -> None:
     if cores[1]:
         os.sched_setaffinity(0, cores[1])
     ours, floor = [], []
-    for _ in range(args.repeats):
-        ours.append(live_us("tailor", args.live, args.seconds, request, cores))
-        floor.append(live_us("floor", args.live, args.seconds, request, cores))
+    neighbour = start_neighbour(args.neighbour, cores[0])
+    try:
+        for _ in range(args.repeats):
+            ours.append(live_us("tailor", args.live, args.seconds, request, cores))
+            floor.append(live_us("floor", args.live, args.seconds, request, cores))
+    finally:
+        if neighbour is not None:
+            neighbour.kill()
+            neighbour.wait()
     mine, base = statistics.median(ours), statistics.median(floor)
     split = (f"server on core {min(cores[0])}, load generator on core {min(cores[1])}" if cores[1]
              else "one core: server and load generator share it")
+    if neighbour is not None:
+        split += f", a {args.neighbour} loop at nice 10 beside the server"
     print(f"live: {args.live:,.0f} binary OIP requests/s for {args.seconds:g} s over loopback TCP, {split}, median of "
           f"{args.repeats}; load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     print(f"  tailor serve, admission refusing: {mine:6.2f} us of server CPU per refusal  (runs: "
