@@ -385,7 +385,7 @@ class Engine:
     def reserved_after(self, ticket: int) -> int:
         """How many of the places still held were reserved after `ticket`: requests read after it, which queue
         behind it in deadline order (unless one carries a shorter deadline of its own: then it is judged a little
-        leniently, and `submit` still refuses what cannot be served). Exact while places are given back in the
+        leniently, and a request that then misses its deadline in the queue is answered 504). Exact while places are given back in the
         order they were taken, as the handlers run; otherwise at most the number taken after it."""
         return max(0, min(self.reserved, self.reservations - ticket - 1))
 
