@@ -898,6 +898,7 @@ def arrival_stamping_protocol(
         _header_block: bytes | None = None  # the raw headers of the request begun at the start of the current read
         _content_length = -1  # the current request's Content-Length (-1: none, or other framing too)
         _held_in_read = -1  # the call in which admission refused the held request at its headers (-1: it did not)
+        _admitted_in_read = -1  # the call in which `_refuse_known` asked and nothing refused the read's request
 
         def on_message_begin(self) -> None:
             super().on_message_begin()
@@ -940,7 +941,8 @@ def arrival_stamping_protocol(
                     self._remember_headers(block)
                 arrival = self.scope["state"][ARRIVAL_KEY]
                 over_limit = shedder.over_connection_limit()
-                if over_limit or (self._inference and shedder.sheds(arrival)):
+                admitted = self._admitted_in_read == self._reads  # by `_refuse_known`, an instant ago
+                if over_limit or (self._inference and not admitted and shedder.sheds(arrival)):
                     self._held, self._held_bytes = [], 0
                     self._held_in_read = -1 if over_limit else self._reads
                     self._time_phase(body_phase, read_timeout_s())
@@ -1069,9 +1071,11 @@ def arrival_stamping_protocol(
                 end = data.find(b"\r\n\r\n", 0, KNOWN_HEADER_BYTES)
                 if end > 0:
                     block = data[:end + 4]
-                    if self._refuse_known(data, block):
+                    known = shedder.known_request(block)
+                    if known is None:
+                        self._header_block = block  # the parser's verdict on it may be remembered
+                    elif self._refuse_known(data, len(block), known):
                         return
-                    self._header_block = block  # the parser's verdict on it may be remembered
             try:
                 self.parser.feed_data(data)  # what uvicorn does, with the parser's reason kept for the answer
             except httptools.HttpParserError as exc:
@@ -1082,19 +1086,15 @@ def arrival_stamping_protocol(
                 else:
                     self._unsupported_upgrade_warning()
 
-        def _refuse_known(self, data: bytes, header_block: bytes) -> bool:
+        def _refuse_known(self, data: bytes, start: int, known: tuple[int, int | None]) -> bool:
             """Answer 503 without parsing a read that holds one whole request, and nothing more, whose header
-            block is byte for byte one the parser has read before as an answerable inference request
-            (`InferenceServer.remember_request`: same framing, same path, keep-alive) when admission refuses it
-            with the default deadline. Under a burst nearly every request is such a read, and the parser's
-            callbacks and the checks above cost most of a refusal. False (nothing done) otherwise: the parser
-            reads it as usual."""
+            block (`data[:start]`) is byte for byte one the parser has read before as an answerable inference
+            request (`known`: `InferenceServer.known_request`'s Content-Length and JSON length) when admission
+            refuses it with the default deadline. Under a burst nearly every request is such a read, and the
+            parser's callbacks and the checks above cost most of a refusal. False (nothing done) otherwise: the
+            parser reads it as usual, and when admission took it, its headers are not asked again."""
             assert shedder is not None
-            known = shedder.known_request(header_block)
-            if known is None:
-                return False
             content_length, json_length = known
-            start = len(header_block)
             if len(data) != start + content_length or (self.cycle is not None and not self.cycle.response_complete):
                 return False  # part of a request, or more than one; or an answer still owed before it
             json_end = start + (content_length if json_length is None else min(json_length, content_length))
@@ -1102,6 +1102,7 @@ def arrival_stamping_protocol(
                 return False  # it may set its own deadline (`protocol.may_set_deadline`): the parser's path judges it
             answer = shedder.refusal(arrival_clock())
             if answer is None:
+                self._admitted_in_read = self._reads  # `on_headers_complete`, in this read, need not ask again
                 return False
             self.transport.write(answer)
             self.server_state.total_requests += 1
