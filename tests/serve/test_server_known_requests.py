@@ -15,9 +15,10 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from test_server_support import MODEL, REQUEST, connection, shared_artifacts, status_and_error, with_lengths
 
+from tailor.serve.queue import Request
 from tailor.serve.server.loadgen import infer_requests
 from tailor.serve.server.protocol import ModelSpec, TensorSpec
-from tailor.serve.server.scheduler import monotonic_ms
+from tailor.serve.server.scheduler import Job, monotonic_ms
 
 
 @pytest.fixture(scope="module")
@@ -290,6 +291,76 @@ def test_a_request_refused_in_its_handler_is_counted_there(artifacts, own_deadli
         server.engine.reserved = 100_000  # refused at the protocol from now on
         protocol.data_received(REQUEST)
         assert server.metrics.handler_rejections == 1 and server.metrics.rejections["admission"] == 2
+        protocol.connection_lost(None)
+
+    asyncio.run(scenario())
+
+
+def test_known_requests_refused_in_one_pass_of_the_loop_ask_admission_once(artifacts) -> None:
+    """A burst's refusals read in one pass of the event loop share one question to admission (its horizon) and
+    one answer; each is still counted, and the next pass asks again."""
+
+    async def scenario() -> None:
+        protocol, transport, server = connection(artifacts, read_timeout_s=5.0)
+        server.refusal_run_ms = 1e9  # however slow this machine, the pass decides (the window: the engine's test)
+        engine = server.engine
+        asked: list[float] = []
+        horizon = engine.admission_horizon_ms
+
+        def counting_horizon(*args: Any) -> float:
+            asked.append(args[0])
+            return horizon(*args)
+
+        engine.admission_horizon_ms = counting_horizon  # type: ignore[method-assign]
+        protocol.data_received(REQUEST)  # parsed: known from now on
+        for _ in range(4):
+            protocol.data_received(REQUEST)
+        assert len(asked) == 1 and len(transport.written) == 5 and len(set(transport.written[1:])) == 1
+        assert server.metrics.rejections["admission"] == 5 and server.metrics.counts["rejected"] == 5
+        await asyncio.sleep(0)  # the pass ends
+        protocol.data_received(REQUEST)
+        assert len(asked) == 2 and server.metrics.rejections["admission"] == 6
+        protocol.connection_lost(None)
+
+    asyncio.run(scenario())
+
+
+@pytest.mark.parametrize("seen_by", ["the executor's report", "places given back", "the queue drained",
+                                     "the end of the pass"])
+def test_admission_that_turns_lenient_within_a_pass_is_seen_by_the_next_known_request(artifacts, seen_by) -> None:
+    """Within a pass only a worker's change of state (reported by the executor) or a shrinking queue or count
+    of places can make admission more lenient: a report makes the next known request be asked afresh; anything
+    else is seen once the pass ends."""
+
+    async def scenario() -> None:
+        protocol, transport, server = connection(artifacts, read_timeout_s=5.0)
+        server.refusal_run_ms = 1e9  # however slow this machine, the pass decides (the window: the engine's test)
+        places = 100_000
+        if seen_by == "the queue drained":  # queued requests instead of held places make admission refuse
+            server.engine.reserved = places = 0
+            now = monotonic_ms()
+            samples = np.broadcast_to(np.zeros((1, 3, 32, 32), np.float32), (10_000, 3, 32, 32))  # no copy
+            for rid in range(10):
+                server.scheduler.admit(Request(rid, now, now + 1e9, Job(samples, None, now)))
+        for _ in range(2):  # the second is refused from its bytes: admission's horizon is kept for the pass
+            protocol.data_received(REQUEST)
+        assert len(transport.written) == 2
+        if seen_by == "places given back":  # the handlers of the requests holding them queued them
+            server.engine.reserved = places = 0
+        elif seen_by == "the queue drained":  # the workers took them
+            server.scheduler.pop_all()
+        else:
+            server.scheduler.fastest_ms_per_sample = 1e-9  # the held places now drain at once
+        if seen_by == "the executor's report":
+            server.pool.on_change()
+        elif seen_by == "the end of the pass":
+            protocol.data_received(REQUEST)  # the same pass, nothing reported: the kept horizon still refuses
+            assert len(transport.written) == 3
+            await asyncio.sleep(0)
+        protocol.data_received(REQUEST)
+        assert len(protocol.tasks) == 1 and server.engine.reserved == places + 1  # admitted, holding its place
+        for task in list(protocol.tasks):
+            task.cancel()
         protocol.connection_lost(None)
 
     asyncio.run(scenario())

@@ -773,3 +773,42 @@ def test_admission_does_not_count_places_reserved_behind_the_request() -> None:
     assert engine.reserved_after(first) == 10_000
     assert engine.admits(deadline, reserved_behind=engine.reserved_after(first))
     assert not engine.admits(deadline)  # the same places ahead of it: 10,000 samples cannot drain in 100 ms
+
+
+@settings(max_examples=80, deadline=None)
+@given(queued=st.integers(0, 12), reserved=st.integers(0, 40), slowdown=st.floats(1.0, 6.0),
+       age_ms=st.floats(0.0, 3000.0), within_ms=st.floats(0.0, 5.0), step=st.floats(0.0, 1.0))
+def test_admission_horizon_is_the_earliest_deadline_admitted_and_holds_through_its_window(
+        queued: int, reserved: int, slowdown: float, age_ms: float, within_ms: float, step: float) -> None:
+    """`admission_horizon_ms(now)`: `admits` takes a one-sample request due at or after it and refuses one due
+    before it, whatever the queue, the places held, the running batch and the measured drain rate; taken for a
+    window, it is no later, and a request due before it is still refused at any moment of the window (the
+    measured rate fading meanwhile)."""
+
+    async def scenario() -> None:
+        engine, _, clock = make_engine(FixedPolicy(batch=4), queue_limit=None)
+        await engine.start()
+        pending = [asyncio.ensure_future(engine.submit(images(1, i), deadline_ms=10_000.0)) for i in range(queued)]
+        await settle()  # the first batch runs (when any), the rest wait
+        for _ in range(reserved):
+            engine.reserve()
+        engine._drain_observed_ms = slowdown * engine.scheduler.fastest_ms_per_sample
+        engine._drain_observed_at = clock.now - age_ms
+        horizon = engine.admission_horizon_ms(clock.now)
+        for deadline in (horizon - 5.0, horizon - 1e-6, horizon, horizon + 1e-6, horizon + 5.0):
+            assert engine.admits(deadline) == (deadline >= horizon)
+        held = engine.admission_horizon_ms(clock.now, within_ms)
+        assert held <= horizon
+        clock.now += step * within_ms
+        assert not engine.admits(held - 1e-6) and not engine.admits(held - 1.0)
+        for future in pending:
+            future.cancel()
+        await engine.close(0.0)
+
+    asyncio.run(scenario())
+
+
+def test_admission_horizon_is_minus_infinity_with_admission_off() -> None:
+    engine, _, clock = make_engine()
+    engine.admission = False
+    assert engine.admission_horizon_ms(clock.now) == -math.inf

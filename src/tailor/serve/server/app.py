@@ -270,12 +270,27 @@ class LoopLag:
         return self.clock() - self.lag_ms
 
 
+@dataclass(slots=True)
+class _RefusalRun:
+    """What `InferenceServer.refusal` keeps within one pass of the event loop: admission's horizon, until when
+    it holds, the state it was taken in (executor changes, places held, queued samples) and the 503 to send."""
+
+    horizon_ms: float
+    until_ms: float
+    executor_changes: int
+    reserved: int
+    queued_samples: int
+    answer: bytes
+
+
 class InferenceServer:
     """One served model: profile, policy, worker pool, engine, metrics, and the ASGI app around them.
 
     The server is itself the ASGI application: inference requests take a lean path; everything else goes
     to a Starlette app.
     """
+
+    refusal_run_ms = 1.0  # within a pass of the loop, admission's horizon is asked again at least this often
 
     def __init__(self, config: ServerConfig) -> None:
         config.check()
@@ -324,6 +339,8 @@ class InferenceServer:
         self.statistics = protocol.ModelStatistics()
         # (queued requests, deadline) -> (the 503, when it was built)
         self._shed_answers: dict[tuple[int, float], tuple[bytes, float]] = {}
+        self._refusal_run: _RefusalRun | None = None  # admission's horizon for this pass of the loop (`refusal`)
+        self._refusal_run_ends = False  # the callback that forgets it is queued
         self._served_paths: dict[bytes, bool] = {}  # serves_path's answers for `_paths_of`
         # header blocks of inference requests the HTTP parser has read (for `_paths_of`): (Content-Length, where the
         # JSON part ends or None); see `known_request`
@@ -476,27 +493,64 @@ class InferenceServer:
                 return None
         now = monotonic_ms()
         engine.count_refusal("admission", (now - arrival_ms) / 1e3)
+        return self._shed_answer(budget_ms, own_ms is not None, now)
+
+    def _shed_answer(self, budget_ms: float, own: bool, now: float) -> bytes:
+        """The 503 for a request refused against a deadline of `budget_ms` (its `own`, or the default), kept
+        for `SHED_ANSWER_MS` per queue length."""
         key = (len(self.scheduler.queue), budget_ms)
         kept = self._shed_answers.get(key)
         if kept is not None and now - kept[1] < SHED_ANSWER_MS:
             return kept[0]
         if len(self._shed_answers) >= 256:
             self._shed_answers.clear()
-        whose = "the" if own_ms is None else "this request's"
+        whose = "this request's" if own else "the"
         message = (f"overloaded: the {key[0]} queued requests cannot be drained within {whose} deadline of "
                    f"{budget_ms:.6g} ms")
-        answer = _raw_response(503, "Service Unavailable", message, {"retry-after": str(engine.retry_after_s())},
-                               close=False)
+        answer = _raw_response(503, "Service Unavailable", message,
+                               {"retry-after": str(self.engine.retry_after_s())}, close=False)
         self._shed_answers[key] = (answer, now)
         return answer
 
     def refusal(self, arrival_ms: float) -> bytes | None:
         """The counted 503 for an inference request with the default deadline that arrived at `arrival_ms`, when
         admission refuses it now (None when it is admitted, the server is not accepting, or there are too many
-        connections: the usual path answers those)."""
-        if self.over_connection_limit():
+        connections: the usual path answers those).
+
+        Under a burst this is asked thousands of times a second, mostly within one pass of the event loop, where
+        nothing that makes admission more lenient runs: no task (the queue, the places held, the batches and the
+        drain rate change only in tasks) and nothing the executor reports (a worker's state, counted by
+        `Engine.executor_changes`). So admission's horizon (`Engine.admission_horizon_ms`) and the answer are
+        taken once and kept until the pass ends (a callback queued behind it), for at most `refusal_run_ms`, and
+        while the queue and the places held have not shrunk; a request due after the horizon is asked in full."""
+        state = self.server_state  # `over_connection_limit`, without its two calls
+        if state is not None and len(state.connections) > self.config.max_connections:
             return None
-        return self.shed_response(arrival_ms)
+        engine = self.engine
+        if not engine.accepting:
+            return None
+        now = monotonic_ms()
+        run = self._refusal_run
+        if (run is None or now > run.until_ms or engine.executor_changes != run.executor_changes
+                or engine.reserved < run.reserved or self.scheduler.queued_samples < run.queued_samples):
+            run = self._begin_refusal_run(now)
+        if arrival_ms + self.config.slo_ms >= run.horizon_ms:
+            return self.shed_response(arrival_ms)  # may be admitted: asked in full
+        engine.count_refusal("admission", (now - arrival_ms) / 1e3)
+        return run.answer
+
+    def _begin_refusal_run(self, now: float) -> _RefusalRun:
+        engine = self.engine
+        run = self._refusal_run = _RefusalRun(
+            engine.admission_horizon_ms(now, self.refusal_run_ms), now + self.refusal_run_ms, engine.executor_changes,
+            engine.reserved, self.scheduler.queued_samples, self._shed_answer(self.config.slo_ms, False, now))
+        if not self._refusal_run_ends:
+            self._refusal_run_ends = True
+            asyncio.get_running_loop().call_soon(self._end_refusal_run)
+        return run
+
+    def _end_refusal_run(self) -> None:
+        self._refusal_run, self._refusal_run_ends = None, False
 
     def release(self, scope: Scope) -> int | None:
         """Give back the place in admission the protocol held for this request (once; no-op if it held none);

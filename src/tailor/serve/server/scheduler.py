@@ -318,7 +318,8 @@ class Engine:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._closing = False
         self._running_batches: dict[int, tuple[Batch, float]] = {}  # id -> (batch, dispatched at)
-        executor.on_change = self.wake
+        self.executor_changes = 0  # how many times the executor said a worker changed state (`admission_horizon_ms`)
+        executor.on_change = self._executor_changed
         if getattr(scheduler.policy, "lookahead", 0):  # queue-aware policies read the queue and the busy workers
             scheduler.policy.view = QueueView(scheduler.queue, busy=self.busy_until)
 
@@ -361,6 +362,10 @@ class Engine:
             for request in batch.requests:
                 self._fail(request, "failed", RequestFailed("the server shut down while this request ran"), now)
         self._running_batches.clear()
+
+    def _executor_changed(self) -> None:
+        self.executor_changes += 1
+        self.wake()
 
     def wake(self) -> None:
         """Make the scheduling loop look again (a request arrived, a worker became idle, ...)."""
@@ -407,13 +412,30 @@ class Engine:
             # a budget below the fastest answer is hopeless even on an idle server: queued, it is answered 504 at
             # once (retrying cannot help); one that waited past it to be read is refused (retrying later can)
             return budget_ms is not None and budget_ms < scheduler.hopeless_ms
+        return self._finish_ms(now, samples, reserved_behind, now) + scheduler.hopeless_ms <= deadline_ms
+
+    def admission_horizon_ms(self, now_ms: float, within_ms: float = 0.0) -> float:
+        """The earliest deadline `admits` takes for a one-sample request with the default budget and no place
+        reserved behind it, at any moment from `now_ms` to `now_ms + within_ms` while the queue, the places held,
+        the workers' states, the running batches and the measured drain rate stay as they are (or only the first
+        two grow): a request due before it is refused then. -inf when admission is off. Lets the front end ask
+        once for a run of refusals (`InferenceServer.refusal`) instead of once per request."""
+        if not self.admission:
+            return -math.inf
+        # the measured drain rate fades back to the profile's with time: taken at the window's end, the horizon
+        # holds throughout it (the start of service and everything else only move later as time passes)
+        return self._finish_ms(now_ms, 1, 0, now_ms + within_ms) + self.scheduler.hopeless_ms
+
+    def _finish_ms(self, now: float, samples: int, reserved_behind: int, drain_at: float) -> float:
+        """When `samples` more would be done behind the queue and the places held (less `reserved_behind`), the
+        queue draining at the measured rate of time `drain_at`."""
+        scheduler = self.scheduler
         start = now
         if self.executor.idle_workers() <= 0 and self._running_batches:
             start = min(self.busy_until(now))
         profiled = scheduler.fastest_ms_per_sample / max(1, self.executor.ready_workers())
         ahead = scheduler.queued_samples + max(0, self.reserved - reserved_behind)
-        finish = start + ahead * self._faded_drain_ms(profiled, now) + samples * profiled
-        return finish + scheduler.hopeless_ms <= deadline_ms
+        return start + ahead * self._faded_drain_ms(profiled, drain_at) + samples * profiled
 
     def drain_ms_per_sample(self, now_ms: float | None = None) -> float:
         """Milliseconds the queue needs per queued sample: the profile's fastest rate (the fastest subnet at its
