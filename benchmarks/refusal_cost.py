@@ -9,12 +9,16 @@ one keep-alive connection while admission refuses every one, and the CPU time pe
 `--requests` requests: as a client sends them (the same header block every time: after the first, refused
 from the raw bytes) and with every one parsed (as a header block the server has not read before). Next to
 them, the floor: a bare `asyncio.Protocol` that parses the same bytes with httptools and writes the same
-prebuilt 503 (what no Python server can go below). Median of `--repeats`.
+prebuilt 503 (what no Python server can go below). Median of `--repeats`. The calls come one after another
+without returning to the event loop, as the reads of one pass of it do under a burst: admission's horizon is
+asked once a pass (at most every 1 ms), as `InferenceServer.refusal` keeps it.
 
 `--live RATE`: the same two on a real socket, each served in its own process pinned to one core while the
 load generator (`tailor.serve.server.loadgen`, open loop, on the other core) sends RATE requests a second for
 `--seconds`; the server process's CPU (user + system, from /proc) over the answers it wrote. This is the
-figure the overload bound needs: the kernel's loopback TCP and uvloop's reads and writes are in it.
+figure the overload bound needs: the kernel's loopback TCP and uvloop's reads and writes are in it. With
+nothing else to do the server reads about one request per pass of its loop here, so admission is asked for
+every refusal (in a 10x burst ~12 refusals share a pass).
 `--neighbour spin|sgemm` puts a process on the server's core at nice 10 meanwhile, as `tailor serve`'s worker
 shares it: a Python busy loop, or float32 matrix products (AVX-512 where the CPU has it, like an inference
 worker), to see whether sharing the core makes a refusal dearer.
