@@ -812,3 +812,25 @@ def test_admission_horizon_is_minus_infinity_with_admission_off() -> None:
     engine, _, clock = make_engine()
     engine.admission = False
     assert engine.admission_horizon_ms(clock.now) == -math.inf
+
+
+def test_admission_counts_the_margin_of_the_batch_an_idle_worker_is_about_to_take() -> None:
+    """With a worker idle and work queued, the queue starts draining after the planning margin of the batch that
+    is about to be dispatched, as it does behind a running batch (`busy_until`): counted only while a batch
+    ran, requests read between one batch's answer and the next dispatch were admitted and then refused by
+    their handlers. With nothing ahead, a request is admitted as on an idle server."""
+    clock = Clock()
+    scheduler = Scheduler(PROFILE, FixedPolicy(), queue_limit=None)
+    engine = Engine(scheduler, FakeExecutor(), slo_ms=100.0, clock=clock, overhead_margin_ms=20.0)
+    per_sample, hopeless = scheduler.fastest_ms_per_sample, scheduler.hopeless_ms
+    assert engine.admits(clock.now + per_sample + hopeless)  # idle, nothing ahead: no margin
+    for rid in range(3):  # queued; the worker is still idle (the scheduling loop has not run)
+        scheduler.admit(Request(rid, clock.now, clock.now + 100.0, Job(images(1, rid), None, clock.now)))
+    finish = clock.now + 20.0 + 4 * per_sample  # the margin, the 3 ahead, then this one
+    assert not engine.admits(finish + hopeless - 1.0)
+    assert engine.admits(finish + hopeless + 1e-6)
+    assert engine.admission_horizon_ms(clock.now) == pytest.approx(finish + hopeless)
+    engine.reserve()  # a place held counts as work ahead too
+    scheduler.pop_all()
+    assert not engine.admits(clock.now + 2 * per_sample + hopeless + 10.0)
+    assert engine.admits(clock.now + 20.0 + 2 * per_sample + hopeless + 1e-6)

@@ -402,7 +402,10 @@ class Engine:
         The queue drains at `drain_ms_per_sample`: the profile's fastest rate (scaled by the workers' measured
         slowdown), slowed by how much slower than planned the queue has really drained under this load (which
         counts what the profile cannot: the front end parsing on the same cores, the pipe, a stalled worker), so
-        what is admitted can be served in time.
+        what is admitted can be served in time. It starts when a busy worker is expected back (its batch's plan
+        plus the planning margin), or, with a worker idle and work ahead, after the margin of the batch about
+        to be dispatched: counted only while a batch ran, admission took requests in the instant between one
+        batch's answer and the next dispatch that their handlers then refused, after a full ASGI cycle each.
         """
         if not self.admission:
             return True
@@ -430,11 +433,12 @@ class Engine:
         """When `samples` more would be done behind the queue and the places held (less `reserved_behind`), the
         queue draining at the measured rate of time `drain_at`."""
         scheduler = self.scheduler
-        start = now
+        ahead = scheduler.queued_samples + max(0, self.reserved - reserved_behind)
         if self.executor.idle_workers() <= 0 and self._running_batches:
             start = min(self.busy_until(now))
+        else:  # an idle worker takes what is ahead in a batch that costs the margin too (`busy_until` counts it)
+            start = now + self.margin_ms if ahead else now
         profiled = scheduler.fastest_ms_per_sample / max(1, self.executor.ready_workers())
-        ahead = scheduler.queued_samples + max(0, self.reserved - reserved_behind)
         return start + ahead * self._faded_drain_ms(profiled, drain_at) + samples * profiled
 
     def drain_ms_per_sample(self, now_ms: float | None = None) -> float:
