@@ -518,8 +518,8 @@ class InferenceServer:
         connections: the usual path answers those).
 
         Under a burst this is asked thousands of times a second, mostly within one pass of the event loop, where
-        nothing that makes admission more lenient runs: no task (the queue, the places held, the batches and the
-        drain rate change only in tasks) and nothing the executor reports (a worker's state, counted by
+        nothing that makes admission more lenient runs: no task (the queue, the places held, the batches, the
+        planning margin and the drain rate change only in tasks) and nothing the executor reports (a worker's state, counted by
         `Engine.executor_changes`). So admission's horizon (`Engine.admission_horizon_ms`) and the answer are
         taken once and kept until the pass ends (a callback queued behind it), for at most `refusal_run_ms`, and
         while the queue and the places held have not shrunk; a request due after the horizon is asked in full."""

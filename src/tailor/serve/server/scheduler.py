@@ -420,9 +420,10 @@ class Engine:
     def admission_horizon_ms(self, now_ms: float, within_ms: float = 0.0) -> float:
         """The earliest deadline `admits` takes for a one-sample request with the default budget and no place
         reserved behind it, at any moment from `now_ms` to `now_ms + within_ms` while the queue, the places held,
-        the workers' states, the running batches and the measured drain rate stay as they are (or only the first
-        two grow): a request due before it is refused then. -inf when admission is off. Lets the front end ask
-        once for a run of refusals (`InferenceServer.refusal`) instead of once per request."""
+        the workers' states, the running batches, the planning margin and the measured drain rate stay as they
+        are (or only the first two grow): a request due before it is refused then. -inf when admission is off.
+        Lets the front end ask once for a run of refusals (`InferenceServer.refusal`) instead of once per
+        request."""
         if not self.admission:
             return -math.inf
         # the measured drain rate fades back to the profile's with time: taken at the window's end, the horizon
