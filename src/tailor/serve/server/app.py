@@ -408,7 +408,8 @@ class InferenceServer:
 
     def over_connection_limit(self) -> bool:
         """Whether more connections are open than `max_connections` (a request on one is refused, 503)."""
-        return self.server_state is not None and self.connections() > self.config.max_connections
+        state = self.server_state  # asked for every refusal under a burst: one call, not two
+        return state is not None and len(state.connections) > self.config.max_connections
 
     def connection_limit_message(self) -> str:
         return (f"too many connections: the server keeps at most {self.config.max_connections} open; retry on a "
@@ -523,8 +524,7 @@ class InferenceServer:
         `Engine.executor_changes`). So admission's horizon (`Engine.admission_horizon_ms`) and the answer are
         taken once and kept until the pass ends (a callback queued behind it), for at most `refusal_run_ms`, and
         while the queue and the places held have not shrunk; a request due after the horizon is asked in full."""
-        state = self.server_state  # `over_connection_limit`, without its two calls
-        if state is not None and len(state.connections) > self.config.max_connections:
+        if self.over_connection_limit():
             return None
         engine = self.engine
         if not engine.accepting:

@@ -120,9 +120,7 @@ class ServingMetrics:
     def rejected(self, reason: str, latency_s: float | None = None) -> None:
         """Count a 503 (outcome `rejected`) and why."""
         self.rejections[reason] += 1
-        self.counts["rejected"] += 1  # `outcome`, without the call: thousands a second under a burst
-        if latency_s is not None:
-            self._latency.observe("rejected", latency_s)
+        self.outcome("rejected", latency_s)
 
     def rejected_in_handler(self) -> None:
         """Note that an admission rejection (counted by `rejected`) was made in the request's handler."""
