@@ -15,7 +15,14 @@ from ray.cluster_utils import Cluster
 from test_server_support import MODEL, ServerThread, reference_outputs, shared_artifacts
 from tritonclient.utils import InferenceServerException
 
-from tailor.serve.cluster import ClusterError, RayExecutor, ScalingPolicy, ScalingSignals
+from tailor.serve.cluster import (
+    ClusterError,
+    RayExecutor,
+    ScalingPolicy,
+    ScalingSignals,
+    WorkerActorBody,
+    checkpoint_files,
+)
 from tailor.serve.server.app import ServerConfig
 
 SLOW = {"deadline_ms": 30_000}
@@ -38,6 +45,25 @@ def test_the_scaling_policy_follows_refusals_attainment_queue_and_idleness() -> 
     assert policy.decide(quiet, 1.0) == 2  # the count restarts
     assert policy.decide(signals(idle_workers=1, queue_length=1), 1.0) == 2
     assert policy.decide(signals(workers=1, idle_workers=1), 5.0) == 1  # never below one
+
+
+def test_an_actor_leaves_no_files_behind_and_computes_the_supernets_outputs(
+        tmp_path: Path, tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The actor body (run here, without Ray) writes the checkpoint to a temporary directory only while it loads:
+    an actor restarted many times must not fill the node's disk with copies of the weights."""
+    import tempfile
+
+    checkpoint, _, subnets = shared_artifacts(tmp_path_factory)
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+    body = WorkerActorBody(checkpoint_files(checkpoint), {k: v.to_dict() for k, v in subnets.items()}, 1, [1, 4],
+                           None, "torch-inplace")
+    assert list(scratch.iterdir()) == []
+    x = _images(4, seed=3)
+    outputs, elapsed_ms = body.run("half", x)
+    np.testing.assert_allclose(outputs, reference_outputs(checkpoint, subnets["half"], x), rtol=1e-5, atol=1e-5)
+    assert elapsed_ms > 0
 
 
 @pytest.fixture(scope="module")

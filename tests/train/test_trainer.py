@@ -419,7 +419,8 @@ def test_resume_with_another_recipe_is_refused(tmp_path: Path) -> None:
 
 
 def _torchrun(tmp_path: Path, *args: str) -> None:
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(SCRIPT)]
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+               "--log-dir", str(tmp_path / "torchrun_logs"), str(SCRIPT)]  # not a new folder in /tmp per run
     subprocess.run(command + list(args), check=True, env=_env(), timeout=300, cwd=tmp_path, capture_output=True)
 
 

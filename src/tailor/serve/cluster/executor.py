@@ -60,8 +60,9 @@ def checkpoint_files(checkpoint: str | os.PathLike[str]) -> dict[str, bytes]:
 
 
 class WorkerActorBody:
-    """What runs inside a Ray actor: writes the checkpoint's files to a private directory, loads a
-    `ModelRunner` from them (verified hashes, never unpickled), warms it up and runs batches."""
+    """What runs inside a Ray actor: writes the checkpoint's files to a private temporary directory, loads a
+    `ModelRunner` from them (verified hashes, never unpickled) and removes the directory (the runner holds the
+    weights in memory, so an actor restarted many times leaves nothing behind), warms it up and runs batches."""
 
     def __init__(self, files: dict[str, bytes], subnets: dict[str, dict[str, Any]], threads: int,
                  warmup_batch_sizes: list[int], input_shape: list[int] | None, runtime: str | dict[str, str],
@@ -70,12 +71,12 @@ class WorkerActorBody:
 
         from tailor.serve.server.worker import ModelRunner
 
-        self.directory = tempfile.mkdtemp(prefix="tailor-actor-")
-        for name, data in files.items():
-            Path(self.directory, name).write_bytes(data)
+        with tempfile.TemporaryDirectory(prefix="tailor-actor-") as directory:
+            for name, data in files.items():
+                Path(directory, name).write_bytes(data)
+            self.runner = ModelRunner(directory, {k: Subnet.from_dict(v) for k, v in subnets.items()}, threads,
+                                      input_shape, runtime, device)
         self.delay_ms = delay_ms  # benchmarks: sleep the profiled latency instead of computing
-        self.runner = ModelRunner(self.directory, {k: Subnet.from_dict(v) for k, v in subnets.items()}, threads,
-                                  input_shape, runtime, device)
         self.output_shape = self.runner.warmup(warmup_batch_sizes)
 
     def ready(self) -> dict[str, Any]:
