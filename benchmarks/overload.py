@@ -113,6 +113,20 @@ def process_cpu_s(pid: int) -> tuple[float, float]:
     return cpu(pid), sum(cpu(c) for c in children)
 
 
+def process_switches(pid: int) -> tuple[int, int, int, int]:
+    """Context switches so far, from /proc: voluntary (it slept: each wake-up ends one) and involuntary (it was
+    preempted) of a process, then the same summed over its children (the workers)."""
+
+    def switches(p: int) -> tuple[int, int]:
+        fields = dict(line.split(":", 1) for line in Path(f"/proc/{p}/status").read_text().splitlines() if ":" in line)
+        return int(fields["voluntary_ctxt_switches"]), int(fields["nonvoluntary_ctxt_switches"])
+
+    children = [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    front = switches(pid)
+    workers = [switches(c) for c in children]
+    return front[0], front[1], sum(w[0] for w in workers), sum(w[1] for w in workers)
+
+
 def metrics(url: str) -> dict[str, float]:
     with urllib.request.urlopen(f"{url}/metrics", timeout=10) as response:
         lines = response.read().decode().splitlines()
@@ -183,10 +197,12 @@ class MetricsTimeline:
     """`/metrics` polled every `interval_s` on a thread pinned to the client's core while a burst runs: the
     planning margin and slowdown, the requests in batches on the workers, the batches' mean size and compute
     time, the queue, the outcomes and the busiest subnet, so that a run that goes wrong can be told from one
-    that does not (`rows()`: one row per second)."""
+    that does not (`rows()`: one row per second). With `server_pid`, also how the server's core was shared: the
+    front end's and the workers' CPU, how often the front end went to sleep (voluntary context switches: each
+    one a wake-up to come) and how often the workers were preempted, from /proc."""
 
-    def __init__(self, url: str, interval_s: float) -> None:
-        self.url, self.interval_s = url, interval_s
+    def __init__(self, url: str, interval_s: float, server_pid: int | None = None) -> None:
+        self.url, self.interval_s, self.server_pid = url, interval_s, server_pid
         self.samples: list[tuple[float, dict[str, float]]] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._poll, daemon=True)
@@ -205,8 +221,13 @@ class MetricsTimeline:
         start = time.perf_counter()
         while not self._stop.wait(self.interval_s):
             try:
-                self.samples.append((time.perf_counter() - start, metrics(self.url)))
-            except OSError:
+                sample = metrics(self.url)
+                if self.server_pid is not None:
+                    sample["front_end_cpu_s"], sample["worker_cpu_s"] = process_cpu_s(self.server_pid)
+                    (sample["front_end_sleeps"], sample["front_end_preempted"], sample["worker_sleeps"],
+                     sample["worker_preempted"]) = process_switches(self.server_pid)
+                self.samples.append((time.perf_counter() - start, sample))
+            except (OSError, KeyError, ValueError):
                 continue
 
     def rows(self) -> list[dict[str, float]]:
@@ -234,6 +255,11 @@ class MetricsTimeline:
                 top = max(served, key=served.__getitem__)
                 row["top_subnet"] = top.split('"')[1]
                 row["top_subnet_share"] = served[top] / total
+            if "front_end_cpu_s" in grew:  # the server's core: shares of it, and sleeps / preemptions per second
+                for key in ("front_end_cpu_s", "worker_cpu_s"):
+                    row[key.replace("_cpu_s", "_share")] = grew[key] / (t1 - t0)
+                for key in ("front_end_sleeps", "front_end_preempted", "worker_sleeps", "worker_preempted"):
+                    row[f"{key}_per_s"] = grew[key] / (t1 - t0)
             rows.append(row)
         return rows
 
@@ -248,7 +274,7 @@ def burst(args: argparse.Namespace, url: str, model: str, workdir: Path, runtime
     ])
     before = metrics(url)
     front_cpu, worker_cpu = process_cpu_s(server_pid)
-    timeline = MetricsTimeline(url, args.timeline_s) if args.timeline_s > 0 else None
+    timeline = MetricsTimeline(url, args.timeline_s, server_pid) if args.timeline_s > 0 else None
     with timeline or contextlib.nullcontext():
         result = run_load(args, url, model, schedule, workdir, f"{runtime}-x{factor:g}")
     front_after, worker_after = process_cpu_s(server_pid)
@@ -312,7 +338,10 @@ def burst(args: argparse.Namespace, url: str, model: str, workdir: Path, runtime
               f"{row['batch_size']:4.1f} samples, {row['compute_ms']:5.2f} ms compute), queued "
               f"{row['queued']:4.0f}, loop lag {row['loop_lag_ms']:5.2f} ms; per s on time {row['on_time_per_s']:5.0f}, "
               f"late {row['late_per_s']:4.0f}, expired {row['expired_per_s']:4.0f}, refused {row['rejected_per_s']:5.0f}"
-              + (f"; {100 * row['top_subnet_share']:.0f}% on {row['top_subnet']}" if "top_subnet" in row else ""))
+              + (f"; {100 * row['top_subnet_share']:.0f}% on {row['top_subnet']}" if "top_subnet" in row else "")
+              + (f"; core: front end {row['front_end_share']:.2f} (sleeps {row['front_end_sleeps_per_s']:.0f}/s), "
+                 f"workers {row['worker_share']:.2f} (preempted {row['worker_preempted_per_s']:.0f}/s)"
+                 if "front_end_share" in row else ""))
     return out
 
 
@@ -350,7 +379,9 @@ def main() -> None:
     parser.add_argument("--serve-args", default="", help="more `tailor serve` options, e.g. '--margin-percentile 90'")
     parser.add_argument("--timeline-s", type=float, default=0.0,
                         help="poll /metrics this often during each burst (from the client's core) and print and "
-                             "save one row per second: margin, requests in batches, queue, outcomes (0: off)")
+                             "save one row per second: margin, requests in batches, queue, outcomes, the server core's "
+                             "split between front end and workers with the front end's sleeps and the workers' "
+                             "preemptions (0: off)")
     parser.add_argument("--out", default="benchmarks/results/overload.json")
     parser.add_argument("--quick", action="store_true", help="small sizes: checks the script, not the claims")
     args = parser.parse_args()
