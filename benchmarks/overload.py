@@ -113,6 +113,12 @@ def process_cpu_s(pid: int) -> tuple[float, float]:
     return cpu(pid), sum(cpu(c) for c in children)
 
 
+def system_cpu_s(pid: int) -> float:
+    """CPU seconds a process has spent in the kernel (system time, from /proc): its reads, writes and polls."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return int(fields[12]) / os.sysconf("SC_CLK_TCK")
+
+
 def process_switches(pid: int) -> tuple[int, int, int, int]:
     """Context switches so far, from /proc: voluntary (it slept: each wake-up ends one) and involuntary (it was
     preempted) of a process, then the same summed over its children (the workers)."""
@@ -198,8 +204,8 @@ class MetricsTimeline:
     planning margin and slowdown, the requests in batches on the workers, the batches' mean size and compute
     time, the queue, the outcomes and the busiest subnet, so that a run that goes wrong can be told from one
     that does not (`rows()`: one row per second). With `server_pid`, also how the server's core was shared: the
-    front end's and the workers' CPU, how often the front end went to sleep (voluntary context switches: each
-    one a wake-up to come) and how often the workers were preempted, from /proc."""
+    front end's CPU (and the part of it in the kernel) and the workers', how often the front end went to sleep
+    (voluntary context switches: each one a wake-up to come) and how often the workers were preempted, from /proc."""
 
     def __init__(self, url: str, interval_s: float, server_pid: int | None = None) -> None:
         self.url, self.interval_s, self.server_pid = url, interval_s, server_pid
@@ -224,6 +230,7 @@ class MetricsTimeline:
                 sample = metrics(self.url)
                 if self.server_pid is not None:
                     sample["front_end_cpu_s"], sample["worker_cpu_s"] = process_cpu_s(self.server_pid)
+                    sample["front_end_system_s"] = system_cpu_s(self.server_pid)
                     (sample["front_end_sleeps"], sample["front_end_preempted"], sample["worker_sleeps"],
                      sample["worker_preempted"]) = process_switches(self.server_pid)
                 self.samples.append((time.perf_counter() - start, sample))
@@ -256,8 +263,10 @@ class MetricsTimeline:
                 row["top_subnet"] = top.split('"')[1]
                 row["top_subnet_share"] = served[top] / total
             if "front_end_cpu_s" in grew:  # the server's core: shares of it, and sleeps / preemptions per second
-                for key in ("front_end_cpu_s", "worker_cpu_s"):
-                    row[key.replace("_cpu_s", "_share")] = grew[key] / (t1 - t0)
+                shares = {"front_end_cpu_s": "front_end_share", "front_end_system_s": "front_end_system_share",
+                          "worker_cpu_s": "worker_share"}
+                for key, name in shares.items():
+                    row[name] = grew[key] / (t1 - t0)
                 for key in ("front_end_sleeps", "front_end_preempted", "worker_sleeps", "worker_preempted"):
                     row[f"{key}_per_s"] = grew[key] / (t1 - t0)
             rows.append(row)
@@ -339,7 +348,8 @@ def burst(args: argparse.Namespace, url: str, model: str, workdir: Path, runtime
               f"{row['queued']:4.0f}, loop lag {row['loop_lag_ms']:5.2f} ms; per s on time {row['on_time_per_s']:5.0f}, "
               f"late {row['late_per_s']:4.0f}, expired {row['expired_per_s']:4.0f}, refused {row['rejected_per_s']:5.0f}"
               + (f"; {100 * row['top_subnet_share']:.0f}% on {row['top_subnet']}" if "top_subnet" in row else "")
-              + (f"; core: front end {row['front_end_share']:.2f} (sleeps {row['front_end_sleeps_per_s']:.0f}/s), "
+              + (f"; core: front end {row['front_end_share']:.2f} ({row['front_end_system_share']:.2f} in the kernel; "
+                 f"sleeps {row['front_end_sleeps_per_s']:.0f}/s), "
                  f"workers {row['worker_share']:.2f} (preempted {row['worker_preempted_per_s']:.0f}/s)"
                  if "front_end_share" in row else ""))
     return out
