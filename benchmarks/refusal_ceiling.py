@@ -33,23 +33,24 @@ APP = Path("src/tailor/serve/server/app.py")
 
 # (what the code says, what the ceiling says instead); each must be found exactly once
 CEILING_EDITS = [
-    ("    def _end_refusal_run(self) -> None:\n        self._refusal_run, self._refusal_run_ends = None, False\n",
-     "    def _end_refusal_run(self) -> None:\n        self._refusal_run, self._refusal_run_ends = None, False\n"
-     "        CEILING[0] = None\n"),
+    ("    def _end_refusal_run(self) -> None:\n",
+     "    def _end_refusal_run(self) -> None:\n        CEILING[0] = None\n"),
     ("def arrival_stamping_protocol(",
      "CEILING: list = [None, -1, b\"\"]  # the 503 of this pass, the read's length, its header block\n\n\n"
      "def arrival_stamping_protocol("),
-    ("        def data_received(self, data: bytes) -> None:\n            self._reads += 1\n",
+    ("        def data_received(self, data: bytes) -> None:\n",
      "        def data_received(self, data: bytes) -> None:\n"
      "            if CEILING[0] is not None and len(data) == CEILING[1] and data.startswith(CEILING[2]):\n"
      "                self.transport.write(CEILING[0])\n"
-     "                return\n"
-     "            self._reads += 1\n"),
-    ("            self.transport.write(answer)\n            self.server_state.total_requests += 1\n",
-     "            self.transport.write(answer)\n"
+     "                return\n"),
+    ("            answer = shedder.refusal(arrival_clock())\n            if answer is None:\n"
+     "                self._admitted_in_read = self._reads  # `on_headers_complete`, in this read, need not ask again\n"
+     "                return False\n",
+     "            answer = shedder.refusal(arrival_clock())\n            if answer is None:\n"
+     "                self._admitted_in_read = self._reads  # `on_headers_complete`, in this read, need not ask again\n"
+     "                return False\n"
      "            if CEILING[0] is None:\n"
-     "                CEILING[0], CEILING[1], CEILING[2] = answer, len(data), data[:start]\n"
-     "            self.server_state.total_requests += 1\n"),
+     "                CEILING[0], CEILING[1], CEILING[2] = answer, len(data), data[:start]\n"),
 ]
 
 

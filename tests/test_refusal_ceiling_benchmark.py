@@ -34,13 +34,13 @@ def test_the_ceiling_edits_apply_to_the_current_server_once_each_and_compile(cei
     compile(text, str(app), "exec")
     # the shortcut comes first in data_received, and the pass's end clears it
     received = text.index("def data_received(self, data: bytes) -> None:")
-    assert text.index("CEILING[0] is not None", received) < text.index("self._reads += 1", received)
+    assert text.index("CEILING[0] is not None", received) < text.index("self.", received)
     assert "CEILING[0] = None" in text[text.index("def _end_refusal_run"):]
 
 
 def test_code_that_moved_on_is_named_not_measured(ceiling: ModuleType, tmp_path: Path) -> None:
     app = tmp_path / ceiling.APP
     app.parent.mkdir(parents=True)
-    app.write_text((ROOT / ceiling.APP).read_text().replace("self._reads += 1", "self._reads = self._reads + 1"))
+    app.write_text((ROOT / ceiling.APP).read_text().replace("def data_received(self, data: bytes) -> None:", "def data_received(self, data):"))
     with pytest.raises(SystemExit, match="no longer holds"):
         ceiling.make_ceiling(tmp_path)

@@ -364,3 +364,186 @@ def test_admission_that_turns_lenient_within_a_pass_is_seen_by_the_next_known_re
         protocol.connection_lost(None)
 
     asyncio.run(scenario())
+
+
+@pytest.mark.parametrize("change", ["a request due after the horizon", "the run past its time", "draining",
+                                    "too many connections"])
+def test_a_repeat_within_a_pass_is_answered_from_the_run_only_while_refusal_would_be(artifacts, change) -> None:
+    """Once a pass has refused a known request from its bytes, a read that repeats it (same length, same headers
+    and JSON part) is refused at the top of `data_received` (`InferenceServer.refuses_repeat`), without the
+    checks in between, but only while `refusal` would answer it from the pass's horizon: a repeat due at or
+    after the horizon is asked in full (and admitted here), a run past its time is taken again, a server that
+    stops accepting or has too many connections answers as it always does."""
+
+    async def scenario() -> None:
+        protocol, transport, server = connection(artifacts, read_timeout_s=5.0)
+        server.refusal_run_ms = 1e9  # however slow this machine, the pass decides
+        engine = server.engine
+        engine._loop = asyncio.get_running_loop()  # the engine's loop, no workers: a request queued stays
+        asked: list[float] = []
+        horizon = engine.admission_horizon_ms
+
+        def counting_horizon(*args: Any) -> float:
+            asked.append(args[0])
+            return horizon(*args)
+
+        engine.admission_horizon_ms = counting_horizon  # type: ignore[method-assign]
+        refused_from_bytes = []
+        refuse_known = protocol._refuse_known
+
+        def counting_refuse_known(*args: Any) -> bool:
+            refused_from_bytes.append(args[1])
+            return refuse_known(*args)
+
+        protocol._refuse_known = counting_refuse_known
+        for _ in range(4):  # parsed; refused from its bytes (the run takes its shape); twice refused as a repeat
+            protocol.data_received(REQUEST)
+        assert len(refused_from_bytes) == 1 and len(asked) == 1
+        assert len(set(transport.written)) == 1 and len(transport.written) == 4
+        assert server.metrics.rejections["admission"] == 4 and server.metrics.counts["rejected"] == 4
+        assert protocol.server_state.total_requests == 4 and server.scheduler.queue.total_refused == 4
+        run = server.refusal_run
+        assert run is not None and run.read_length == len(REQUEST) and REQUEST.startswith(run.prefix)
+        if change == "a request due after the horizon":  # it reached the socket just after the run's latest arrival
+            server.loop_lag.lag_ms = monotonic_ms() - run.latest_arrival_ms - 1.0
+        elif change == "the run past its time":
+            run.until_ms = monotonic_ms() - 1.0
+        elif change == "draining":
+            engine.accepting = False
+        else:
+            server.config.max_connections = 0
+        protocol.data_received(REQUEST)
+        for _ in range(10):
+            await asyncio.sleep(0)
+        if change == "a request due after the horizon":
+            assert len(protocol.tasks) == 1 and server.scheduler.queued_samples == 1  # admitted: queued
+            assert server.metrics.rejections["admission"] == 4
+        elif change == "the run past its time":
+            assert len(asked) == 2 and server.metrics.rejections["admission"] == 5  # refused by a new run
+        elif change == "draining":
+            assert server.metrics.rejections["not_accepting"] == 1 and server.metrics.rejections["admission"] == 4
+            assert status_and_error(b"".join(transport.written[4:]))[0] == 503
+        else:
+            assert server.metrics.rejections["connections"] == 1 and transport.closing
+        for task in list(protocol.tasks):
+            task.cancel()
+        protocol.connection_lost(None)
+
+    asyncio.run(scenario())
+
+
+@pytest.mark.parametrize("lookalike", ["two requests in one read", "its own deadline, same length",
+                                       "a body that is a request", "a held body that is a request",
+                                       "an answer still owed"])
+def test_a_read_that_only_looks_like_a_repeat_is_not_answered_as_one(artifacts, lookalike) -> None:
+    """Within a pass that refused a known request, reads that begin with its bytes but are not one whole repeat
+    of it between messages with nothing owed on the connection go the usual way: two pipelined requests get two
+    answers; the same header block with a deadline of its own in a JSON part of the same length is judged by
+    that deadline (admitted here); a request whose body is byte for byte a known request gets one answer, the
+    body read as a body, also where the protocol holds the body of a request it refused at its headers (no
+    handler started); a connection still owing an answer answers in order."""
+
+    async def scenario() -> None:
+        protocol, transport, server = connection(artifacts, read_timeout_s=5.0)
+        server.refusal_run_ms = 1e9  # however slow this machine, the pass decides
+        server.engine._loop = asyncio.get_running_loop()  # no workers: a request queued stays
+        app = HeldAnswers()  # answers what it is handed only once released
+        if lookalike in ("an answer still owed", "a body that is a request"):
+            protocol.app = app
+        other, other_transport, _ = connection(artifacts, read_timeout_s=5.0, server=server)
+        if lookalike == "an answer still owed":  # on this connection: admitted by its own deadline, unanswered
+            server.engine.reserved = 0
+            protocol.data_received(_same_length(REQUEST, b'{"deadline_ms": 1e9}'))
+            for _ in range(10):
+                await asyncio.sleep(0)
+            assert len(protocol.tasks) == 1 and transport.written == []
+            server.engine.reserved = 100_000
+        for _ in range(3):  # another connection: parsed, refused from its bytes, refused as a repeat
+            other.data_received(REQUEST)
+        assert len(other_transport.written) == 3 and server.refusal_run.read_length == len(REQUEST)
+        written = len(transport.written)
+        if lookalike == "two requests in one read":
+            protocol.data_received(REQUEST + REQUEST)
+            assert len(transport.written) == written + 2 and protocol.server_state.total_requests == 2
+        elif lookalike == "its own deadline, same length":
+            protocol.data_received(_same_length(REQUEST, b'{"deadline_ms": 1e9}'))
+            for _ in range(10):
+                await asyncio.sleep(0)
+            assert transport.written == [] and server.scheduler.queued_samples == 1  # admitted, queued
+        elif lookalike == "a held body that is a request":  # refused at its headers: its body is held, not parsed
+            head = REQUEST.partition(b"\r\n\r\n")[0]
+            head = b"\r\n".join(line for line in head.split(b"\r\n")
+                                 if not line.lower().startswith((b"content-length", b"inference-header")))
+            protocol.data_received(head + b"\r\nContent-Length: %d\r\n\r\n" % len(REQUEST))
+            assert not protocol._between_messages and protocol.cycle is None
+            protocol.data_received(REQUEST)  # its body
+            assert protocol._between_messages and len(transport.written) == 1  # its 503, the body read whole
+            assert server.metrics.rejections["admission"] == 4
+        elif lookalike == "a body that is a request":
+            head = REQUEST.partition(b"\r\n\r\n")[0].replace(b"/infer ", b"/inferx ", 1)
+            head = b"\r\n".join(line for line in head.split(b"\r\n") if not line.lower().startswith(b"content-length"))
+            protocol.data_received(head + b"\r\nContent-Length: %d\r\n\r\n" % len(REQUEST))
+            protocol.data_received(REQUEST)  # the first request's body, not a request
+            app.release.set()
+            for _ in range(20):
+                await asyncio.sleep(0)
+            answers = b"".join(transport.written)  # one answer, from the app that read the whole body
+            assert answers.count(b"HTTP/1.1 ") == 1 and answers.endswith(b"\r\n\r\n%d" % len(REQUEST))
+            assert server.metrics.rejections["admission"] == 3
+        else:  # the unanswered request first, then the repeat's 503, in order
+            protocol.data_received(REQUEST)
+            assert len(transport.written) == 0
+            app.release.set()
+            for _ in range(20):
+                await asyncio.sleep(0)
+            answers = b"".join(transport.written)  # this app answers the pipelined request too, after the first
+            assert answers.startswith(b"HTTP/1.1 200") and answers.count(b"HTTP/1.1 ") == 2
+        for connection_ in (protocol, other):
+            for task in list(connection_.tasks):
+                task.cancel()
+            connection_.connection_lost(None)
+
+    asyncio.run(scenario())
+
+
+@pytest.mark.parametrize("grown", ["places taken", "requests queued"])
+def test_places_taken_within_a_pass_move_the_kept_horizon_instead_of_asking_in_full(artifacts, grown) -> None:
+    """Under a burst a request admitted at the horizon takes a place, which moves the horizon later; the requests
+    read after it in the same pass fall between the kept horizon and the new one. They are refused by the horizon
+    taken again, not each asked in full (half of a burst's refusals were full questions before)."""
+
+    async def scenario() -> None:
+        protocol, transport, server = connection(artifacts, read_timeout_s=5.0)
+        server.refusal_run_ms = 1e9  # however slow this machine, the pass decides
+        engine = server.engine
+        full: list[float] = []
+        shed_response = server.shed_response
+
+        def counting_shed_response(*args: Any, **kwargs: Any) -> bytes | None:
+            full.append(args[0])
+            return shed_response(*args, **kwargs)
+
+        server.shed_response = counting_shed_response  # type: ignore[method-assign]
+        protocol.data_received(REQUEST)  # parsed and refused: known from now on
+        protocol.data_received(REQUEST)  # refused from its bytes: the pass's horizon is taken
+        run = server.refusal_run
+        assert run is not None and len(transport.written) == 2
+        asked = len(full)
+        # a request due just after the kept horizon, read after places were taken (requests admitted at it)
+        server.loop_lag.lag_ms = monotonic_ms() - run.latest_arrival_ms - 0.5
+        if grown == "places taken":
+            engine.reserved += 1000
+        else:
+            now = monotonic_ms()
+            samples = np.broadcast_to(np.zeros((1, 3, 32, 32), np.float32), (1000, 3, 32, 32))  # no copy
+            server.scheduler.admit(Request(0, now, now + 1e9, Job(samples, None, now)))
+        protocol.data_received(REQUEST)
+        assert len(transport.written) == 3 and status_and_error(transport.written[-1])[0] == 503
+        assert len(full) == asked, "refused by the horizon taken again, not asked in full"
+        assert server.refusal_run is not run and server.refusal_run.horizon_ms > run.horizon_ms
+        assert server.metrics.rejections["admission"] == 3
+        protocol.data_received(REQUEST)  # and the next repeat is refused from the new run, as a repeat
+        assert len(transport.written) == 4 and len(full) == asked
+        protocol.connection_lost(None)
+
+    asyncio.run(scenario())

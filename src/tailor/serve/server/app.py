@@ -35,6 +35,7 @@ import signal
 import socket
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
+from time import monotonic as _monotonic
 from typing import Any
 
 import uvicorn
@@ -273,7 +274,10 @@ class LoopLag:
 @dataclass(slots=True)
 class _RefusalRun:
     """What `InferenceServer.refusal` keeps within one pass of the event loop: admission's horizon, until when
-    it holds, the state it was taken in (executor changes, places held, queued samples) and the 503 to send."""
+    it holds, the state it was taken in (executor changes, places held, queued samples) and the 503 to send.
+    `read_length` and `prefix`: the first read the protocol refused with it, its length and its bytes up to the
+    end of its JSON part (headers and JSON, not the tensor): a read of that length that begins with them is a
+    repeat of that request (`InferenceServer.refuses_repeat`); -1 and empty until one is refused."""
 
     horizon_ms: float
     until_ms: float
@@ -281,6 +285,9 @@ class _RefusalRun:
     reserved: int
     queued_samples: int
     answer: bytes
+    latest_arrival_ms: float  # the horizon less the default budget: a request that arrived before it is refused
+    read_length: int = -1
+    prefix: bytes = b""
 
 
 class InferenceServer:
@@ -339,7 +346,8 @@ class InferenceServer:
         self.statistics = protocol.ModelStatistics()
         # (queued requests, deadline) -> (the 503, when it was built)
         self._shed_answers: dict[tuple[int, float], tuple[bytes, float]] = {}
-        self._refusal_run: _RefusalRun | None = None  # admission's horizon for this pass of the loop (`refusal`)
+        # admission's horizon for this pass of the loop (`refusal`); the protocol reads it for repeats
+        self.refusal_run: _RefusalRun | None = None
         self._refusal_run_ends = False  # the callback that forgets it is queued
         self._served_paths: dict[bytes, bool] = {}  # serves_path's answers for `_paths_of`
         # header blocks of inference requests the HTTP parser has read (for `_paths_of`): (Content-Length, where the
@@ -523,34 +531,62 @@ class InferenceServer:
         planning margin and the drain rate change only in tasks) and nothing the executor reports (a worker's state, counted by
         `Engine.executor_changes`). So admission's horizon (`Engine.admission_horizon_ms`) and the answer are
         taken once and kept until the pass ends (a callback queued behind it), for at most `refusal_run_ms`, and
-        while the queue and the places held have not shrunk; a request due after the horizon is asked in full."""
+        while the queue and the places held have not shrunk. A request due at or after the horizon takes it again
+        if places were taken since (which moves it later), and is asked in full only if it is due after that one
+        too."""
         if self.over_connection_limit():
             return None
         engine = self.engine
         if not engine.accepting:
             return None
         now = monotonic_ms()
-        run = self._refusal_run
+        run = self.refusal_run
         if (run is None or now > run.until_ms or engine.executor_changes != run.executor_changes
                 or engine.reserved < run.reserved or self.scheduler.queued_samples < run.queued_samples):
             run = self._begin_refusal_run(now)
         if arrival_ms + self.config.slo_ms >= run.horizon_ms:
-            return self.shed_response(arrival_ms)  # may be admitted: asked in full
+            if engine.reserved > run.reserved or self.scheduler.queued_samples > run.queued_samples:
+                # places taken (or requests queued) since the horizon was taken move it later: take it again
+                # rather than ask in full (under a burst, after each request admitted at the horizon, the
+                # requests read next in the pass fall between the old horizon and the new one)
+                run = self._begin_refusal_run(now)
+            if arrival_ms + self.config.slo_ms >= run.horizon_ms:
+                return self.shed_response(arrival_ms)  # may be admitted: asked in full
         engine.count_refusal("admission", (now - arrival_ms) / 1e3)
         return run.answer
 
     def _begin_refusal_run(self, now: float) -> _RefusalRun:
         engine = self.engine
-        run = self._refusal_run = _RefusalRun(
-            engine.admission_horizon_ms(now, self.refusal_run_ms), now + self.refusal_run_ms, engine.executor_changes,
-            engine.reserved, self.scheduler.queued_samples, self._shed_answer(self.config.slo_ms, False, now))
+        horizon = engine.admission_horizon_ms(now, self.refusal_run_ms)
+        run = self.refusal_run = _RefusalRun(
+            horizon, now + self.refusal_run_ms, engine.executor_changes, engine.reserved, self.scheduler.queued_samples,
+            self._shed_answer(self.config.slo_ms, False, now), horizon - self.config.slo_ms)
         if not self._refusal_run_ends:
             self._refusal_run_ends = True
             asyncio.get_running_loop().call_soon(self._end_refusal_run)
         return run
 
+    def refuses_repeat(self, run: _RefusalRun, arrival_ms: float) -> bool:
+        """Whether this pass's `run` still refuses, from its kept horizon, a repeat of the request the protocol
+        first refused with it (the same header block and JSON part, so the same Content-Length and no deadline
+        of its own) that arrived at `arrival_ms`; counted, as `refusal` counts, when it does. False whenever
+        `refusal` would not answer from the run (too many connections, not accepting, the run past its time, a
+        worker's change reported, the queue or the places held shrunk, a request due at or after the horizon):
+        the usual path then decides. Tens of thousands a second under a burst: one call, nothing built."""
+        now = _monotonic() * 1e3  # `monotonic_ms`, without its call
+        engine = self.engine
+        state = self.server_state
+        if (arrival_ms >= run.latest_arrival_ms or now > run.until_ms or not engine.accepting
+                or engine.executor_changes != run.executor_changes or engine.reserved < run.reserved
+                or self.scheduler.queued_samples < run.queued_samples
+                or (state is not None and len(state.connections) > self.config.max_connections)):
+            return False
+        self.metrics.rejected_by_admission((now - arrival_ms) / 1e3)  # `count_refusal("admission", ...)`: counts
+        self.scheduler.queue.total_refused += 1  # and, as one, an arrival the policy sees
+        return True
+
     def _end_refusal_run(self) -> None:
-        self._refusal_run, self._refusal_run_ends = None, False
+        self.refusal_run, self._refusal_run_ends = None, False
 
     def release(self, scope: Scope) -> int | None:
         """Give back the place in admission the protocol held for this request (once; no-op if it held none);
@@ -1118,6 +1154,20 @@ def arrival_stamping_protocol(
                 self.transport.close()
 
         def data_received(self, data: bytes) -> None:
+            run = shedder.refusal_run if shedder is not None else None
+            if (run is not None and len(data) == run.read_length and self._between_messages
+                    and data.startswith(run.prefix) and (self.cycle is None or self.cycle.response_complete)
+                    and shedder.refuses_repeat(run, arrival_clock())):  # type: ignore[union-attr]
+                # a repeat of a request this pass refused: still refused. As `_refuse_known` answers, with no
+                # more of this connection's state touched than that needs (tens of thousands a second, each
+                # connection's state cold in the cache): its read count is not needed (only compared within one
+                # read that the parser takes), nor its header block (consumed by the read that set it)
+                if self.timeout_keep_alive_task is not None:
+                    self._unset_keepalive_if_required()
+                self.transport.write(run.answer)
+                self.server_state.total_requests += 1
+                self._time_phase(idle_phase, self.timeout_keep_alive)  # closed if no request follows in time
+                return
             self._reads += 1
             self._unset_keepalive_if_required()
             self._header_block = None
@@ -1158,6 +1208,9 @@ def arrival_stamping_protocol(
             if answer is None:
                 self._admitted_in_read = self._reads  # `on_headers_complete`, in this read, need not ask again
                 return False
+            run = shedder.refusal_run
+            if run is not None and run.read_length < 0 and answer is run.answer:  # its repeats: `data_received`
+                run.read_length, run.prefix = len(data), data[:json_end]
             self.transport.write(answer)
             self.server_state.total_requests += 1
             if self.timeout_keep_alive_task is None:
