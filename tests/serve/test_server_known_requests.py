@@ -40,6 +40,20 @@ class CountingParser:
         return getattr(self.parser, name)
 
 
+def record_calls(owner: Any, name: str, argument: int = 0) -> list[Any]:
+    """Wrap the method `name` of `owner` (the instance's attribute) so that each call records its positional
+    argument number `argument`; the record is returned."""
+    calls: list[Any] = []
+    original = getattr(owner, name)
+
+    def recording(*args: Any, **kwargs: Any) -> Any:
+        calls.append(args[argument])
+        return original(*args, **kwargs)
+
+    setattr(owner, name, recording)
+    return calls
+
+
 def _same_length(request: bytes, parameters: bytes) -> bytes:
     """`request` with its JSON's parameters replaced by `parameters`, padded with spaces to the same length: the
     header block (Content-Length, Inference-Header-Content-Length) stays byte for byte the same."""
@@ -303,15 +317,7 @@ def test_known_requests_refused_in_one_pass_of_the_loop_ask_admission_once(artif
     async def scenario() -> None:
         protocol, transport, server = connection(artifacts, read_timeout_s=5.0)
         server.refusal_run_ms = 1e9  # however slow this machine, the pass decides (the window: the engine's test)
-        engine = server.engine
-        asked: list[float] = []
-        horizon = engine.admission_horizon_ms
-
-        def counting_horizon(*args: Any) -> float:
-            asked.append(args[0])
-            return horizon(*args)
-
-        engine.admission_horizon_ms = counting_horizon  # type: ignore[method-assign]
+        asked = record_calls(server.engine, "admission_horizon_ms")
         protocol.data_received(REQUEST)  # parsed: known from now on
         for _ in range(4):
             protocol.data_received(REQUEST)
@@ -380,22 +386,8 @@ def test_a_repeat_within_a_pass_is_answered_from_the_run_only_while_refusal_woul
         server.refusal_run_ms = 1e9  # however slow this machine, the pass decides
         engine = server.engine
         engine._loop = asyncio.get_running_loop()  # the engine's loop, no workers: a request queued stays
-        asked: list[float] = []
-        horizon = engine.admission_horizon_ms
-
-        def counting_horizon(*args: Any) -> float:
-            asked.append(args[0])
-            return horizon(*args)
-
-        engine.admission_horizon_ms = counting_horizon  # type: ignore[method-assign]
-        refused_from_bytes = []
-        refuse_known = protocol._refuse_known
-
-        def counting_refuse_known(*args: Any) -> bool:
-            refused_from_bytes.append(args[1])
-            return refuse_known(*args)
-
-        protocol._refuse_known = counting_refuse_known
+        asked = record_calls(engine, "admission_horizon_ms")
+        refused_from_bytes = record_calls(protocol, "_refuse_known", argument=1)
         for _ in range(4):  # parsed; refused from its bytes (the run takes its shape); twice refused as a repeat
             protocol.data_received(REQUEST)
         assert len(refused_from_bytes) == 1 and len(asked) == 1
@@ -516,14 +508,7 @@ def test_places_taken_within_a_pass_move_the_kept_horizon_instead_of_asking_in_f
         protocol, transport, server = connection(artifacts, read_timeout_s=5.0)
         server.refusal_run_ms = 1e9  # however slow this machine, the pass decides
         engine = server.engine
-        full: list[float] = []
-        shed_response = server.shed_response
-
-        def counting_shed_response(*args: Any, **kwargs: Any) -> bytes | None:
-            full.append(args[0])
-            return shed_response(*args, **kwargs)
-
-        server.shed_response = counting_shed_response  # type: ignore[method-assign]
+        full = record_calls(server, "shed_response")
         protocol.data_received(REQUEST)  # parsed and refused: known from now on
         protocol.data_received(REQUEST)  # refused from its bytes: the pass's horizon is taken
         run = server.refusal_run
