@@ -206,15 +206,20 @@ VARIANTS = _variants()
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@example(sends=[("plain", 0, False, False), ("wrong_path", 0, False, False), ("plain", 0, False, True)])
-@given(sends=st.lists(st.tuples(st.sampled_from(sorted(VARIANTS)), st.integers(0, 2), st.booleans(), st.booleans()),
-                      min_size=1, max_size=12))
-def test_answers_and_counts_are_those_of_the_parsers_path(artifacts, sends: list[tuple[str, int, bool, bool]]
+@example(sends=[("plain", 0, False, False, False), ("wrong_path", 0, False, False, False),
+                ("plain", 0, False, True, False)])
+@example(sends=[("plain", 0, False, False, True)] * 4 + [("own_deadline", 0, False, False, True),
+                                                         ("plain", 0, True, False, True), ("plain", 1, False, True, True)])
+@given(sends=st.lists(st.tuples(st.sampled_from(sorted(VARIANTS)), st.integers(0, 2), st.booleans(), st.booleans(),
+                                st.booleans()), min_size=1, max_size=12))
+def test_answers_and_counts_are_those_of_the_parsers_path(artifacts, sends: list[tuple[str, int, bool, bool, bool]]
                                                           ) -> None:
     """The same reads on two connections, one whose server never knows a request (every read parsed): the same
     bytes written (refusals, and the answers of what was handed to the handler), the same counts. A send is a
     request, cut into `cut + 1` reads (the first cut right after the headers' end, the second mid-body), or two
-    requests in one read (pipelined); after it the handlers answer what they hold (`answer`) or keep holding it."""
+    requests in one read (pipelined); after it the handlers answer what they hold (`answer`) or keep holding it.
+    With `same_pass` the next send's reads follow in the same pass of the event loop (no handler runs between):
+    there the protocol answers repeats of a refused request from the pass's run."""
 
     def reads(name: str, cut: int, pipelined: bool) -> list[bytes]:
         request = VARIANTS[name]
@@ -238,11 +243,11 @@ def test_answers_and_counts_are_those_of_the_parsers_path(artifacts, sends: list
         if parse_all:
             server.known_request = lambda block: None  # type: ignore[method-assign]
         app = protocol.app = HeldAnswers()
-        for name, cut, pipelined, answer in sends:
+        for name, cut, pipelined, answer, same_pass in sends:
             for data in reads(name, cut, pipelined):
                 if not transport.closing:
                     protocol.data_received(data)
-                    for _ in range(5):  # the handlers of what was handed over read their bodies
+                    for _ in range(0 if same_pass else 5):  # the handlers of what was handed over read their bodies
                         await asyncio.sleep(0)
             if answer:
                 await answer_held(protocol, app)
