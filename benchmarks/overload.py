@@ -103,20 +103,20 @@ def stop_server(process: subprocess.Popen) -> dict[str, Any]:
 
 def process_cpu_s(pid: int) -> tuple[float, float]:
     """CPU seconds (user + system) of a process and of its children (the workers), from /proc."""
-    ticks = os.sysconf("SC_CLK_TCK")
-
-    def cpu(p: int) -> float:
-        fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / ticks
-
     children = [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
-    return cpu(pid), sum(cpu(c) for c in children)
+    return sum(_cpu_times_s(pid)), sum(sum(_cpu_times_s(c)) for c in children)
 
 
 def system_cpu_s(pid: int) -> float:
     """CPU seconds a process has spent in the kernel (system time, from /proc): its reads, writes and polls."""
+    return _cpu_times_s(pid)[1]
+
+
+def _cpu_times_s(pid: int) -> tuple[float, float]:
+    """(user, system) CPU seconds of one process, from /proc/PID/stat."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return int(fields[12]) / os.sysconf("SC_CLK_TCK")
+    ticks = os.sysconf("SC_CLK_TCK")
+    return int(fields[11]) / ticks, int(fields[12]) / ticks
 
 
 def process_switches(pid: int) -> tuple[int, int, int, int]:

@@ -402,7 +402,7 @@ def test_a_repeat_within_a_pass_is_answered_from_the_run_only_while_refusal_woul
         run = server.refusal_run
         assert run is not None and run.read_length == len(REQUEST) and REQUEST.startswith(run.prefix)
         if change == "a request due after the horizon":  # it reached the socket just after the run's latest arrival
-            server.loop_lag.lag_ms = monotonic_ms() - run.latest_arrival_ms - 1.0
+            server.loop_lag.lag_ms = monotonic_ms() - (run.horizon_ms - server.config.slo_ms) - 1.0
         elif change == "the run past its time":
             run.until_ms = monotonic_ms() - 1.0
         elif change == "draining":
@@ -520,7 +520,7 @@ def test_places_taken_within_a_pass_move_the_kept_horizon_instead_of_asking_in_f
         assert run is not None and len(transport.written) == 2
         asked = len(full)
         # a request due just after the kept horizon, read after places were taken (requests admitted at it)
-        server.loop_lag.lag_ms = monotonic_ms() - run.latest_arrival_ms - 0.5
+        server.loop_lag.lag_ms = monotonic_ms() - (run.horizon_ms - server.config.slo_ms) - 0.5
         if grown == "places taken":
             engine.reserved += 1000
         else:

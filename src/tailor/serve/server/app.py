@@ -35,7 +35,6 @@ import signal
 import socket
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
-from time import monotonic as _monotonic
 from typing import Any
 
 import uvicorn
@@ -285,7 +284,6 @@ class _RefusalRun:
     reserved: int
     queued_samples: int
     answer: bytes
-    latest_arrival_ms: float  # the horizon less the default budget: a request that arrived before it is refused
     read_length: int = -1
     prefix: bytes = b""
 
@@ -541,8 +539,7 @@ class InferenceServer:
             return None
         now = monotonic_ms()
         run = self.refusal_run
-        if (run is None or now > run.until_ms or engine.executor_changes != run.executor_changes
-                or engine.reserved < run.reserved or self.scheduler.queued_samples < run.queued_samples):
+        if run is None or not self._run_holds(run, now):
             run = self._begin_refusal_run(now)
         if arrival_ms + self.config.slo_ms >= run.horizon_ms:
             if engine.reserved > run.reserved or self.scheduler.queued_samples > run.queued_samples:
@@ -560,7 +557,7 @@ class InferenceServer:
         horizon = engine.admission_horizon_ms(now, self.refusal_run_ms)
         run = self.refusal_run = _RefusalRun(
             horizon, now + self.refusal_run_ms, engine.executor_changes, engine.reserved, self.scheduler.queued_samples,
-            self._shed_answer(self.config.slo_ms, False, now), horizon - self.config.slo_ms)
+            self._shed_answer(self.config.slo_ms, False, now))
         if not self._refusal_run_ends:
             self._refusal_run_ends = True
             asyncio.get_running_loop().call_soon(self._end_refusal_run)
@@ -572,18 +569,20 @@ class InferenceServer:
         of its own) that arrived at `arrival_ms`; counted, as `refusal` counts, when it does. False whenever
         `refusal` would not answer from the run (too many connections, not accepting, the run past its time, a
         worker's change reported, the queue or the places held shrunk, a request due at or after the horizon):
-        the usual path then decides. Tens of thousands a second under a burst: one call, nothing built."""
-        now = _monotonic() * 1e3  # `monotonic_ms`, without its call
-        engine = self.engine
-        state = self.server_state
-        if (arrival_ms >= run.latest_arrival_ms or now > run.until_ms or not engine.accepting
-                or engine.executor_changes != run.executor_changes or engine.reserved < run.reserved
-                or self.scheduler.queued_samples < run.queued_samples
-                or (state is not None and len(state.connections) > self.config.max_connections)):
+        the usual path then decides. Tens of thousands a second under a burst: nothing built."""
+        now = monotonic_ms()
+        if (arrival_ms + self.config.slo_ms >= run.horizon_ms or not self.engine.accepting
+                or self.over_connection_limit() or not self._run_holds(run, now)):
             return False
-        self.metrics.rejected_by_admission((now - arrival_ms) / 1e3)  # `count_refusal("admission", ...)`: counts
-        self.scheduler.queue.total_refused += 1  # and, as one, an arrival the policy sees
+        self.engine.count_refusal("admission", (now - arrival_ms) / 1e3)
         return True
+
+    def _run_holds(self, run: _RefusalRun, now: float) -> bool:
+        """Whether admission's horizon kept in `run` still holds at `now`: within its time, no worker's change
+        reported since, and neither the queue nor the places held shrunk (growing, they only move it later)."""
+        engine = self.engine
+        return (now <= run.until_ms and engine.executor_changes == run.executor_changes
+                and engine.reserved >= run.reserved and self.scheduler.queued_samples >= run.queued_samples)
 
     def _end_refusal_run(self) -> None:
         self.refusal_run, self._refusal_run_ends = None, False

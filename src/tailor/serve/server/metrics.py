@@ -122,14 +122,6 @@ class ServingMetrics:
         self.rejections[reason] += 1
         self.outcome("rejected", latency_s)
 
-    def rejected_by_admission(self, latency_s: float) -> None:
-        """`rejected("admission", latency_s)` inlined: counted tens of thousands of times a second under a burst."""
-        self.rejections["admission"] += 1
-        self.counts["rejected"] += 1
-        latency = self._latency  # its `observe`, without the call
-        latency.counts["rejected"][bisect.bisect_left(latency.bounds, latency_s)] += 1
-        latency.sums["rejected"] += latency_s
-
     def rejected_in_handler(self) -> None:
         """Note that an admission rejection (counted by `rejected`) was made in the request's handler."""
         self.handler_rejections += 1
