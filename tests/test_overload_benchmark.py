@@ -106,3 +106,34 @@ def test_timeline_rows_report_the_cores_shares_and_switches_per_second(overload:
     assert row["worker_preempted_per_s"] == pytest.approx(200.0)
     assert row["front_end_preempted_per_s"] == pytest.approx(8.0)
     assert row["worker_sleeps_per_s"] == pytest.approx(16.0)
+
+
+def bisect_capacity(overload: ModuleType, monkeypatch: pytest.MonkeyPatch, true_capacity: float, hiccups: set[int],
+                    probes: int = 7) -> tuple[float, list]:
+    """`overload.capacity` against a fake probe: rates up to `true_capacity` reach 0.99 except on the probe steps
+    in `hiccups` (a stall of the machine), which read 0.9 whatever the rate."""
+    calls: list[tuple[float, int]] = []
+
+    def probe(rate: float, step: int) -> dict:
+        calls.append((rate, step))
+        attainment = 0.9 if step in hiccups else (1.0 if rate <= true_capacity else 0.95)
+        return {"attainment": attainment, "p99_ms_200": 40.0}
+
+    args = type("Args", (), {"max_rate": 8000.0, "probes": probes, "probe_s": 1.0, "slo_ms": 50.0})()
+    monkeypatch.setattr(overload.time, "sleep", lambda _s: None)  # the fake probes need no pause between them
+    return overload.capacity(args, "", "", Path("."), "torch", probe=probe)
+
+
+def test_one_hiccup_does_not_set_the_capacity_low(overload: ModuleType, monkeypatch: pytest.MonkeyPatch) -> None:
+    clean, _ = bisect_capacity(overload, monkeypatch, 2900.0, set())
+    assert clean == 2875.0  # 8000 -> 4000 -> 2000 -> 3000 -> 2500 -> 2750 -> 2875
+    # the probe at 2000 req/s (step 2) stalls once: its second try passes, and the bisection goes on as before
+    hiccup, probes = bisect_capacity(overload, monkeypatch, 2900.0, {2})
+    assert hiccup == clean
+    assert probes[2]["tries"] == [0.9, 1.0] and probes[2]["attainment"] == 1.0
+
+
+def test_a_rate_fails_only_when_both_tries_fail(overload: ModuleType, monkeypatch: pytest.MonkeyPatch) -> None:
+    _, probes = bisect_capacity(overload, monkeypatch, 2900.0, set())
+    assert [len(p["tries"]) for p in probes] == [2, 2, 1, 2, 1, 1, 1]  # 8000, 4000, 3000 failed twice
+    assert all(p["attainment"] < 0.99 for p in probes if len(p["tries"]) == 2)
