@@ -21,10 +21,15 @@ nothing else to do the server reads about one request per pass of its loop here,
 every refusal (in a 10x burst ~12 refusals share a pass).
 `--neighbour spin|sgemm` puts a process on the server's core at nice 10 meanwhile, as `tailor serve`'s worker
 shares it: a Python busy loop, or float32 matrix products (AVX-512 where the CPU has it, like an inference
-worker), to see whether sharing the core makes a refusal dearer.
+worker), to see whether sharing the core makes a refusal dearer. `--perf` also splits each live run's server CPU
+by where it went (the kernel, CPython, uvloop, the C library) with `perf record` (Linux perf, when installed).
+`--capacity C` turns the two medians into what they mean under a burst at `--factor` x C (default 10): its
+(factor - 1) x C refusals a second take (factor - 1) x C x cost of the core the workers share, so the rest is at
+most what is left for the answered requests, whatever the policy does.
 
     python benchmarks/refusal_cost.py            # ~30 s
     python benchmarks/refusal_cost.py --live 30000 --repeats 3   # ~1 min
+    python benchmarks/refusal_cost.py --live 30000 --repeats 3 --seconds 6 --perf --capacity 3000
     python benchmarks/refusal_cost.py --live 20000 --repeats 1 --seconds 5 --neighbour sgemm
 """
 
@@ -33,6 +38,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import shutil
 import socket
 import statistics
 import subprocess
@@ -208,8 +214,57 @@ def start_neighbour(kind: str, server_cores: set[int]) -> subprocess.Popen | Non
                             env={**os.environ, **threads})
 
 
-def live_us(kind: str, rate: float, seconds: float, request: bytes, cores: tuple[set[int], set[int]]) -> float:
-    """CPU microseconds per refusal of a `kind` server process on a socket under an open-loop load of `rate`/s."""
+def perf_record(pid: int, delay_s: float, seconds: float, out: Path) -> subprocess.Popen | None:
+    """Start `perf record` of process `pid` for `seconds`, `delay_s` from now (past the client's start-up), on
+    this process's cores; None when perf is not installed."""
+    if shutil.which("perf") is None:
+        return None
+    command = f"sleep {delay_s:g}; exec perf record -F 1999 -p {pid} -o {out} -- sleep {seconds:g}"
+    return subprocess.Popen(["sh", "-c", command], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def perf_split(recording: subprocess.Popen, out: Path) -> dict[str, float] | None:
+    """The finished `perf_record`'s shares by binary (`group_dsos`); None when perf could not record."""
+    if recording.wait() != 0 or not out.is_file():
+        return None
+    report = subprocess.run(["perf", "report", "-i", str(out), "--stdio", "--sort", "dso", "-g", "none"],
+                            capture_output=True, text=True).stdout
+    return group_dsos(report)
+
+
+def group_dsos(report: str) -> dict[str, float]:
+    """`perf report --sort dso` lines ("  54.95%  [kernel.kallsyms]") summed into kernel / cpython / uvloop /
+    libc / other, in percent of the samples."""
+    groups = dict.fromkeys(("kernel", "cpython", "uvloop", "libc", "other"), 0.0)
+    for line in report.splitlines():
+        parts = line.split()
+        if len(parts) < 2 or not parts[0].endswith("%") or line.lstrip().startswith("#"):
+            continue
+        share, dso = float(parts[0].rstrip("%")), parts[1]
+        if dso.startswith("[kernel"):
+            group = "kernel"
+        elif dso.startswith("libpython") or dso.startswith("python3"):
+            group = "cpython"
+        elif dso.startswith("loop.cpython"):
+            group = "uvloop"
+        elif dso.startswith(("libc.", "libc-")):
+            group = "libc"
+        else:
+            group = "other"
+        groups[group] += share
+    return groups
+
+
+def burst_share(capacity: float, factor: float, cost_s: float) -> float:
+    """The share of one core that a burst at `factor` x `capacity` spends refusing, at `cost_s` a refusal (all but
+    C of its requests a second are refused)."""
+    return (factor - 1.0) * capacity * cost_s
+
+
+def live_us(kind: str, rate: float, seconds: float, request: bytes, cores: tuple[set[int], set[int]],
+            perf_out: Path | None = None) -> tuple[float, dict[str, float] | None]:
+    """CPU microseconds per refusal of a `kind` server process on a socket under an open-loop load of `rate`/s, and
+    with `perf_out`, where that CPU went (`perf_split`) over the middle half of the load."""
     server = subprocess.Popen([sys.executable, __file__, "--serve", kind], stdin=subprocess.PIPE,
                               stdout=subprocess.PIPE, text=True)
     try:
@@ -219,15 +274,17 @@ def live_us(kind: str, rate: float, seconds: float, request: bytes, cores: tuple
             os.sched_setaffinity(server.pid, cores[0])
         before = process_cpu_s(server.pid)
         schedule = traces.poisson(rate, seconds, seed=0).arrivals_s
+        recording = perf_record(server.pid, seconds / 4, seconds / 2, perf_out) if perf_out is not None else None
         result = run_open_loop(f"http://127.0.0.1:{port}", [request], schedule, max_connections=2048)
         cpu = process_cpu_s(server.pid) - before
+        split = perf_split(recording, perf_out) if recording is not None and perf_out is not None else None
         answered = int((result.status == 503).sum())
         unsent = int((result.status == UNSENT).sum())  # they cost the server nothing: CPU per answer still holds
         if answered + unsent != len(schedule) or unsent > 0.01 * len(schedule):
             statuses = dict(zip(*(v.tolist() for v in np.unique(result.status, return_counts=True))))
             raise SystemExit(f"{kind}: {answered} of {len(schedule)} requests answered 503 (statuses {statuses}; "
                              f"-1: never sent, every connection busy): lower --live")
-        return 1e6 * cpu / answered
+        return 1e6 * cpu / answered, split
     finally:
         if server.stdin is not None:
             server.stdin.close()
@@ -242,8 +299,15 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=8.0, help="--live: seconds of load per measurement")
     parser.add_argument("--neighbour", choices=("none", *NEIGHBOURS), default="none",
                         help="--live: a process on the server's core at nice 10 meanwhile (default: none)")
+    parser.add_argument("--perf", action="store_true", help="--live: also split each run's server CPU with perf")
+    parser.add_argument("--capacity", type=float, help="--live: C (req/s), to print a burst's share of the core")
+    parser.add_argument("--factor", type=float, default=10.0, help="--capacity: the burst, in multiples of C")
     parser.add_argument("--serve", choices=("tailor", "floor"), help=argparse.SUPPRESS)  # --live's server process
     args = parser.parse_args()
+    if (args.perf or args.capacity) and not args.live:
+        parser.error("--perf and --capacity measure live runs: add --live RATE")
+    if args.perf and shutil.which("perf") is None:
+        parser.error("--perf: perf is not installed (Debian: apt-get install linux-perf)")
     if args.serve:
         with tempfile.TemporaryDirectory() as tmp:
             uvloop.run(serve_refusing(args.serve, Path(tmp)))
@@ -276,11 +340,17 @@ def run_live(args: argparse.Namespace) -> None:
     if cores[1]:
         os.sched_setaffinity(0, cores[1])
     ours, floor = [], []
+    splits: dict[str, list[dict[str, float]]] = {"tailor": [], "floor": []}
     neighbour = start_neighbour(args.neighbour, cores[0])
     try:
-        for _ in range(args.repeats):
-            ours.append(live_us("tailor", args.live, args.seconds, request, cores))
-            floor.append(live_us("floor", args.live, args.seconds, request, cores))
+        with tempfile.TemporaryDirectory(prefix="refusal_cost_") as tmp:
+            for repeat in range(args.repeats):
+                for kind, costs in (("tailor", ours), ("floor", floor)):
+                    perf_out = Path(tmp) / f"{kind}{repeat}.perf" if args.perf else None
+                    cost, split = live_us(kind, args.live, args.seconds, request, cores, perf_out)
+                    costs.append(cost)
+                    if split is not None:
+                        splits[kind].append(split)
     finally:
         if neighbour is not None:
             neighbour.kill()
@@ -297,6 +367,17 @@ def run_live(args: argparse.Namespace) -> None:
     print(f"  floor (uvloop + httptools + a prebuilt 503): {base:6.2f} us  (runs: " + ", ".join(f"{x:.2f}" for x in floor)
           + ")")
     print(f"  ratio: {mine / base:.2f}x the floor")
+    arms = (("tailor serve", splits["tailor"], mine), ("floor", splits["floor"], base))
+    for label, runs, cost in arms:
+        if runs:
+            median = {group: statistics.median(run[group] for run in runs) for group in runs[0]}
+            print(f"  {label}: " + ", ".join(f"{group} {share:.0f}% ({share * cost / 100:.2f} us)"
+                                            for group, share in median.items()) + " (perf, median of the runs)")
+    if args.capacity:
+        for kind, _, cost in arms:
+            share = burst_share(args.capacity, args.factor, cost * 1e-6)
+            print(f"  at C = {args.capacity:,.0f} req/s a {args.factor:g}x burst's refusals take {share:.2f} of the "
+                  f"server's core at {kind}'s cost: at most {1 - share:.2f} is left for the answered requests")
 
 
 if __name__ == "__main__":
