@@ -110,7 +110,8 @@ def process_cpu_s(pid: int) -> tuple[float, float]:
 
 
 def system_cpu_s(pid: int) -> float:
-    """CPU seconds a process has spent in the kernel (system time, from /proc): its reads, writes and polls."""
+    """A process's system time from /proc (sampled at the timer tick): a lower bound of its time in the kernel;
+    `perf record` puts several times more of a refusal there (`benchmarks/refusal_cost.py --live --perf`)."""
     return _cpu_times_s(pid)[1]
 
 
@@ -226,7 +227,7 @@ class MetricsTimeline:
     planning margin and slowdown, the requests in batches on the workers, the batches' mean size and compute
     time, the queue, the outcomes and the busiest subnet, so that a run that goes wrong can be told from one
     that does not (`rows()`: one row per second). With `server_pid`, also how the server's core was shared: the
-    front end's CPU (and the part of it in the kernel) and the workers', how often the front end went to sleep
+    front end's CPU (and its system time, by /proc's tick) and the workers', how often the front end went to sleep
     (voluntary context switches: each one a wake-up to come) and how often the workers were preempted, from /proc."""
 
     def __init__(self, url: str, interval_s: float, server_pid: int | None = None) -> None:
@@ -370,7 +371,7 @@ def burst(args: argparse.Namespace, url: str, model: str, workdir: Path, runtime
               f"{row['queued']:4.0f}, loop lag {row['loop_lag_ms']:5.2f} ms; per s on time {row['on_time_per_s']:5.0f}, "
               f"late {row['late_per_s']:4.0f}, expired {row['expired_per_s']:4.0f}, refused {row['rejected_per_s']:5.0f}"
               + (f"; {100 * row['top_subnet_share']:.0f}% on {row['top_subnet']}" if "top_subnet" in row else "")
-              + (f"; core: front end {row['front_end_share']:.2f} ({row['front_end_system_share']:.2f} in the kernel; "
+              + (f"; core: front end {row['front_end_share']:.2f} ({row['front_end_system_share']:.2f} system time; "
                  f"sleeps {row['front_end_sleeps_per_s']:.0f}/s), "
                  f"workers {row['worker_share']:.2f} (preempted {row['worker_preempted_per_s']:.0f}/s)"
                  if "front_end_share" in row else ""))

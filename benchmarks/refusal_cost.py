@@ -25,11 +25,14 @@ worker), to see whether sharing the core makes a refusal dearer. `--perf` also s
 by where it went (the kernel, CPython, uvloop, the C library) with `perf record` (Linux perf, when installed).
 `--capacity C` turns the two medians into what they mean under a burst at `--factor` x C (default 10): its
 (factor - 1) x C refusals a second take (factor - 1) x C x cost of the core the workers share, so the rest is at
-most what is left for the answered requests, whatever the policy does.
+most what is left for the answered requests, whatever the policy does. With `--answered-us T` as well (the core's
+microseconds per answered request under such a burst, everything but the refusals: the worker's and the front
+end's; from an `overload.py` run, (1 - refused/s x cost) / answered/s), it prints the highest C at which a burst
+at `--factor` x C can still answer `--target` x C a second: 1 / ((factor - 1) x cost + target x T).
 
     python benchmarks/refusal_cost.py            # ~30 s
     python benchmarks/refusal_cost.py --live 30000 --repeats 3   # ~1 min
-    python benchmarks/refusal_cost.py --live 30000 --repeats 3 --seconds 6 --perf --capacity 3000
+    python benchmarks/refusal_cost.py --live 30000 --repeats 3 --seconds 6 --perf --capacity 3000 --answered-us 320
     python benchmarks/refusal_cost.py --live 20000 --repeats 1 --seconds 5 --neighbour sgemm
 """
 
@@ -214,13 +217,14 @@ def start_neighbour(kind: str, server_cores: set[int]) -> subprocess.Popen | Non
                             env={**os.environ, **threads})
 
 
-def perf_record(pid: int, delay_s: float, seconds: float, out: Path) -> subprocess.Popen | None:
+def perf_record(pid: int, delay_s: float, seconds: float, out: Path, on_cores: set[int]) -> subprocess.Popen | None:
     """Start `perf record` of process `pid` for `seconds`, `delay_s` from now (past the client's start-up), on
-    this process's cores; None when perf is not installed."""
+    `on_cores` (the server's: it has room to spare there, the client has not); None when perf is not installed."""
     if shutil.which("perf") is None:
         return None
-    command = f"sleep {delay_s:g}; exec perf record -F 1999 -p {pid} -o {out} -- sleep {seconds:g}"
-    return subprocess.Popen(["sh", "-c", command], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    command = f"sleep {delay_s:g}; exec perf record -F 999 -p {pid} -o {out} -- sleep {seconds:g}"
+    return subprocess.Popen(["sh", "-c", command], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            preexec_fn=(lambda: os.sched_setaffinity(0, on_cores)) if on_cores else None)
 
 
 def perf_split(recording: subprocess.Popen, out: Path) -> dict[str, float] | None:
@@ -261,6 +265,13 @@ def burst_share(capacity: float, factor: float, cost_s: float) -> float:
     return (factor - 1.0) * capacity * cost_s
 
 
+def highest_capacity(factor: float, target: float, refusal_s: float, answered_s: float) -> float:
+    """The highest C (req/s) at which a burst at `factor` x C can still answer `target` x C a second on one core,
+    when a refusal costs `refusal_s` and an answered request `answered_s` of it: (factor - 1) C refusal_s +
+    target C answered_s <= 1."""
+    return 1.0 / ((factor - 1.0) * refusal_s + target * answered_s)
+
+
 def live_us(kind: str, rate: float, seconds: float, request: bytes, cores: tuple[set[int], set[int]],
             perf_out: Path | None = None) -> tuple[float, dict[str, float] | None]:
     """CPU microseconds per refusal of a `kind` server process on a socket under an open-loop load of `rate`/s, and
@@ -274,7 +285,8 @@ def live_us(kind: str, rate: float, seconds: float, request: bytes, cores: tuple
             os.sched_setaffinity(server.pid, cores[0])
         before = process_cpu_s(server.pid)
         schedule = traces.poisson(rate, seconds, seed=0).arrivals_s
-        recording = perf_record(server.pid, seconds / 4, seconds / 2, perf_out) if perf_out is not None else None
+        recording = (perf_record(server.pid, seconds / 4, seconds / 2, perf_out, cores[0]) if perf_out is not None
+                     else None)
         result = run_open_loop(f"http://127.0.0.1:{port}", [request], schedule, max_connections=2048)
         cpu = process_cpu_s(server.pid) - before
         split = perf_split(recording, perf_out) if recording is not None and perf_out is not None else None
@@ -302,10 +314,14 @@ def main() -> None:
     parser.add_argument("--perf", action="store_true", help="--live: also split each run's server CPU with perf")
     parser.add_argument("--capacity", type=float, help="--live: C (req/s), to print a burst's share of the core")
     parser.add_argument("--factor", type=float, default=10.0, help="--capacity: the burst, in multiples of C")
+    parser.add_argument("--answered-us", type=float, help="--capacity: core us per answered request in the burst")
+    parser.add_argument("--target", type=float, default=0.8, help="--answered-us: goodput to reach, in multiples of C")
     parser.add_argument("--serve", choices=("tailor", "floor"), help=argparse.SUPPRESS)  # --live's server process
     args = parser.parse_args()
     if (args.perf or args.capacity) and not args.live:
         parser.error("--perf and --capacity measure live runs: add --live RATE")
+    if args.answered_us is not None and not args.capacity:
+        parser.error("--answered-us needs --capacity")
     if args.perf and shutil.which("perf") is None:
         parser.error("--perf: perf is not installed (Debian: apt-get install linux-perf)")
     if args.serve:
@@ -378,6 +394,10 @@ def run_live(args: argparse.Namespace) -> None:
             share = burst_share(args.capacity, args.factor, cost * 1e-6)
             print(f"  at C = {args.capacity:,.0f} req/s a {args.factor:g}x burst's refusals take {share:.2f} of the "
                   f"server's core at {kind}'s cost: at most {1 - share:.2f} is left for the answered requests")
+            if args.answered_us is not None:
+                highest = highest_capacity(args.factor, args.target, cost * 1e-6, args.answered_us * 1e-6)
+                print(f"    with {args.answered_us:g} us per answered request, a {args.factor:g}x burst answers "
+                      f"{args.target:g} C a second only while C <= {highest:,.0f} req/s")
 
 
 if __name__ == "__main__":

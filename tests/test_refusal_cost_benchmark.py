@@ -61,3 +61,11 @@ def test_a_bursts_refusals_take_their_share_of_the_core(cost: ModuleType) -> Non
     # at 3,000 req/s, a 10x burst refuses 27,000 a second: at 8.3 us each, 0.224 of a core
     assert cost.burst_share(3000.0, 10.0, 8.3e-6) == pytest.approx(0.2241)
     assert cost.burst_share(3000.0, 1.0, 8.3e-6) == 0.0
+
+
+def test_the_highest_capacity_leaves_exactly_the_target_after_the_refusals(cost: ModuleType) -> None:
+    highest = cost.highest_capacity(10.0, 0.8, 9e-6, 320e-6)
+    # at that C the refusals and the answered requests fill the core exactly
+    assert 9 * highest * 9e-6 + 0.8 * highest * 320e-6 == pytest.approx(1.0)
+    assert highest == pytest.approx(2_967, abs=1)
+    assert cost.highest_capacity(10.0, 0.8, 0.0, 320e-6) == pytest.approx(1 / (0.8 * 320e-6))
