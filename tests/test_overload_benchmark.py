@@ -3,7 +3,6 @@ the run's last fraction of a window does not (it used to read as a recovery reac
 
 from __future__ import annotations
 
-import importlib.util
 import time
 from pathlib import Path
 from types import ModuleType
@@ -13,6 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from benchmark_helpers import load_benchmark
 from tailor.serve.server.loadgen import LoadResult
 
 END_S, RUN_S, RATE = 5.0, 10.0, 1000
@@ -20,12 +20,7 @@ END_S, RUN_S, RATE = 5.0, 10.0, 1000
 
 @pytest.fixture(scope="module")
 def overload() -> ModuleType:
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "overload.py"
-    spec = importlib.util.spec_from_file_location("overload_benchmark", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("overload")
 
 
 def results(missed_at_s: list[float], count: int = 20) -> LoadResult:

@@ -3,23 +3,20 @@ current app.py exactly once (or the benchmark would measure something else), and
 
 from __future__ import annotations
 
-import importlib.util
 import shutil
 from pathlib import Path
 from types import ModuleType
 
 import pytest
 
+from benchmark_helpers import load_benchmark
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
 def ceiling() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("refusal_ceiling", ROOT / "benchmarks" / "refusal_ceiling.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("refusal_ceiling")
 
 
 def test_the_ceiling_edits_apply_to_the_current_server_once_each_and_compile(ceiling: ModuleType,

@@ -4,27 +4,20 @@ core follows from C, the factor and the cost."""
 
 from __future__ import annotations
 
-import importlib.util
 import itertools
-from pathlib import Path
 from types import ModuleType
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from benchmark_helpers import load_benchmark
 from tailor.serve.server.loadgen import http_request
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
 def cost() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("refusal_cost", ROOT / "benchmarks" / "refusal_cost.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("refusal_cost")
 
 
 @settings(max_examples=60, deadline=None)
