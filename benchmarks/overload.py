@@ -42,6 +42,7 @@ import tempfile
 import threading
 import time
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -158,11 +159,11 @@ def run_load(args: argparse.Namespace, url: str, model: str, schedule: np.ndarra
 
 
 def capacity(args: argparse.Namespace, url: str, model: str, workdir: Path, runtime: str,
-             probe: Any = None) -> tuple[float, list]:
+             probe: Callable[[float, int], dict[str, Any]] | None = None) -> tuple[float, list]:
     """The highest Poisson rate with client-side attainment >= 0.99: halve from `--max-rate` until one passes,
     then bisect between it and the lowest failing rate with the remaining probes. `probe(rate, step)` gives a
-    probe's summary (default: a `--probe-s` run). One try per rate: a second try of failed rates only (tried
-    once) moved C up by a third in one run, every near-miss then passing by luck (see OVERLOAD.md)."""
+    probe's summary (default: a `--probe-s` run). One try per rate: a second try for failed rates (f9eb872) let
+    near-misses pass by luck and set C a third higher in one run (OVERLOAD.md, runs 29-30)."""
 
     def run_probe(rate: float, step: int) -> dict[str, Any]:
         schedule = traces.poisson(rate, args.probe_s, seed=step).arrivals_s
