@@ -217,11 +217,9 @@ def start_neighbour(kind: str, server_cores: set[int]) -> subprocess.Popen | Non
                             env={**os.environ, **threads})
 
 
-def perf_record(pid: int, delay_s: float, seconds: float, out: Path, on_cores: set[int]) -> subprocess.Popen | None:
-    """Start `perf record` of process `pid` for `seconds`, `delay_s` from now (past the client's start-up), on
-    `on_cores` (the server's: it has room to spare there, the client has not); None when perf is not installed."""
-    if shutil.which("perf") is None:
-        return None
+def perf_record(pid: int, delay_s: float, seconds: float, out: Path, on_cores: set[int]) -> subprocess.Popen:
+    """Start `perf record` (`main` checked it is installed) of process `pid` for `seconds`, `delay_s` from now
+    (past the client's start-up), on `on_cores` (the server's: it has room to spare there, the client has not)."""
     command = f"sleep {delay_s:g}; exec perf record -F 999 -p {pid} -o {out} -- sleep {seconds:g}"
     return subprocess.Popen(["sh", "-c", command], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             preexec_fn=(lambda: os.sched_setaffinity(0, on_cores)) if on_cores else None)

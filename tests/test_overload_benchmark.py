@@ -85,7 +85,7 @@ def test_the_servers_process_counters_see_a_child_sleep_and_spin(overload: Modul
 
 def test_timeline_rows_report_the_cores_shares_and_switches_per_second(overload: ModuleType) -> None:
     timeline = overload.MetricsTimeline("http://127.0.0.1:1", 0.25, server_pid=1)
-    # four samples over 0.75 s of one second: the front end used 0.6 s of CPU (0.15 s of it in the kernel) and
+    # four samples over 0.75 s of one second: the front end used 0.6 s of CPU (0.15 s of it system time) and
     # slept 300 times, the workers used 0.15 s and were preempted 150 times
     for i in range(4):
         timeline.samples.append((0.25 * i, {"front_end_cpu_s": 0.2 * i, "front_end_system_s": 0.05 * i,
