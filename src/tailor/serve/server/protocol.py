@@ -284,12 +284,13 @@ def _finite_fp32(values: np.ndarray, where: str) -> np.ndarray:
     else:
         with np.errstate(over="ignore", invalid="ignore"):
             array = np.ascontiguousarray(values, dtype=np.float32)
-    # float32 values summed in float64 cannot overflow, so the sum is finite exactly when every value is: one pass,
-    # no temporary array of booleans
-    if math.isfinite(float(array.sum(dtype=np.float64))):
+    # Every value is finite exactly when the largest and the smallest are (NaN propagates through both): two passes, no
+    # temporary array of booleans, and no floating-point warning, where a float64 sum of +inf and -inf emits one
+    flat = array.reshape(-1)
+    if math.isfinite(float(flat.max())) and math.isfinite(float(flat.min())):
         return array
-    index = int(np.flatnonzero(~np.isfinite(array.reshape(-1)))[0])
-    bad = float(array.reshape(-1)[index])
+    index = int(np.flatnonzero(~np.isfinite(flat))[0])
+    bad = float(flat[index])
     problem = "NaN" if math.isnan(bad) else "an infinite value (or one too large for its datatype)"
     raise ProtocolError(f"{where}: element {index} (row-major) is {problem}; inputs must be finite")
 
