@@ -322,24 +322,37 @@ def policy_table(p: ServingProfile, slo: float, requests: int, quick: bool, seed
                           "accuracy_at_slackfit": bound.mean_accuracy_bound(sf.outcomes["on_time"]),
                           "accuracy_at_drainfit": bound.mean_accuracy_bound(df.outcomes["on_time"])},
                 "gain_pt": 100 * gain, "gap_pt": 100 * gap, "closed": gain / gap if gap > 5e-4 else None,
+                "drainfit_gap_pt": 100 * (bound.mean_accuracy_bound(df.outcomes["on_time"]) - (df.mean_accuracy or 0.0)),
                 "attainment_delta": df.attainment - sf.attainment,
                 "to_most_accurate_pt": 100 * (p.acc[-1] - (df.mean_accuracy or 0.0)) if work["kind"] == "low" else None,
             })
+    return {"rows": rows, "summary": policy_summary(rows)}
+
+
+def policy_summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """The policy table's figures over its runs. Two readings of "how much of SlackFit's gap to the bound DrainFit
+    closes": per run, DrainFit's gain over SlackFit's gap (both at SlackFit's on-time count; runs with a gap under
+    0.05 pt left out), then the median (`median_gap_closed`); and each policy's own median gap to the bound, at its
+    own on-time count (`median_gap_narrowed`: 1 - DrainFit's over SlackFit's). The second also credits DrainFit for
+    on-time answers it adds, since the bound's accuracy falls as the count it is asked for rises."""
     gaps = [r["gap_pt"] for r in rows]
+    gains = [r["gain_pt"] for r in rows]
     closed = [r["closed"] for r in rows if r["closed"] is not None]
-    summary = {
+    median_gap = statistics.median(gaps)
+    median_own_gap = statistics.median(r["drainfit_gap_pt"] for r in rows)
+    return {
         "workloads": len(rows),
         "min_attainment_delta": min(r["attainment_delta"] for r in rows),
-        "median_gain_pt": statistics.median(r["gain_pt"] for r in rows),
-        "mean_gain_pt": statistics.fmean(r["gain_pt"] for r in rows),
-        "median_slackfit_gap_pt": statistics.median(gaps),
+        "median_gain_pt": statistics.median(gains),
+        "mean_gain_pt": statistics.fmean(gains),
+        "median_slackfit_gap_pt": median_gap,
         "median_gap_closed": statistics.median(closed) if closed else None,
-        "gap_closed_of_median_gap": (statistics.median(r["gain_pt"] for r in rows) / statistics.median(gaps)
-                                     if statistics.median(gaps) > 0 else None),
+        "gap_closed_of_median_gap": statistics.median(gains) / median_gap if median_gap > 0 else None,
+        "median_drainfit_gap_pt": median_own_gap,
+        "median_gap_narrowed": 1 - median_own_gap / median_gap if median_gap > 0 else None,
         "low_load_to_most_accurate_pt": max(r["to_most_accurate_pt"] for r in rows if r["kind"] == "low"),
         "mean_attainment_gain": statistics.fmean(r["attainment_delta"] for r in rows),
     }
-    return {"rows": rows, "summary": summary}
 
 
 def print_policy_table(label: str, table: dict[str, Any]) -> None:
@@ -356,8 +369,9 @@ def print_policy_table(label: str, table: dict[str, Any]) -> None:
     print(f"  {s['workloads']} runs: DrainFit attainment - SlackFit's: min {s['min_attainment_delta']:+.4f}, mean "
           f"{s['mean_attainment_gain']:+.4f}; accuracy gain median {s['median_gain_pt']:+.2f} pt (mean "
           f"{s['mean_gain_pt']:+.2f}); SlackFit's median gap to the bound {s['median_slackfit_gap_pt']:.2f} pt, of which "
-          f"DrainFit closes (median per run) {_fmt(s['median_gap_closed'], digits=2)}; low load: "
-          f"{s['low_load_to_most_accurate_pt']:.3f} pt below the most accurate subnet")
+          f"DrainFit closes (median per run) {_fmt(s['median_gap_closed'], digits=2)}; DrainFit's own median gap to the "
+          f"bound (at its on-time count) {s['median_drainfit_gap_pt']:.2f} pt, {_fmt(s['median_gap_narrowed'], digits=2)} "
+          f"narrower; low load: {s['low_load_to_most_accurate_pt']:.3f} pt below the most accurate subnet")
 
 
 def bucket_sweep(p: ServingProfile, slo: float, trace: Trace) -> list[dict[str, Any]]:
