@@ -4,7 +4,9 @@
    8 subnets profiled right before the run with the runtime the workers use (`--runtimes`: torch-inplace, onnxruntime).
 2. `tailor serve` (1 worker + 1 spare, DrainFit, SLO `--slo-ms`) is pinned to the last core and the load
    generator (`tailor.serve.server.loadgen`, its own process) to the first, so that the client's CPU does not
-   compete with the server's; both shares are reported.
+   compete with the server's; both shares are reported. It puts each request on the free keep-alive connection
+   freed last, as tritonclient.http's pool does (`--reuse fifo`: the one idle longest, every open connection in
+   turn, which costs the server more under a burst; see `tailor.serve.server.loadgen`).
 3. Capacity C: the highest Poisson rate whose attainment measured at the client (answered 200 within the
    SLO, from the scheduled send time) is >= 0.99 over `--probe-s` seconds (bisection). After the bursts C is
    probed once more and printed next to its bisected attainment: far below 0.99, the machine slowed down during
@@ -53,7 +55,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from serving_live import measure_profile, train
 from tailor.data import load_dataset
 from tailor.serve import traces
-from tailor.serve.server.loadgen import LoadResult
+from tailor.serve.server.loadgen import REUSE_ORDERS, LoadResult
 from tailor.serve.server.loadgen import summary as load_summary
 
 
@@ -151,7 +153,8 @@ def run_load(args: argparse.Namespace, url: str, model: str, schedule: np.ndarra
     client_core, _ = cores()
     command = [sys.executable, "-m", "tailor.serve.server.loadgen", "--url", url, "--model", model,
                "--input-shape", ",".join(map(str, args.input_shape)), "--trace", "arrivals", "--csv", str(csv),
-               "--slo-ms", str(args.slo_ms), "--out", str(out), "--max-connections", str(args.max_connections)]
+               "--slo-ms", str(args.slo_ms), "--out", str(out), "--max-connections", str(args.max_connections),
+               "--reuse", args.reuse]
     if args.deadline_ms is not None:
         command += ["--deadline-ms", str(args.deadline_ms)]
     subprocess.run(command, check=True, stdout=subprocess.DEVNULL, preexec_fn=lambda: os.sched_setaffinity(0, {client_core}))
@@ -398,6 +401,9 @@ def main() -> None:
     parser.add_argument("--after-s", type=float, default=5.0)
     parser.add_argument("--factors", default="3,10")
     parser.add_argument("--max-connections", type=int, default=2048)
+    parser.add_argument("--reuse", choices=REUSE_ORDERS, default="lifo",
+                        help="the load generator's choice of free connection: the one freed last (as tritonclient.http's "
+                        "pool) or the one idle longest (every open connection in turn; runs 1-33 used this)")
     parser.add_argument("--deadline-ms", type=float,
                         help="every request carries this deadline of its own (as a client with a timeout sends)")
     parser.add_argument("--capacity", type=float, help="skip the probes and use this C (req/s)")
@@ -459,7 +465,8 @@ def main() -> None:
             nice = ready["worker_nice"]  # the server's, by runtime unless --worker-nice set it
             neighbours = start_neighbours(args.neighbours, nice)
             url, model = ready["url"], ready["serving"]
-            print(f"\n== {runtime}: {url}, {ready['policy']}, SLO {args.slo_ms:g} ms, workers at nice {nice}")
+            print(f"\n== {runtime}: {url}, {ready['policy']}, SLO {args.slo_ms:g} ms, workers at nice {nice}, "
+                  f"client reuses connections {args.reuse.upper()}")
             cap, probes = (args.capacity, []) if args.capacity else capacity(args, url, model, workdir, runtime)
             print(f"  capacity C = {cap:.0f} req/s (attainment >= 0.99 at the client)")
             if cap <= 0:

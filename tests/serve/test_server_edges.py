@@ -256,12 +256,14 @@ def test_fp16_inputs_and_the_classification_extension(live: ServerThread, artifa
             assert [int(item.decode().split(":")[1]) for item in row] == list(ranks)
 
 
-def test_the_open_loop_load_generator_records_one_answer_per_request(live: ServerThread) -> None:
+@pytest.mark.parametrize("reuse", ["lifo", "fifo"])
+def test_the_open_loop_load_generator_records_one_answer_per_request(live: ServerThread, reuse: str) -> None:
     from tailor.serve.server.loadgen import LoadResult, infer_requests, run_open_loop, summary
 
     inputs = np.random.default_rng(0).standard_normal((4, 3, 32, 32)).astype(np.float32)
     schedule = np.linspace(0.0, 0.5, 60)
-    result = run_open_loop(f"http://{live.url}", infer_requests(MODEL, inputs), schedule, max_connections=64)
+    result = run_open_loop(f"http://{live.url}", infer_requests(MODEL, inputs), schedule, max_connections=64,
+                           reuse=reuse)
     assert (result.status == 200).all() and np.isfinite(result.done_s).all()
     assert (result.sent_s >= result.scheduled_s - 1e-3).all() and (result.done_s >= result.sent_s).all()
     assert (result.server_on_time == 1).all() and set(result.subnets) <= {"small", "half", "full"}
@@ -271,7 +273,7 @@ def test_the_open_loop_load_generator_records_one_answer_per_request(live: Serve
     late = summary(result, slo_ms=1e-6)  # judged at the client: nothing is answered within a microsecond
     assert late["on_time"] == 0
     few = run_open_loop(f"http://{live.url}", infer_requests(MODEL, inputs), np.zeros(5), max_connections=2,
-                        warm_connections=0)
+                        warm_connections=0, reuse=reuse)
     assert sorted(few.status.tolist()).count(-1) == 3  # two connections: three requests could not be sent
     path = result.save(Path(live.server.config.checkpoint).parent / "load.npz")
     again = LoadResult.load(path)

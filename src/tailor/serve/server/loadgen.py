@@ -4,7 +4,13 @@ A closed-loop client (send, wait, send) slows down when the server does, so it c
 bursts do not wait. Here every request of a `Trace` is sent at its arrival time on a free keep-alive
 connection (a new one is opened when none is free, up to `max_connections`; beyond that the request is
 counted `unsent` rather than delayed), and every answer is recorded: status, when it arrived, and the
-server's `on_time` and subnet for 200s. One asyncio event loop (uvloop when installed) with a small
+server's `on_time` and subnet for 200s.
+
+Which free connection (`reuse`): by default the one freed last (`"lifo"`), as the pools of the standard OIP
+client `tritonclient.http` (geventhttpclient's `LifoQueue`) and of urllib3 choose; or the one idle longest
+(`"fifo"`), every open connection in turn, as many clients that each send rarely would. Under a burst the
+server's cost per request differs between the two: at 10x a thousand connections are open, and in turn each
+one's state (the kernel's socket, the protocol's objects) is cold in the cache when its next request comes. One asyncio event loop (uvloop when installed) with a small
 `asyncio.Protocol` per connection and an incremental parser of Content-Length responses keeps the client
 light enough to share a 2-core machine with the server; its CPU time is reported so the split can be checked.
 
@@ -37,6 +43,7 @@ from tailor.serve.server.protocol import ModelSpec, TensorSpec, encode_infer_req
 from tailor.serve.traces import Trace
 
 UNSENT, NO_ANSWER = -1, -2  # status codes for requests that left no answer
+REUSE_ORDERS = ("lifo", "fifo")  # which free connection a request goes on: the one freed last, or idle longest
 
 
 @dataclass
@@ -134,10 +141,11 @@ class _Connection(asyncio.Protocol):
 
 
 class _Client:
-    def __init__(self, host: str, port: int, n: int, max_connections: int) -> None:
+    def __init__(self, host: str, port: int, n: int, max_connections: int, reuse: str = "lifo") -> None:
         self.host, self.port = host, port
         self.max_connections = max_connections
-        self.idle: deque[_Connection] = deque()
+        self.idle: deque[_Connection] = deque()  # free connections, in the order they were freed
+        self.take = self.idle.pop if reuse == "lifo" else self.idle.popleft
         self.open = 0
         self.opened = 0
         self.sent_s = np.full(n, np.nan)
@@ -164,11 +172,18 @@ class _Client:
         if self.pending == 0 and self.all_sent and self.finished is not None and not self.finished.done():
             self.finished.set_result(None)
 
-    async def connection(self) -> _Connection | None:
+    def free_connection(self) -> _Connection | None:
+        """A free open connection, in the `reuse` order (closed ones are dropped); None when there is none."""
         while self.idle:
-            conn = self.idle.popleft()
+            conn = self.take()
             if not conn.closed:
                 return conn
+        return None
+
+    async def connection(self) -> _Connection | None:
+        conn = self.free_connection()
+        if conn is not None:
+            return conn
         if self.open >= self.max_connections:
             return None
         self.open += 1
@@ -182,9 +197,9 @@ class _Client:
 
 
 async def _run(url: str, payloads: list[bytes], schedule_s: np.ndarray, max_connections: int, timeout_s: float,
-               warm_connections: int) -> tuple[_Client, float]:
+               warm_connections: int, reuse: str) -> tuple[_Client, float]:
     host, _, port = url.removeprefix("http://").rpartition(":")
-    client = _Client(host, int(port), len(schedule_s), max_connections)
+    client = _Client(host, int(port), len(schedule_s), max_connections, reuse)
     for _ in range(min(warm_connections, max_connections)):  # connections opened before the clock starts
         client.open += 1
         client.opened += 1
@@ -214,12 +229,7 @@ async def _run(url: str, payloads: list[bytes], schedule_s: np.ndarray, max_conn
         while i < count and times[i] <= now:  # everything due goes now, never waiting for an answer
             payload = payloads[i % len(payloads)]
             client.pending += 1
-            conn = None
-            while client.idle:
-                candidate = client.idle.popleft()
-                if not candidate.closed:
-                    conn = candidate
-                    break
+            conn = client.free_connection()
             if conn is not None:
                 client.sent_s[i] = now
                 conn.send(i, payload)
@@ -245,8 +255,12 @@ def run_open_loop(
     max_connections: int = 4096,
     timeout_s: float = 30.0,
     warm_connections: int = 32,
+    reuse: str = "lifo",
 ) -> LoadResult:
-    """Send `payloads[i % len]` (complete HTTP requests) at `schedule_s[i]` seconds from now; record every answer."""
+    """Send `payloads[i % len]` (complete HTTP requests) at `schedule_s[i]` seconds from now; record every answer.
+    `reuse`: which free connection a request goes on, `"lifo"` (the one freed last) or `"fifo"` (idle longest)."""
+    if reuse not in REUSE_ORDERS:
+        raise ValueError(f"reuse {reuse!r}: expected one of {list(REUSE_ORDERS)}")
     try:
         import uvloop
 
@@ -258,7 +272,7 @@ def run_open_loop(
         resource.setrlimit(resource.RLIMIT_NOFILE, (max_connections + 64, limit[1]))
     cpu, wall = time.process_time(), time.perf_counter()
     client, start = runner(_run(url, payloads, np.asarray(schedule_s, dtype=np.float64), max_connections, timeout_s,
-                                warm_connections))
+                                warm_connections, reuse))
     cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
     names = sorted(client.subnets, key=client.subnets.get)  # type: ignore[arg-type]
     return LoadResult(np.asarray(schedule_s, dtype=np.float64), client.sent_s - start, client.done_s - start,
@@ -322,6 +336,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--slo-ms", type=float, default=50.0, help="the deadline on-time is judged against")
     parser.add_argument("--deadline-ms", type=float, help="send this deadline with every request")
     parser.add_argument("--max-connections", type=int, default=4096)
+    parser.add_argument("--reuse", choices=REUSE_ORDERS, default="lifo",
+                        help="which free connection a request goes on: the one freed last (as tritonclient.http's and "
+                        "urllib3's pools choose) or the one idle longest (every open connection in turn)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", help="write the per-request results (.npz)")
     args = parser.parse_args(argv)
@@ -339,7 +356,7 @@ def main(argv: list[str] | None = None) -> int:
         trace = Trace.load_csv(args.csv)
     inputs = np.random.default_rng(args.seed).standard_normal((64, *shape)).astype(np.float32)
     result = run_open_loop(args.url, infer_requests(args.model, inputs, args.deadline_ms), trace.arrivals_s,
-                           args.max_connections)
+                           args.max_connections, reuse=args.reuse)
     if args.out:
         result.save(args.out)
     line = summary(result, args.slo_ms)
