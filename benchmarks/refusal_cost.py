@@ -60,7 +60,7 @@ import tailor
 from tailor.cost.profile import LatencyStats, Profile, SubnetProfile
 from tailor.serve import traces
 from tailor.serve.server.app import InferenceServer, ServerConfig, _raw_response, uvicorn_server
-from tailor.serve.server.loadgen import UNSENT, infer_requests, run_open_loop
+from tailor.serve.server.loadgen import REUSE_ORDERS, UNSENT, infer_requests, run_open_loop
 from tailor.serve.server.protocol import ModelSpec, TensorSpec
 
 MODEL = "refusal-bench"
@@ -271,9 +271,10 @@ def highest_capacity(factor: float, target: float, refusal_s: float, answered_s:
 
 
 def live_us(kind: str, rate: float, seconds: float, request: bytes, cores: tuple[set[int], set[int]],
-            perf_out: Path | None = None) -> tuple[float, dict[str, float] | None]:
-    """CPU microseconds per refusal of a `kind` server process on a socket under an open-loop load of `rate`/s, and
-    with `perf_out`, where that CPU went (`perf_split`) over the middle half of the load."""
+            perf_out: Path | None = None, reuse: str = "lifo") -> tuple[float, dict[str, float] | None]:
+    """CPU microseconds per refusal of a `kind` server process on a socket under an open-loop load of `rate`/s (the
+    client reusing connections in the `reuse` order), and with `perf_out`, where that CPU went (`perf_split`) over
+    the middle half of the load."""
     server = subprocess.Popen([sys.executable, __file__, "--serve", kind], stdin=subprocess.PIPE,
                               stdout=subprocess.PIPE, text=True)
     try:
@@ -285,7 +286,7 @@ def live_us(kind: str, rate: float, seconds: float, request: bytes, cores: tuple
         schedule = traces.poisson(rate, seconds, seed=0).arrivals_s
         recording = (perf_record(server.pid, seconds / 4, seconds / 2, perf_out, cores[0]) if perf_out is not None
                      else None)
-        result = run_open_loop(f"http://127.0.0.1:{port}", [request], schedule, max_connections=2048)
+        result = run_open_loop(f"http://127.0.0.1:{port}", [request], schedule, max_connections=2048, reuse=reuse)
         cpu = process_cpu_s(server.pid) - before
         split = perf_split(recording, perf_out) if recording is not None and perf_out is not None else None
         answered = int((result.status == 503).sum())
@@ -310,6 +311,8 @@ def main() -> None:
     parser.add_argument("--neighbour", choices=("none", *NEIGHBOURS), default="none",
                         help="--live: a process on the server's core at nice 10 meanwhile (default: none)")
     parser.add_argument("--perf", action="store_true", help="--live: also split each run's server CPU with perf")
+    parser.add_argument("--reuse", choices=REUSE_ORDERS, default="lifo",
+                        help="--live: the client's choice of free connection (see tailor.serve.server.loadgen)")
     parser.add_argument("--capacity", type=float, help="--live: C (req/s), to print a burst's share of the core")
     parser.add_argument("--factor", type=float, default=10.0, help="--capacity: the burst, in multiples of C")
     parser.add_argument("--answered-us", type=float, help="--capacity: core us per answered request in the burst")
@@ -361,7 +364,7 @@ def run_live(args: argparse.Namespace) -> None:
             for repeat in range(args.repeats):
                 for kind, costs in (("tailor", ours), ("floor", floor)):
                     perf_out = Path(tmp) / f"{kind}{repeat}.perf" if args.perf else None
-                    cost, split = live_us(kind, args.live, args.seconds, request, cores, perf_out)
+                    cost, split = live_us(kind, args.live, args.seconds, request, cores, perf_out, args.reuse)
                     costs.append(cost)
                     if split is not None:
                         splits[kind].append(split)
@@ -374,7 +377,8 @@ def run_live(args: argparse.Namespace) -> None:
              else "one core: server and load generator share it")
     if neighbour is not None:
         split += f", a {args.neighbour} loop at nice 10 beside the server"
-    print(f"live: {args.live:,.0f} binary OIP requests/s for {args.seconds:g} s over loopback TCP, {split}, median of "
+    print(f"live: {args.live:,.0f} binary OIP requests/s for {args.seconds:g} s over loopback TCP, connections reused "
+          f"{args.reuse.upper()}, {split}, median of "
           f"{args.repeats}; load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     print(f"  tailor serve, admission refusing: {mine:6.2f} us of server CPU per refusal  (runs: "
           + ", ".join(f"{x:.2f}" for x in ours) + ")")
