@@ -10,9 +10,11 @@ Which free connection (`reuse`): by default the one freed last (`"lifo"`), as th
 client `tritonclient.http` (geventhttpclient's `LifoQueue`) and of urllib3 choose; or the one idle longest
 (`"fifo"`), every open connection in turn, as many clients that each send rarely would. Under a burst the
 server's cost per request differs between the two: at 10x a thousand connections are open, and in turn each
-one's state (the kernel's socket, the protocol's objects) is cold in the cache when its next request comes. One asyncio event loop (uvloop when installed) with a small
-`asyncio.Protocol` per connection and an incremental parser of Content-Length responses keeps the client
-light enough to share a 2-core machine with the server; its CPU time is reported so the split can be checked.
+one's state (the kernel's socket, the event loop's handle) is cold in the cache when its next request comes.
+
+One asyncio event loop (uvloop when installed) with a small `asyncio.Protocol` per connection and an incremental
+parser of Content-Length responses keeps the client light enough to share a 2-core machine with the server; its
+CPU time is reported so the split can be checked.
 
 Written here because the kept HTTP load tools either wait for answers (closed loop), or, like wrk2, keep a
 fixed connection count and cannot send a Trace's arrival times or read OIP's `parameters`.
