@@ -161,6 +161,13 @@ def run_load(args: argparse.Namespace, url: str, model: str, schedule: np.ndarra
     return LoadResult.load(out)
 
 
+def probe_rate(args: argparse.Namespace, url: str, model: str, workdir: Path, tag: str, rate: float,
+               seed: int) -> dict[str, Any]:
+    """The client-side summary of one `--probe-s` Poisson run at `rate` (a capacity probe)."""
+    schedule = traces.poisson(rate, args.probe_s, seed=seed).arrivals_s
+    return load_summary(run_load(args, url, model, schedule, workdir, tag), args.slo_ms)
+
+
 def capacity(args: argparse.Namespace, url: str, model: str, workdir: Path, runtime: str,
              probe: Callable[[float, int], dict[str, Any]] | None = None) -> tuple[float, list]:
     """The highest Poisson rate with client-side attainment >= 0.99: halve from `--max-rate` until one passes,
@@ -169,8 +176,7 @@ def capacity(args: argparse.Namespace, url: str, model: str, workdir: Path, runt
     near-misses pass by luck and set C a third higher in one run (OVERLOAD.md, runs 29-30)."""
 
     def run_probe(rate: float, step: int) -> dict[str, Any]:
-        schedule = traces.poisson(rate, args.probe_s, seed=step).arrivals_s
-        return load_summary(run_load(args, url, model, schedule, workdir, f"{runtime}-probe{step}"), args.slo_ms)
+        return probe_rate(args, url, model, workdir, f"{runtime}-probe{step}", rate, step)
 
     probe = probe or run_probe
     passed, failed = 0.0, None
@@ -197,8 +203,7 @@ def recheck_capacity(args: argparse.Namespace, url: str, model: str, workdir: Pa
     """C probed once more after the bursts (one `--probe-s` run at C), next to its attainment when bisected: near
     0.99 both times by construction (C is the edge), far below it if the machine slowed down since C was
     measured, and the bursts' ratios to C then read low (this machine's speed drifts by 20-50% within an hour)."""
-    schedule = traces.poisson(cap, args.probe_s, seed=99).arrivals_s
-    line = load_summary(run_load(args, url, model, schedule, workdir, f"{runtime}-recheck"), args.slo_ms)
+    line = probe_rate(args, url, model, workdir, f"{runtime}-recheck", cap, 99)
     bisected = next((p["attainment"] for p in probes if p["rate"] == cap), None)
     print(f"  C re-checked after the bursts: attainment {line['attainment']:.4f} at {cap:.0f} req/s"
           + (f" ({bisected:.4f} when bisected)" if bisected is not None else ""), flush=True)

@@ -8,8 +8,9 @@ fed one binary OIP request (one 3x32x32 sample, 12 KiB, as the load generator se
 one keep-alive connection while admission refuses every one, and the CPU time per request is taken over
 `--requests` requests: as a client sends them (the same header block every time: the first parsed, the
 second refused from the raw bytes, the rest as repeats of it, `InferenceServer.refuses_repeat`) and with every
-one parsed (as a header block the server has not read before). Next to them, the floor: a bare `asyncio.Protocol` that parses the same bytes with httptools and writes the same
-prebuilt 503 (what no Python server can go below). Median of `--repeats`. The calls come one after another
+one parsed (as a header block the server has not read before). Next to them, the floor: a bare
+`asyncio.Protocol` that parses the same bytes with httptools and writes the same prebuilt 503 (what no Python
+server can go below). Median of `--repeats`. The calls come one after another
 without returning to the event loop, as the reads of one pass of it do under a burst: admission's horizon is
 asked once a pass (at most every 1 ms), as `InferenceServer.refusal` keeps it.
 

@@ -3,6 +3,7 @@ the run's last fraction of a window does not (it used to read as a recovery reac
 
 from __future__ import annotations
 
+import argparse
 import time
 from pathlib import Path
 from types import ModuleType
@@ -103,7 +104,6 @@ def test_timeline_rows_report_the_cores_shares_and_switches_per_second(overload:
     assert row["worker_sleeps_per_s"] == pytest.approx(16.0)
 
 
-
 def test_capacity_bisects_to_the_highest_rate_that_passed(overload: ModuleType,
                                                             monkeypatch: pytest.MonkeyPatch) -> None:
     seen: list[float] = []
@@ -112,7 +112,7 @@ def test_capacity_bisects_to_the_highest_rate_that_passed(overload: ModuleType,
         seen.append(rate)
         return {"attainment": 1.0 if rate <= 2900.0 else 0.95, "p99_ms_200": 40.0}
 
-    args = type("Args", (), {"max_rate": 8000.0, "probes": 7, "probe_s": 1.0, "slo_ms": 50.0})()
+    args = argparse.Namespace(max_rate=8000.0, probes=7, probe_s=1.0, slo_ms=50.0)
     monkeypatch.setattr(overload.time, "sleep", lambda _s: None)
     cap, probes = overload.capacity(args, "", "", Path("."), "torch", probe=probe)
     assert seen == [8000.0, 4000.0, 2000.0, 3000.0, 2500.0, 2750.0, 2875.0] and cap == 2875.0
